@@ -1,0 +1,3 @@
+from corewarding.cli import app
+
+app()

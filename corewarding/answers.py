@@ -1,0 +1,151 @@
+"""Final answers: extracting them from completions and reference solutions, and their canonical form.
+
+Every label-free reward starts here: ``ans(y)`` in the paper's notation is :func:`extract_answer`.
+The functions are pure, linear in the length of the text, and never raise on model output.
+
+Worked examples::
+
+    >>> extract_answer(r"so the total is \\boxed{\\frac{1}{2}}.")
+    '\\\\frac{1}{2}'
+    >>> extract_answer("Natalia sold 48/2 = 24 clips in May.\\n#### 1,234")
+    '1234'
+    >>> extract_answer("The answer is 42") is None     # no box: no answer, unless asked to fall back
+    True
+    >>> extract_answer("The answer is 42", fallback_last_number=True)
+    '42'
+    >>> reference_answer("9 (apples)"), reference_answer(142.0)
+    ('9', '142')
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = ["extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
+
+_BOX_COMMANDS = (r"\boxed", r"\fbox")
+# A number as written in solutions: 1,234.5 or -0.75 or 3/4 (the last-number fallback only).
+_NUMBER = r"-?\d[\d,]*(?:\.\d+)?(?:/\d+)?|-?\.\d+"
+_NUMBER_RE = re.compile(_NUMBER)
+_GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
+_THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_DECIMAL_RE = re.compile(r"-?\d+\.\d*")
+# "9 (apples)": a number followed by a parenthesised unit, as ASDiv writes its answers.
+_TRAILING_UNIT_RE = re.compile(r"^(\S+?)\s*\([^()]*[A-Za-z][^()]*\)$")
+_SPACING_RE = re.compile(r"\\[,;:! ]|\\(?:left|right)(?![A-Za-z])|\s+")
+
+
+def last_boxed(text: str) -> str | None:
+    r"""Content of the last ``\boxed{…}`` / ``\fbox{…}`` (nested braces allowed), or of ``\boxed 5``.
+
+    Returns None when there is no box, the last box is never closed (a truncated completion), or it
+    is empty: a model that writes ``\boxed{}`` has not answered.
+    """
+    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+    if start < 0:
+        return None
+    cmd = next(c for c in _BOX_COMMANDS if text.startswith(c, start))
+    i = start + len(cmd)
+    n = len(text)
+    if i < n and text[i] == "{":
+        depth = 0
+        for j in range(i, n):
+            ch = text[j]
+            if ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    content = text[i + 1 : j].strip()
+                    return content or None
+        return None
+    # "\boxed 5": a single space-separated token, as in the MATH dataset's own solutions.
+    if i < n and text[i] == " ":
+        token = text[i:].lstrip(" ").split(maxsplit=1)
+        content = token[0].rstrip("$.,") if token else ""
+        return content or None
+    return None
+
+
+def _gsm8k_answer(text: str) -> str | None:
+    matches = _GSM8K_RE.findall(text)
+    if not matches:
+        return None
+    content = matches[-1].strip().rstrip(".")
+    return content or None
+
+
+def _last_number(text: str) -> str | None:
+    last = None
+    for last in _NUMBER_RE.finditer(text):
+        pass
+    return last.group(0).rstrip(",") if last else None
+
+
+def extract_answer(text: str | None, *, fallback_last_number: bool = False) -> str | None:
+    r"""``ans(y)``: the final answer of a completion, in :func:`canonical_answer` form, or None.
+
+    Looked for in this order:
+
+    1. the last ``\boxed{…}`` or ``\fbox{…}`` (what the system prompt asks for);
+    2. GSM8K's ``#### <answer>`` line (the last one);
+    3. only when ``fallback_last_number`` is True: the last number in the text.
+
+    The fallback is off by default for rewards: a model that forgets the box would otherwise be
+    rewarded for whatever number it wrote last, and label-free rewards then teach it to stop boxing.
+    Evaluation of models that were never asked to box (few-shot base models) may turn it on.
+    """
+    if not text:
+        return None
+    answer = last_boxed(text)
+    if answer is None:
+        answer = _gsm8k_answer(text)
+    if answer is None and fallback_last_number:
+        answer = _last_number(text)
+    if answer is None:
+        return None
+    return canonical_answer(answer) or None
+
+
+def reference_answer(raw: object) -> str | None:
+    r"""The reference answer of a dataset row, in canonical form.
+
+    Accepts a whole worked solution (MATH's ``\boxed{}``, GSM8K's ``#### 18``) or a bare answer
+    (AMC's ``142.0`` — also as a float —, ASDiv's ``9 (apples)``, MATH ground truths such as
+    ``\frac{1}{2}``). None for an empty or missing value.
+    """
+    if raw is None:
+        return None
+    text = str(raw).strip()
+    if not text:
+        return None
+    answer = extract_answer(text)
+    if answer is not None:
+        return answer
+    unit = _TRAILING_UNIT_RE.match(text)
+    if unit and _NUMBER_RE.fullmatch(unit.group(1)):
+        text = unit.group(1)
+    return canonical_answer(text) or None
+
+
+def canonical_answer(answer: str) -> str:
+    r"""A normal form for display, exact-string voting and cache keys.
+
+    Removes what never changes the value: whitespace, LaTeX spacing commands (``\,``, ``\!``),
+    ``\left``/``\right``, enclosing ``$…$``, a trailing period, thousands separators in a plain
+    number (``1,234`` → ``1234``) and trailing decimal zeros (``142.0`` → ``142``). It does not
+    rewrite notation: ``\dfrac12``, ``\frac{1}{2}`` and ``0.5`` stay three strings, as in the
+    reference implementation's exact voting; :mod:`corewarding.equivalence` is what merges them.
+    """
+    s = answer.strip()
+    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1].strip()
+    s = _SPACING_RE.sub("", s)
+    s = s.rstrip(".")
+    if _THOUSANDS_RE.fullmatch(s):
+        s = s.replace(",", "")
+    if _DECIMAL_RE.fullmatch(s):
+        s = s.rstrip("0").rstrip(".") or "0"
+        if s in ("-", "-0"):
+            s = "0"
+    return s

@@ -1,0 +1,330 @@
+"""Every reward of METHOD.md as a pure function of a batch of rollout groups.
+
+A batch is a flat :class:`Rollouts`: one entry per rollout, with the question it answers and its
+view (0 = original question, 1 = rephrasing). A *group* is the G rollouts of one prompt, keyed by
+``(question_id, view)``; group members need not be contiguous. Each reward function returns a
+:class:`RewardResult`: per-rollout rewards, the per-rollout pseudo-label it rewarded against (for
+the voting methods), and diagnostics.
+
+==========================  ==================================================================
+function                    reward of rollout y_i of prompt x (paper's name)
+==========================  ==================================================================
+ground_truth_rewards        1[ans(y_i) ≡ reference]                 (RLVR / GT-GRPO)
+majority_vote_rewards       1[ans(y_i) = maj{ans(y_1..y_G)}]         (TTRL / SRT majority voting)
+cross_view_rewards          1[ans(y_i) ≡ maj{ans(y'_1..y'_G)}] of the other view   (Co-rewarding-I)
+teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II)
+self_certainty_rewards      mean_t KL(U ‖ p_t), given per rollout    (Intuitor)
+entropy_rewards             −mean_t H(p_t), optional no-answer penalty  (RENT / EM-RL)
+format_rewards              1[an answer can be extracted]
+weighted_sum                Σ_k w_k r_k over named rewards
+==========================  ==================================================================
+
+A group whose label is None (no rollout of the labelling group answered, or agreement below the
+voting minimum) gives all its rollouts reward 0 and is counted in ``no_label_rate``.
+
+Diagnostics (never used for the reward) when references are given: ``label_accuracy`` (share of
+groups whose pseudo-label matches the reference; a missing label counts as wrong),
+``reward_accuracy`` (share of rollouts whose pseudo-reward equals the ground-truth reward) and
+``rollout_accuracy`` (share of rollouts that are correct). Always: ``no_answer_rate`` (share of
+rollouts without an answer); for voting methods ``majority_ratio`` (mean share of the labelling
+group in its winning answer) and ``no_label_rate``.
+
+Worked example (Co-rewarding-I; the original's rollouts mostly say 4, the rephrasing's say 5)::
+
+    >>> batch = Rollouts(answers=["4", "4", "5", "5", "5", "4"], question_ids=[0] * 6,
+    ...                  views=[0, 0, 0, 1, 1, 1], references=["5"] * 6)
+    >>> result = cross_view_rewards(batch)
+    >>> result.rewards                       # the original is rewarded against the rephrasing's 5
+    [0.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+    >>> result.labels
+    ['5', '5', '5', '4', '4', '4']
+    >>> result.metrics["label_accuracy"], result.metrics["view_agreement"]
+    (0.5, 0.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from statistics import fmean
+
+from corewarding.equivalence import answers_match
+from corewarding.voting import Vote, VotingConfig, majority_votes
+
+__all__ = [
+    "Rollouts",
+    "RewardResult",
+    "ground_truth_rewards",
+    "majority_vote_rewards",
+    "cross_view_rewards",
+    "teacher_vote_rewards",
+    "self_certainty_rewards",
+    "entropy_rewards",
+    "format_rewards",
+    "weighted_sum",
+    "RENT_NO_ANSWER_PENALTY",
+]
+
+#: The fixed reward RENT gives a rollout with no extractable answer.
+RENT_NO_ANSWER_PENALTY = -7.0
+
+GroupKey = tuple[Hashable, int]
+
+
+@dataclass(frozen=True)
+class Rollouts:
+    """A flat batch of rollouts.
+
+    Attributes:
+        answers: ``ans(y)`` of each rollout (see :func:`corewarding.answers.extract_answer`), None
+            when absent.
+        question_ids: the question each rollout answers; a question and its rephrasing share it.
+        views: 0 for the original question, 1 for its rephrasing; all 0 when omitted.
+        references: the hidden reference answer of each rollout's question, or None. Used by
+            ``ground_truth_rewards`` and by diagnostics only.
+    """
+
+    answers: Sequence[str | None]
+    question_ids: Sequence[Hashable]
+    views: Sequence[int] | None = None
+    references: Sequence[str | None] | None = None
+
+    def __post_init__(self):
+        n = len(self.answers)
+        for name in ("question_ids", "views", "references"):
+            values = getattr(self, name)
+            if values is not None and len(values) != n:
+                raise ValueError(f"Rollouts.{name} has {len(values)} entries for {n} answers")
+        if self.views is not None and any(v not in (0, 1) for v in self.views):
+            raise ValueError("Rollouts.views must hold 0 (original) or 1 (rephrasing)")
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def view(self, i: int) -> int:
+        return 0 if self.views is None else self.views[i]
+
+    def groups(self) -> dict[GroupKey, list[int]]:
+        """Group key → rollout positions, in order of first appearance."""
+        groups: dict[GroupKey, list[int]] = {}
+        for i, q in enumerate(self.question_ids):
+            groups.setdefault((q, self.view(i)), []).append(i)
+        return groups
+
+    def group_answers(self, groups: Mapping[GroupKey, list[int]]) -> list[list[str | None]]:
+        return [[self.answers[i] for i in members] for members in groups.values()]
+
+
+@dataclass
+class RewardResult:
+    """Per-rollout rewards, the pseudo-label each was rewarded against, and diagnostics."""
+
+    rewards: list[float]
+    labels: list[str | None] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def _no_answer_rate(rollouts: Rollouts) -> float:
+    return fmean(a is None for a in rollouts.answers) if len(rollouts) else 0.0
+
+
+def _correct(rollouts: Rollouts, matching: str) -> list[bool] | None:
+    """Ground-truth correctness of each rollout, or None when the batch has no references."""
+    if rollouts.references is None or all(r is None for r in rollouts.references):
+        return None
+    return answers_match(list(zip(rollouts.references, rollouts.answers)), mode=matching)
+
+
+def _rewards_against_labels(
+    rollouts: Rollouts,
+    labels: Mapping[GroupKey, str | None],
+    label_votes: Mapping[GroupKey, Vote | None],
+    voting: VotingConfig,
+    hits: Sequence[bool] | None = None,
+) -> RewardResult:
+    """Reward 1 for a rollout whose answer matches its group's label; diagnostics of the labels.
+
+    ``label_votes`` holds the vote each label came from (None for ground truth); ``hits`` may give
+    the matches already known (majority voting knows its winning cluster).
+    """
+    groups = rollouts.groups()
+    per_rollout_label: list[str | None] = [None] * len(rollouts)
+    for key, members in groups.items():
+        for i in members:
+            per_rollout_label[i] = labels.get(key)
+    if hits is None:
+        hits = answers_match(list(zip(per_rollout_label, rollouts.answers)), mode=voting.matching)
+    rewards = [float(h) for h in hits]
+
+    metrics = {
+        "no_answer_rate": _no_answer_rate(rollouts),
+        "no_label_rate": fmean(labels.get(k) is None for k in groups) if groups else 0.0,
+    }
+    votes = [label_votes.get(k) for k in groups]
+    if any(v is not None for v in votes):
+        metrics["majority_ratio"] = fmean(v.ratio if v is not None else 0.0 for v in votes)
+
+    correct = _correct(rollouts, voting.matching)
+    if correct is not None:
+        keys = list(groups)
+        references = [rollouts.references[groups[k][0]] for k in keys]
+        label_correct = answers_match([(r, labels.get(k)) for r, k in zip(references, keys)], mode=voting.matching)
+        metrics["label_accuracy"] = fmean(label_correct)
+        metrics["reward_accuracy"] = fmean(h == c for h, c in zip(hits, correct))
+        metrics["rollout_accuracy"] = fmean(correct)
+    return RewardResult(rewards, per_rollout_label, metrics)
+
+
+def ground_truth_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
+    """RLVR: 1[ans(y_i) ≡ reference]. A rollout whose question has no reference gets 0."""
+    if rollouts.references is None:
+        raise ValueError("ground_truth_rewards needs reference answers (Rollouts.references)")
+    labels = {key: rollouts.references[members[0]] for key, members in rollouts.groups().items()}
+    return _rewards_against_labels(rollouts, labels, {}, voting)
+
+
+def majority_vote_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
+    """Self-consistency (TTRL / SRT): 1[ans(y_i) = maj{ans(y_1..y_G)}] within each group."""
+    groups = rollouts.groups()
+    votes = dict(zip(groups, majority_votes(rollouts.group_answers(groups), voting)))
+    hits = [False] * len(rollouts)
+    for key, members in groups.items():
+        for position in votes[key].members:
+            hits[members[position]] = True
+    labels = {key: vote.label for key, vote in votes.items()}
+    return _rewards_against_labels(rollouts, labels, votes, voting, hits)
+
+
+def cross_view_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
+    """Co-rewarding-I: each view's rollouts are rewarded against the majority answer of the other view.
+
+    Rollouts of x get 1[ans(y_i) ≡ v'] with v' = maj{ans(y'_j)} over the rephrasing's rollouts, and
+    rollouts of x' get 1[ans(y'_i) ≡ v] with v = maj{ans(y_j)}. A group whose other view is missing
+    from the batch has no label. Besides the common diagnostics, reports them per view
+    (``original/…``, ``rephrased/…``) and ``view_agreement``: the share of pairs whose two views'
+    majorities match.
+    """
+    groups = rollouts.groups()
+    votes = dict(zip(groups, majority_votes(rollouts.group_answers(groups), voting)))
+    partner_votes = {(q, v): votes.get((q, 1 - v)) for q, v in groups}
+    labels = {key: vote.label if vote is not None else None for key, vote in partner_votes.items()}
+    result = _rewards_against_labels(rollouts, labels, partner_votes, voting)
+
+    for view, name in ((0, "original"), (1, "rephrased")):
+        members = [i for i in range(len(rollouts)) if rollouts.view(i) == view]
+        if not members:
+            continue
+        subset = _subset(rollouts, members)
+        sub_labels = {k: lab for k, lab in labels.items() if k[1] == view}
+        sub_votes = {k: vt for k, vt in partner_votes.items() if k[1] == view}
+        part = _rewards_against_labels(subset, sub_labels, sub_votes, voting, [result.rewards[i] == 1.0 for i in members])
+        result.metrics.update({f"{name}/{k}": v for k, v in part.metrics.items()})
+        result.metrics[f"{name}/reward"] = fmean(result.rewards[i] for i in members)
+
+    pairs = [q for q, v in groups if v == 0 and (q, 1) in groups]
+    if pairs:
+        agree = answers_match([(votes[(q, 0)].label, votes[(q, 1)].label) for q in pairs], mode=voting.matching)
+        result.metrics["view_agreement"] = fmean(agree)
+    return result
+
+
+def teacher_vote_rewards(
+    rollouts: Rollouts, teacher: Rollouts, voting: VotingConfig = VotingConfig()
+) -> RewardResult:
+    """Co-rewarding-II: policy rollouts of x are rewarded against ṽ = maj{ans(ỹ_j)} of the teacher's.
+
+    ``teacher`` holds the teacher's rollouts of the same prompts (same question ids and views).
+    ``majority_ratio`` and ``label_accuracy`` describe the teacher's vote; ``teacher_policy_agreement``
+    is the share of groups whose policy majority matches the teacher's label, and
+    ``teacher/no_answer_rate`` the teacher's share of rollouts without an answer.
+    """
+    teacher_groups = teacher.groups()
+    teacher_votes = dict(zip(teacher_groups, majority_votes(teacher.group_answers(teacher_groups), voting)))
+    groups = rollouts.groups()
+    label_votes = {key: teacher_votes.get(key) for key in groups}
+    labels = {key: vote.label if vote is not None else None for key, vote in label_votes.items()}
+    result = _rewards_against_labels(rollouts, labels, label_votes, voting)
+
+    policy_votes = majority_votes(rollouts.group_answers(groups), voting)
+    agree = answers_match([(labels[k], pv.label) for k, pv in zip(groups, policy_votes)], mode=voting.matching)
+    result.metrics["teacher_policy_agreement"] = fmean(agree) if agree else 0.0
+    result.metrics["teacher/no_answer_rate"] = _no_answer_rate(teacher)
+    return result
+
+
+def _subset(rollouts: Rollouts, members: Sequence[int]) -> Rollouts:
+    def pick(values):
+        return None if values is None else [values[i] for i in members]
+
+    return Rollouts(
+        answers=pick(rollouts.answers),
+        question_ids=pick(rollouts.question_ids),
+        views=pick(rollouts.views),
+        references=pick(rollouts.references),
+    )
+
+
+def _per_rollout_rewards(rollouts: Rollouts, values: Sequence[float], name: str, voting: VotingConfig) -> RewardResult:
+    if len(values) != len(rollouts):
+        raise ValueError(f"{name}: {len(values)} values for {len(rollouts)} rollouts")
+    metrics = {"no_answer_rate": _no_answer_rate(rollouts)}
+    correct = _correct(rollouts, voting.matching)
+    if correct is not None:
+        metrics["rollout_accuracy"] = fmean(correct)
+    return RewardResult([float(v) for v in values], None, metrics)
+
+
+def self_certainty_rewards(
+    rollouts: Rollouts, self_certainty: Sequence[float], voting: VotingConfig = VotingConfig()
+) -> RewardResult:
+    """Intuitor's self-certainty: the mean over response tokens of KL(U ‖ p_t).
+
+    ``self_certainty`` holds that mean per rollout, computed from the policy's logits without
+    gradient (:func:`corewarding.token_statistics.self_certainty`). It does not look at the answer;
+    ``voting`` only sets how diagnostics compare answers with references.
+    """
+    result = _per_rollout_rewards(rollouts, self_certainty, "self_certainty_rewards", voting)
+    result.metrics["self_certainty"] = fmean(result.rewards) if result.rewards else 0.0
+    return result
+
+
+def entropy_rewards(
+    rollouts: Rollouts,
+    mean_entropy: Sequence[float],
+    no_answer_penalty: float | None = None,
+    voting: VotingConfig = VotingConfig(),
+) -> RewardResult:
+    """Entropy minimisation (RENT / EM-RL): reward −mean_t H(p_t) of the response.
+
+    With ``no_answer_penalty`` set (RENT uses :data:`RENT_NO_ANSWER_PENALTY` = −7), a rollout
+    without an extractable answer gets that fixed reward instead.
+    """
+    values = [-h for h in mean_entropy]
+    if no_answer_penalty is not None:
+        values = [no_answer_penalty if a is None else v for a, v in zip(rollouts.answers, values)]
+    result = _per_rollout_rewards(rollouts, values, "entropy_rewards", voting)
+    result.metrics["mean_entropy"] = fmean(mean_entropy) if len(mean_entropy) else 0.0
+    return result
+
+
+def format_rewards(rollouts: Rollouts) -> RewardResult:
+    """1 when a final answer can be extracted (a non-empty ``\\boxed{}`` or ``####`` line), else 0."""
+    rewards = [float(a is not None) for a in rollouts.answers]
+    return RewardResult(rewards, None, {"no_answer_rate": _no_answer_rate(rollouts)})
+
+
+def weighted_sum(parts: Mapping[str, RewardResult], weights: Mapping[str, float]) -> RewardResult:
+    """Σ_k w_k r_k of named rewards; metrics are kept under ``<name>/<metric>``.
+
+    Every named part needs a weight; the parts must score the same rollouts.
+    """
+    missing = set(parts) - set(weights)
+    if missing:
+        raise ValueError(f"weighted_sum: no weight for {sorted(missing)}")
+    lengths = {len(p.rewards) for p in parts.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"weighted_sum: parts score different numbers of rollouts {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    total = [sum(weights[name] * part.rewards[i] for name, part in parts.items()) for i in range(n)]
+    metrics = {f"{name}/{k}": v for name, part in parts.items() for k, v in part.metrics.items()}
+    return RewardResult(total, None, metrics)

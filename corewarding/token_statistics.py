@@ -1,0 +1,44 @@
+"""Per-token confidence statistics of a policy's logits, averaged over the response.
+
+The two confidence rewards of METHOD.md need, for every response token t with logits z_t ∈ R^V:
+
+* **self-certainty** (Intuitor): KL(U ‖ p_t) = −log V − (1/V) Σ_j log p_tj = logsumexp(z_t) − mean(z_t) − log V.
+  The constant log V is dropped (it cancels in GRPO's group normalisation), so a uniform
+  distribution scores 0 and a confident one scores high.
+* **entropy** (RENT / EM-RL): H(p_t) = logsumexp(z_t) − Σ_j p_tj z_tj.
+
+Both are averaged over the tokens where ``mask`` is 1 (the response, padding excluded). A rollout
+with no response token gets 0. Computed in float32 whatever the logits' dtype.
+
+Worked example (uniform logits: self-certainty 0, entropy log V)::
+
+    >>> import torch
+    >>> z = torch.zeros(1, 3, 4)
+    >>> self_certainty(z, torch.ones(1, 3)).tolist(), round(entropy(z, torch.ones(1, 3)).item(), 4)
+    ([0.0], 1.3863)
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["self_certainty", "entropy", "masked_sequence_mean"]
+
+
+def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` (B, T) over positions where ``mask`` (B, T) is nonzero; 0 for an empty row."""
+    mask = mask.to(values.dtype)
+    return (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+
+
+def self_certainty(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over response tokens of logsumexp(z_t) − mean(z_t); logits (B, T, V), mask (B, T) → (B,)."""
+    z = logits.float()
+    return masked_sequence_mean(torch.logsumexp(z, dim=-1) - z.mean(dim=-1), mask)
+
+
+def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over response tokens of the entropy H(p_t); logits (B, T, V), mask (B, T) → (B,)."""
+    z = logits.float()
+    log_p = torch.log_softmax(z, dim=-1)
+    return masked_sequence_mean(-(log_p.exp() * log_p).sum(-1), mask)
