@@ -20,6 +20,7 @@ Worked examples::
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = ["extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
 
@@ -128,6 +129,7 @@ def reference_answer(raw: object) -> str | None:
     return canonical_answer(text) or None
 
 
+@lru_cache(maxsize=1 << 16)  # the same answers recur across a group, its views and its diagnostics
 def canonical_answer(answer: str) -> str:
     r"""A normal form for display, exact-string voting and cache keys.
 

@@ -42,6 +42,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
 from corewarding.answers import canonical_answer
@@ -55,6 +56,7 @@ __all__ = [
     "cluster_answer_groups",
     "answers_match",
     "default_checker",
+    "set_default_checker",
 ]
 
 #: Longest answer (in characters, canonical form) handed to math-verify. The longest ground truth of
@@ -115,12 +117,23 @@ def _as_rational(answer: str) -> tuple[Fraction, bool] | None:
     return (-value if g["sign"] else value), is_decimal
 
 
+_FRAC_VARIANT_RE = re.compile(r"\\[dt]frac")
+_FRAC_SHORTHAND_RE = re.compile(r"\\frac(\d)(\d)")
+
+
+def _notation_key(answer: str) -> str:
+    r"""The canonical form with notation variants of one meaning unified: \dfrac, \tfrac, \frac12."""
+    return _FRAC_SHORTHAND_RE.sub(r"\\frac{\1}{\2}", _FRAC_VARIANT_RE.sub(r"\\frac", answer))
+
+
 def _decide_in_process(reference: str, answer: str) -> bool | None:
     """Decide a comparison without math-verify when that is exact; None when it needs the worker."""
     if reference == answer:
         return True
     if not (_is_safe(reference) and _is_safe(answer)):
         return False
+    if _notation_key(reference) == _notation_key(answer):
+        return True
     a, b = _as_rational(reference), _as_rational(answer)
     if a is None or b is None:
         return None
@@ -180,46 +193,64 @@ class EquivalenceChecker:
     """Math-verify answer equivalence, bounded in input size and time, cached, thread-safe.
 
     ``equivalent(reference, answer)`` treats its first argument as math-verify's gold (the order
-    matters only for equations such as ``x=5`` against ``5``). The cache holds ``cache_size`` results.
+    matters only for equations such as ``x=5`` against ``5``).
+
+    Args:
+        timeout_s: bound on one comparison inside the worker (interval timer; default 1 s).
+        hard_timeout_s: bound after which a silent worker is killed and restarted (default 5 s).
+        workers: worker processes comparing in parallel (default: 2, or 1 on a single core).
+        cache_size: results kept (least recently used dropped first).
     """
 
-    def __init__(self, timeout_s: float = 1.0, hard_timeout_s: float = 5.0, cache_size: int = 1 << 17):
+    def __init__(
+        self,
+        timeout_s: float = 1.0,
+        hard_timeout_s: float = 5.0,
+        workers: int | None = None,
+        cache_size: int = 1 << 17,
+    ):
         self.timeout_s = timeout_s
         self.hard_timeout_s = hard_timeout_s
         self.cache_size = cache_size
         self._cache: OrderedDict[tuple[str, str], bool] = OrderedDict()
         self._lock = threading.Lock()
-        self._worker: _Worker | None = None
+        self._workers: list[_Worker | None] = [None] * (workers or min(2, os.cpu_count() or 1))
         #: Comparisons that timed out (each counts as not equivalent).
         self.timeouts = 0
+        self._timeouts_lock = threading.Lock()
         atexit.register(self.close)
+
+    def start(self) -> None:
+        """Start the worker processes now rather than on the first comparison that needs them."""
+        with self._lock, ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
+            list(pool.map(self._live_worker, range(len(self._workers))))
 
     def equivalent(self, reference: str, answer: str) -> bool:
         return self.equivalent_many([(reference, answer)])[0]
 
     def equivalent_many(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
-        """Compare many (reference, answer) pairs, sending the undecided ones to the worker at once."""
+        """Compare many (reference, answer) pairs, sending the undecided ones to the workers at once."""
         keys = [(canonical_answer(a), canonical_answer(b)) for a, b in pairs]
         results: list[bool | None] = []
         pending: dict[tuple[str, str], list[int]] = {}
         with self._lock:
             for i, key in enumerate(keys):
-                decided = _decide_in_process(*key)
+                decided = self._cache.get(key)
                 if decided is None:
-                    decided = self._cache.get(key)
-                    if decided is not None:
-                        self._cache.move_to_end(key)
-                    else:
+                    decided = _decide_in_process(*key)
+                    if decided is None:
                         pending.setdefault(key, []).append(i)
+                    else:
+                        self._cache[key] = decided
                 results.append(decided)
             if pending:
                 todo = list(pending)
-                for key, value in zip(todo, self._ask_worker(todo)):
+                for key, value in zip(todo, self._ask_workers(todo)):
                     self._cache[key] = value
                     for i in pending[key]:
                         results[i] = value
-                while len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
         return results  # type: ignore[return-value]
 
     def cluster(self, answers: Sequence[str | None]) -> list[int | None]:
@@ -265,38 +296,51 @@ class EquivalenceChecker:
             [None if i is None else form_cluster[g][i] for i in index] for g, index in enumerate(form_index)
         ]
 
-    def _ask_worker(self, todo: list[tuple[str, str]]) -> list[bool]:
+    def _ask_workers(self, todo: list[tuple[str, str]]) -> list[bool]:
+        # Contiguous chunks keep a group's pairs (which share forms) on one worker and its parse cache.
+        n = min(len(self._workers), max(1, len(todo) // 8))
+        bounds = [len(todo) * k // n for k in range(n + 1)]
+        chunks = [todo[bounds[k] : bounds[k + 1]] for k in range(n)]
+        if n == 1:
+            return self._ask_worker(0, todo)
+        with ThreadPoolExecutor(max_workers=n) as pool:
+            parts = list(pool.map(self._ask_worker, range(n), chunks))
+        return [verdict for part in parts for verdict in part]
+
+    def _ask_worker(self, slot: int, todo: list[tuple[str, str]]) -> list[bool]:
         answers: list[bool] = []
         while len(answers) < len(todo):
-            worker = self._live_worker()
+            worker = self._live_worker(slot)
             worker.send(todo[len(answers) :])
-            sent = len(todo) - len(answers)
-            for _ in range(sent):
+            for _ in range(len(todo) - len(answers)):
                 reply = worker.read_line(deadline=time.monotonic() + self.hard_timeout_s)
                 if reply is None:
                     # The worker is stuck (or died) on this comparison: count it as a timeout and
                     # restart the worker for the rest.
                     worker.kill()
-                    self._worker = None
-                    self.timeouts += 1
-                    answers.append(False)
-                    break
-                self.timeouts += reply.get("timeout", False)
+                    self._workers[slot] = None
+                    reply = {"eq": False, "timeout": True}
+                with self._timeouts_lock:
+                    self.timeouts += reply.get("timeout", False)
                 answers.append(reply["eq"])
+                if self._workers[slot] is None:
+                    break
         return answers
 
-    def _live_worker(self) -> _Worker:
+    def _live_worker(self, slot: int) -> _Worker:
+        worker = self._workers[slot]
         # A forked child inherits the parent's pipes; it must not talk over them, so it starts its own.
-        if self._worker is None or self._worker.owner_pid != os.getpid() or self._worker.proc.poll() is not None:
-            self._worker = _Worker(self.timeout_s)
-        return self._worker
+        if worker is None or worker.owner_pid != os.getpid() or worker.proc.poll() is not None:
+            worker = self._workers[slot] = _Worker(self.timeout_s)
+        return worker
 
     def close(self) -> None:
-        """Stop the worker process (it is restarted if the checker is used again)."""
+        """Stop the worker processes (they are restarted if the checker is used again)."""
         with self._lock:
-            if self._worker is not None and self._worker.owner_pid == os.getpid():
-                self._worker.kill()
-            self._worker = None
+            for slot, worker in enumerate(self._workers):
+                if worker is not None and worker.owner_pid == os.getpid():
+                    worker.kill()
+                self._workers[slot] = None
 
 
 _DEFAULT: EquivalenceChecker | None = None
@@ -310,6 +354,15 @@ def default_checker() -> EquivalenceChecker:
         if _DEFAULT is None:
             _DEFAULT = EquivalenceChecker()
         return _DEFAULT
+
+
+def set_default_checker(checker: EquivalenceChecker) -> None:
+    """Make ``checker`` the process-wide one (e.g. with other time bounds); the previous one is closed."""
+    global _DEFAULT
+    with _DEFAULT_LOCK:
+        if _DEFAULT is not None and _DEFAULT is not checker:
+            _DEFAULT.close()
+        _DEFAULT = checker
 
 
 def equivalent(reference: str, answer: str) -> bool:

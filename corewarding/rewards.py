@@ -22,7 +22,8 @@ weighted_sum                Σ_k w_k r_k over named rewards
 A group whose label is None (no rollout of the labelling group answered, or agreement below the
 voting minimum) gives all its rollouts reward 0 and is counted in ``no_label_rate``.
 
-Diagnostics (never used for the reward) when references are given: ``label_accuracy`` (share of
+Diagnostics (never used for the reward) when references are given, always judged by math
+equivalence whatever matching the vote uses: ``label_accuracy`` (share of
 groups whose pseudo-label matches the reference; a missing label counts as wrong),
 ``reward_accuracy`` (share of rollouts whose pseudo-reward equals the ground-truth reward) and
 ``rollout_accuracy`` (share of rollouts that are correct). Always: ``no_answer_rate`` (share of
@@ -128,11 +129,14 @@ def _no_answer_rate(rollouts: Rollouts) -> float:
     return fmean(a is None for a in rollouts.answers) if len(rollouts) else 0.0
 
 
-def _correct(rollouts: Rollouts, matching: str) -> list[bool] | None:
-    """Ground-truth correctness of each rollout, or None when the batch has no references."""
+def _correct(rollouts: Rollouts) -> list[bool] | None:
+    """Ground-truth correctness of each rollout, or None when the batch has no references.
+
+    Always by math equivalence: diagnostics measure the truth, whatever matching the vote uses.
+    """
     if rollouts.references is None or all(r is None for r in rollouts.references):
         return None
-    return answers_match(list(zip(rollouts.references, rollouts.answers)), mode=matching)
+    return answers_match(list(zip(rollouts.references, rollouts.answers)))
 
 
 def _rewards_against_labels(
@@ -164,23 +168,23 @@ def _rewards_against_labels(
     if any(v is not None for v in votes):
         metrics["majority_ratio"] = fmean(v.ratio if v is not None else 0.0 for v in votes)
 
-    correct = _correct(rollouts, voting.matching)
+    correct = _correct(rollouts)
     if correct is not None:
         keys = list(groups)
         references = [rollouts.references[groups[k][0]] for k in keys]
-        label_correct = answers_match([(r, labels.get(k)) for r, k in zip(references, keys)], mode=voting.matching)
+        label_correct = answers_match([(r, labels.get(k)) for r, k in zip(references, keys)])
         metrics["label_accuracy"] = fmean(label_correct)
         metrics["reward_accuracy"] = fmean(h == c for h, c in zip(hits, correct))
         metrics["rollout_accuracy"] = fmean(correct)
     return RewardResult(rewards, per_rollout_label, metrics)
 
 
-def ground_truth_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
-    """RLVR: 1[ans(y_i) ≡ reference]. A rollout whose question has no reference gets 0."""
+def ground_truth_rewards(rollouts: Rollouts) -> RewardResult:
+    """RLVR: 1[ans(y_i) ≡ reference], by math equivalence. A rollout whose question has no reference gets 0."""
     if rollouts.references is None:
         raise ValueError("ground_truth_rewards needs reference answers (Rollouts.references)")
     labels = {key: rollouts.references[members[0]] for key, members in rollouts.groups().items()}
-    return _rewards_against_labels(rollouts, labels, {}, voting)
+    return _rewards_against_labels(rollouts, labels, {}, VotingConfig())
 
 
 def majority_vote_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
@@ -264,26 +268,23 @@ def _subset(rollouts: Rollouts, members: Sequence[int]) -> Rollouts:
     )
 
 
-def _per_rollout_rewards(rollouts: Rollouts, values: Sequence[float], name: str, voting: VotingConfig) -> RewardResult:
+def _per_rollout_rewards(rollouts: Rollouts, values: Sequence[float], name: str) -> RewardResult:
     if len(values) != len(rollouts):
         raise ValueError(f"{name}: {len(values)} values for {len(rollouts)} rollouts")
     metrics = {"no_answer_rate": _no_answer_rate(rollouts)}
-    correct = _correct(rollouts, voting.matching)
+    correct = _correct(rollouts)
     if correct is not None:
         metrics["rollout_accuracy"] = fmean(correct)
     return RewardResult([float(v) for v in values], None, metrics)
 
 
-def self_certainty_rewards(
-    rollouts: Rollouts, self_certainty: Sequence[float], voting: VotingConfig = VotingConfig()
-) -> RewardResult:
+def self_certainty_rewards(rollouts: Rollouts, self_certainty: Sequence[float]) -> RewardResult:
     """Intuitor's self-certainty: the mean over response tokens of KL(U ‖ p_t).
 
     ``self_certainty`` holds that mean per rollout, computed from the policy's logits without
-    gradient (:func:`corewarding.token_statistics.self_certainty`). It does not look at the answer;
-    ``voting`` only sets how diagnostics compare answers with references.
+    gradient (:func:`corewarding.token_statistics.self_certainty`). It does not look at the answer.
     """
-    result = _per_rollout_rewards(rollouts, self_certainty, "self_certainty_rewards", voting)
+    result = _per_rollout_rewards(rollouts, self_certainty, "self_certainty_rewards")
     result.metrics["self_certainty"] = fmean(result.rewards) if result.rewards else 0.0
     return result
 
@@ -292,7 +293,6 @@ def entropy_rewards(
     rollouts: Rollouts,
     mean_entropy: Sequence[float],
     no_answer_penalty: float | None = None,
-    voting: VotingConfig = VotingConfig(),
 ) -> RewardResult:
     """Entropy minimisation (RENT / EM-RL): reward −mean_t H(p_t) of the response.
 
@@ -302,7 +302,7 @@ def entropy_rewards(
     values = [-h for h in mean_entropy]
     if no_answer_penalty is not None:
         values = [no_answer_penalty if a is None else v for a, v in zip(rollouts.answers, values)]
-    result = _per_rollout_rewards(rollouts, values, "entropy_rewards", voting)
+    result = _per_rollout_rewards(rollouts, values, "entropy_rewards")
     result.metrics["mean_entropy"] = fmean(mean_entropy) if len(mean_entropy) else 0.0
     return result
 

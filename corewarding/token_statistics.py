@@ -3,8 +3,8 @@
 The two confidence rewards of METHOD.md need, for every response token t with logits z_t ∈ R^V:
 
 * **self-certainty** (Intuitor): KL(U ‖ p_t) = −log V − (1/V) Σ_j log p_tj = logsumexp(z_t) − mean(z_t) − log V.
-  The constant log V is dropped (it cancels in GRPO's group normalisation), so a uniform
-  distribution scores 0 and a confident one scores high.
+  A uniform distribution scores 0 and a confident one scores high. (The constant log V cancels in
+  GRPO's group normalisation; it is kept so the logged value is the KL itself.)
 * **entropy** (RENT / EM-RL): H(p_t) = logsumexp(z_t) − Σ_j p_tj z_tj.
 
 Both are averaged over the tokens where ``mask`` is 1 (the response, padding excluded). A rollout
@@ -20,6 +20,8 @@ Worked example (uniform logits: self-certainty 0, entropy log V)::
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 __all__ = ["self_certainty", "entropy", "masked_sequence_mean"]
@@ -32,9 +34,10 @@ def masked_sequence_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tens
 
 
 def self_certainty(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over response tokens of logsumexp(z_t) − mean(z_t); logits (B, T, V), mask (B, T) → (B,)."""
+    """Mean over response tokens of KL(U ‖ p_t); logits (B, T, V), mask (B, T) → (B,)."""
     z = logits.float()
-    return masked_sequence_mean(torch.logsumexp(z, dim=-1) - z.mean(dim=-1), mask)
+    kl = torch.logsumexp(z, dim=-1) - z.mean(dim=-1) - math.log(z.shape[-1])
+    return masked_sequence_mean(kl, mask)
 
 
 def entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

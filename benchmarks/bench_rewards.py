@@ -1,0 +1,144 @@
+"""Time the voting rewards on a realistic batch: 128 groups x 8 rollouts of MATH-style answers.
+
+Answers are MATH train ground truths (from ../shared/data when present, else a built-in sample),
+written in equivalent forms (``\\dfrac``, decimals, spacing, ``1/2``), mixed with wrong answers,
+missing answers (10%) and hostile strings (5%: a 200,000-character answer, 5,000 nested parentheses,
+code, power towers). Reports the time of majority-vote and Co-rewarding-I cross-view rewards in
+equivalence and exact mode, with a cold cache (the math-verify worker already started) and a warm
+one, and the ratios the issue sets targets for: equivalence < 1 s cold, warm equivalence < 3x exact.
+
+    python benchmarks/bench_rewards.py [--groups 128] [--rollouts 8] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from corewarding.answers import reference_answer
+from corewarding.equivalence import EquivalenceChecker, set_default_checker
+from corewarding.rewards import Rollouts, cross_view_rewards, majority_vote_rewards
+from corewarding.voting import VotingConfig
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corewarding-math" / "train.parquet"
+BUILT_IN = ["12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720"]
+HOSTILE = [
+    "x" * 200_000,
+    "(" * 5000 + ")" * 5000,
+    "__import__('os').system('true')",
+    "10**10**10**10",
+    r"9^{9^{9}}",
+    r"(10^{10})!",
+]
+
+
+def references(n: int, rng: random.Random) -> list[str]:
+    if SHARED.exists():
+        import pyarrow.parquet as pq
+
+        truths = pq.read_table(SHARED, columns=["reward_model"]).column("reward_model").to_pylist()
+        pool = [reference_answer(t["ground_truth"]) for t in truths]
+        pool = [p for p in pool if p]
+    else:
+        pool = BUILT_IN
+    return [rng.choice(pool) for _ in range(n)]
+
+
+def equivalent_form(answer: str, rng: random.Random) -> str:
+    """The same answer as a model might write it differently."""
+    frac = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", answer)
+    options = [answer, answer.replace(r"\frac", r"\dfrac"), answer.replace(",", ", ").replace("}{", "} {"), answer + "."]
+    if frac:
+        sign, num, den = frac.groups()
+        options += [f"{sign}{num}/{den}", rf"{sign}\tfrac{{{num}}}{{{den}}}"]
+        value = Fraction(int(num), int(den))
+        if value.denominator in (1, 2, 4, 5, 8, 10, 20, 25):
+            options.append(f"{sign}{float(value):g}")
+    if re.fullmatch(r"-?\d+", answer):
+        options += [answer + ".0", f"{int(answer):,}"]
+    return rng.choice(options)
+
+
+def wrong_form(answer: str, rng: random.Random) -> str:
+    if re.fullmatch(r"-?\d+", answer):
+        return str(int(answer) + rng.choice([-2, -1, 1, 2, 10]))
+    return rng.choice([answer + "+1", "2" + answer, r"\frac{1}{" + answer + "}", str(rng.randint(0, 99))])
+
+
+def make_groups(groups: int, rollouts: int, seed: int) -> tuple[list[list[str | None]], list[str]]:
+    rng = random.Random(seed)
+    refs = references(groups, rng)
+    batch = []
+    for ref in refs:
+        wrong = [wrong_form(ref, rng) for _ in range(2)]
+        group = []
+        for _ in range(rollouts):
+            u = rng.random()
+            if u < 0.05:
+                group.append(rng.choice(HOSTILE))
+            elif u < 0.15:
+                group.append(None)
+            elif u < 0.6:
+                group.append(equivalent_form(ref, rng))
+            else:
+                group.append(rng.choice(wrong))
+        batch.append(group)
+    return batch, refs
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--groups", type=int, default=128)
+    parser.add_argument("--rollouts", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    groups, refs = make_groups(args.groups, args.rollouts, args.seed)
+    g = args.rollouts
+    answers = [a for group in groups for a in group]
+    question_ids = [i // 2 for i in range(len(groups)) for _ in range(g)]  # pairs of groups are two views
+    views = [i % 2 for i in range(len(groups)) for _ in range(g)]
+    batch = Rollouts(answers=answers, question_ids=question_ids, views=views)
+    single = Rollouts(answers=answers, question_ids=[i for i in range(len(groups)) for _ in range(g)])
+
+    exact = VotingConfig(matching="exact")
+    rows = []
+    for name, fn, rollouts in (("majority vote", majority_vote_rewards, single), ("cross-view (I)", cross_view_rewards, batch)):
+        # A fresh checker: empty result cache and empty parse caches in its workers, started untimed.
+        checker = EquivalenceChecker()
+        startup = timed(checker.start)
+        set_default_checker(checker)
+        cold = timed(lambda: fn(rollouts))
+        warm = min(timed(lambda: fn(rollouts)) for _ in range(3))
+        exact_t = min(timed(lambda: fn(rollouts, exact)) for _ in range(3))
+        rows.append((name, cold, warm, exact_t, checker.timeouts))
+
+    table = Table(title=f"Voting rewards on {len(groups)} groups x {g} rollouts ({len(answers)} answers)")
+    columns = ("reward", "equivalence, cold (s)", "equivalence, warm (s)", "exact (s)", "warm / exact", "timeouts")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for name, cold, warm, exact_t, timeouts in rows:
+        table.add_row(name, f"{cold:.3f}", f"{warm:.4f}", f"{exact_t:.4f}", f"{warm / exact_t:.2f}x", str(timeouts))
+    console = Console()
+    console.print(table)
+    console.print(
+        f"math-verify workers: {len(checker._workers)}, started in {startup:.2f} s (once per process, not timed above)\n"
+        "targets: equivalence cold < 1 s; warm equivalence < 3x exact"
+    )
+
+
+if __name__ == "__main__":
+    main()

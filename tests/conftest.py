@@ -1,0 +1,23 @@
+"""Shared test fixtures: where the shared data lives."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """``../shared/data`` beside the repository, or ``$COREWARDING_SHARED_DATA``."""
+    return Path(os.environ.get("COREWARDING_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set COREWARDING_SHARED_DATA)")
+    return path

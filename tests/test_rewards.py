@@ -1,0 +1,190 @@
+"""Every reward on hand-written completions (open-r1 style)."""
+
+import pytest
+import torch
+
+from corewarding.answers import extract_answer
+from corewarding.rewards import (
+    RENT_NO_ANSWER_PENALTY,
+    RewardResult,
+    Rollouts,
+    cross_view_rewards,
+    entropy_rewards,
+    format_rewards,
+    ground_truth_rewards,
+    majority_vote_rewards,
+    self_certainty_rewards,
+    teacher_vote_rewards,
+    weighted_sum,
+)
+from corewarding.token_statistics import entropy, self_certainty
+from corewarding.voting import VotingConfig
+
+# Question 1 (reference 1/2) and question 2 (reference 12), four rollouts each.
+COMPLETIONS = [
+    r"Half of the cake: \boxed{\frac{1}{2}}",
+    r"So it is \boxed{0.5}.",
+    r"I think \boxed{\dfrac12}",
+    r"Answer: \boxed{2}",
+    r"3*4 = 12, so \boxed{12}",
+    r"3+4 = 7, \boxed{7}",
+    "I am not sure.",  # no answer
+    r"3*4 = 12.\n#### 12",
+]
+ANSWERS = [extract_answer(c) for c in COMPLETIONS]
+BATCH = Rollouts(answers=ANSWERS, question_ids=[1] * 4 + [2] * 4, references=[r"\frac{1}{2}"] * 4 + ["12"] * 4)
+
+
+def test_ground_truth_rewards():
+    result = ground_truth_rewards(BATCH)
+    assert result.rewards == [1, 1, 1, 0, 1, 0, 0, 1]
+    assert result.metrics["rollout_accuracy"] == 5 / 8
+    assert result.metrics["no_answer_rate"] == 1 / 8
+    assert result.metrics["label_accuracy"] == 1.0 and result.metrics["reward_accuracy"] == 1.0
+
+
+def test_ground_truth_needs_references():
+    with pytest.raises(ValueError, match="reference"):
+        ground_truth_rewards(Rollouts(answers=["1"], question_ids=[0]))
+
+
+def test_majority_vote_rewards_equivalence_vs_exact():
+    result = majority_vote_rewards(BATCH)
+    assert result.rewards == [1, 1, 1, 0, 1, 0, 0, 1]
+    assert result.labels[:4] == [r"\frac{1}{2}"] * 4 and result.labels[4:] == ["12"] * 4
+    assert result.metrics["majority_ratio"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert result.metrics["label_accuracy"] == 1.0
+
+    # Exact strings split the 1/2 vote into three singletons; the first seen wins the tie.
+    exact = majority_vote_rewards(BATCH, VotingConfig(matching="exact"))
+    assert exact.rewards == [1, 0, 0, 0, 1, 0, 0, 1]
+    assert exact.metrics["reward_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_majority_vote_agrees_on_a_wrong_answer():
+    """The collapse mode: agreement is rewarded whether or not it is right."""
+    batch = Rollouts(answers=["7", "7", "7", "12"], question_ids=[0] * 4, references=["12"] * 4)
+    result = majority_vote_rewards(batch)
+    assert result.rewards == [1, 1, 1, 0]
+    assert result.metrics["label_accuracy"] == 0.0
+    assert result.metrics["reward_accuracy"] == 0.0
+
+
+def test_cross_view_rewards_on_a_pair_whose_views_disagree():
+    # The original's rollouts mostly say 10; the rephrasing's mostly say 12 (the right answer).
+    answers = ["10", "10", "12", None, "12", "12", "12.0", "10"]
+    batch = Rollouts(answers=answers, question_ids=["q"] * 8, views=[0] * 4 + [1] * 4, references=["12"] * 8)
+    result = cross_view_rewards(batch)
+    assert result.labels == ["12"] * 4 + ["10"] * 4  # each view labelled by the other
+    assert result.rewards == [0, 0, 1, 0, 0, 0, 0, 1]
+    m = result.metrics
+    assert m["label_accuracy"] == 0.5
+    assert m["original/label_accuracy"] == 1.0 and m["rephrased/label_accuracy"] == 0.0
+    assert m["original/reward"] == 0.25 and m["rephrased/reward"] == 0.25
+    assert m["original/no_answer_rate"] == 0.25 and m["rephrased/no_answer_rate"] == 0.0
+    assert m["view_agreement"] == 0.0
+    assert m["majority_ratio"] == pytest.approx((3 / 4 + 2 / 4) / 2)  # of the labelling (other) view
+    assert m["reward_accuracy"] == pytest.approx(4 / 8)  # rollouts 0,1,3 (right 0) and 4,5,6 (wrong 0)
+
+
+def test_cross_view_rewards_when_the_views_agree():
+    answers = ["3", "3", "4", "3", "3", "5"]
+    batch = Rollouts(answers=answers, question_ids=[0] * 6, views=[0, 0, 0, 1, 1, 1])
+    result = cross_view_rewards(batch)
+    assert result.rewards == [1, 1, 0, 1, 1, 0]
+    assert result.metrics["view_agreement"] == 1.0
+    assert "label_accuracy" not in result.metrics  # no references, no label diagnostics
+
+
+def test_cross_view_group_without_label_gets_zero_and_is_counted():
+    # The rephrasing's rollouts all failed to answer; the original's lone group has no partner at all.
+    answers = ["5", "5", None, None, "1", "1"]
+    batch = Rollouts(answers=answers, question_ids=[0, 0, 0, 0, 1, 1], views=[0, 0, 1, 1, 0, 0])
+    result = cross_view_rewards(batch)
+    assert result.rewards == [0, 0, 0, 0, 0, 0]
+    assert result.labels == [None, None, "5", "5", None, None]
+    assert result.metrics["no_label_rate"] == pytest.approx(2 / 3)
+
+
+def test_teacher_vote_rewards():
+    policy = Rollouts(answers=["4", "4", "6", None], question_ids=[0] * 4, references=["6"] * 4)
+    teacher = Rollouts(answers=["6", "6", "4", "6.0"], question_ids=[0] * 4)
+    result = teacher_vote_rewards(policy, teacher)
+    assert result.rewards == [0, 0, 1, 0]
+    assert result.labels == ["6"] * 4
+    assert result.metrics["label_accuracy"] == 1.0
+    assert result.metrics["majority_ratio"] == 0.75
+    assert result.metrics["teacher_policy_agreement"] == 0.0  # the policy's own majority says 4
+    assert result.metrics["teacher/no_answer_rate"] == 0.0
+    assert result.metrics["no_answer_rate"] == 0.25
+
+
+def test_teacher_without_answers_gives_no_label():
+    policy = Rollouts(answers=["4", "4"], question_ids=[0, 0])
+    teacher = Rollouts(answers=[None, None], question_ids=[0, 0])
+    result = teacher_vote_rewards(policy, teacher)
+    assert result.rewards == [0, 0] and result.metrics["no_label_rate"] == 1.0
+
+
+def test_empty_batch_does_not_crash():
+    empty = Rollouts(answers=[], question_ids=[], references=[])
+    for fn in (majority_vote_rewards, cross_view_rewards, ground_truth_rewards):
+        assert fn(empty).rewards == []
+
+
+def test_self_certainty_rewards_from_logits():
+    # Rollout 0 is confident (one large logit), rollout 1 is uniform.
+    logits = torch.zeros(2, 3, 5)
+    logits[0, :, 2] = 8.0
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    values = self_certainty(logits, mask)
+    # KL(U || p_t) from its definition, the same for every token of rollout 0; 0 for a uniform p_t.
+    uniform = torch.full((5,), 0.2)
+    kl = (uniform * (uniform.log() - torch.log_softmax(logits[0, 0], -1))).sum()
+    assert values.tolist() == pytest.approx([kl.item(), 0.0], abs=1e-5)
+
+    batch = Rollouts(answers=["1", None], question_ids=[0, 0], references=["1", "1"])
+    result = self_certainty_rewards(batch, values.tolist())
+    assert result.rewards == pytest.approx(values.tolist())
+    assert result.metrics["rollout_accuracy"] == 0.5 and result.metrics["no_answer_rate"] == 0.5
+
+
+def test_entropy_matches_torch_distributions_and_masks_padding():
+    logits = torch.randn(3, 4, 7, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [0, 0, 0, 0]])
+    per_token = torch.distributions.Categorical(logits=logits).entropy()
+    expected = [per_token[0].mean().item(), per_token[1, :2].mean().item(), 0.0]
+    assert entropy(logits, mask).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_entropy_rewards_with_and_without_the_no_answer_penalty():
+    batch = Rollouts(answers=["1", None, "2"], question_ids=[0, 0, 0])
+    assert entropy_rewards(batch, [0.5, 1.0, 2.0]).rewards == [-0.5, -1.0, -2.0]
+    penalised = entropy_rewards(batch, [0.5, 1.0, 2.0], no_answer_penalty=RENT_NO_ANSWER_PENALTY)
+    assert penalised.rewards == [-0.5, -7.0, -2.0]
+    assert penalised.metrics["mean_entropy"] == pytest.approx(3.5 / 3)
+    with pytest.raises(ValueError, match="3 rollouts"):
+        entropy_rewards(batch, [0.5])
+
+
+def test_format_rewards():
+    assert format_rewards(BATCH).rewards == [1, 1, 1, 1, 1, 1, 0, 1]
+
+
+def test_weighted_sum():
+    parts = {"majority_vote": majority_vote_rewards(BATCH), "format": format_rewards(BATCH)}
+    total = weighted_sum(parts, {"majority_vote": 1.0, "format": 0.5})
+    assert total.rewards == [1.5, 1.5, 1.5, 0.5, 1.5, 0.5, 0.0, 1.5]
+    assert total.metrics["majority_vote/label_accuracy"] == 1.0
+    assert total.metrics["format/no_answer_rate"] == 1 / 8
+    with pytest.raises(ValueError, match="no weight"):
+        weighted_sum(parts, {"format": 1.0})
+    with pytest.raises(ValueError, match="different numbers"):
+        weighted_sum({"a": RewardResult([1.0]), "b": RewardResult([1.0, 0.0])}, {"a": 1, "b": 1})
+
+
+def test_rollouts_validation():
+    with pytest.raises(ValueError, match="question_ids"):
+        Rollouts(answers=["1", "2"], question_ids=[0])
+    with pytest.raises(ValueError, match="views"):
+        Rollouts(answers=["1"], question_ids=[0], views=[2])
