@@ -63,8 +63,15 @@ __all__ = [
     "entropy_rewards",
     "format_rewards",
     "weighted_sum",
+    "method_rewards",
+    "METHODS",
     "RENT_NO_ANSWER_PENALTY",
 ]
+
+#: The training methods, by the names configs and metrics use.
+METHODS = ("ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+#: Methods whose reward comes from the policy's token distribution rather than from answers.
+CONFIDENCE_METHODS = ("self_certainty", "entropy")
 
 #: The fixed reward RENT gives a rollout with no extractable answer.
 RENT_NO_ANSWER_PENALTY = -7.0
@@ -328,3 +335,36 @@ def weighted_sum(parts: Mapping[str, RewardResult], weights: Mapping[str, float]
     total = [sum(weights[name] * part.rewards[i] for name, part in parts.items()) for i in range(n)]
     metrics = {f"{name}/{k}": v for name, part in parts.items() for k, v in part.metrics.items()}
     return RewardResult(total, None, metrics)
+
+
+def method_rewards(
+    method: str,
+    rollouts: Rollouts,
+    *,
+    voting: VotingConfig = VotingConfig(),
+    teacher: Rollouts | None = None,
+    confidence: Sequence[float] | None = None,
+    no_answer_penalty: float | None = None,
+) -> RewardResult:
+    """The reward of a training method (one of :data:`METHODS`) on a batch.
+
+    ``teacher`` (the teacher's rollouts) is needed by ``co_rewarding_ii``; ``confidence`` (per-rollout
+    mean self-certainty, or mean entropy) by ``self_certainty`` and ``entropy``.
+    """
+    if method == "ground_truth":
+        return ground_truth_rewards(rollouts)
+    if method == "majority_vote":
+        return majority_vote_rewards(rollouts, voting)
+    if method == "co_rewarding_i":
+        return cross_view_rewards(rollouts, voting)
+    if method == "co_rewarding_ii":
+        if teacher is None:
+            raise ValueError("co_rewarding_ii needs the teacher's rollouts")
+        return teacher_vote_rewards(rollouts, teacher, voting)
+    if method in CONFIDENCE_METHODS:
+        if confidence is None:
+            raise ValueError(f"{method} needs per-rollout confidence values")
+        if method == "self_certainty":
+            return self_certainty_rewards(rollouts, confidence)
+        return entropy_rewards(rollouts, confidence, no_answer_penalty)
+    raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")

@@ -1,0 +1,102 @@
+"""The one configuration of a training run: TRL's ``GRPOConfig`` plus what Co-rewarding adds.
+
+A YAML recipe maps key for key onto :class:`CoRewardingConfig`: the keys below, and every
+``GRPOConfig`` / ``TrainingArguments`` key under TRL's own name (``learning_rate``, ``beta``,
+``num_generations``, ``loss_type``, ``use_vllm``, ``report_to``, …). Defaults that differ from TRL's
+are marked; everything else is TRL's default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from trl import GRPOConfig
+
+from corewarding.prompts import SYSTEM_PROMPT
+from corewarding.rewards import METHODS
+from corewarding.voting import MATCHING_MODES
+
+__all__ = ["CoRewardingConfig"]
+
+
+@dataclass
+class CoRewardingConfig(GRPOConfig):
+    """Configuration of ``corewarding train``.
+
+    Method:
+        method: ``ground_truth``, ``majority_vote``, ``self_certainty``, ``entropy``,
+            ``co_rewarding_i`` or ``co_rewarding_ii``.
+        answer_matching: how answers are matched when voting and rewarding against a label:
+            ``equivalence`` (math-verify, default) or ``exact`` (canonical strings, as the reference).
+        min_agreement_count / min_agreement_ratio: the least agreement a majority needs to be a label
+            (default 1 vote and 0.0: plain plurality, as the reference).
+        no_answer_penalty: ``entropy`` only: the reward of a rollout without an answer (RENT: -7);
+            None (default) leaves it at minus its entropy.
+        teacher_rate_start / teacher_rate_end / teacher_update_interval: ``co_rewarding_ii``'s EMA
+            schedule a_start → a_end (cosine over the run) and update interval; defaults are the
+            reference script's 0.01, 1e-5, every step.
+        allow_invalid_rephrasings: ``co_rewarding_i`` trains on pairs the validator rejected (default
+            False: they are refused).
+
+    Data and model:
+        model_name_or_path: ``tiny`` (the packaged pretrained tiny model, default), a folder, a hub
+            id, or a ``.gguf`` file.
+        dataset: ``synthetic`` (the embedded task, default) or a dataset file/folder/hub id.
+        dataset_rephrasings: for ``co_rewarding_i`` on a file dataset: a file aligned row by row with
+            ``dataset`` holding the rephrasings (Co-rewarding's released ``*_rewrite_*.parquet``);
+            not needed when the dataset itself has a rephrasing column.
+        dataset_columns: a column preset or mapping name for the loader (None: detected).
+        max_train_problems: use at most this many training problems (None: all).
+        heldout_dataset: problems for held-out accuracy (``synthetic``: the synthetic test split;
+            None: no held-out evaluation).
+        max_heldout_problems: held-out problems evaluated each time (default 64).
+        heldout_samples: k samples per held-out problem for the sampled accuracy (default 4; 0: greedy
+            only).
+        system_prompt: the system turn of every prompt (the reference runs').
+
+    Defaults changed from TRL's: ``bf16`` is off when no GPU is present (TRL turns it on and then fails
+    on a CPU); ``output_dir`` is ``runs/<method>``; ``logging_steps`` is 1; ``save_strategy`` is ``no``.
+    """
+
+    method: str = field(default="co_rewarding_ii", metadata={"help": f"One of {', '.join(METHODS)}."})
+    answer_matching: str = field(default="equivalence", metadata={"help": "equivalence or exact."})
+    min_agreement_count: int = field(default=1, metadata={"help": "Fewest votes a label needs."})
+    min_agreement_ratio: float = field(default=0.0, metadata={"help": "Smallest group share a label needs."})
+    no_answer_penalty: float | None = field(default=None, metadata={"help": "entropy: reward without an answer."})
+    teacher_rate_start: float = field(default=0.01, metadata={"help": "co_rewarding_ii: EMA rate a_start."})
+    teacher_rate_end: float = field(default=1e-5, metadata={"help": "co_rewarding_ii: EMA rate a_end."})
+    teacher_update_interval: int = field(default=1, metadata={"help": "co_rewarding_ii: steps between updates."})
+    allow_invalid_rephrasings: bool = field(default=False, metadata={"help": "Train on rejected rephrasings."})
+
+    model_name_or_path: str = field(default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."})
+    dataset: str = field(default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."})
+    dataset_rephrasings: str | None = field(default=None, metadata={"help": "Row-aligned rephrasings file."})
+    dataset_columns: str | None = field(default=None, metadata={"help": "Column preset of the loader."})
+    max_train_problems: int | None = field(default=None, metadata={"help": "Cap on training problems."})
+    heldout_dataset: str | None = field(default="synthetic", metadata={"help": "Held-out accuracy problems."})
+    max_heldout_problems: int = field(default=64, metadata={"help": "Held-out problems per evaluation."})
+    heldout_samples: int = field(default=4, metadata={"help": "Samples per held-out problem (sampled accuracy)."})
+    system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of every prompt."})
+
+    output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/<method>)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
+    save_strategy: str = field(default="no", metadata={"help": "TrainingArguments.save_strategy."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.answer_matching not in MATCHING_MODES:
+            raise ValueError(f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}")
+        if self.output_dir is None:
+            self.output_dir = f"runs/{self.method}"
+        if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
+            self.bf16 = False
+        super().__post_init__()
+        if self.method == "co_rewarding_i" and self.generation_batch_size % (2 * self.num_generations):
+            raise ValueError(
+                f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
+                f"({self.generation_batch_size}) must be a multiple of 2 x num_generations ({2 * self.num_generations})"
+            )
+        if self.method == "co_rewarding_ii" and self.sync_ref_model:
+            raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
