@@ -38,8 +38,8 @@ Worked examples::
     >>> svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
     >>> load_problems("../shared/data/benchmarks/svamp.jsonl", svamp)[0].answer   # written as 145.0
     '145'
-    >>> pairs = load_rephrased_pair("corewarding-math/train.parquet",
-    ...                             "corewarding-math/train_rewrite_Qwen3-32B.parquet")
+    >>> math = "../shared/data/corewarding-math/"
+    >>> pairs = load_rephrased_pair(math + "train.parquet", math + "train_rewrite_Qwen3-32B.parquet")
     >>> pairs[0].rephrasing[:40]
     'A transportation company uses a function'
 
@@ -93,8 +93,8 @@ class ColumnMap:
 
     Every named column must exist. Names may be dotted paths into nested records::
 
-        >>> ColumnMap(question="prompt", answer="reward_model.ground_truth", id="extra_info.index")
-        ColumnMap(question=('prompt',), answer='reward_model.ground_truth', id='extra_info.index', rephrasing=None, meta=())
+        >>> ColumnMap(question="prompt", answer="reward_model.ground_truth").question
+        ('prompt',)
     """
 
     question: str | tuple[str, ...]
@@ -172,8 +172,16 @@ PRESETS: dict[str, Preset] = {
             rephrasing=("rephrased_question",),
             meta=("level", "type"),
         ),
-        Preset("svamp", question=(("Body", "Question"),), answer=("Answer",), id=("ID", "idx"), meta=("Type",)),
-        Preset("asdiv", question=(("body", "question"),), answer=("answer",), id=("idx",), meta=("solution_type",)),
+        Preset(
+            "svamp", question=(("Body", "Question"),), answer=("Answer",), id=("ID", "idx"), meta=("Type",)
+        ),
+        Preset(
+            "asdiv",
+            question=(("body", "question"),),
+            answer=("answer",),
+            id=("idx",),
+            meta=("solution_type",),
+        ),
         Preset(
             "qa",
             question=(("problem",), ("question",)),
@@ -200,7 +208,9 @@ def detect_columns(columns: Collection[str]) -> ColumnMap:
     )
 
 
-def read_rows(location: str | os.PathLike, *, split: str | None = None, subset: str | None = None) -> list[Row]:
+def read_rows(
+    location: str | os.PathLike, *, split: str | None = None, subset: str | None = None
+) -> list[Row]:
     """The rows of a dataset as dicts, in file order.
 
     ``location`` is a file (``.jsonl``/``.ndjson``, ``.json`` holding a list or JSON lines,
@@ -286,7 +296,9 @@ def load_rephrased_pair(
     not_aligned = f"{original} and {rephrased} are not row-aligned"
     if len(originals) != len(rephrasings):
         raise DatasetError(f"{not_aligned}: {len(originals)} rows vs {len(rephrasings)}")
-    differ = [i for i, (a, b) in enumerate(zip(originals, rephrasings)) if (a.id, a.answer) != (b.id, b.answer)]
+    differ = [
+        i for i, (a, b) in enumerate(zip(originals, rephrasings)) if (a.id, a.answer) != (b.id, b.answer)
+    ]
     if differ:
         a, b = originals[differ[0]], rephrasings[differ[0]]
         raise DatasetError(
@@ -314,7 +326,8 @@ def _column_map(columns: ColumnMap | str | None, present: list[str], label: str)
     column_map = preset.resolve(present)
     if column_map is None:
         raise DatasetError(
-            f"{label} does not fit preset {columns!r} ({preset.describe()}); columns present: {', '.join(present)}"
+            f"{label} does not fit preset {columns!r} ({preset.describe()}); "
+            f"columns present: {', '.join(present)}"
         )
     return column_map
 
@@ -382,7 +395,7 @@ def _text(value) -> str | None:
 
 
 def _join_sentences(parts: list[str]) -> str:
-    """``["He has 3 apples", "How many?"]`` → ``"He has 3 apples. How many?"``; punctuation is kept as written."""
+    """``["He has 3 apples", "How many?"]`` → ``"He has 3 apples. How many?"``; punctuation stays."""
     *leading, last = parts
     return " ".join([part + "." if part[-1].isalnum() else part for part in leading] + [last])
 
@@ -457,7 +470,9 @@ def _read_saved_dataset(path: Path, split: str | None) -> list[Row]:
     try:
         dataset = datasets.load_from_disk(str(path))
     except (OSError, ValueError) as error:
-        raise DatasetError(f"{path} is a folder but not a dataset saved by datasets: {_first_line(error)}") from None
+        raise DatasetError(
+            f"{path} is a folder but not a dataset saved by datasets: {_first_line(error)}"
+        ) from None
     return _split_rows(dataset, split, str(path))
 
 
@@ -468,7 +483,8 @@ def _read_hub_dataset(name: str, split: str | None, subset: str | None) -> list[
         dataset = datasets.load_dataset(name, subset, split=split)
     except (OSError, ValueError) as error:
         raise DatasetError(
-            f"{name!r} is not a local file or folder, and loading it from the hub failed: {_first_line(error)}"
+            f"{name!r} is not a local file or folder, and loading it from the hub failed: "
+            f"{_first_line(error)}"
         ) from None
     return _split_rows(dataset, split, name)
 
