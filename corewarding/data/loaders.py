@@ -62,14 +62,14 @@ from corewarding.answers import reference_answer
 from corewarding.data.records import Problem
 
 __all__ = [
-    "DatasetError",
-    "ColumnMap",
-    "Preset",
     "PRESETS",
+    "ColumnMap",
+    "DatasetError",
+    "Preset",
     "detect_columns",
-    "read_rows",
     "load_problems",
     "load_rephrased_pair",
+    "read_rows",
 ]
 
 Row = dict
