@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from corewarding.answers import extract_answer
@@ -32,21 +32,26 @@ GSM8K_QUESTION = (
 )
 
 
-def char_tokenizer(chat_template: str | None) -> PreTrainedTokenizerFast:
-    """One token per printable ASCII character, ChatML's special tokens, an end-of-sequence token, no pad."""
+def byte_tokenizer(chat_template: str | None) -> PreTrainedTokenizerFast:
+    """One token per byte, ChatML's special tokens, an end-of-sequence token and no pad token.
+
+    Byte-level like Qwen2's own tokenizer: transformers 5 rebuilds a tokenizer saved next to a Qwen2
+    config as ``Qwen2Tokenizer``, with byte-level pre-tokenisation, whatever pipeline was saved.
+    """
     special = ["<unk>", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    vocab = {token: i for i, token in enumerate(special + [chr(c) for c in range(32, 127)] + ["\n"])}
+    vocab = {token: i for i, token in enumerate(special + sorted(pre_tokenizers.ByteLevel.alphabet()))}
     backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
     backend.add_special_tokens(special)
-    backend.decoder = decoders.Fuse()
     return PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", eos_token="<|endoftext|>", chat_template=chat_template
     )
 
 
 def save_tiny_model(folder: Path, chat_template: str | None = CHATML) -> Path:
-    """A randomly initialised Qwen2 of 81 K parameters with the character tokenizer, saved to a folder."""
-    tokenizer = char_tokenizer(chat_template)
+    """A randomly initialised Qwen2 of 91 K parameters with the byte tokenizer, saved to a folder."""
+    tokenizer = byte_tokenizer(chat_template)
     config = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=64,
@@ -58,13 +63,50 @@ def save_tiny_model(folder: Path, chat_template: str | None = CHATML) -> Path:
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
         # Wide enough that greedy continuations depend on the prompt; at the default 0.02 every prompt
-        # continues with the same character and the left-padding check below could not fail.
+        # continues with the same token and the left-padding check below could not fail.
         initializer_range=0.3,
     )
     torch.manual_seed(0)
     Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def save_tiny_gguf(model_dir: Path, path: Path) -> Path:
+    """The tiny model of ``model_dir`` written as an unquantised GGUF file, as llama.cpp lays one out."""
+    gguf = pytest.importorskip("gguf")
+    model = Qwen2ForCausalLM.from_pretrained(model_dir)
+    tokenizer = byte_tokenizer(CHATML)
+    config = model.config
+    writer = gguf.GGUFWriter(str(path), "qwen2")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    tokens = sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(
+        [
+            gguf.TokenType.CONTROL if t.startswith("<") and len(t) > 1 else gguf.TokenType.NORMAL
+            for t in tokens
+        ]
+    )
+    writer.add_token_scores([0.0] * len(tokens))  # no merges: transformers derives none from equal scores
+    writer.add_eos_token_id(tokenizer.eos_token_id)
+    writer.add_chat_template(CHATML)
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, config.num_hidden_layers)
+    for name, tensor in model.state_dict().items():
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), tensor.numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +129,7 @@ def test_load_folder_is_ready_for_left_padded_generation(tiny_model_dir):
 
     # Left padding is right when a prompt's greedy continuation is the same alone and in a padded batch.
     prompts = render_prompts(tokenizer, ["What is 2+3?", "A much longer question: what is 12 times 12?"])
+    assert tokenizer.decode(tokenizer(prompts[1]).input_ids) == prompts[1]
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     alone = tokenizer(prompts[:1], return_tensors="pt")
     assert batch.attention_mask[0, 0] == 0  # the short prompt is padded on the left
@@ -95,6 +138,18 @@ def test_load_folder_is_ready_for_left_padded_generation(tiny_model_dir):
     single = model.generate(**alone, **settings)[:, alone.input_ids.shape[1] :]
     assert torch.equal(batched[0], single[0])
     assert not torch.equal(batched[0], batched[1])
+
+
+def test_load_gguf_file(tiny_model_dir, tmp_path):
+    model, tokenizer = load_model(save_tiny_gguf(tiny_model_dir, tmp_path / "tiny.gguf"))
+    expected, expected_tokenizer = load_model(tiny_model_dir)
+    assert model.dtype == torch.float32
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in expected.state_dict().items())
+    text = "Hi there\n<|im_start|>x’s"
+    assert tokenizer(text).input_ids == expected_tokenizer(text).input_ids
+    assert tokenizer.decode(tokenizer(text).input_ids) == text
+    assert (tokenizer.pad_token, tokenizer.padding_side) == ("<|endoftext|>", "left")
+    assert render_prompts(tokenizer, ["2+3?"]) == render_prompts(expected_tokenizer, ["2+3?"])
 
 
 def test_dtype_and_device_overrides(tiny_model_dir):
@@ -122,7 +177,7 @@ def test_render_prompts_with_a_chat_template(tiny_model_dir):
 
 
 def test_render_prompts_without_a_chat_template():
-    tokenizer = char_tokenizer(chat_template=None)
+    tokenizer = byte_tokenizer(chat_template=None)
     assert render_prompts(tokenizer, ["What is 2+3?", "And 4+4?"]) == [
         f"{SYSTEM_PROMPT}\n\nWhat is 2+3?",
         f"{SYSTEM_PROMPT}\n\nAnd 4+4?",
@@ -131,7 +186,7 @@ def test_render_prompts_without_a_chat_template():
 
 
 def test_render_prompts_when_the_template_refuses_a_system_turn():
-    tokenizer = char_tokenizer(NO_SYSTEM_CHATML)
+    tokenizer = byte_tokenizer(NO_SYSTEM_CHATML)
     assert render_prompts(tokenizer, ["What is 2+3?"]) == [
         f"<|im_start|>user\n{SYSTEM_PROMPT}\n\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     ]
