@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -89,7 +90,7 @@ def load_model(
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf)
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **from_gguf)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
         where = f"{name!r} from the hub (no network, or no such model)" if on_hub else str(location)
         raise ModelLoadError(f"cannot load {where}: {_first_line(error)}") from None
     if tokenizer.pad_token is None:

@@ -96,7 +96,7 @@ def save_tiny_gguf(model_dir: Path, path: Path) -> Path:
             for t in tokens
         ]
     )
-    writer.add_token_scores([0.0] * len(tokens))  # no merges: transformers derives none from equal scores
+    writer.add_token_scores([0.0] * len(tokens))  # transformers derives merges from these: none for bytes
     writer.add_eos_token_id(tokenizer.eos_token_id)
     writer.add_chat_template(CHATML)
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN2, config.num_hidden_layers)
@@ -218,11 +218,18 @@ def test_path_that_is_no_model(tmp_path):
         assert fragment in one_line_error(excinfo), location
 
 
-def test_broken_model_folder(tmp_path):
+def test_broken_model_files(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "no-such-architecture"}))
     with pytest.raises(ModelLoadError) as excinfo:
         load_model(tmp_path)
     assert one_line_error(excinfo).startswith(f"cannot load {tmp_path}: ")
+    pytest.importorskip("gguf")
+    (tmp_path / "truncated.gguf").write_bytes(b"GGUF" + bytes(12))
+    (tmp_path / "not.gguf").write_bytes(b"PK\x03\x04" + bytes(1000))
+    for name in ("truncated.gguf", "not.gguf"):
+        with pytest.raises(ModelLoadError) as excinfo:
+            load_model(tmp_path / name)
+        assert one_line_error(excinfo).startswith(f"cannot load {tmp_path / name}: ")
 
 
 def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
