@@ -66,5 +66,36 @@ def train(
     run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
 
 
+@app.command()
+def pretrain(
+    output: Path = typer.Option(Path("runs/pretrain-tiny"), "--output", "-o", help="Folder for model, tokenizer and pretrain.json."),
+    seed: int = typer.Option(0, help="Seeds data, initial weights and evaluation sampling."),
+    steps: int = typer.Option(None, help="Optimiser steps (default: as for the shipped checkpoint)."),
+    batch_size: int = typer.Option(None, help="Examples per step (default: as for the shipped checkpoint)."),
+    learning_rate: float = typer.Option(None, help="Peak learning rate (default: as for the shipped checkpoint)."),
+    eval_problems: int = typer.Option(None, help="Test-split problems evaluated at the end; 0: none (default: as for the shipped checkpoint)."),
+) -> None:
+    """Pretrain the tiny model on the synthetic task to a partial skill, evaluate it on the test split, save it.
+
+    The defaults reproduce the checkpoint shipped in corewarding/assets/tiny-arithmetic.
+    """
+    from rich.console import Console
+
+    from corewarding.evaluate import results_table
+    from corewarding.pretrain import PretrainConfig
+    from corewarding.pretrain import pretrain as run_pretraining
+
+    overrides = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "eval_problems": eval_problems}
+    try:
+        config = PretrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
+    result = run_pretraining(config, output)
+    console = Console()
+    if result.evaluation is not None:
+        console.print(results_table({output.name: result.evaluation}, title="Tiny model on the synthetic test split (%)"))
+    console.print(f"final loss {result.final_loss:.4f}, {result.seconds:.0f} s; saved to {output}")
+
+
 if __name__ == "__main__":
     app()

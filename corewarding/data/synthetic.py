@@ -1,0 +1,324 @@
+"""A synthetic task: multi-step arithmetic word problems, each told in several surface forms.
+
+The *abstract problem* is a :class:`Chain`: a start value and a few operations applied left to
+right, e.g. ``7+5*2`` means (7 + 5) * 2 = 24. Every chain can be told in :data:`NUM_FORMS` surface
+forms — a story about a person, a container, a list of instructions, and a question asked first
+with its facts after it — with randomly chosen names, objects and verbs. All forms share one short
+worked solution, so a question and its rephrasing (Co-rewarding-I's two views) exist natively::
+
+    >>> chain = Chain.from_key("7+5*2")
+    >>> chain.answer, worked_solution(chain)
+    (24, '7+5=12. 12*2=24. \\\\boxed{24}')
+    >>> render_forms(chain, style_seed=3)[2]
+    'Start with 7. Increase it by 5. Multiply it by 2. What number do you get?'
+
+Splits are disjoint by construction: :func:`split_of` assigns a chain to ``"test"`` when a hash of
+its key (start value, operations and operands — not its wording) falls below
+``TaskConfig.test_fraction``, else to ``"train"``. The assignment depends on nothing but the chain,
+so no seed, count or surface form can put one abstract problem in both splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from corewarding.data.records import Problem
+
+__all__ = [
+    "TaskConfig",
+    "Chain",
+    "NUM_FORMS",
+    "SPLITS",
+    "split_of",
+    "worked_solution",
+    "render_forms",
+    "surface_forms",
+    "sample_chain",
+    "sample_chains",
+    "generate_problems",
+    "chain_of",
+]
+
+OPERATIONS = ("+", "-", "*")
+SPLITS = ("train", "test")
+SOURCE = "synthetic-arithmetic"
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How hard the synthetic problems are, and how they are split.
+
+    The defaults keep every number below 100 and the worked solution to about 25 tokens, so a
+    model of about a million parameters learns the task partly within minutes on a CPU.
+
+    Attributes:
+        steps: operations per problem (default 2: a two-step problem, ``7+5*2``).
+        operations: the operations drawn from, among ``+``, ``-``, ``*`` (default all three).
+        start_range: inclusive range of the start value (default 1..20).
+        operand_range: inclusive range of the operand of ``+`` and ``-`` (default 1..9: one digit).
+        multiplier_range: inclusive range of the operand of ``*`` (default 2..5).
+        max_value: largest value any intermediate result may take (default 99: two digits).
+            Subtraction never goes below 1.
+        test_fraction: share of all abstract problems that belong to the test split (default 0.2).
+    """
+
+    steps: int = 2
+    operations: tuple[str, ...] = OPERATIONS
+    start_range: tuple[int, int] = (1, 20)
+    operand_range: tuple[int, int] = (1, 9)
+    multiplier_range: tuple[int, int] = (2, 5)
+    max_value: int = 99
+    test_fraction: float = 0.2
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not self.operations or any(op not in OPERATIONS for op in self.operations):
+            raise ValueError(f"operations must be a non-empty subset of {OPERATIONS}, got {self.operations}")
+        for name, low in (("start_range", 1), ("operand_range", 1), ("multiplier_range", 2)):
+            lo, hi = getattr(self, name)
+            if not low <= lo <= hi:
+                raise ValueError(f"{name} must be (lo, hi) with {low} <= lo <= hi, got {(lo, hi)}")
+        if self.max_value < self.start_range[1]:
+            raise ValueError(f"max_value ({self.max_value}) is below the largest start value")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+
+
+@dataclass(frozen=True)
+class Chain:
+    """An abstract problem: ``start``, then each ``(operation, operand)`` of ``steps`` in order."""
+
+    start: int
+    steps: tuple[tuple[str, int], ...]
+
+    @property
+    def key(self) -> str:
+        """The chain as text, read left to right: ``"7+5*2"``."""
+        return str(self.start) + "".join(f"{op}{operand}" for op, operand in self.steps)
+
+    @classmethod
+    def from_key(cls, key: str) -> Chain:
+        if not re.fullmatch(r"\d+(?:[-+*]\d+)+", key):
+            raise ValueError(f"not a chain key: {key!r} (expected e.g. '7+5*2')")
+        start, *rest = re.findall(r"[-+*]?\d+", key)
+        return cls(int(start), tuple((s[0], int(s[1:])) for s in rest))
+
+    def values(self) -> list[int]:
+        """The running value after each step (the last is the answer)."""
+        values, value = [], self.start
+        for op, operand in self.steps:
+            value = _apply(op, value, operand)
+            values.append(value)
+        return values
+
+    @property
+    def answer(self) -> int:
+        return self.values()[-1]
+
+
+def _apply(op: str, value: int, operand: int) -> int:
+    if op == "+":
+        return value + operand
+    if op == "-":
+        return value - operand
+    return value * operand
+
+
+def split_of(chain: Chain, test_fraction: float = TaskConfig.test_fraction) -> str:
+    """``"test"`` or ``"train"``, by a hash of the chain's key: the same chain always lands in the same split."""
+    digest = hashlib.sha256(chain.key.encode()).digest()
+    return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
+
+
+def worked_solution(chain: Chain) -> str:
+    r"""One equation per step, then the boxed answer: ``"7+5=12. 12*2=24. \boxed{24}"``."""
+    equations, value = [], chain.start
+    for (op, operand), result in zip(chain.steps, chain.values()):
+        equations.append(f"{value}{op}{operand}={result}.")
+        value = result
+    return " ".join(equations) + f" \\boxed{{{chain.answer}}}"
+
+
+# Surface forms. Each family tells a chain its own way: an opening that states the start value, one
+# clause per step, and a question, laid out in the family's order. Clauses and questions are drawn per
+# rendering from the family's synonyms, so two renderings differ in wording as well as in template.
+_PEOPLE = (("Mia", "she"), ("Tom", "he"), ("Ava", "she"), ("Leo", "he"), ("Zoe", "she"), ("Sam", "he"))
+_ITEMS = ("apples", "pens", "coins", "books", "cards", "shells", "stamps", "marbles")
+_CONTAINERS = ("box", "jar", "bag", "basket", "crate")
+
+
+@dataclass(frozen=True)
+class _Family:
+    opening: str
+    clauses: dict[str, tuple[str, ...]]
+    questions: tuple[str, ...]
+    joiner: str = " "
+    layout: str = "{opening} {steps} {question}"
+
+
+_FAMILIES = (
+    _Family(
+        opening="{Name} has {n} {items}.",
+        clauses={
+            "+": ("{P} buys {n} more.", "{P} finds {n} more.", "{P} gets {n} more."),
+            "-": ("{P} gives away {n}.", "{P} loses {n}.", "{P} sells {n}."),
+            "*": ("{P} then has {n} times as many.", "{P} ends up with {n} times as many."),
+        },
+        questions=("How many {items} does {Name} have now?",),
+    ),
+    _Family(
+        opening="A {box} holds {n} {items}.",
+        clauses={
+            "+": ("{n} more are put in.", "{n} more are added."),
+            "-": ("{n} are taken out.", "{n} are removed."),
+            "*": ("The count becomes {n} times as large.", "The count is multiplied by {n}."),
+        },
+        questions=("How many {items} are in the {box}?", "How many {items} does the {box} hold now?"),
+    ),
+    _Family(
+        opening="Start with {n}.",
+        clauses={
+            "+": ("Add {n}.", "Increase it by {n}."),
+            "-": ("Subtract {n}.", "Decrease it by {n}."),
+            "*": ("Multiply by {n}.", "Multiply it by {n}."),
+        },
+        questions=("What is the result?", "What number do you get?"),
+    ),
+    _Family(  # the question first, its facts after it
+        opening="if {p} starts with {n}",
+        clauses={
+            "+": ("buys {n} more", "finds {n} more"),
+            "-": ("gives away {n}", "sells {n}"),
+            "*": ("gets {n} times as many",),
+        },
+        questions=("How many {items} does {Name} have",),
+        joiner=", then ",
+        layout="{question} {opening}, {steps}?",
+    ),
+)
+#: Surface forms per chain (one per template family).
+NUM_FORMS = len(_FAMILIES)
+
+
+def render_forms(chain: Chain, style_seed: int = 0) -> list[str]:
+    """The :data:`NUM_FORMS` surface forms of a chain; ``style_seed`` picks names, objects and verbs.
+
+    Deterministic: the same chain and seed give the same texts. Every form states the start value and
+    each step's operation and operand in the order they are applied, so all share the chain's answer.
+    """
+    rng = random.Random(f"{chain.key}:{style_seed}")
+    forms = []
+    for family in _FAMILIES:
+        name, pronoun = rng.choice(_PEOPLE)
+        fill = {"Name": name, "p": pronoun, "P": pronoun.capitalize(), "items": rng.choice(_ITEMS),
+                "box": rng.choice(_CONTAINERS)}
+        steps = [rng.choice(family.clauses[op]).format(n=operand, **fill) for op, operand in chain.steps]
+        forms.append(
+            family.layout.format(
+                opening=family.opening.format(n=chain.start, **fill),
+                steps=family.joiner.join(steps),
+                question=rng.choice(family.questions).format(**fill),
+            )
+        )
+    return forms
+
+
+def surface_forms(problem: Problem) -> list[str]:
+    """Every surface form of a synthetic problem (its question and rephrasing among them)."""
+    return render_forms(chain_of(problem), problem.meta["style_seed"])
+
+
+def chain_of(problem: Problem) -> Chain:
+    """The abstract problem behind a problem made by :func:`generate_problems`."""
+    if problem.source != SOURCE or "chain" not in problem.meta:
+        raise ValueError(f"problem {problem.id!r} is not a synthetic arithmetic problem")
+    return Chain.from_key(problem.meta["chain"])
+
+
+def sample_chain(rng: random.Random, config: TaskConfig = TaskConfig()) -> Chain:
+    """A random chain within the config's ranges (either split: see :func:`sample_chains`).
+
+    Each step picks an operation uniformly among those that can keep the value within
+    [1, max_value] with some operand in range, then an operand uniformly among those that can.
+    """
+    while True:
+        value = rng.randint(*config.start_range)
+        start, steps = value, []
+        for _ in range(config.steps):
+            choices = {op: _allowed_operands(op, value, config) for op in config.operations}
+            choices = {op: operands for op, operands in choices.items() if operands}
+            if not choices:
+                break
+            op = rng.choice(sorted(choices))
+            operand = rng.choice(choices[op])
+            value = _apply(op, value, operand)
+            steps.append((op, operand))
+        else:
+            return Chain(start, tuple(steps))
+
+
+def _allowed_operands(op: str, value: int, config: TaskConfig) -> list[int]:
+    lo, hi = config.multiplier_range if op == "*" else config.operand_range
+    return [n for n in range(lo, hi + 1) if 1 <= _apply(op, value, n) <= config.max_value]
+
+
+def sample_chains(rng: random.Random, split: str, config: TaskConfig = TaskConfig()) -> Iterator[Chain]:
+    """An endless stream of random chains of one split (repeats allowed)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    draws = iter(lambda: sample_chain(rng, config), None)
+    return (chain for chain in draws if split_of(chain, config.test_fraction) == split)
+
+
+def generate_problems(
+    count: int, split: str = "train", seed: int = 0, config: TaskConfig = TaskConfig()
+) -> list[Problem]:
+    """``count`` distinct abstract problems of a split as :class:`Problem` records; deterministic for a seed.
+
+    Each problem's question is one of its surface forms and its rephrasing another (different family),
+    both chosen at random; ``meta`` holds the chain key, the style seed of :func:`render_forms`, the
+    worked solution and the split. The id is derived from the chain, so it is the same in every seed.
+
+    Raises:
+        ValueError: when the split cannot supply ``count`` distinct problems under this config.
+    """
+    if count < 0:
+        raise ValueError(f"count must be non-negative, got {count}")
+    rng = random.Random(f"{SOURCE}:{split}:{seed}")
+    chains = sample_chains(rng, split, config)
+    seen: set[Chain] = set()
+    problems = []
+    # Draws of repeats are bounded so an impossible request fails instead of looping.
+    for _ in range(50 * count + 1000):
+        if len(problems) == count:
+            break
+        chain = next(chains)
+        if chain in seen:
+            continue
+        seen.add(chain)
+        style_seed = rng.getrandbits(32)
+        question_form, rephrasing_form = rng.sample(range(NUM_FORMS), 2)
+        forms = render_forms(chain, style_seed)
+        problems.append(
+            Problem(
+                id="arith-" + hashlib.sha256(chain.key.encode()).hexdigest()[:12],
+                question=forms[question_form],
+                answer=str(chain.answer),
+                rephrasing=forms[rephrasing_form],
+                rephrasing_valid=True,
+                source=SOURCE,
+                meta={"chain": chain.key, "style_seed": style_seed, "solution": worked_solution(chain),
+                      "split": split},
+            )
+        )
+    if len(problems) < count:
+        raise ValueError(
+            f"the {split} split holds fewer than {count} distinct problems under this TaskConfig "
+            f"(found {len(problems)}); ask for fewer or widen its ranges"
+        )
+    return problems

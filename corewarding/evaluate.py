@@ -1,0 +1,342 @@
+r"""Evaluation: sample answers to questions, then score them against the reference answers.
+
+Two steps, kept apart so either can be replaced:
+
+1. **Sampling** — a :class:`Sampler` maps chat conversations to ``n`` completions each.
+   :class:`HFSampler` does it with ``transformers`` ``generate`` (left padding, batches, a progress
+   bar); a vLLM backend only has to implement the same one method.
+2. **Scoring** — :func:`score_answers` is a pure function of the extracted answers and the references:
+
+   * greedy pass@1: share of questions whose greedy answer is correct;
+   * avg@k: mean over questions of c/n, the share of a question's n sampled answers that are correct;
+   * pass@k, for each k ≤ n, by the unbiased estimator of Chen et al. (2021), averaged over questions:
+     pass@k = 1 − C(n − c, k) / C(n, k)  (the chance that k of the n samples, drawn without
+     replacement, contain a correct one);
+   * maj@k: share of questions whose majority answer over all n samples
+     (:func:`corewarding.voting.majority_vote`) is correct.
+
+   Correctness is :func:`corewarding.equivalence.answers_match` (math-verify equivalence by default).
+
+Worked example: two questions with reference 4, n = 4 samples each::
+
+    >>> scores = score_answers(["4", "4"], sampled=[["4", "5", "4", None], ["5", "5", "4", "6"]],
+    ...                        greedy=["4", "5"], pass_ks=(1, 2))
+    >>> scores.greedy_accuracy, scores.avg_at_k, scores.pass_at_k, scores.maj_at_k
+    (0.5, 0.375, {1: 0.375, 2: 0.6666666666666667}, 0.5)
+
+(pass@2 = mean of 1 − C(2,2)/C(4,2) = 5/6 and 1 − C(3,2)/C(4,2) = 1/2; the second question's
+majority is 5, wrong.)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from math import comb
+from statistics import fmean
+from typing import Protocol
+
+import torch
+from rich.progress import Progress
+from rich.table import Table
+
+from corewarding.answers import extract_answer
+from corewarding.data.records import Problem
+from corewarding.equivalence import answers_match
+from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.voting import VotingConfig, majority_votes
+
+__all__ = [
+    "SamplingSettings",
+    "Sampler",
+    "HFSampler",
+    "pass_at_k",
+    "Scores",
+    "score_answers",
+    "EvaluationResult",
+    "evaluate",
+    "results_table",
+]
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How completions are drawn.
+
+    Attributes:
+        n: completions per prompt.
+        temperature: softmax temperature; 0 means greedy decoding (then ``n`` must be 1).
+        top_p: nucleus sampling threshold (1.0: the whole distribution, as in the paper's runs).
+        max_new_tokens: longest completion, in tokens.
+    """
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be non-negative, got {self.temperature}")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError("greedy decoding (temperature 0) gives identical completions: use n=1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+
+class Sampler(Protocol):
+    """A generation backend: ``n`` completions (text after the prompt) for each conversation."""
+
+    def sample(self, conversations: Sequence[Conversation], settings: SamplingSettings) -> list[list[str]]: ...
+
+
+class HFSampler:
+    """:class:`Sampler` on a ``transformers`` causal LM.
+
+    Prompts are rendered with the tokenizer's chat template (``add_generation_prompt=True``), exactly
+    as in training, and left-padded in batches of ``batch_size`` sequences (a prompt's ``n`` copies
+    travel together). Sampling uses its own random stream seeded by ``seed`` on every call, so the
+    same call gives the same completions and the caller's random state is left untouched.
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 64, seed: int = 0, progress: bool = True):
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; batched generation needs one")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.seed = seed
+        self.progress = progress
+
+    def sample(self, conversations: Sequence[Conversation], settings: SamplingSettings) -> list[list[str]]:
+        prompts = [
+            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+        ]
+        expanded = [p for p in prompts for _ in range(settings.n)]
+        sampling = settings.temperature > 0
+        options = dict(
+            do_sample=sampling,
+            max_new_tokens=settings.max_new_tokens,
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+        )
+        if sampling:
+            # top_k=0: no top-k cut-off (transformers would otherwise apply its default of 50).
+            options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
+        completions: list[str] = []
+        label = f"sampling n={settings.n} T={settings.temperature:g}" if sampling else "greedy decoding"
+        with torch.random.fork_rng(), torch.inference_mode(), Progress(disable=not self.progress) as bar:
+            torch.manual_seed(self.seed)
+            task = bar.add_task(label, total=len(expanded))
+            for start in range(0, len(expanded), self.batch_size):
+                batch = self.tokenizer(
+                    expanded[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",
+                    add_special_tokens=False,
+                ).to(self.model.device)
+                output = self.model.generate(**batch, **options)
+                new_tokens = output[:, batch["input_ids"].shape[1] :]
+                completions += self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                bar.advance(task, len(new_tokens))
+        return [completions[i : i + settings.n] for i in range(0, len(completions), settings.n)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
+
+    >>> pass_at_k(4, 1, 2), pass_at_k(4, 0, 2), pass_at_k(4, 3, 2)
+    (0.5, 0.0, 1.0)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Accuracy metrics of one evaluation (fractions in [0, 1]; None where not measured).
+
+    Attributes:
+        num_questions: questions scored.
+        k: sampled answers per question (0 without sampling).
+        greedy_accuracy: greedy pass@1.
+        avg_at_k: mean accuracy of the k sampled answers.
+        pass_at_k: unbiased pass@k, for each reported k.
+        maj_at_k: accuracy of the majority answer of the k sampled answers.
+        no_answer_rate: share of sampled completions without an extractable answer.
+    """
+
+    num_questions: int
+    k: int = 0
+    greedy_accuracy: float | None = None
+    avg_at_k: float | None = None
+    pass_at_k: dict[int, float] = field(default_factory=dict)
+    maj_at_k: float | None = None
+    no_answer_rate: float | None = None
+
+
+def score_answers(
+    references: Sequence[str],
+    sampled: Sequence[Sequence[str | None]] | None = None,
+    greedy: Sequence[str | None] | None = None,
+    *,
+    pass_ks: Sequence[int] | None = None,
+    matching: str = "equivalence",
+) -> Scores:
+    """Scores of extracted answers against references (see the module docstring for the formulas).
+
+    Args:
+        references: the reference answer of each question.
+        sampled: each question's sampled answers (None: no answer), the same number for every question.
+        greedy: each question's greedy answer.
+        pass_ks: the k at which to report pass@k (default: 1, 2, 4, … up to and including n).
+        matching: ``"equivalence"`` (math-verify) or ``"exact"`` (canonical strings).
+    """
+    num = len(references)
+    if any(r is None for r in references):
+        raise ValueError("every question needs a reference answer to be scored")
+    for name, answers in (("sampled", sampled), ("greedy", greedy)):
+        if answers is not None and len(answers) != num:
+            raise ValueError(f"{name} answers are given for {len(answers)} questions, references for {num}")
+    scores: dict = {"num_questions": num}
+    if greedy is not None and num:
+        scores["greedy_accuracy"] = fmean(answers_match(list(zip(references, greedy)), mode=matching))
+    if sampled is not None and num:
+        n = len(sampled[0])
+        if n == 0 or any(len(s) != n for s in sampled):
+            raise ValueError("every question needs the same, non-zero number of sampled answers")
+        ks = sorted(set(pass_ks)) if pass_ks else sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
+        if ks[0] < 1 or ks[-1] > n:
+            raise ValueError(f"pass@k can be reported for 1 <= k <= {n} only, got {ks}")
+        verdicts = answers_match([(r, a) for r, group in zip(references, sampled) for a in group], mode=matching)
+        correct = [sum(verdicts[i * n : (i + 1) * n]) for i in range(num)]
+        labels = [vote.label for vote in majority_votes(sampled, VotingConfig(matching=matching))]
+        scores.update(
+            k=n,
+            avg_at_k=fmean(c / n for c in correct),
+            pass_at_k={k: fmean(pass_at_k(n, c, k) for c in correct) for k in ks},
+            maj_at_k=fmean(answers_match(list(zip(references, labels)), mode=matching)),
+            no_answer_rate=fmean(a is None for group in sampled for a in group),
+        )
+    return Scores(**scores)
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    """Scores with the settings that produced them; ``to_json`` / ``from_json`` round-trip it.
+
+    Attributes:
+        scores: the metrics.
+        temperature, top_p: of the sampled answers (None without sampling).
+        max_new_tokens: the completion length limit of every run.
+        matching: how answers were compared (``"equivalence"`` or ``"exact"``).
+    """
+
+    scores: Scores
+    temperature: float | None
+    top_p: float | None
+    max_new_tokens: int
+    matching: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> EvaluationResult:
+        data = json.loads(text)
+        scores = data.pop("scores")
+        scores["pass_at_k"] = {int(k): v for k, v in scores["pass_at_k"].items()}  # JSON keys are strings
+        return cls(Scores(**scores), **data)
+
+
+def evaluate(
+    problems: Sequence[Problem],
+    sampler: Sampler,
+    *,
+    k: int = 8,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    greedy: bool = True,
+    max_new_tokens: int = 1024,
+    pass_ks: Sequence[int] | None = None,
+    matching: str = "equivalence",
+    system_prompt: str | None = SYSTEM_PROMPT,
+    fallback_last_number: bool = False,
+) -> EvaluationResult:
+    """Greedy and/or ``k`` sampled answers to each problem's question, scored against ``problem.answer``.
+
+    Args:
+        problems: the questions; each needs a reference answer.
+        sampler: the generation backend.
+        k: sampled completions per question at ``temperature`` and ``top_p`` (0: no sampled run).
+        greedy: also decode greedily (greedy pass@1).
+        max_new_tokens: completion length limit of both runs.
+        pass_ks, matching: see :func:`score_answers`.
+        system_prompt: the system turn of every prompt (:func:`corewarding.prompts.chat_messages`).
+        fallback_last_number: passed to :func:`corewarding.answers.extract_answer` (for models never
+            asked to box their answer).
+    """
+    if k < 0:
+        raise ValueError(f"k must be non-negative, got {k}")
+    if k == 0 and not greedy:
+        raise ValueError("nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both")
+    conversations = [chat_messages(p.question, system_prompt) for p in problems]
+
+    def answers(settings: SamplingSettings) -> list[list[str | None]]:
+        completions = sampler.sample(conversations, settings)
+        return [[extract_answer(c, fallback_last_number=fallback_last_number) for c in group] for group in completions]
+
+    greedy_answers = sampled_answers = None
+    if greedy:
+        greedy_answers = [group[0] for group in answers(SamplingSettings(max_new_tokens=max_new_tokens))]
+    if k:
+        sampled_answers = answers(SamplingSettings(k, temperature, top_p, max_new_tokens))
+    scores = score_answers(
+        [p.answer for p in problems], sampled_answers, greedy_answers, pass_ks=pass_ks, matching=matching
+    )
+    return EvaluationResult(
+        scores, temperature if k else None, top_p if k else None, max_new_tokens, matching
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def results_table(results: Mapping[str, EvaluationResult], title: str = "Evaluation (accuracy, %)") -> Table:
+    """A rich table, one row per named result: greedy pass@1, avg@k, pass@k, maj@k, no-answer rate."""
+    ks = sorted({k for r in results.values() for k in r.scores.pass_at_k})
+    table = Table(title=title)
+    table.add_column("model")
+    table.add_column("questions", justify="right")
+    table.add_column("greedy", justify="right")
+    table.add_column("T", justify="right")
+    table.add_column("avg@k", justify="right")
+    for k in ks:
+        table.add_column(f"pass@{k}", justify="right")
+    table.add_column("maj@k", justify="right")
+    table.add_column("k", justify="right")
+    table.add_column("no answer", justify="right")
+    for name, result in results.items():
+        s = result.scores
+        table.add_row(
+            name,
+            str(s.num_questions),
+            _percent(s.greedy_accuracy),
+            "–" if result.temperature is None else f"{result.temperature:g}",
+            _percent(s.avg_at_k),
+            *(_percent(s.pass_at_k.get(k)) for k in ks),
+            _percent(s.maj_at_k),
+            str(s.k or "–"),
+            _percent(s.no_answer_rate),
+        )
+    return table

@@ -1,0 +1,159 @@
+"""The synthetic arithmetic task: determinism, split disjointness, one answer across surface forms."""
+
+import operator
+import re
+from functools import reduce
+
+import pytest
+
+from corewarding.answers import extract_answer
+from corewarding.data.synthetic import (
+    NUM_FORMS,
+    Chain,
+    TaskConfig,
+    chain_of,
+    generate_problems,
+    render_forms,
+    split_of,
+    surface_forms,
+    worked_solution,
+)
+
+OPERATORS = {"+": operator.add, "-": operator.sub, "*": operator.mul}
+
+
+def evaluate_chain(chain: Chain) -> int:
+    """The chain's value, computed here independently of the module."""
+    return reduce(lambda value, step: OPERATORS[step[0]](value, step[1]), chain.steps, chain.start)
+
+
+def read_chain(text: str) -> str:
+    """Reads a surface form back into a chain key, from its numbers and the words around them.
+
+    Each operand's operation is decided by its own clause: the words since the previous clause
+    boundary and up to the next one.
+    """
+    numbers = list(re.finditer(r"\d+", text))
+    key = numbers[0].group()
+    for previous, number in zip(numbers, numbers[1:]):
+        before = re.split(r"[.,]", text[previous.end() : number.start()])[-1]
+        after = re.split(r"[.,?]", text[number.end() :])[0]
+        clause = before + after
+        if "times" in clause or "ultipl" in clause:
+            op = "*"
+        elif re.search(r"more|Add|Increase", clause):
+            op = "+"
+        elif re.search(r"away|loses|sells|Subtract|Decrease|taken out|removed", clause):
+            op = "-"
+        else:
+            raise AssertionError(f"no operation recognised in clause {clause!r} of {text!r}")
+        key += op + number.group()
+    return key
+
+
+def test_same_seed_same_problems_other_seed_others():
+    first = generate_problems(40, "train", seed=7)
+    again = generate_problems(40, "train", seed=7)
+    assert first == again
+    assert [p.meta for p in first] == [p.meta for p in again]
+    assert [p.id for p in generate_problems(40, "train", seed=8)] != [p.id for p in first]
+
+
+def test_problems_within_a_split_are_distinct_abstract_problems():
+    problems = generate_problems(500, "test", seed=0)
+    assert len({p.meta["chain"] for p in problems}) == len({p.id for p in problems}) == 500
+
+
+def test_splits_are_disjoint_by_abstract_problem_across_seeds():
+    train = {chain_of(p) for seed in (0, 1) for p in generate_problems(1000, "train", seed=seed)}
+    test = {chain_of(p) for seed in (0, 1) for p in generate_problems(1000, "test", seed=seed)}
+    assert train and test and not train & test
+    assert {split_of(c) for c in train} == {"train"} and {split_of(c) for c in test} == {"test"}
+
+
+def test_split_depends_on_the_abstract_problem_only():
+    chain = Chain.from_key("7+5*2")
+    assert len({split_of(chain) for _ in range(3)}) == 1
+    assert split_of(chain, test_fraction=0.999999) == "test"
+    assert split_of(chain, test_fraction=1e-12) == "train"
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_surface_form_tells_the_same_problem_with_the_same_answer(split):
+    for problem in generate_problems(200, split, seed=3):
+        chain = chain_of(problem)
+        forms = surface_forms(problem)
+        assert len(set(forms)) == NUM_FORMS >= 3
+        assert problem.question in forms and problem.rephrasing in forms
+        assert problem.question != problem.rephrasing
+        assert [read_chain(form) for form in forms] == [chain.key] * NUM_FORMS
+        independent = str(evaluate_chain(chain))
+        assert problem.answer == independent
+        assert extract_answer(worked_solution(chain)) == independent
+        assert extract_answer(problem.meta["solution"]) == independent
+
+
+def test_worked_solution_is_one_short_equation_per_step():
+    chain = Chain.from_key("7+5*2-3")
+    assert worked_solution(chain) == "7+5=12. 12*2=24. 24-3=21. \\boxed{21}"
+    assert chain.values() == [12, 24, 21] and chain.answer == 21
+
+
+def test_values_stay_within_the_configured_range():
+    config = TaskConfig(steps=3, max_value=30, multiplier_range=(2, 3))
+    for problem in generate_problems(300, "train", seed=0, config=config):
+        chain = chain_of(problem)
+        assert len(chain.steps) == 3
+        assert all(1 <= v <= 30 for v in chain.values())
+        assert all(2 <= n <= 3 for op, n in chain.steps if op == "*")
+
+
+def test_operations_setting_is_respected():
+    config = TaskConfig(operations=("+",))
+    ops = {op for p in generate_problems(100, "train", config=config) for op, _ in chain_of(p).steps}
+    assert ops == {"+"}
+
+
+def test_render_forms_is_deterministic_and_style_seed_changes_wording():
+    chain = Chain.from_key("3*4-2")
+    assert render_forms(chain, 5) == render_forms(chain, 5)
+    assert any(render_forms(chain, s) != render_forms(chain, 5) for s in range(5))
+
+
+def test_chain_key_round_trip_and_bad_key():
+    assert Chain.from_key("12-3*4").key == "12-3*4"
+    with pytest.raises(ValueError, match="not a chain key"):
+        Chain.from_key("12 apples")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"steps": 0},
+        {"operations": ()},
+        {"operations": ("/",)},
+        {"operand_range": (0, 9)},
+        {"multiplier_range": (1, 3)},
+        {"start_range": (5, 2)},
+        {"max_value": 10},
+        {"test_fraction": 1.0},
+    ],
+)
+def test_bad_config_is_a_clear_value_error(kwargs):
+    with pytest.raises(ValueError):
+        TaskConfig(**kwargs)
+
+
+def test_asking_for_more_problems_than_a_split_holds_fails_clearly():
+    tiny = TaskConfig(steps=1, operations=("+",), start_range=(1, 3), operand_range=(1, 1))
+    with pytest.raises(ValueError, match="fewer than 10 distinct problems"):
+        generate_problems(10, "train", config=tiny)
+    with pytest.raises(ValueError, match="split must be one of"):
+        generate_problems(1, "validation")
+
+
+def test_chain_of_rejects_other_problems():
+    from corewarding.data.records import Problem
+
+    with pytest.raises(ValueError, match="not a synthetic arithmetic problem"):
+        chain_of(Problem(id="x", question="What is 2+2?", answer="4"))
