@@ -49,7 +49,7 @@ class CoRewardingConfig(GRPOConfig):
         dataset_columns: a column preset or mapping name for the loader (None: detected).
         max_train_problems: use at most this many training problems (None: all).
         heldout_dataset: problems for held-out accuracy (``synthetic``: the synthetic test split;
-            None: no held-out evaluation).
+            ``none``: no held-out evaluation).
         max_heldout_problems: held-out problems evaluated each time (default 64).
         heldout_samples: k samples per held-out problem for the sampled accuracy (default 4; 0: greedy
             only).
@@ -84,6 +84,10 @@ class CoRewardingConfig(GRPOConfig):
     save_strategy: str = field(default="no", metadata={"help": "TrainingArguments.save_strategy."})
 
     def __post_init__(self):
+        # On the command line an optional setting is switched off with `--key none`.
+        for name in ("dataset_rephrasings", "dataset_columns", "heldout_dataset"):
+            if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", "null", ""):
+                setattr(self, name, None)
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.answer_matching not in MATCHING_MODES:

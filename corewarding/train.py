@@ -5,7 +5,6 @@ This is what ``corewarding train --config recipe.yaml`` runs, and what the demo 
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import yaml
@@ -109,17 +108,7 @@ def train(config: CoRewardingConfig, resume_from_checkpoint: str | bool | None =
     trainer = build_trainer(config)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(yaml.safe_dump(_plain(asdict(config)), sort_keys=True))
+    (out / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=True))
     trainer.train(resume_from_checkpoint=resume_from_checkpoint)
     return trainer
 
-
-def _plain(value):
-    """A config value as YAML can write it (enums and other objects by their string)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(getattr(value, "value", value))

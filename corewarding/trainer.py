@@ -63,6 +63,16 @@ def completion_text(completion) -> str:
     return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
 
 
+def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict safetensors can write: tensors sharing storage (tied embeddings) are copied."""
+    seen, out = set(), {}
+    for key, tensor in state.items():
+        storage = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone() if storage in seen else tensor.contiguous()
+        seen.add(storage)
+    return out
+
+
 class PairedRepeatSampler(Sampler[int]):
     """TRL's ``RepeatSampler`` over *pairs*: rows 2k (question) and 2k+1 (its rephrasing) stay together.
 
@@ -370,6 +380,7 @@ class CoRewardingTrainer(GRPOTrainer):
         }
         metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if v is not None}
         self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         if was_training:
             self.model.train()
         return metrics
@@ -380,10 +391,10 @@ class CoRewardingTrainer(GRPOTrainer):
         super()._save_checkpoint(model, trial)
         if self.teacher is None:
             return
-        state = self.accelerator.get_state_dict(self.teacher)
+        state = self.accelerator.get_state_dict(self.teacher)  # gathered under DeepSpeed ZeRO-3
         if self.args.should_save:
             folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            save_file({k: v.contiguous() for k, v in state.items()}, folder / TEACHER_WEIGHTS)
+            save_file(_unshared(state), folder / TEACHER_WEIGHTS)
             (folder / TEACHER_STATE).write_text(json.dumps({"last_update_step": self._teacher_step}))
 
     def _load_optimizer_and_scheduler(self, checkpoint):
