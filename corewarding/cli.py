@@ -69,20 +69,23 @@ def train(
 
 
 
-# Thresholds shared by `rephrase` and `validate-pairs` (defaults: corewarding.data.rephrasing_checks).
+# Options shared by `rephrase` and `validate-pairs`; the defaults are ValidationSettings'.
 MaxSimilarity = Annotated[
     float, typer.Option(help="Prose-word similarity at or above which a rephrasing is a near-copy.")
 ]
-MinLengthRatio = Annotated[float, typer.Option(help="Shortest rephrasing, as a share of the original's length.")]
+MinLengthRatio = Annotated[
+    float, typer.Option(help="Shortest rephrasing, as a share of the original's length.")
+]
 MaxLengthRatio = Annotated[
-    float, typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack.")
+    float,
+    typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack."),
 ]
 LengthSlack = Annotated[int, typer.Option(help="Characters a rephrasing may add beyond --max-length-ratio.")]
 RejectMissingNumbers = Annotated[
-    bool, typer.Option(help="Reject (instead of report) rephrasings missing a number of the original.")
+    bool, typer.Option(help="Reject, not just report, rephrasings missing a number of the original.")
 ]
 RejectDroppedFigures = Annotated[
-    bool, typer.Option(help="Reject (instead of report) rephrasings that drop the original's figure code.")
+    bool, typer.Option(help="Reject, not just report, rephrasings that drop the original's figure code.")
 ]
 Outputs = Annotated[
     list[Path] | None,
@@ -96,53 +99,48 @@ Columns = Annotated[
 
 
 def _validation_settings(
+    *,
     max_similarity: float,
     min_length_ratio: float,
     max_length_ratio: float,
     length_slack: int,
     reject_missing_numbers: bool,
     reject_dropped_figures: bool,
-    extra_placeholders: tuple[str, ...] = (),
-    answer_samples: int | None = None,
+    placeholders: tuple[str, ...] = (),
+    answer_samples: int = 0,
 ):
     from corewarding.data.rephrasing_checks import ValidationSettings
 
     defaults = ValidationSettings()
     rejected = {"numbers": reject_missing_numbers, "figure": reject_dropped_figures}
-    report_only = {name for name in defaults.report_only if not rejected.get(name)}
-    placeholders = defaults.placeholders + tuple(p for p in extra_placeholders if p not in defaults.placeholders)
     return ValidationSettings(
         max_similarity=max_similarity,
         min_length_ratio=min_length_ratio,
         max_length_ratio=max_length_ratio,
         length_slack=length_slack,
-        placeholders=placeholders,
-        report_only=frozenset(report_only),
+        placeholders=defaults.placeholders + tuple(p for p in placeholders if p not in defaults.placeholders),
+        report_only=frozenset(name for name in defaults.report_only if not rejected.get(name)),
         answer_samples=answer_samples or defaults.answer_samples,
     )
 
 
-def _write_pairs(problems, reports, outputs: list[Path] | None, only_valid: bool) -> None:
-    from corewarding.data.rephrase import pair_rows, write_pair_dataset
+def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
+    from rich.console import Console
 
+    from corewarding.data.rephrase import pair_rows, write_pair_dataset
+    from corewarding.data.rephrasing_checks import summary_table
+
+    Console().print(summary_table(reports, settings, title))
     rows = [row for row in pair_rows(problems, reports) if row["rephrasing_valid"] or not only_valid]
     for path in outputs or []:
         write_pair_dataset(path, rows)
         typer.echo(f"wrote {len(rows):,} pairs to {path}")
 
 
-def _print_summary(reports, settings, title: str) -> None:
-    from rich.console import Console
-
-    from corewarding.data.rephrasing_checks import summary_table
-
-    Console().print(summary_table(reports, settings, title))
-
-
 @app.command("validate-pairs")
 @user_errors
 def validate_pairs_command(
-    pairs: Annotated[Path, typer.Argument(help="Pair dataset, or the original questions when REPHRASINGS is given.")],
+    pairs: Annotated[Path, typer.Argument(help="Pair dataset, or the questions when REPHRASINGS is given.")],
     rephrasings: Annotated[
         Path | None,
         typer.Argument(help="Row-aligned rephrasings of PAIRS (Co-rewarding's *_rewrite_*.parquet)."),
@@ -151,8 +149,7 @@ def validate_pairs_command(
     only_valid: OnlyValid = False,
     columns: Columns = None,
     placeholder: Annotated[
-        list[str] | None,
-        typer.Option(help="Another placeholder text that means an echoed instruction (repeatable)."),
+        list[str] | None, typer.Option(help="Another text that means an echoed instruction (repeatable).")
     ] = None,
     max_similarity: MaxSimilarity = 0.9,
     min_length_ratio: MinLengthRatio = 0.25,
@@ -161,9 +158,9 @@ def validate_pairs_command(
     reject_missing_numbers: RejectMissingNumbers = False,
     reject_dropped_figures: RejectDroppedFigures = False,
 ) -> None:
-    """Check existing rephrasings without a model, print what each check found, optionally write the pairs.
+    """Check existing rephrasings without a model: what each check finds; optionally write the pairs.
 
-    Example: corewarding validate-pairs train.parquet train_rewrite_Qwen3-32B.parquet -o math_pairs.parquet
+    Example: corewarding validate-pairs train.parquet train_rewrite_Qwen3-32B.parquet -o pairs.parquet
     """
     from corewarding.data.loaders import load_problems, load_rephrased_pair
     from corewarding.data.rephrasing_checks import validate_pairs
@@ -173,14 +170,20 @@ def validate_pairs_command(
     else:
         problems = load_problems(pairs, columns)
         if all(p.rephrasing is None for p in problems):
-            raise ValueError(f"{pairs} has no rephrasing column: pass the rephrasings file as a second argument")
+            raise ValueError(
+                f"{pairs} has no rephrasing column: pass the rephrasings file as a second argument"
+            )
     settings = _validation_settings(
-        max_similarity, min_length_ratio, max_length_ratio, length_slack,
-        reject_missing_numbers, reject_dropped_figures, tuple(placeholder or ()),
+        max_similarity=max_similarity,
+        min_length_ratio=min_length_ratio,
+        max_length_ratio=max_length_ratio,
+        length_slack=length_slack,
+        reject_missing_numbers=reject_missing_numbers,
+        reject_dropped_figures=reject_dropped_figures,
+        placeholders=tuple(placeholder or ()),
     )
     reports = validate_pairs(problems, settings)
-    _print_summary(reports, settings, f"Rephrasing checks: {pairs.name}")
-    _write_pairs(problems, reports, output, only_valid)
+    _report_and_write(problems, reports, settings, f"Rephrasing checks: {pairs.name}", output, only_valid)
 
 
 @app.command()
@@ -188,34 +191,49 @@ def validate_pairs_command(
 def rephrase(
     dataset: Annotated[Path, typer.Argument(help="Questions to rephrase (any format the loaders read).")],
     output: Outputs = None,
-    model: Annotated[str, typer.Option(help="Model name at the endpoint, or model folder / GGUF file / hub id.")] = "",
-    backend: Annotated[str, typer.Option(help="openai (an OpenAI-compatible endpoint), transformers or vllm.")] = "openai",
+    model: Annotated[
+        str, typer.Option(help="Model name at the endpoint; a folder, GGUF file or hub id.")
+    ] = "",
+    backend: Annotated[
+        str, typer.Option(help="openai (OpenAI-compatible endpoint), transformers or vllm.")
+    ] = "openai",
     base_url: Annotated[str, typer.Option(help="Endpoint root, /v1 included.")] = "http://localhost:8000/v1",
-    api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key (unset: no key).")] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai backend).")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request (openai backend).")] = 300.0,
-    max_attempts: Annotated[int, typer.Option(help="Attempts per request before the row fails (openai backend).")] = 6,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (not set: no key).")
+    ] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai).")] = 8,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request (openai).")] = 300.0,
+    max_attempts: Annotated[
+        int, typer.Option(help="Attempts per request before the row fails (openai).")
+    ] = 6,
     extra_body: Annotated[
-        str, typer.Option(help='JSON merged into every request, e.g. \'{"chat_template_kwargs": {"enable_thinking": false}}\'.')
+        str,
+        typer.Option(
+            help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'
+        ),
     ] = "{}",
-    batch_size: Annotated[int, typer.Option(help="Conversations per generate call (transformers backend).")] = 8,
+    batch_size: Annotated[int, typer.Option(help="Conversations per generate call (transformers).")] = 8,
     instruction: Annotated[
         Path | None,
-        typer.Option(help="Instruction file with {question} once and the markers; the built-in one otherwise."),
+        typer.Option(help="Instruction file: {question} once, and the markers. Default: built in."),
     ] = None,
-    start_marker: Annotated[str, typer.Option(help="Marker before the rephrasing.")] = "[REPHRASED]",
-    end_marker: Annotated[str, typer.Option(help="Marker after the rephrasing.")] = "[/REPHRASED]",
-    placeholder: Annotated[str, typer.Option(help="The instruction's stand-in for the answer.")] = "<rewritten problem>",
+    start_marker: Annotated[str, typer.Option(help="What the rephrasing follows.")] = "[REPHRASED]",
+    end_marker: Annotated[str, typer.Option(help="What the rephrasing is followed by.")] = "[/REPHRASED]",
+    placeholder: Annotated[
+        str, typer.Option(help="The instruction's stand-in for the answer.")
+    ] = "<rewritten problem>",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 0.7).")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold (the paper: 0.8).")] = 0.8,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, thinking included.")] = 4096,
     cache: Annotated[
-        Path | None,
-        typer.Option(help="Completion cache to resume from and append to; default: <first output>.cache.jsonl."),
+        Path | None, typer.Option(help="Completion cache to resume from; default <first output>.cache.jsonl.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Rephrase only the first N questions (0: all).")] = 0,
     check_answers: Annotated[
-        int, typer.Option(help="Also solve both views K times with the same backend and reject pairs whose majority answers differ (0: off).")
+        int,
+        typer.Option(
+            help="Solve both views K times with the same model; reject differing majorities (0: off)."
+        ),
     ] = 0,
     only_valid: OnlyValid = False,
     columns: Columns = None,
@@ -226,7 +244,7 @@ def rephrase(
     reject_missing_numbers: RejectMissingNumbers = False,
     reject_dropped_figures: RejectDroppedFigures = False,
 ) -> None:
-    """Write a rephrasing of every question with an LLM, check them, and save the pairs. Resumable.
+    """Rephrase every question with an LLM, check the rephrasings, write the pairs. Resumable.
 
     Example: corewarding rephrase train.parquet -o pairs.parquet --model Qwen/Qwen3-32B --base-url http://gpu:8000/v1
     """
@@ -240,41 +258,85 @@ def rephrase(
         raise ValueError("give at least one --output file (.jsonl or .parquet)")
     if not model:
         raise ValueError("give the rephrasing model with --model")
-    markers = dict(start_marker=start_marker, end_marker=end_marker, placeholder=placeholder)
-    prompt = Instruction.from_file(instruction, **markers) if instruction else Instruction(DEFAULT_INSTRUCTION.template, **markers)
+    markers = {"start_marker": start_marker, "end_marker": end_marker, "placeholder": placeholder}
+    if instruction is not None:
+        prompt = Instruction.from_file(instruction, **markers)
+    else:
+        prompt = Instruction(DEFAULT_INSTRUCTION.template, **markers)
     generation = GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
     settings = _validation_settings(
-        max_similarity, min_length_ratio, max_length_ratio, length_slack,
-        reject_missing_numbers, reject_dropped_figures, (prompt.placeholder,), check_answers,
+        max_similarity=max_similarity,
+        min_length_ratio=min_length_ratio,
+        max_length_ratio=max_length_ratio,
+        length_slack=length_slack,
+        reject_missing_numbers=reject_missing_numbers,
+        reject_dropped_figures=reject_dropped_figures,
+        placeholders=(prompt.placeholder,),
+        answer_samples=check_answers,
     )
     problems = load_problems(dataset, columns)
     problems = problems[:limit] if limit else problems
     cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
     try:
         engine = _rephrasing_backend(
-            backend, model, base_url, api_key_env, concurrency, timeout, max_attempts, extra_body, batch_size
+            backend,
+            model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            extra_body=extra_body,
+            batch_size=batch_size,
         )
         run = rephrase_problems(problems, engine, cache, instruction=prompt, settings=generation)
         solver = backend_solver(engine, generation) if check_answers else None
         reports = validate_pairs(run.problems, settings, solver=solver, output_problems=run.output_problems)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: the completions received so far are in {cache}; run the same command to continue", err=True)
+        typer.echo(
+            f"interrupted: what was received is cached in {cache}; run the same command to go on", err=True
+        )
         raise typer.Exit(130) from None
     except BackendError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{len(problems):,} questions: {run.cached:,} from the cache {cache}, {run.sent - run.failed:,} rephrased now")
+    typer.echo(
+        f"{len(problems):,} questions: {run.cached:,} from {cache}, {run.sent - run.failed:,} rephrased now"
+    )
     if run.other_backends:
-        typer.echo(f"note: {run.other_backends:,} cached rephrasings were written by another backend than {engine.description}")
-    _print_summary(reports, settings, f"Rephrasing checks: {dataset.name}")
-    _write_pairs(run.problems, reports, output, only_valid)
+        typer.echo(
+            f"note: {run.other_backends:,} cached rephrasings were written by another backend than "
+            f"{engine.description}"
+        )
+    _report_and_write(
+        run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, only_valid
+    )
     if run.failed:
-        typer.echo(f"{run.failed:,} requests failed (see the output check); run the same command again to retry them", err=True)
+        typer.echo(
+            f"{run.failed:,} requests failed (see the output check); run the same command to retry them",
+            err=True,
+        )
         raise typer.Exit(1)
 
 
-def _rephrasing_backend(kind, model, base_url, api_key_env, concurrency, timeout, max_attempts, extra_body, batch_size):
-    from corewarding.data.rephrasing_backends import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
+def _rephrasing_backend(
+    kind: str,
+    model: str,
+    *,
+    base_url,
+    api_key_env,
+    concurrency,
+    timeout,
+    max_attempts,
+    extra_body: str,
+    batch_size: int,
+):
+    from corewarding.data.rephrasing_backends import (
+        OpenAIBackend,
+        RetryPolicy,
+        TransformersBackend,
+        VLLMBackend,
+    )
 
     if kind == "openai":
         try:
@@ -284,15 +346,19 @@ def _rephrasing_backend(kind, model, base_url, api_key_env, concurrency, timeout
         if not isinstance(body, dict):
             raise ValueError("--extra-body must be a JSON object")
         return OpenAIBackend(
-            base_url, model, api_key_env=api_key_env or None, concurrency=concurrency, timeout_s=timeout,
-            retry=RetryPolicy(max_attempts=max_attempts), extra_body=body,
+            base_url,
+            model,
+            api_key_env=api_key_env or None,
+            concurrency=concurrency,
+            timeout_s=timeout,
+            retry=RetryPolicy(max_attempts=max_attempts),
+            extra_body=body,
         )
     if kind == "transformers":
         return TransformersBackend.load(model, batch_size=batch_size)
     if kind == "vllm":
         return VLLMBackend(model)
     raise ValueError(f"unknown backend {kind!r}: expected openai, transformers or vllm")
-
 
 if __name__ == "__main__":
     app()

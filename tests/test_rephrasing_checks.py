@@ -21,7 +21,7 @@ from corewarding.data.rephrasing_checks import (
 
 ORIGINAL = "Tom has 7 apples and buys 3 more at the market. How many apples does he have now?"
 GOOD = "Ana owns 7 pens and a friend gives her 3 more. How many pens does she own in total?"
-FIGURE = "[asy]\ndraw((0,0)--(40,0)--(40,30)--cycle);\nlabel(\"$50$\",(20,15),NW);\n[/asy]"
+FIGURE = '[asy]\ndraw((0,0)--(40,0)--(40,30)--cycle);\nlabel("$50$",(20,15),NW);\n[/asy]'
 
 
 def failed(checks: dict[str, CheckResult]) -> set[str]:
@@ -48,8 +48,15 @@ def test_output_problem_is_the_detail():
     assert checks["output"] == CheckResult(False, "no start marker [REPHRASED]")
 
 
-@pytest.mark.parametrize("rephrasing", ["<rewritten question>", "  <Rewritten   QUESTION>\n", "<rewritten problem>",
-                                        "Ana owns 7 pens. <rewritten question>"])
+@pytest.mark.parametrize(
+    "rephrasing",
+    [
+        "<rewritten question>",
+        "  <Rewritten   QUESTION>\n",
+        "<rewritten problem>",
+        "Ana owns 7 pens. <rewritten question>",
+    ],
+)
 def test_placeholder_echoes(rephrasing):
     checks = text_checks(ORIGINAL, rephrasing)
     assert checks["placeholder"].passed is False
@@ -63,7 +70,9 @@ def test_other_placeholders_from_the_settings():
 
 
 def test_unchanged_after_whitespace_and_case():
-    checks = text_checks(ORIGINAL, "  tom has 7 apples and buys 3 more at the market.\nHow many apples does he have NOW?")
+    checks = text_checks(
+        ORIGINAL, "  tom has 7 apples and buys 3 more at the market.\nHow many apples does he have NOW?"
+    )
     assert checks["unchanged"] == CheckResult(False, "same text as the original")
     assert checks["near_identical"] == CheckResult(None, "unchanged")
 
@@ -77,10 +86,13 @@ def test_near_identical_wording():
 
 
 def test_similarity_leaves_the_mathematics_out():
-    formula = r"$\left\lceil \frac{12}{7} \cdot \frac{-29}{3}\right\rceil - \left\lfloor \frac{12}{7} \cdot \frac{-29}{3} \right\rfloor$"
+    formula = r"$\left\lceil \frac{12}{7} \cdot \frac{-29}{3}\right\rceil - \lfloor 12 \cdot 7 \rfloor$"
     checks = text_checks(f"Find {formula}.", f"Calculate {formula}.")
     assert checks["near_identical"] == CheckResult(True, "similarity 0.00 < 0.9")
-    renamed = text_checks("Let $a$ be the largest root of $x^2 = 4$. Find $a$.", "Let $b$ be the largest root of $y^2 = 4$. Find $b$.")
+    renamed = text_checks(
+        "Let $a$ be the largest root of $x^2 = 4$. Find $a$.",
+        "Let $b$ be the largest root of $y^2 = 4$. Find $b$.",
+    )
     assert renamed["near_identical"].passed is False  # the wording did not change at all
 
 
@@ -95,8 +107,11 @@ def test_length_bounds():
     assert too_short["length"] == CheckResult(False, "length ratio 0.15 < 0.25")
     too_long = text_checks("Compute $7+3$.", "Ana owns 7 pens and a friend gives her 3 more. " * 12)
     assert too_long["length"].passed is False and "allowed for an original of 14" in too_long["length"].detail
-    scenario = text_checks("Compute $139+27+23+11$.", "A store sold 139 items on Monday, 27 on Tuesday, 23 on Wednesday "
-                           "and 11 on Thursday. How many items did it sell over the four days?")
+    scenario = text_checks(
+        "Compute $139+27+23+11$.",
+        "A store sold 139 items on Monday, 27 on Tuesday, 23 on Wednesday "
+        "and 11 on Thursday. How many items did it sell over the four days?",
+    )
     assert scenario["length"].passed is True  # 23 characters -> 139: within the slack
 
 
@@ -157,18 +172,24 @@ def boxed(*answers: str) -> list[str]:
 def test_answer_check_with_a_stub_solver():
     pairs = [
         Problem("agree", ORIGINAL, None, GOOD),
-        Problem("differ", "Compute $2^{10}$.", None, "A culture doubles 10 times from 1 cell. How many cells?"),
-        Problem("silent", "Compute $3 \\cdot 5$.", None, "A box has 3 rows of 5 eggs. How many eggs are there?"),
+        Problem(
+            "differ", "Compute $2^{10}$.", None, "A culture doubles 10 times from 1 cell. How many cells?"
+        ),
+        Problem(
+            "silent", "Compute $3 \\cdot 5$.", None, "A box has 3 rows of 5 eggs. How many eggs are there?"
+        ),
         Problem("copied", "Compute $9-4$.", None, "compute $9-4$."),
     ]
-    solver = StubSolver({
-        ORIGINAL: boxed("10", "10", "9"),
-        GOOD: boxed("\\frac{20}{2}", "10.0", "11"),
-        pairs[1].question: boxed("1024", "1024", "1024"),
-        pairs[1].rephrasing: boxed("512", "512", "1024"),
-        pairs[2].question: boxed("15", "15", "15"),
-        pairs[2].rephrasing: boxed("", "", ""),
-    })
+    solver = StubSolver(
+        {
+            ORIGINAL: boxed("10", "10", "9"),
+            GOOD: boxed("\\frac{20}{2}", "10.0", "11"),
+            pairs[1].question: boxed("1024", "1024", "1024"),
+            pairs[1].rephrasing: boxed("512", "512", "1024"),
+            pairs[2].question: boxed("15", "15", "15"),
+            pairs[2].rephrasing: boxed("", "", ""),
+        }
+    )
     reports = validate_pairs(pairs, ValidationSettings(answer_samples=3), solver=solver)
     answers = [r.checks["answers"] for r in reports]
     assert answers[0] == CheckResult(True, "original 10 (2/3), rephrasing \\frac{20}{2} (2/3)")
@@ -183,7 +204,9 @@ def test_answer_check_with_a_stub_solver():
 
 def test_a_solver_of_the_wrong_shape_is_an_error():
     with pytest.raises(ValueError, match="must return 8 completions for each of the 2 questions"):
-        validate_pairs([Problem("p", ORIGINAL, None, GOOD)], solver=lambda questions, k: [["x"]] * len(questions))
+        validate_pairs(
+            [Problem("p", ORIGINAL, None, GOOD)], solver=lambda questions, k: [["x"]] * len(questions)
+        )
 
 
 def test_reports_summary_and_verdicts():
@@ -213,14 +236,22 @@ def test_reports_summary_and_verdicts():
     "folder, original, expected",
     [
         # README of the shared data: 19 MATH and 45 DAPO placeholders, 2 unchanged MATH copies.
-        ("corewarding-math", "train.parquet",
-         {"placeholder": 19, "unchanged": 2, "near_identical": 1, "length": 19, "rejected": 22}),
-        ("corewarding-dapo", "train_original.parquet",
-         {"placeholder": 45, "unchanged": 0, "near_identical": 5, "length": 47, "rejected": 52}),
+        (
+            "corewarding-math",
+            "train.parquet",
+            {"placeholder": 19, "unchanged": 2, "near_identical": 1, "length": 19, "rejected": 22},
+        ),
+        (
+            "corewarding-dapo",
+            "train_original.parquet",
+            {"placeholder": 45, "unchanged": 0, "near_identical": 5, "length": 47, "rejected": 52},
+        ),
     ],
 )
 def test_released_rephrasings(shared_data, folder, original, expected):
-    problems = load_rephrased_pair(shared_data / folder / original, shared_data / folder / "train_rewrite_Qwen3-32B.parquet")
+    problems = load_rephrased_pair(
+        shared_data / folder / original, shared_data / folder / "train_rewrite_Qwen3-32B.parquet"
+    )
     reports = validate_pairs(problems)
     counts = failure_counts(reports)
     assert {name: counts[name] for name in ("placeholder", "unchanged", "near_identical", "length")} == {

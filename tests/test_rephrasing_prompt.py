@@ -33,11 +33,21 @@ def answer(body: str) -> str:
         answer("```text\n" + REPHRASING + "\n```"),
         "[REPHRASED]\n```\n" + REPHRASING,  # fenced and cut short of the closing fence and marker
         # the instruction echoed, then the answer
-        DEFAULT_INSTRUCTION.render("Tom has 7 apples and buys 3 more. How many apples?") + "\n\n" + answer(REPHRASING),
+        DEFAULT_INSTRUCTION.render("Tom has 7 apples and buys 3 more. How many apples?")
+        + "\n\n"
+        + answer(REPHRASING),
     ],
     ids=[
-        "plain", "preamble-and-epilogue", "thinking-block", "template-opened-thinking", "no-end-marker",
-        "bold-markers", "lower-case-markers", "fenced-answer", "fenced-rephrasing", "cut-fence",
+        "plain",
+        "preamble-and-epilogue",
+        "thinking-block",
+        "template-opened-thinking",
+        "no-end-marker",
+        "bold-markers",
+        "lower-case-markers",
+        "fenced-answer",
+        "fenced-rephrasing",
+        "cut-fence",
         "instruction-echoed",
     ],
 )
@@ -88,7 +98,9 @@ def test_render_replaces_the_question_literally():
 
 def test_fingerprint_depends_on_question_template_and_markers():
     other_template = Instruction(DEFAULT_INSTRUCTION.template + "\nBe brief.")
-    other_markers = Instruction(DEFAULT_INSTRUCTION.template.replace("[REPHRASED]", "[NEW]"), start_marker="[NEW]")
+    other_markers = Instruction(
+        DEFAULT_INSTRUCTION.template.replace("[REPHRASED]", "[NEW]"), start_marker="[NEW]"
+    )
     prints = {
         DEFAULT_INSTRUCTION.fingerprint("q"),
         DEFAULT_INSTRUCTION.fingerprint("q "),
@@ -120,7 +132,9 @@ def test_instruction_from_file(tmp_path):
     path.write_text("Say it again: {question}\n<<A>>\n<new>\n<</A>>\n", encoding="utf-8")
     instruction = Instruction.from_file(path, start_marker="<<A>>", end_marker="<</A>>", placeholder="<new>")
     assert instruction.render("2+3?") == "Say it again: 2+3?\n<<A>>\n<new>\n<</A>>"
-    with pytest.raises(InstructionError, match="instruction.txt: the instruction never shows the start marker"):
+    with pytest.raises(
+        InstructionError, match="instruction.txt: the instruction never shows the start marker"
+    ):
         Instruction.from_file(path)
     with pytest.raises(InstructionError, match="cannot read the instruction file"):
         Instruction.from_file(tmp_path / "missing.txt")

@@ -204,8 +204,9 @@ PRESETS: dict[str, Preset] = {
 def detect_columns(columns: Collection[str]) -> ColumnMap:
     """The column map of the first preset that fits these columns.
 
-    >>> detect_columns(["Body", "Question", "Answer", "ID", "Equation"])
-    ColumnMap(question=('Body', 'Question'), answer='Answer', id='ID', rephrasing=None, rephrasing_valid=None, meta=())
+    >>> detect_columns(["Body", "Question", "Answer", "ID", "Equation"])  # doctest: +NORMALIZE_WHITESPACE
+    ColumnMap(question=('Body', 'Question'), answer='Answer', id='ID', rephrasing=None, rephrasing_valid=None,
+              meta=())
     """
     for preset in PRESETS.values():
         column_map = preset.resolve(columns)
@@ -350,7 +351,7 @@ def _problem(row: Row, index: int, columns: ColumnMap, source: str, label: str) 
         question=_join_sentences(parts),
         answer=reference_answer(_lookup(row, columns.answer)) if columns.answer else None,
         rephrasing=rephrasing or None,
-        rephrasing_valid=_verdict(row, index, columns.rephrasing_valid, label) if columns.rephrasing_valid else None,
+        rephrasing_valid=_verdict(row, index, columns.rephrasing_valid, label),
         source=source,
         meta={name: _lookup(row, name) for name in columns.meta},
     )
@@ -360,8 +361,10 @@ _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
 
 
-def _verdict(row: Row, index: int, column: str, label: str) -> bool | None:
+def _verdict(row: Row, index: int, column: str | None, label: str) -> bool | None:
     """A validator verdict cell: a boolean, 0/1, or its text (CSV); empty or null for "not validated"."""
+    if column is None:
+        return None
     value = _lookup(row, column)
     if value is None or isinstance(value, bool):
         return value

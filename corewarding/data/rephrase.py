@@ -86,12 +86,15 @@ class CompletionCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], CachedCompletion] = {}
         self.skipped_lines = 0
+        # A line cut off by a killed run has no newline: the next append must not be glued to it.
+        self._cut_off = False
         if self.path.is_file():
             self._read()
 
     def _read(self) -> None:
         with self.path.open(encoding="utf-8") as lines:
             for line in lines:
+                self._cut_off = not line.endswith("\n")
                 try:
                     entry = CachedCompletion(**json.loads(line))
                 except (ValueError, TypeError):  # a line cut off by a killed run, or not ours
@@ -107,7 +110,8 @@ class CompletionCache:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as file:
-                file.write(line)
+                file.write("\n" + line if self._cut_off else line)
+            self._cut_off = False
             self._entries[entry.id, entry.fingerprint] = entry
 
     def __len__(self) -> int:
@@ -166,8 +170,12 @@ def rephrase_problems(
             else:
                 cache.add(
                     CachedCompletion(
-                        problems[i].id, fingerprints[i], completion.text, completion.truncated,
-                        backend.description, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                        problems[i].id,
+                        fingerprints[i],
+                        completion.text,
+                        completion.truncated,
+                        backend.description,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     )
                 )
             bar.advance(task)
@@ -243,7 +251,10 @@ def write_pair_dataset(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".parquet"):
-        raise ValueError(f"cannot write a pair dataset as {suffix or 'a file without suffix'} ({path}): use .jsonl or .parquet")
+        raise ValueError(
+            f"cannot write a pair dataset as {suffix or 'a file without suffix'} ({path}): "
+            "use .jsonl or .parquet"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     if suffix == ".jsonl":

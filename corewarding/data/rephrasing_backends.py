@@ -44,7 +44,6 @@ import http.client
 import json
 import os
 import random
-import socket
 import threading
 import time
 import urllib.error
@@ -121,7 +120,9 @@ class RephrasingBackend(Protocol):
 
     description: str
 
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult) -> None:
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
+    ) -> None:
         """Call ``on_result(i, completion)`` once for each conversation i, in any order, as each is ready."""
         ...
 
@@ -133,7 +134,9 @@ class TransformersBackend:
     plain text for a model without one), so a template that refuses a system turn still works.
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 8, seed: int = 0, description: str = "transformers"):
+    def __init__(
+        self, model, tokenizer, *, batch_size: int = 8, seed: int = 0, description: str = "transformers"
+    ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         self.model = model
@@ -144,20 +147,28 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, location: str | os.PathLike, **options) -> TransformersBackend:
-        """Load the model at ``location`` (folder, GGUF file or hub id) with :func:`corewarding.models.load_model`."""
+        """The model at ``location`` (folder, GGUF file, hub id), by :func:`corewarding.models.load_model`."""
         from corewarding.models import load_model
 
         model, tokenizer = load_model(location)
         return cls(model, tokenizer, description=f"transformers:{location}", **options)
 
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult) -> None:
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
+    ) -> None:
         import torch
 
         from corewarding.models import render_prompts
 
-        prompts = [render_prompts(self.tokenizer, [c[-1]["content"]], _system_prompt(c))[0] for c in conversations]
+        prompts = [
+            render_prompts(self.tokenizer, [c[-1]["content"]], _system_prompt(c))[0] for c in conversations
+        ]
         sampling = settings.temperature > 0
-        options = dict(max_new_tokens=settings.max_new_tokens, do_sample=sampling, pad_token_id=self.tokenizer.pad_token_id)
+        options = dict(
+            max_new_tokens=settings.max_new_tokens,
+            do_sample=sampling,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
         if sampling:
             # top_k=0: no top-k cut-off (transformers would otherwise apply its default of 50).
             options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
@@ -166,7 +177,10 @@ class TransformersBackend:
             torch.manual_seed(self.seed)
             for start in range(0, len(prompts), self.batch_size):
                 batch = self.tokenizer(
-                    prompts[start : start + self.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+                    prompts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    add_special_tokens=False,
                 ).to(self.model.device)
                 new_tokens = self.model.generate(**batch, **options)[:, batch["input_ids"].shape[1] :]
                 for offset, tokens in enumerate(new_tokens):
@@ -180,7 +194,7 @@ def _system_prompt(conversation: Conversation) -> str | None:
 
 
 def _stop_token_ids(model, tokenizer) -> set[int]:
-    """Every token that ends generation: the tokenizer's end of sequence and the generation config's (a list for Qwen)."""
+    """Tokens that end generation: tokenizer's end of sequence and the generation config's (Qwen: a list)."""
     configured = model.generation_config.eos_token_id
     configured = configured if isinstance(configured, list) else [configured]
     return {i for i in [tokenizer.eos_token_id, *configured] if i is not None}
@@ -202,12 +216,18 @@ class VLLMBackend:
         self.chunk_size = chunk_size
         self.description = f"vllm:{model}"
 
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult) -> None:
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
+    ) -> None:
         from vllm import SamplingParams
 
-        params = SamplingParams(temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens)
+        params = SamplingParams(
+            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens
+        )
         for start in range(0, len(conversations), self.chunk_size):
-            outputs = self.llm.chat(list(conversations[start : start + self.chunk_size]), params, use_tqdm=False)
+            outputs = self.llm.chat(
+                list(conversations[start : start + self.chunk_size]), params, use_tqdm=False
+            )
             for offset, output in enumerate(outputs):
                 sample = output.outputs[0]
                 on_result(start + offset, Completion(sample.text, truncated=sample.finish_reason == "length"))
@@ -235,7 +255,11 @@ class RetryPolicy:
 
 
 _RETRIED_STATUSES = {408, 409, 425, 429}
-_FATAL_STATUSES = {401: "check the API key", 403: "check the API key", 404: "check the base URL and the model name"}
+_FATAL_STATUSES = {
+    401: "check the API key",
+    403: "check the API key",
+    404: "check the base URL and the model name",
+}
 
 
 class _RetryableError(Exception):
@@ -262,7 +286,8 @@ class OpenAIBackend:
         timeout_s: per-request socket timeout, for connecting and for each read.
         retry: the :class:`RetryPolicy`.
         max_consecutive_failures: failed rows in a row that stop the run.
-        extra_body: more fields for every request body (``{"chat_template_kwargs": {"enable_thinking": False}}``).
+        extra_body: more fields for every request body, e.g.
+            ``{"chat_template_kwargs": {"enable_thinking": False}}`` (vLLM, Qwen3: no thinking).
         sleep, rng: how to wait and where the jitter comes from (tests record the waits).
     """
 
@@ -279,8 +304,13 @@ class OpenAIBackend:
 
     def __post_init__(self) -> None:
         root = self.base_url.rstrip("/").removesuffix("/chat/completions")
-        if urllib.parse.urlsplit(root).scheme not in ("http", "https") or not urllib.parse.urlsplit(root).netloc:
-            raise ValueError(f"the base URL must be an http(s) URL such as http://localhost:8000/v1, got {self.base_url!r}")
+        if (
+            urllib.parse.urlsplit(root).scheme not in ("http", "https")
+            or not urllib.parse.urlsplit(root).netloc
+        ):
+            raise ValueError(
+                f"the base URL must be an http(s) URL such as http://localhost:8000/v1, got {self.base_url!r}"
+            )
         if self.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.timeout_s <= 0:
@@ -289,9 +319,10 @@ class OpenAIBackend:
         self.url = root + "/chat/completions"
         self.description = f"openai:{self.model}@{root}"
         self._lock = threading.Lock()
-        self._consecutive_failures = 0
 
-    def generate(self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult) -> None:
+    def generate(
+        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
+    ) -> None:
         """Send every conversation; on an exception (here or in ``on_result``) stop sending and re-raise.
 
         Requests already in flight when the run stops are awaited and their answers handed to
@@ -311,8 +342,17 @@ class OpenAIBackend:
         }
 
         def work(index: int) -> None:
-            completion = self._complete({**body, "messages": conversations[index]}, headers)
+            if self._stopping is not None:  # another row stopped the run: send nothing more
+                return
+            try:
+                completion = self._complete({**body, "messages": conversations[index]}, headers)
+            except BackendError as error:
+                self._stopping = error
+                raise
             on_result(index, completion)
+
+        self._consecutive_failures = 0
+        self._stopping: BackendError | None = None
 
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rephrase-http")
         futures = [pool.submit(work, i) for i in range(len(conversations))]
@@ -347,7 +387,9 @@ class OpenAIBackend:
             self._consecutive_failures += 1
             stop = self._consecutive_failures >= self.max_consecutive_failures
         if stop:
-            raise BackendError(f"{self.url}: {self.max_consecutive_failures} rows failed in a row, stopping; last: {error}")
+            raise BackendError(
+                f"{self.url}: {self.max_consecutive_failures} rows failed in a row, stopping; last: {error}"
+            )
         return Completion(None, error=error)
 
     def _post(self, data: bytes, headers: dict) -> Completion:
@@ -357,10 +399,10 @@ class OpenAIBackend:
                 raw = response.read()
         except urllib.error.HTTPError as error:
             raise self._status_error(error) from None
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             raise _RetryableError(f"no answer within {self.timeout_s:g} s") from None
         except urllib.error.URLError as error:
-            if isinstance(error.reason, (TimeoutError, socket.timeout)):
+            if isinstance(error.reason, TimeoutError):
                 raise _RetryableError(f"no answer within {self.timeout_s:g} s") from None
             raise _RetryableError(f"cannot connect: {error.reason}") from None
         except (ConnectionError, http.client.HTTPException) as error:

@@ -9,7 +9,7 @@ check              default   fails when
 =================  ========  ================================================================================
 ``output``         rejects   there is no rephrasing: the request failed, the output is empty, or it has no
                              start marker (:func:`~corewarding.data.rephrasing_prompt.parse_rephrasing`)
-``placeholder``    rejects   the rephrasing contains an instruction's placeholder, e.g. ``<rewritten question>``
+``placeholder``    rejects   the rephrasing contains an instruction's placeholder (``<rewritten question>``)
 ``unchanged``      rejects   it is the original, once whitespace and case are normalised
 ``near_identical`` rejects   its wording is nearly the original's: similarity ≥ ``max_similarity`` (0.9)
 ``length``         rejects   length ratio r = len(rephrasing) / len(original) < ``min_length_ratio`` (0.25),
@@ -17,8 +17,8 @@ check              default   fails when
                              (500 characters)
 ``numbers``        reports   a number of the original appears neither as digits nor as a number word
                              (zero … twenty, the tens, hundred, thousand) in the rephrasing
-``figure``         reports   the original has figure code (``[asy]…[/asy]``, ``\begin{asy}``, ````` ```asy`````)
-                             and the rephrasing has none
+``figure``         reports   the original has figure code (``[asy]…[/asy]``, ``\begin{asy}…``, a fenced
+                             ``asy`` block) and the rephrasing has none
 ``answers``        rejects   (only with a solver) the majority answers of k solver samples on the two views
                              are not equivalent (:func:`~corewarding.voting.majority_vote`, then
                              :func:`~corewarding.equivalence.answers_match`); also when either view gets no
@@ -66,7 +66,7 @@ Worked example::
     >>> [name for name, result in checks.items() if result.passed is False]
     []
     >>> checks["near_identical"].detail
-    'similarity 0.35 < 0.9'
+    'similarity 0.48 < 0.9'
     >>> text_checks("What is $2+3$?", "<rewritten question>")["placeholder"]
     CheckResult(passed=False, detail="echoes the placeholder '<rewritten question>'")
 """
@@ -149,12 +149,15 @@ class ValidationSettings:
         if unknown:
             raise ValueError(f"unknown check {unknown[0]!r}: expected one of {', '.join(CHECKS)}")
         if "output" in self.report_only:
-            raise ValueError("the output check cannot be report-only: a pair without a rephrasing cannot be trained on")
+            raise ValueError(
+                "the output check cannot be report-only: a pair without a rephrasing cannot be trained on"
+            )
         if not 0 < self.max_similarity <= 1:
             raise ValueError(f"max_similarity must be in (0, 1], got {self.max_similarity}")
         if not 0 <= self.min_length_ratio < self.max_length_ratio:
             raise ValueError(
-                f"length ratios must satisfy 0 <= min < max, got {self.min_length_ratio} and {self.max_length_ratio}"
+                "length ratios must satisfy 0 <= min < max, "
+                f"got {self.min_length_ratio} and {self.max_length_ratio}"
             )
         if self.answer_samples < 1:
             raise ValueError(f"answer_samples must be at least 1, got {self.answer_samples}")
@@ -192,12 +195,16 @@ class Solver(Protocol):
 
 
 _FIGURE = re.compile(r"\[asy\].*?\[/asy\]|\\begin\{asy\}.*?\\end\{asy\}|```asy.*?```", re.S | re.I)
-_MATH = re.compile(r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)|\\begin\{([a-zA-Z]+\*?)\}.*?\\end\{\1\}", re.S)
+_MATH = re.compile(
+    r"\$\$.*?\$\$|\$.*?\$|\\\[.*?\\\]|\\\(.*?\\\)|\\begin\{([a-zA-Z]+\*?)\}.*?\\end\{\1\}", re.S
+)
 _WORD = re.compile(r"\w+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _THOUSANDS = re.compile(r"(?<=\d)(?:,|\{,\})(?=\d{3}(?!\d))")
-_UNITS = "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
+_UNITS = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen \
 seventeen eighteen nineteen twenty".split()
+)
 _TENS = "thirty forty fifty sixty seventy eighty ninety".split()
 _NUMBER_WORDS = (
     {word: str(value) for value, word in enumerate(_UNITS)}
@@ -207,7 +214,11 @@ _NUMBER_WORDS = (
 
 
 def text_checks(
-    original: str, rephrasing: str | None, settings: ValidationSettings = ValidationSettings(), *, output_problem: str | None = None
+    original: str,
+    rephrasing: str | None,
+    settings: ValidationSettings = ValidationSettings(),
+    *,
+    output_problem: str | None = None,
 ) -> dict[str, CheckResult]:
     """Every check that needs only the two texts (all but ``answers``, which is left not run).
 
@@ -224,7 +235,9 @@ def text_checks(
         "output": CheckResult(True),
         "placeholder": _placeholder_check(rephrasing, settings.placeholders),
         "unchanged": CheckResult(False, "same text as the original") if unchanged else CheckResult(True),
-        "near_identical": CheckResult(None, "unchanged") if unchanged else _similarity_check(original, rephrasing, settings),
+        "near_identical": CheckResult(None, "unchanged")
+        if unchanged
+        else _similarity_check(original, rephrasing, settings),
         "length": _length_check(original, rephrasing, settings),
         "numbers": _numbers_check(original, rephrasing),
         "figure": _figure_check(original, rephrasing),
@@ -247,7 +260,8 @@ def validate_pairs(
     """
     output_problems = output_problems or {}
     checks = [
-        text_checks(p.question, p.rephrasing, settings, output_problem=output_problems.get(p.id)) for p in problems
+        text_checks(p.question, p.rephrasing, settings, output_problem=output_problems.get(p.id))
+        for p in problems
     ]
     if solver is not None:
         candidates = [i for i, c in enumerate(checks) if not _rejecting_failures(c, settings)]
@@ -262,7 +276,9 @@ def validate_pairs(
             id=p.id,
             checks=c,
             rejected_by=_rejecting_failures(c, settings),
-            flagged_by=tuple(name for name, r in c.items() if r.passed is False and name in settings.report_only),
+            flagged_by=tuple(
+                name for name, r in c.items() if r.passed is False and name in settings.report_only
+            ),
         )
         for p, c in zip(problems, checks)
     ]
@@ -278,11 +294,15 @@ def failure_counts(reports: Sequence[PairReport]) -> dict[str, int | None]:
     counts = {}
     for name in CHECKS:
         results = [r.checks[name].passed for r in reports]
-        counts[name] = sum(passed is False for passed in results) if any(p is not None for p in results) else None
+        counts[name] = (
+            sum(passed is False for passed in results) if any(p is not None for p in results) else None
+        )
     return counts
 
 
-def summary_table(reports: Sequence[PairReport], settings: ValidationSettings, title: str = "Rephrasing checks") -> Table:
+def summary_table(
+    reports: Sequence[PairReport], settings: ValidationSettings, title: str = "Rephrasing checks"
+) -> Table:
     """A rich table: pairs failing each check, what that does, and how many pairs are kept."""
     table = Table(title=title)
     table.add_column("check")
@@ -344,7 +364,9 @@ def _length_check(original: str, rephrasing: str, settings: ValidationSettings) 
         return CheckResult(False, f"length ratio {ratio:.2f} < {settings.min_length_ratio:g}")
     limit = settings.max_length_ratio * n_original + settings.length_slack
     if n_rephrasing > limit:
-        return CheckResult(False, f"{n_rephrasing} characters > {limit:g} allowed for an original of {n_original}")
+        return CheckResult(
+            False, f"{n_rephrasing} characters > {limit:g} allowed for an original of {n_original}"
+        )
     return CheckResult(True, f"length ratio {ratio:.2f}")
 
 
@@ -361,7 +383,9 @@ def _canonical_number(number: str) -> str:
 
 
 def _numbers_check(original: str, rephrasing: str) -> CheckResult:
-    written = _numbers(rephrasing) | {_NUMBER_WORDS[w] for w in _WORD.findall(rephrasing.lower()) if w in _NUMBER_WORDS}
+    written = _numbers(rephrasing) | {
+        _NUMBER_WORDS[w] for w in _WORD.findall(rephrasing.lower()) if w in _NUMBER_WORDS
+    }
     missing = sorted(_numbers(_without_figures(original)) - written, key=float)
     return CheckResult(False, "missing " + ", ".join(missing)) if missing else CheckResult(True)
 
@@ -372,7 +396,9 @@ def _figure_check(original: str, rephrasing: str) -> CheckResult:
     return CheckResult(True) if _FIGURE.search(rephrasing) else CheckResult(False, "figure code dropped")
 
 
-def _answer_checks(problems: Sequence[Problem], solver: Solver, settings: ValidationSettings) -> list[CheckResult]:
+def _answer_checks(
+    problems: Sequence[Problem], solver: Solver, settings: ValidationSettings
+) -> list[CheckResult]:
     if not problems:
         return []
     k = settings.answer_samples

@@ -118,7 +118,7 @@ class Instruction:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, **markers: str) -> Instruction:
-        """An instruction read from a UTF-8 text file; ``markers`` overrides the default markers/placeholder."""
+        """An instruction from a UTF-8 text file; ``markers`` override the default markers and placeholder."""
         path = Path(path)
         try:
             template = path.read_text(encoding="utf-8").strip()
@@ -134,7 +134,7 @@ class Instruction:
         return self.template.replace(_QUESTION, question)
 
     def fingerprint(self, question: str) -> str:
-        """A hash (SHA-256, hex) of everything that decides what is sent for ``question`` and how the answer is read.
+        """SHA-256 (hex) of everything that decides what is sent for ``question`` and how the answer is read.
 
         >>> fingerprint = DEFAULT_INSTRUCTION.fingerprint("What is 2+3?")
         >>> len(fingerprint), fingerprint == DEFAULT_INSTRUCTION.fingerprint("What is 2+4?")
@@ -192,7 +192,9 @@ def parse_rephrasing(
         return ParsedRephrasing(body, None) if body else ParsedRephrasing(None, "nothing between the markers")
     body, closed = answers[-1]
     if truncated and not closed:
-        return ParsedRephrasing(None, f"cut off at the token limit before the end marker {instruction.end_marker}")
+        return ParsedRephrasing(
+            None, f"cut off at the token limit before the end marker {instruction.end_marker}"
+        )
     return ParsedRephrasing(body)
 
 
@@ -210,6 +212,6 @@ def _without_thinking(text: str) -> str:
 
 
 def _unfenced(body: str) -> str:
-    """``body`` without a code fence around it; an opening or closing fence alone goes too (a cut-off answer)."""
+    """``body`` without a code fence around it; a lone opening or closing fence goes too."""
     body = _FENCE_OPEN.sub("", body, count=1)
     return _FENCE_CLOSE.sub("", body, count=1).strip()
