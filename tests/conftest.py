@@ -21,3 +21,16 @@ def shared_data() -> Path:
     if not path.is_dir():
         pytest.skip(f"shared data not found at {path} (set COREWARDING_SHARED_DATA)")
     return path
+
+
+@pytest.fixture
+def shared_file(shared_data):
+    """A function from a path relative to the shared data folder to the file; skips when it is absent."""
+
+    def locate(relative: str) -> Path:
+        path = shared_data / relative
+        if not path.exists():
+            pytest.skip(f"shared data file {path} is absent")
+        return path
+
+    return locate

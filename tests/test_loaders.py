@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,12 +19,6 @@ from corewarding.data.loaders import (
 )
 from corewarding.prompts import SYSTEM_PROMPT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def shared_data_dir() -> Path:
-    """``$COREWARDING_SHARED_DATA``, else ``<repo root>/../shared/data``."""
-    return Path(os.environ.get("COREWARDING_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -456,15 +449,8 @@ SHARED_PAIRS = [
 ]
 
 
-def shared_file(relative: str) -> Path:
-    path = shared_data_dir() / relative
-    if not path.exists():
-        pytest.skip(f"shared data file {path} is absent (set COREWARDING_SHARED_DATA to its folder)")
-    return path
-
-
 @pytest.mark.parametrize(("relative", "rows", "unparsable"), SHARED_FILES)
-def test_shared_file(relative, rows, unparsable):
+def test_shared_file(shared_file, relative, rows, unparsable):
     problems = load_problems(shared_file(relative))
     assert len(problems) == rows
     assert sum(p.answer is None for p in problems) == unparsable
@@ -472,14 +458,14 @@ def test_shared_file(relative, rows, unparsable):
 
 
 @pytest.mark.parametrize(("original", "rephrased", "rows", "placeholders"), SHARED_PAIRS)
-def test_shared_rephrased_pair(original, rephrased, rows, placeholders):
+def test_shared_rephrased_pair(shared_file, original, rephrased, rows, placeholders):
     problems = load_rephrased_pair(shared_file(original), shared_file(rephrased))
     assert len(problems) == rows
     assert all(p.rephrasing for p in problems)
     assert sum(p.rephrasing == "<rewritten question>" for p in problems) == placeholders
 
 
-def test_shared_train_pairs_match_the_aligned_files():
+def test_shared_train_pairs_match_the_aligned_files(shared_file):
     from_pairs = load_problems(shared_file("corewarding-math/train_pairs.parquet"))
     from_files = load_rephrased_pair(
         shared_file("corewarding-math/train.parquet"),
