@@ -301,7 +301,7 @@ def rephrase(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from None
     typer.echo(
-        f"{len(problems):,} questions: {run.cached:,} from {cache}, {run.sent - run.failed:,} rephrased now"
+        f"{len(problems):,} questions: {run.cached:,} cached, {run.sent - run.failed:,} rephrased now ({cache})"
     )
     if run.other_backends:
         typer.echo(

@@ -1,8 +1,10 @@
 """A scriptable OpenAI-compatible ``/v1/chat/completions`` server on 127.0.0.1, for the rephrasing tests.
 
-Questions in these tests are written ``Q-<pair id>: …`` so the server can tell which pair a request is
-for; it counts requests received and answered (status 200) per pair id, and the most in flight at once.
-A script ``(pair id, attempt) -> Reply`` decides each answer; by default a valid rephrasing.
+Questions in these tests are written ``Q-<pair id>: …`` and their rephrasings ``R-<pair id>: …`` so
+the server can tell what a request is for: a request to rephrase is keyed by the pair id, a request
+to solve (it has a system prompt) by ``Q-<pair id>`` or ``R-<pair id>``. The server counts requests
+received and answered (status 200) per key, and the most in flight at once. A script
+``(key, attempt) -> Reply`` decides each answer; by default a valid rephrasing.
 """
 
 from __future__ import annotations
@@ -81,7 +83,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         stub: StubServer = self.server.stub
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        pair = re.search(r"Q-(\w+):", body["messages"][-1]["content"]).group(1)
+        view, pair = re.search(r"([QR])-(\w+):", body["messages"][-1]["content"]).groups()
+        if body["messages"][0]["role"] == "system":
+            pair = f"{view}-{pair}"
         with stub.lock:
             stub.received[pair] += 1
             attempt = stub.received[pair]

@@ -142,18 +142,15 @@ def test_cached_rows_from_another_backend_are_counted(tmp_path):
 
 
 def test_backend_solver_asks_each_question_k_times():
-    def script(pair: str, attempt: int) -> Reply:
-        return Reply(status=400) if pair == "x" and attempt == 2 else Reply(content=f"so \\boxed{{{pair}}}")
+    def script(key: str, attempt: int) -> Reply:
+        return Reply(status=400) if key == "Q-x" and attempt == 2 else Reply(content=f"so \\boxed{{{key}}}")
 
     with StubServer(script) as server:
         solve = backend_solver(backend(server), GenerationSettings(temperature=1.0))
         completions = solve([question("x"), question("y")], 3)
-    assert completions[1] == ["so \\boxed{y}"] * 3
-    assert sorted(completions[0]) == [
-        "",
-        "so \\boxed{x}",
-        "so \\boxed{x}",
-    ]  # a failed request answers nothing
+    assert completions[1] == ["so \\boxed{Q-y}"] * 3
+    failed_once = ["", "so \\boxed{Q-x}", "so \\boxed{Q-x}"]  # a failed request answers nothing
+    assert sorted(completions[0]) == failed_once
     assert server.bodies[0]["messages"][0]["role"] == "system"
 
 
@@ -242,10 +239,41 @@ def test_rephrase_command_is_resumable(tmp_path):
         assert result.exit_code == 0, result.output
         assert "placeholder" in result.output and "3 of 4" in result.output
         again = runner.invoke(app, [*args, "--base-url", server.url, "--only-valid"])
-    assert again.exit_code == 0 and "4 from the cache" in again.output
+    assert again.exit_code == 0 and "4 cached, 0 rephrased now" in again.output
     assert server.received == {str(i): 1 for i in range(4)}
     assert [p.id for p in load_problems(out)] == ["0", "1", "3"]  # --only-valid
     assert (tmp_path / "pairs.parquet.cache.jsonl").is_file()
+
+
+def test_rephrase_command_checks_answers(tmp_path):
+    write_questions(tmp_path / "questions.jsonl", 3)
+
+    def script(key: str, attempt: int) -> Reply:
+        if key[0] not in "QR":
+            return good(key, attempt)
+        return Reply(content="\\boxed{11}" if key == "R-1" else "It is \\boxed{10}.")
+
+    with StubServer(script) as server:
+        result = CliRunner().invoke(
+            app,
+            [
+                "rephrase",
+                str(tmp_path / "questions.jsonl"),
+                "-o",
+                str(tmp_path / "p.jsonl"),
+                "--model",
+                "m",
+                "--base-url",
+                server.url,
+                "--check-answers",
+                "2",
+            ],
+        )
+    assert result.exit_code == 0, result.output
+    assert server.received["Q-0"] == server.received["R-2"] == 2
+    reports = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [r["rejected_by"] for r in reports] == [[], ["answers"], []]
+    assert reports[1]["checks"]["answers"]["detail"] == "original 10 (2/2), rephrasing 11 (2/2)"
 
 
 def test_rephrase_command_reports_failed_requests(tmp_path):

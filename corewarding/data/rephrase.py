@@ -156,11 +156,12 @@ def rephrase_problems(
     """
     cache = CompletionCache(cache_path)
     fingerprints = [instruction.fingerprint(p.question) for p in problems]
-    pending = [i for i, p in enumerate(problems) if cache.get(p.id, fingerprints[i]) is None]
+    cached = [cache.get(p.id, fingerprint) for p, fingerprint in zip(problems, fingerprints)]
+    pending = [i for i, entry in enumerate(cached) if entry is None]
     conversations = [[{"role": "user", "content": instruction.render(problems[i].question)}] for i in pending]
     errors: dict[str, str] = {}
 
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not (progress and pending)) as bar:
         task = bar.add_task(f"rephrasing ({len(problems) - len(pending)} cached)", total=len(pending))
 
         def on_result(position: int, completion: Completion) -> None:
@@ -194,15 +195,14 @@ def rephrase_problems(
         if parsed.text is None:
             output_problems[problem.id] = parsed.problem
         rephrased.append(replace(problem, rephrasing=parsed.text))
-    pending_ids = {problems[i].id for i in pending}
-    cached_entries = [cache.get(p.id, f) for p, f in zip(problems, fingerprints) if p.id not in pending_ids]
+    reused = [entry for entry in cached if entry is not None]
     return RephrasingRun(
         problems=rephrased,
         output_problems=output_problems,
         sent=len(pending),
         failed=len(errors),
-        cached=len(cached_entries),
-        other_backends=sum(e.backend != backend.description for e in cached_entries),
+        cached=len(reused),
+        other_backends=sum(entry.backend != backend.description for entry in reused),
     )
 
 

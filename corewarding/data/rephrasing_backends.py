@@ -272,6 +272,15 @@ class _RowError(Exception):
     """A request the server refuses for this row only: the row fails, the run goes on."""
 
 
+@dataclass
+class _RunState:
+    """What the rows of one ``generate`` call share: the run of failed rows, and why the run is stopping."""
+
+    consecutive_failures: int = 0
+    stopping: BackendError | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
 @dataclass(eq=False)
 class OpenAIBackend:
     """An OpenAI-compatible ``/v1/chat/completions`` endpoint (OpenAI, vLLM ``serve``, SGLang, llama.cpp …).
@@ -318,7 +327,6 @@ class OpenAIBackend:
         self.base_url = root
         self.url = root + "/chat/completions"
         self.description = f"openai:{self.model}@{root}"
-        self._lock = threading.Lock()
 
     def generate(
         self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
@@ -341,18 +349,17 @@ class OpenAIBackend:
             **self.extra_body,
         }
 
+        state = _RunState()
+
         def work(index: int) -> None:
-            if self._stopping is not None:  # another row stopped the run: send nothing more
+            if state.stopping is not None:  # another row stopped the run: send nothing more
                 return
             try:
-                completion = self._complete({**body, "messages": conversations[index]}, headers)
+                completion = self._complete({**body, "messages": conversations[index]}, headers, state)
             except BackendError as error:
-                self._stopping = error
+                state.stopping = error
                 raise
             on_result(index, completion)
-
-        self._consecutive_failures = 0
-        self._stopping: BackendError | None = None
 
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rephrase-http")
         futures = [pool.submit(work, i) for i in range(len(conversations))]
@@ -363,7 +370,7 @@ class OpenAIBackend:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _complete(self, body: dict, headers: dict) -> Completion:
+    def _complete(self, body: dict, headers: dict, state: _RunState) -> Completion:
         """One row: retried per the policy; a failure is a :class:`Completion` without text."""
         data = json.dumps(body).encode("utf-8")
         attempt = 1
@@ -371,21 +378,21 @@ class OpenAIBackend:
             try:
                 completion = self._post(data, headers)
             except _RowError as error:
-                return self._failed(str(error))
+                return self._failed(str(error), state)
             except _RetryableError as error:
                 if attempt == self.retry.max_attempts:
-                    return self._failed(f"{error} (after {attempt} attempts)")
+                    return self._failed(f"{error} (after {attempt} attempts)", state)
                 self.sleep(self.retry.delay(attempt, error.retry_after, self.rng))
                 attempt += 1
             else:
-                with self._lock:
-                    self._consecutive_failures = 0
+                with state.lock:
+                    state.consecutive_failures = 0
                 return completion
 
-    def _failed(self, error: str) -> Completion:
-        with self._lock:
-            self._consecutive_failures += 1
-            stop = self._consecutive_failures >= self.max_consecutive_failures
+    def _failed(self, error: str, state: _RunState) -> Completion:
+        with state.lock:
+            state.consecutive_failures += 1
+            stop = state.consecutive_failures >= self.max_consecutive_failures
         if stop:
             raise BackendError(
                 f"{self.url}: {self.max_consecutive_failures} rows failed in a row, stopping; last: {error}"
