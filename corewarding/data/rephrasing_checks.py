@@ -128,7 +128,8 @@ class ValidationSettings:
     Attributes:
         max_similarity: prose similarity at or above which a rephrasing is near-identical.
         min_length_ratio, max_length_ratio, length_slack: the length bounds.
-        placeholders: texts that mean "the model echoed the instruction's format block".
+        placeholders: texts that mean "the model echoed the instruction's format block"; a custom
+            instruction's placeholder must be added here (``corewarding rephrase`` does).
         report_only: checks that flag without rejecting (``output`` cannot be one).
         answer_samples: k, the solver's samples per view for the ``answers`` check.
         voting: how the solver's answers are voted on and compared.
