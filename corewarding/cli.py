@@ -7,7 +7,9 @@ exit code 2, never a stack trace.
 from __future__ import annotations
 
 import functools
+import json
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -96,6 +98,299 @@ def pretrain(
         console.print(results_table({output.name: result.evaluation}, title="Tiny model on the synthetic test split (%)"))
     console.print(f"final loss {result.final_loss:.4f}, {result.seconds:.0f} s; saved to {output}")
 
+
+
+
+# Options shared by `rephrase` and `validate-pairs`; the defaults are ValidationSettings'.
+MaxSimilarity = Annotated[
+    float, typer.Option(help="Prose-word similarity at or above which a rephrasing is a near-copy.")
+]
+MinLengthRatio = Annotated[
+    float, typer.Option(help="Shortest rephrasing, as a share of the original's length.")
+]
+MaxLengthRatio = Annotated[
+    float,
+    typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack."),
+]
+LengthSlack = Annotated[int, typer.Option(help="Characters a rephrasing may add beyond --max-length-ratio.")]
+RejectMissingNumbers = Annotated[
+    bool, typer.Option(help="Reject, not just report, rephrasings missing a number of the original.")
+]
+RejectDroppedFigures = Annotated[
+    bool, typer.Option(help="Reject, not just report, rephrasings that drop the original's figure code.")
+]
+Outputs = Annotated[
+    list[Path] | None,
+    typer.Option("--output", "-o", help="Pair dataset to write (.jsonl or .parquet); repeat for both."),
+]
+OnlyValid = Annotated[bool, typer.Option(help="Write only the pairs that passed every rejecting check.")]
+Columns = Annotated[
+    str | None,
+    typer.Option(help="Column preset of the input (verl, pairs, svamp, asdiv, qa); detected when not given."),
+]
+
+
+def _validation_settings(
+    *,
+    max_similarity: float,
+    min_length_ratio: float,
+    max_length_ratio: float,
+    length_slack: int,
+    reject_missing_numbers: bool,
+    reject_dropped_figures: bool,
+    placeholders: tuple[str, ...] = (),
+    answer_samples: int = 0,
+):
+    from corewarding.data.rephrasing_checks import ValidationSettings
+
+    defaults = ValidationSettings()
+    rejected = {"numbers": reject_missing_numbers, "figure": reject_dropped_figures}
+    return ValidationSettings(
+        max_similarity=max_similarity,
+        min_length_ratio=min_length_ratio,
+        max_length_ratio=max_length_ratio,
+        length_slack=length_slack,
+        placeholders=defaults.placeholders + tuple(p for p in placeholders if p not in defaults.placeholders),
+        report_only=frozenset(name for name in defaults.report_only if not rejected.get(name)),
+        answer_samples=answer_samples or defaults.answer_samples,
+    )
+
+
+def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
+    from rich.console import Console
+
+    from corewarding.data.rephrase import pair_rows, write_pair_dataset
+    from corewarding.data.rephrasing_checks import summary_table
+
+    Console().print(summary_table(reports, settings, title))
+    rows = [row for row in pair_rows(problems, reports) if row["rephrasing_valid"] or not only_valid]
+    for path in outputs or []:
+        write_pair_dataset(path, rows)
+        typer.echo(f"wrote {len(rows):,} pairs to {path}")
+
+
+@app.command("validate-pairs")
+@user_errors
+def validate_pairs_command(
+    pairs: Annotated[Path, typer.Argument(help="Pair dataset, or the questions when REPHRASINGS is given.")],
+    rephrasings: Annotated[
+        Path | None,
+        typer.Argument(help="Row-aligned rephrasings of PAIRS (Co-rewarding's *_rewrite_*.parquet)."),
+    ] = None,
+    output: Outputs = None,
+    only_valid: OnlyValid = False,
+    columns: Columns = None,
+    placeholder: Annotated[
+        list[str] | None, typer.Option(help="Another text that means an echoed instruction (repeatable).")
+    ] = None,
+    max_similarity: MaxSimilarity = 0.9,
+    min_length_ratio: MinLengthRatio = 0.25,
+    max_length_ratio: MaxLengthRatio = 3.0,
+    length_slack: LengthSlack = 500,
+    reject_missing_numbers: RejectMissingNumbers = False,
+    reject_dropped_figures: RejectDroppedFigures = False,
+) -> None:
+    """Check existing rephrasings without a model: what each check finds; optionally write the pairs.
+
+    Example: corewarding validate-pairs train.parquet train_rewrite_Qwen3-32B.parquet -o pairs.parquet
+    """
+    from corewarding.data.loaders import load_problems, load_rephrased_pair
+    from corewarding.data.rephrasing_checks import validate_pairs
+
+    if rephrasings is not None:
+        problems = load_rephrased_pair(pairs, rephrasings, columns)
+    else:
+        problems = load_problems(pairs, columns)
+        if all(p.rephrasing is None for p in problems):
+            raise ValueError(
+                f"{pairs} has no rephrasing column: pass the rephrasings file as a second argument"
+            )
+    settings = _validation_settings(
+        max_similarity=max_similarity,
+        min_length_ratio=min_length_ratio,
+        max_length_ratio=max_length_ratio,
+        length_slack=length_slack,
+        reject_missing_numbers=reject_missing_numbers,
+        reject_dropped_figures=reject_dropped_figures,
+        placeholders=tuple(placeholder or ()),
+    )
+    reports = validate_pairs(problems, settings)
+    _report_and_write(problems, reports, settings, f"Rephrasing checks: {pairs.name}", output, only_valid)
+
+
+@app.command()
+@user_errors
+def rephrase(
+    dataset: Annotated[Path, typer.Argument(help="Questions to rephrase (any format the loaders read).")],
+    output: Outputs = None,
+    model: Annotated[
+        str, typer.Option(help="Model name at the endpoint; a folder, GGUF file or hub id.")
+    ] = "",
+    backend: Annotated[
+        str, typer.Option(help="openai (OpenAI-compatible endpoint), transformers or vllm.")
+    ] = "openai",
+    base_url: Annotated[str, typer.Option(help="Endpoint root, /v1 included.")] = "http://localhost:8000/v1",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (not set: no key).")
+    ] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai).")] = 8,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request (openai).")] = 300.0,
+    max_attempts: Annotated[
+        int, typer.Option(help="Attempts per request before the row fails (openai).")
+    ] = 6,
+    extra_body: Annotated[
+        str,
+        typer.Option(
+            help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'
+        ),
+    ] = "{}",
+    batch_size: Annotated[int, typer.Option(help="Conversations per generate call (transformers).")] = 8,
+    instruction: Annotated[
+        Path | None,
+        typer.Option(help="Instruction file: {question} once, and the markers. Default: built in."),
+    ] = None,
+    start_marker: Annotated[str, typer.Option(help="What the rephrasing follows.")] = "[REPHRASED]",
+    end_marker: Annotated[str, typer.Option(help="What the rephrasing is followed by.")] = "[/REPHRASED]",
+    placeholder: Annotated[
+        str, typer.Option(help="The instruction's stand-in for the answer.")
+    ] = "<rewritten problem>",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 0.7).")] = 0.7,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold (the paper: 0.8).")] = 0.8,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion, thinking included.")] = 4096,
+    cache: Annotated[
+        Path | None, typer.Option(help="Completion cache to resume from; default <first output>.cache.jsonl.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Rephrase only the first N questions (0: all).")] = 0,
+    check_answers: Annotated[
+        int,
+        typer.Option(
+            help="Solve both views K times with the same model; reject differing majorities (0: off)."
+        ),
+    ] = 0,
+    only_valid: OnlyValid = False,
+    columns: Columns = None,
+    max_similarity: MaxSimilarity = 0.9,
+    min_length_ratio: MinLengthRatio = 0.25,
+    max_length_ratio: MaxLengthRatio = 3.0,
+    length_slack: LengthSlack = 500,
+    reject_missing_numbers: RejectMissingNumbers = False,
+    reject_dropped_figures: RejectDroppedFigures = False,
+) -> None:
+    """Rephrase every question with an LLM, check the rephrasings, write the pairs. Resumable.
+
+    Example: corewarding rephrase train.parquet -o pairs.parquet --model Qwen/Qwen3-32B --base-url http://gpu:8000/v1
+    """
+    from corewarding.data.loaders import load_problems
+    from corewarding.data.rephrase import backend_solver, rephrase_problems
+    from corewarding.data.rephrasing_backends import BackendError, GenerationSettings
+    from corewarding.data.rephrasing_checks import validate_pairs
+    from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
+
+    if not output:
+        raise ValueError("give at least one --output file (.jsonl or .parquet)")
+    if not model:
+        raise ValueError("give the rephrasing model with --model")
+    markers = {"start_marker": start_marker, "end_marker": end_marker, "placeholder": placeholder}
+    if instruction is not None:
+        prompt = Instruction.from_file(instruction, **markers)
+    else:
+        prompt = Instruction(DEFAULT_INSTRUCTION.template, **markers)
+    generation = GenerationSettings(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    settings = _validation_settings(
+        max_similarity=max_similarity,
+        min_length_ratio=min_length_ratio,
+        max_length_ratio=max_length_ratio,
+        length_slack=length_slack,
+        reject_missing_numbers=reject_missing_numbers,
+        reject_dropped_figures=reject_dropped_figures,
+        placeholders=(prompt.placeholder,),
+        answer_samples=check_answers,
+    )
+    problems = load_problems(dataset, columns)
+    problems = problems[:limit] if limit else problems
+    cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
+    try:
+        engine = _rephrasing_backend(
+            backend,
+            model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            extra_body=extra_body,
+            batch_size=batch_size,
+        )
+        run = rephrase_problems(problems, engine, cache, instruction=prompt, settings=generation)
+        solver = backend_solver(engine, generation) if check_answers else None
+        reports = validate_pairs(run.problems, settings, solver=solver, output_problems=run.output_problems)
+    except KeyboardInterrupt:
+        typer.echo(
+            f"interrupted: what was received is cached in {cache}; run the same command to go on", err=True
+        )
+        raise typer.Exit(130) from None
+    except BackendError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"{len(problems):,} questions: {run.cached:,} cached, {run.sent - run.failed:,} rephrased now ({cache})"
+    )
+    if run.other_backends:
+        typer.echo(
+            f"note: {run.other_backends:,} cached rephrasings were written by another backend than "
+            f"{engine.description}"
+        )
+    _report_and_write(
+        run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, only_valid
+    )
+    if run.failed:
+        typer.echo(
+            f"{run.failed:,} requests failed (see the output check); run the same command to retry them",
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def _rephrasing_backend(
+    kind: str,
+    model: str,
+    *,
+    base_url,
+    api_key_env,
+    concurrency,
+    timeout,
+    max_attempts,
+    extra_body: str,
+    batch_size: int,
+):
+    from corewarding.data.rephrasing_backends import (
+        OpenAIBackend,
+        RetryPolicy,
+        TransformersBackend,
+        VLLMBackend,
+    )
+
+    if kind == "openai":
+        try:
+            body = json.loads(extra_body)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--extra-body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise ValueError("--extra-body must be a JSON object")
+        return OpenAIBackend(
+            base_url,
+            model,
+            api_key_env=api_key_env or None,
+            concurrency=concurrency,
+            timeout_s=timeout,
+            retry=RetryPolicy(max_attempts=max_attempts),
+            extra_body=body,
+        )
+    if kind == "transformers":
+        return TransformersBackend.load(model, batch_size=batch_size)
+    if kind == "vllm":
+        return VLLMBackend(model)
+    raise ValueError(f"unknown backend {kind!r}: expected openai, transformers or vllm")
 
 if __name__ == "__main__":
     app()

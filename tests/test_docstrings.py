@@ -12,6 +12,9 @@ MODULES = [
     "corewarding.rewards",
     "corewarding.teacher",
     "corewarding.token_statistics",
+    "corewarding.data.rephrasing_prompt",
+    "corewarding.data.rephrasing_checks",
+    "corewarding.data.rephrasing_backends",
 ]
 
 

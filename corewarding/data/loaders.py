@@ -11,7 +11,9 @@ preset        columns                                                     datase
 verl          ``prompt`` (chat messages), ``reward_model.ground_truth``,  Co-rewarding's MATH, DAPO, AMC
               ``extra_info.index``                                        parquet files
 pairs         ``original_question``, ``rephrased_question``,              Co-rewarding's
-              ``solution`` (the bare answer), ``idx``                     ``train_pairs.parquet``
+              ``solution`` (the bare answer), ``idx``,                    ``train_pairs.parquet``; the
+              ``rephrasing_valid`` when present                           pair datasets of
+                                                                          :mod:`corewarding.data.rephrase`
 svamp         ``Body`` + ``Question``, ``Answer``, ``ID``                 SVAMP
 asdiv         ``body`` + ``question``, ``answer`` (``9 (apples)``)        ASDiv
 qa            ``problem`` or ``question``; ``answer`` or ``solution``     GSM8K, MATH, MATH500, AIME,
@@ -89,6 +91,8 @@ class ColumnMap:
             dataset without answers.
         id: the id column; None numbers the rows from 0.
         rephrasing: a column holding a rephrasing of the question (Co-rewarding-I), or None.
+        rephrasing_valid: a column holding the rephrasing validator's verdict (true/false, or
+            empty when not validated), or None.
         meta: columns copied into ``Problem.meta`` as they are.
 
     Every named column must exist. Names may be dotted paths into nested records::
@@ -101,6 +105,7 @@ class ColumnMap:
     answer: str | None
     id: str | None = None
     rephrasing: str | None = None
+    rephrasing_valid: str | None = None
     meta: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -113,7 +118,7 @@ class ColumnMap:
     @property
     def columns(self) -> tuple[str, ...]:
         """Every column this map reads."""
-        named = (*self.question, self.answer, self.id, self.rephrasing, *self.meta)
+        named = (*self.question, self.answer, self.id, self.rephrasing, self.rephrasing_valid, *self.meta)
         return tuple(name for name in named if name is not None)
 
 
@@ -121,8 +126,8 @@ class ColumnMap:
 class Preset:
     """A column layout shared by a family of datasets, with alternatives for differently named columns.
 
-    The first alternative present is used. Question and answer are required; the id, rephrasing and
-    meta columns are used when present.
+    The first alternative present is used. Question and answer are required; the id, rephrasing,
+    rephrasing verdict and meta columns are used when present.
     """
 
     name: str
@@ -130,6 +135,7 @@ class Preset:
     answer: tuple[str, ...]
     id: tuple[str, ...] = ()
     rephrasing: tuple[str, ...] = ()
+    rephrasing_valid: tuple[str, ...] = ()
     meta: tuple[str, ...] = ()
 
     def resolve(self, columns: Collection[str]) -> ColumnMap | None:
@@ -143,6 +149,7 @@ class Preset:
             answer=answer,
             id=_first_present(self.id, columns),
             rephrasing=_first_present(self.rephrasing, columns),
+            rephrasing_valid=_first_present(self.rephrasing_valid, columns),
             meta=tuple(c for c in self.meta if c in columns),
         )
 
@@ -170,6 +177,7 @@ PRESETS: dict[str, Preset] = {
             answer=("solution",),
             id=("idx",),
             rephrasing=("rephrased_question",),
+            rephrasing_valid=("rephrasing_valid",),
             meta=("level", "type"),
         ),
         Preset(
@@ -196,8 +204,9 @@ PRESETS: dict[str, Preset] = {
 def detect_columns(columns: Collection[str]) -> ColumnMap:
     """The column map of the first preset that fits these columns.
 
-    >>> detect_columns(["Body", "Question", "Answer", "ID", "Equation"])
-    ColumnMap(question=('Body', 'Question'), answer='Answer', id='ID', rephrasing=None, meta=())
+    >>> detect_columns(["Body", "Question", "Answer", "ID", "Equation"])  # doctest: +NORMALIZE_WHITESPACE
+    ColumnMap(question=('Body', 'Question'), answer='Answer', id='ID', rephrasing=None, rephrasing_valid=None,
+              meta=())
     """
     for preset in PRESETS.values():
         column_map = preset.resolve(columns)
@@ -342,9 +351,29 @@ def _problem(row: Row, index: int, columns: ColumnMap, source: str, label: str) 
         question=_join_sentences(parts),
         answer=reference_answer(_lookup(row, columns.answer)) if columns.answer else None,
         rephrasing=rephrasing or None,
+        rephrasing_valid=_verdict(row, index, columns.rephrasing_valid, label),
         source=source,
         meta={name: _lookup(row, name) for name in columns.meta},
     )
+
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+
+
+def _verdict(row: Row, index: int, column: str | None, label: str) -> bool | None:
+    """A validator verdict cell: a boolean, 0/1, or its text (CSV); empty or null for "not validated"."""
+    if column is None:
+        return None
+    value = _lookup(row, column)
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if not text:
+        return None
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise DatasetError(f"{label}: row {index} has {value!r} in column {column!r}, expected true or false")
 
 
 def _check_unique_ids(problems: list[Problem], columns: ColumnMap, label: str) -> None:

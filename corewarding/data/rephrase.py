@@ -1,0 +1,269 @@
+"""The rephrasing pipeline: questions → an LLM's rephrasings (resumable) → checks → a pair dataset on disk.
+
+::
+
+    problems ──render the instruction──► backend ──each completion, as it arrives──► cache (JSONL)
+    cache ──parse_rephrasing──► problems with rephrasings ──validate_pairs──► reports ──► pair dataset
+
+**Resuming.** Every completion is appended to a JSONL cache the moment it arrives (one line: the pair
+id, the instruction fingerprint, the raw completion, whether it was cut off, the backend, the time).
+A row is looked up by its pair id *and* :meth:`~corewarding.data.rephrasing_prompt.Instruction.fingerprint`
+(a hash of the instruction, its markers and the original text), so an interrupted run sends only
+what it has no completion for, and an edited question or instruction is sent again. A failed request
+is not cached: the next run retries it. Completions are cached raw, so parsing and the checks can
+change without sending anything again. A cache line cut off by a killed process is skipped.
+
+**The pair dataset** (:func:`pair_rows`, written as JSONL or parquet by :func:`write_pair_dataset`)
+has one row per question, with the columns of the ``pairs`` preset of
+:mod:`corewarding.data.loaders`, so ``load_problems`` reads it back with ``rephrasing`` and
+``rephrasing_valid`` set:
+
+=====================  ==========================================================================
+column                 holds
+=====================  ==========================================================================
+``idx``                the pair id (``Problem.id``)
+``original_question``  the question
+``rephrased_question`` the rephrasing, or null when there is none
+``solution``           the reference answer in canonical form, or null
+``rephrasing_valid``   the verdict: true when no rejecting check failed
+``rejected_by``        the rejecting checks that failed
+``flagged_by``         the reporting checks that failed
+``checks``             every check: ``{name: {"passed": true/false/null, "detail": "…"}}``
+(meta)                 the problem's ``meta`` (level, type, …)
+=====================  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+from rich.progress import Progress
+
+from corewarding.data.records import Problem
+from corewarding.data.rephrasing_backends import Completion, GenerationSettings, RephrasingBackend
+from corewarding.data.rephrasing_checks import PairReport, Solver
+from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
+from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+
+__all__ = [
+    "CachedCompletion",
+    "CompletionCache",
+    "RephrasingRun",
+    "backend_solver",
+    "pair_rows",
+    "rephrase_problems",
+    "write_pair_dataset",
+]
+
+
+@dataclass(frozen=True)
+class CachedCompletion:
+    """One line of the cache."""
+
+    id: str
+    fingerprint: str
+    text: str
+    truncated: bool
+    backend: str
+    created: str
+
+
+class CompletionCache:
+    """An append-only JSONL file of completions, looked up by (pair id, instruction fingerprint).
+
+    Appends are thread-safe and reach the file at once (opened, written, closed per line), so a
+    killed run keeps everything it had received.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str], CachedCompletion] = {}
+        self.skipped_lines = 0
+        # A line cut off by a killed run has no newline: the next append must not be glued to it.
+        self._cut_off = False
+        if self.path.is_file():
+            self._read()
+
+    def _read(self) -> None:
+        with self.path.open(encoding="utf-8") as lines:
+            for line in lines:
+                self._cut_off = not line.endswith("\n")
+                try:
+                    entry = CachedCompletion(**json.loads(line))
+                except (ValueError, TypeError):  # a line cut off by a killed run, or not ours
+                    self.skipped_lines += 1
+                    continue
+                self._entries[entry.id, entry.fingerprint] = entry
+
+    def get(self, id: str, fingerprint: str) -> CachedCompletion | None:
+        return self._entries.get((id, fingerprint))
+
+    def add(self, entry: CachedCompletion) -> None:
+        line = json.dumps(asdict(entry), ensure_ascii=False) + "\n"
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write("\n" + line if self._cut_off else line)
+            self._cut_off = False
+            self._entries[entry.id, entry.fingerprint] = entry
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True)
+class RephrasingRun:
+    """What :func:`rephrase_problems` made.
+
+    Attributes:
+        problems: the input problems, ``rephrasing`` set from the parsed completions (None where
+            there is none).
+        output_problems: pair id → why it has no rephrasing (failed request, unparsable output),
+            for :func:`~corewarding.data.rephrasing_checks.validate_pairs`.
+        sent: completions asked for in this run; ``failed`` of them did not come back.
+        cached: rows answered from the cache.
+        other_backends: cached rows written by another backend than this run's.
+    """
+
+    problems: list[Problem]
+    output_problems: dict[str, str]
+    sent: int
+    failed: int
+    cached: int
+    other_backends: int
+
+
+def rephrase_problems(
+    problems: Sequence[Problem],
+    backend: RephrasingBackend,
+    cache_path: str | os.PathLike,
+    *,
+    instruction: Instruction = DEFAULT_INSTRUCTION,
+    settings: GenerationSettings = GenerationSettings(),
+    progress: bool = True,
+) -> RephrasingRun:
+    """Rephrase every problem not in the cache yet, appending each completion to the cache as it arrives.
+
+    An exception (an interrupt, a :class:`~corewarding.data.rephrasing_backends.BackendError`)
+    propagates after everything received so far is cached; running the same call again continues.
+    """
+    cache = CompletionCache(cache_path)
+    fingerprints = [instruction.fingerprint(p.question) for p in problems]
+    cached = [cache.get(p.id, fingerprint) for p, fingerprint in zip(problems, fingerprints)]
+    pending = [i for i, entry in enumerate(cached) if entry is None]
+    conversations = [[{"role": "user", "content": instruction.render(problems[i].question)}] for i in pending]
+    errors: dict[str, str] = {}
+
+    with Progress(disable=not (progress and pending)) as bar:
+        task = bar.add_task(f"rephrasing ({len(problems) - len(pending)} cached)", total=len(pending))
+
+        def on_result(position: int, completion: Completion) -> None:
+            i = pending[position]
+            if completion.text is None:
+                errors[problems[i].id] = completion.error or "no completion"
+            else:
+                cache.add(
+                    CachedCompletion(
+                        problems[i].id,
+                        fingerprints[i],
+                        completion.text,
+                        completion.truncated,
+                        backend.description,
+                        datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    )
+                )
+            bar.advance(task)
+
+        if conversations:
+            backend.generate(conversations, settings, on_result)
+
+    rephrased, output_problems = [], {}
+    for problem, fingerprint in zip(problems, fingerprints):
+        entry = cache.get(problem.id, fingerprint)
+        if entry is None:
+            output_problems[problem.id] = f"request failed: {errors.get(problem.id, 'no completion')}"
+            rephrased.append(replace(problem, rephrasing=None))
+            continue
+        parsed = parse_rephrasing(entry.text, instruction, truncated=entry.truncated)
+        if parsed.text is None:
+            output_problems[problem.id] = parsed.problem
+        rephrased.append(replace(problem, rephrasing=parsed.text))
+    reused = [entry for entry in cached if entry is not None]
+    return RephrasingRun(
+        problems=rephrased,
+        output_problems=output_problems,
+        sent=len(pending),
+        failed=len(errors),
+        cached=len(reused),
+        other_backends=sum(entry.backend != backend.description for entry in reused),
+    )
+
+
+def backend_solver(
+    backend: RephrasingBackend, settings: GenerationSettings, system_prompt: str | None = SYSTEM_PROMPT
+) -> Solver:
+    """A :class:`~corewarding.data.rephrasing_checks.Solver` on a backend: each question asked ``k`` times.
+
+    Questions go out with the training system prompt (answer in ``\\boxed{}``); a failed request
+    counts as a completion without an answer. Solver completions are not cached.
+    """
+
+    def solve(questions: Sequence[str], k: int) -> list[list[str]]:
+        conversations = [chat_messages(q, system_prompt) for q in questions for _ in range(k)]
+        texts = [""] * len(conversations)
+
+        def on_result(i: int, completion: Completion) -> None:
+            texts[i] = completion.text or ""
+
+        backend.generate(conversations, settings, on_result)
+        return [texts[i : i + k] for i in range(0, len(texts), k)]
+
+    return solve
+
+
+def pair_rows(problems: Sequence[Problem], reports: Sequence[PairReport]) -> list[dict]:
+    """The pair dataset's rows (columns in the module docstring)."""
+    rows = []
+    for problem, report in zip(problems, reports, strict=True):
+        row = {
+            "idx": problem.id,
+            "original_question": problem.question,
+            "rephrased_question": problem.rephrasing,
+            "solution": problem.answer,
+            "rephrasing_valid": report.valid,
+            "rejected_by": list(report.rejected_by),
+            "flagged_by": list(report.flagged_by),
+            "checks": {name: {"passed": r.passed, "detail": r.detail} for name, r in report.checks.items()},
+        }
+        rows.append(row | {k: v for k, v in problem.meta.items() if k not in row})
+    return rows
+
+
+def write_pair_dataset(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
+    """Write rows as JSONL (``.jsonl``) or parquet (``.parquet``), atomically: a crash leaves no half file."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".parquet"):
+        raise ValueError(
+            f"cannot write a pair dataset as {suffix or 'a file without suffix'} ({path}): "
+            "use .jsonl or .parquet"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    if suffix == ".jsonl":
+        with partial.open("w", encoding="utf-8") as file:
+            file.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    else:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(list(rows)), partial)
+    os.replace(partial, path)
+    return path
