@@ -38,6 +38,7 @@ from statistics import fmean
 from typing import Protocol
 
 import torch
+from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
@@ -313,19 +314,15 @@ def _percent(value: float | None) -> str:
 
 
 def results_table(results: Mapping[str, EvaluationResult], title: str = "Evaluation (accuracy, %)") -> Table:
-    """A rich table, one row per named result: greedy pass@1, avg@k, pass@k, maj@k, no-answer rate."""
-    ks = sorted({k for r in results.values() for k in r.scores.pass_at_k})
-    table = Table(title=title)
-    table.add_column("model")
-    table.add_column("questions", justify="right")
-    table.add_column("greedy", justify="right")
-    table.add_column("T", justify="right")
-    table.add_column("avg@k", justify="right")
-    for k in ks:
-        table.add_column(f"pass@{k}", justify="right")
-    table.add_column("maj@k", justify="right")
-    table.add_column("k", justify="right")
-    table.add_column("no answer", justify="right")
+    """A rich table, one row per named result: questions (n), greedy pass@1, and at temperature T: avg@k,
+    pass@k, maj@k, the share of samples without an answer. (pass@1 is left out: it equals avg@k.)"""
+    sample_counts = {r.scores.k for r in results.values() if r.scores.k}
+    k = str(sample_counts.pop()) if len(sample_counts) == 1 else "k"
+    pass_ks = sorted({n for r in results.values() for n in r.scores.pass_at_k if n > 1})
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table.add_column("model", overflow="fold", min_width=12)
+    for header in ("n", "greedy", "T", f"avg@{k}", *(f"pass@{n}" for n in pass_ks), f"maj@{k}", "no ans."):
+        table.add_column(header, justify="right")
     for name, result in results.items():
         s = result.scores
         table.add_row(
@@ -334,9 +331,8 @@ def results_table(results: Mapping[str, EvaluationResult], title: str = "Evaluat
             _percent(s.greedy_accuracy),
             "–" if result.temperature is None else f"{result.temperature:g}",
             _percent(s.avg_at_k),
-            *(_percent(s.pass_at_k.get(k)) for k in ks),
+            *(_percent(s.pass_at_k.get(n)) for n in pass_ks),
             _percent(s.maj_at_k),
-            str(s.k or "–"),
             _percent(s.no_answer_rate),
         )
     return table

@@ -47,10 +47,11 @@ class PretrainConfig:
 
     Attributes:
         seed: seeds the data stream, the initial weights and the evaluation's sampling.
-        steps: optimiser steps (default 1000).
+        steps: optimiser steps (default 400).
         batch_size: examples per step (default 64).
         learning_rate: peak AdamW learning rate (default 3e-3; a 1 M-parameter model tolerates it).
-        warmup_steps: linear warm-up from 0 to the peak (default 50), then cosine decay to 0.
+        warmup_ratio: share of the steps spent warming up linearly from 0 to the peak (default 0.1),
+            followed by a cosine decay to 0.
         weight_decay: AdamW weight decay (default 0.01).
         eval_problems: distinct test-split problems the final evaluation uses (default 500).
         eval_seed: seed of the test problems (default 0: every run is measured on the same problems).
@@ -61,10 +62,10 @@ class PretrainConfig:
     """
 
     seed: int = 0
-    steps: int = 1000
+    steps: int = 400
     batch_size: int = 64
     learning_rate: float = 3e-3
-    warmup_steps: int = 50
+    warmup_ratio: float = 0.1
     weight_decay: float = 0.01
     eval_problems: int = 500
     eval_seed: int = 0
@@ -79,8 +80,8 @@ class PretrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.warmup_steps < self.steps:
-            raise ValueError(f"warmup_steps must be in [0, steps), got {self.warmup_steps}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_problems < 0 or self.eval_samples < 0:
             raise ValueError("eval_problems and eval_samples must be non-negative")
 
@@ -122,6 +123,8 @@ def training_batch(tokenizer, rng: random.Random, chains, batch_size: int) -> di
 
 
 def _cosine_with_warmup(warmup: int, total: int):
+    """Learning-rate factor of step s: (s + 1) / warmup while warming up, then ½(1 + cos(π (s − warmup) / (total − warmup)))."""
+
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
@@ -146,7 +149,7 @@ def pretrain(config: PretrainConfig = PretrainConfig(), output_dir: str | Path |
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(config.warmup_steps, config.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(round(config.warmup_ratio * config.steps), config.steps))
     rng = random.Random(f"pretrain:{config.seed}")
     chains = sample_chains(rng, "train", config.task)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())

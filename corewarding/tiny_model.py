@@ -4,14 +4,14 @@
 learnt from the task's own prompts — the system prompt and synthetic questions rendered by the chat
 template — and its worked solutions, with two rules:
 
-* *Digits are always single tokens* (as in Qwen2 and the first Llamas), so numbers are composed digit by digit:
-  47 and 74 share their pieces, and arithmetic is learnt on ten symbols.
+* *Digits are always single tokens* (as in Qwen2 and the first Llamas), so numbers are composed digit
+  by digit: 47 and 74 share their pieces, and arithmetic is learnt on ten symbols.
 * *Merges may cross spaces* (as SentencePiece can), so the fixed phrases of the task become single
-  tokens: the whole system prompt is one token, ``". Decrease it by "`` another. A prompt takes about
-  18 tokens and a worked solution about 18, where word-level tokens need about 55 and 22, and
-  characters about 180 and 30. Sequence length is what training and sampling pay for on a CPU: this
-  halves the pretraining time per step against word-level tokens, and the model learns faster
-  per step too.
+  tokens: the whole system prompt is one token, ``". Decrease it by "`` another. A chat prompt of the
+  task takes about 18 tokens and a worked solution about 18; word-level tokens need about 55 and 22,
+  characters about 235 and 27. Sequence length is what training and sampling pay for on a CPU: this
+  halves the time of a pretraining step against word-level tokens, and the model learns faster per
+  step too (measured: loss 0.73 against 0.92 after 100 steps).
 
 The base alphabet is the 256 bytes, so there is no unknown token: any text — the task's, the system
 prompt, whatever a model samples — encodes and decodes back to itself (just in more tokens when it

@@ -3,8 +3,11 @@
 import pytest
 import torch
 from rich.console import Console
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from corewarding.answers import extract_answer
 from corewarding.data.records import Problem
+from corewarding.data.synthetic import generate_problems
 from corewarding.evaluate import (
     EvaluationResult,
     HFSampler,
@@ -14,8 +17,8 @@ from corewarding.evaluate import (
     results_table,
     score_answers,
 )
-from corewarding.prompts import SYSTEM_PROMPT
-from corewarding.tiny_model import TinyModelConfig, build_model, build_tokenizer
+from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_model, build_tokenizer
 
 PROBLEMS = [
     Problem(id="a", question="What is 2+2?", answer="4"),
@@ -121,7 +124,8 @@ def test_result_json_round_trip_and_table():
     console = Console(record=True, width=200)
     console.print(results_table({"stub": result}))
     text = console.export_text()
-    assert "pass@4" in text and "maj@k" in text and "66.7" in text and "25.0" in text
+    assert "avg@4" in text and "pass@4" in text and "maj@4" in text
+    assert "66.7" in text and "25.0" in text and "33.3" in text
 
 
 @pytest.fixture(scope="module")
@@ -144,3 +148,15 @@ def test_hf_sampler_gives_n_completions_reproducibly(tiny_lm):
     assert all(isinstance(c, str) for group in first for c in group)
     assert sampler.sample(conversations, settings) == first
     assert HFSampler(model, tokenizer, batch_size=4, seed=2, progress=False).sample(conversations, settings) != first
+
+
+def test_left_padded_batches_decode_like_single_prompts_on_the_shipped_model():
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR).eval()
+    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+    problems = generate_problems(6, "test", seed=2)  # prompts of different lengths share a batch
+    conversations = [chat_messages(p.question) for p in problems]
+    settings = SamplingSettings(max_new_tokens=30)
+    batched = HFSampler(model, tokenizer, batch_size=6, progress=False).sample(conversations, settings)
+    alone = HFSampler(model, tokenizer, batch_size=1, progress=False).sample(conversations, settings)
+    assert batched == alone
+    assert all(extract_answer(group[0]) is not None for group in batched)
