@@ -103,10 +103,5 @@ def test_pretrain_reproduces_the_shipped_checkpoint():
     """Bit-identical with the torch build recorded in pretrain.json, on a CPU of the same kind."""
     record = json.loads((TINY_MODEL_DIR / SETTINGS_FILE).read_text())
     config = PretrainConfig.from_dict({**record["config"], "eval_problems": 0})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as `corewarding pretrain` does: two threads crawl on shared cores
-    try:
-        result = pretrain(config, progress=False)
-    finally:
-        torch.set_num_threads(threads)
+    result = pretrain(config, progress=False)
     assert same_weights(result.model, AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR))
