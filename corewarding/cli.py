@@ -25,12 +25,14 @@ def pretrain(
         Path("runs/pretrain-tiny"), "--output", "-o", help="Folder for model, tokenizer and pretrain.json."
     ),
     seed: int = typer.Option(0, help="Seeds data, initial weights and evaluation sampling."),
-    steps: int = typer.Option(None, help="Optimiser steps (default: as for the shipped checkpoint)."),
-    batch_size: int = typer.Option(None, help="Examples per step (default: as for the shipped checkpoint)."),
-    learning_rate: float = typer.Option(
+    steps: int | None = typer.Option(None, help="Optimiser steps (default: as for the shipped checkpoint)."),
+    batch_size: int | None = typer.Option(
+        None, help="Examples per step (default: as for the shipped checkpoint)."
+    ),
+    learning_rate: float | None = typer.Option(
         None, help="Peak learning rate (default: as for the shipped checkpoint)."
     ),
-    eval_problems: int = typer.Option(
+    eval_problems: int | None = typer.Option(
         None,
         help="Test-split problems evaluated at the end; 0: none (default: as for the shipped checkpoint).",
     ),
@@ -57,6 +59,12 @@ def pretrain(
         config = PretrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    try:  # before minutes of training, not after
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise typer.BadParameter(
+            f"cannot write to {output}: {error.strerror}", param_hint="--output"
+        ) from None
     # One thread by default: on a 2-core machine shared with other processes, two torch threads made a
     # step of this model ten times slower (the threads wait on each other), while on idle cores they
     # saved only about 40%.

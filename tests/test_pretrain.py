@@ -69,6 +69,11 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert bad.exit_code == 2
     assert "steps must be at least 1" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
+    (tmp_path / "a-file").write_text("")
+    unwritable = runner.invoke(
+        app, ["pretrain", "--steps", "1", "--output", str(tmp_path / "a-file" / "out")]
+    )
+    assert unwritable.exit_code == 2 and "cannot write to" in unwritable.output
     out = tmp_path / "tiny"
     ran = runner.invoke(
         app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2", "--output", str(out)]
