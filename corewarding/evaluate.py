@@ -95,7 +95,9 @@ class SamplingSettings:
 class Sampler(Protocol):
     """A generation backend: ``n`` completions (text after the prompt) for each conversation."""
 
-    def sample(self, conversations: Sequence[Conversation], settings: SamplingSettings) -> list[list[str]]: ...
+    def sample(
+        self, conversations: Sequence[Conversation], settings: SamplingSettings
+    ) -> list[list[str]]: ...
 
 
 class HFSampler:
@@ -118,7 +120,8 @@ class HFSampler:
 
     def sample(self, conversations: Sequence[Conversation], settings: SamplingSettings) -> list[list[str]]:
         prompts = [
-            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations
+            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
+            for c in conversations
         ]
         expanded = [p for p in prompts for _ in range(settings.n)]
         sampling = settings.temperature > 0
@@ -215,10 +218,16 @@ def score_answers(
         n = len(sampled[0])
         if n == 0 or any(len(s) != n for s in sampled):
             raise ValueError("every question needs the same, non-zero number of sampled answers")
-        ks = sorted(set(pass_ks)) if pass_ks else sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
+        ks = (
+            sorted(set(pass_ks))
+            if pass_ks
+            else sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
+        )
         if ks[0] < 1 or ks[-1] > n:
             raise ValueError(f"pass@k can be reported for 1 <= k <= {n} only, got {ks}")
-        verdicts = answers_match([(r, a) for r, group in zip(references, sampled) for a in group], mode=matching)
+        verdicts = answers_match(
+            [(r, a) for r, group in zip(references, sampled) for a in group], mode=matching
+        )
         correct = [sum(verdicts[i * n : (i + 1) * n]) for i in range(num)]
         labels = [vote.label for vote in majority_votes(sampled, VotingConfig(matching=matching))]
         scores.update(
@@ -289,12 +298,17 @@ def evaluate(
     if k < 0:
         raise ValueError(f"k must be non-negative, got {k}")
     if k == 0 and not greedy:
-        raise ValueError("nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both")
+        raise ValueError(
+            "nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both"
+        )
     conversations = [chat_messages(p.question, system_prompt) for p in problems]
 
     def answers(settings: SamplingSettings) -> list[list[str | None]]:
         completions = sampler.sample(conversations, settings)
-        return [[extract_answer(c, fallback_last_number=fallback_last_number) for c in group] for group in completions]
+        return [
+            [extract_answer(c, fallback_last_number=fallback_last_number) for c in group]
+            for group in completions
+        ]
 
     greedy_answers = sampled_answers = None
     if greedy:

@@ -11,7 +11,13 @@ fixed, small budget, then measures greedy and sampled accuracy on the test split
 * **Every surface form.** Each example is a random train chain told in a random one of its forms,
   so the model meets questions and rephrasings alike.
 * **Deterministic.** The data stream, initial weights and optimiser depend on ``seed`` only: the same
-  seed, settings and torch build on the same machine give bit-identical weights.
+  seed, settings and torch build on the same machine give bit-identical weights (also with one or
+  two torch threads).
+
+With the defaults (400 steps of 64 examples, a 0.95 M-parameter model, the default task) training
+takes about 2 to 3 minutes on two CPU cores, and the model answers about 40% of the test split right
+greedily, 26% of its samples at temperature 1 are right, and the majority of 8 samples is right for
+33% of the questions (seed 0; see the shipped ``pretrain.json``).
 
 Saves ``save_pretrained`` model and tokenizer to the output folder, plus ``pretrain.json`` (settings,
 seed, final loss, test accuracies, wall time, versions).
@@ -30,12 +36,18 @@ import torch
 import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from corewarding.data.synthetic import TaskConfig, generate_problems, render_forms, sample_chains, worked_solution
+from corewarding.data.synthetic import (
+    TaskConfig,
+    generate_problems,
+    render_forms,
+    sample_chains,
+    worked_solution,
+)
 from corewarding.evaluate import EvaluationResult, HFSampler, evaluate
 from corewarding.prompts import chat_messages
 from corewarding.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
-__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "SETTINGS_FILE"]
+__all__ = ["PretrainConfig", "PretrainResult", "pretrain", "training_batch", "SETTINGS_FILE"]
 
 #: The file in the output folder that records how the model was made and how well it does.
 SETTINGS_FILE = "pretrain.json"
@@ -100,14 +112,18 @@ class PretrainResult:
     tokenizer: transformers.PreTrainedTokenizerBase
     final_loss: float
     evaluation: EvaluationResult | None
-    seconds: float
+    train_seconds: float
+    eval_seconds: float
 
 
 def training_batch(tokenizer, rng: random.Random, chains, batch_size: int) -> dict[str, torch.Tensor]:
     """A right-padded batch of prompt + worked solution + end token; labels are -100 outside the solution."""
     chains = [next(chains) for _ in range(batch_size)]
     questions = [rng.choice(render_forms(chain, rng.getrandbits(32))) for chain in chains]
-    prompts = [tokenizer.apply_chat_template(chat_messages(q), add_generation_prompt=True, tokenize=False) for q in questions]
+    prompts = [
+        tokenizer.apply_chat_template(chat_messages(q), add_generation_prompt=True, tokenize=False)
+        for q in questions
+    ]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     target_ids = tokenizer([worked_solution(c) for c in chains], add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids)]
@@ -123,7 +139,8 @@ def training_batch(tokenizer, rng: random.Random, chains, batch_size: int) -> di
 
 
 def _cosine_with_warmup(warmup: int, total: int):
-    """Learning-rate factor of step s: (s + 1) / warmup while warming up, then ½(1 + cos(π (s − warmup) / (total − warmup)))."""
+    """Learning-rate factor of step s: (s + 1) / warmup while warming up, then
+    ½(1 + cos(π (s − warmup) / (total − warmup)))."""
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -133,8 +150,9 @@ def _cosine_with_warmup(warmup: int, total: int):
     return factor
 
 
-def pretrain(config: PretrainConfig = PretrainConfig(), output_dir: str | Path | None = None, *,
-             progress: bool = True) -> PretrainResult:
+def pretrain(
+    config: PretrainConfig = PretrainConfig(), output_dir: str | Path | None = None, *, progress: bool = True
+) -> PretrainResult:
     """Train a fresh tiny model on the synthetic train split, evaluate it on the test split, save it.
 
     Args:
@@ -149,7 +167,9 @@ def pretrain(config: PretrainConfig = PretrainConfig(), output_dir: str | Path |
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=(0.9, 0.95), weight_decay=config.weight_decay
     )
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(round(config.warmup_ratio * config.steps), config.steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _cosine_with_warmup(round(config.warmup_ratio * config.steps), config.steps)
+    )
     rng = random.Random(f"pretrain:{config.seed}")
     chains = sample_chains(rng, "train", config.task)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -165,13 +185,14 @@ def pretrain(config: PretrainConfig = PretrainConfig(), output_dir: str | Path |
             bar.update(task, advance=1, description=f"pretraining (loss {loss.item():.3f})")
     model.eval()
     final_loss = loss.item()
+    train_seconds = time.perf_counter() - started
 
     evaluation = None
     if config.eval_problems:
         problems = generate_problems(config.eval_problems, "test", seed=config.eval_seed, config=config.task)
         sampler = HFSampler(model, tokenizer, seed=config.seed, progress=progress)
         evaluation = evaluate(problems, sampler, k=config.eval_samples, max_new_tokens=config.max_new_tokens)
-    seconds = time.perf_counter() - started
+    eval_seconds = time.perf_counter() - started - train_seconds
 
     if output_dir is not None:
         output_dir = Path(output_dir)
@@ -182,9 +203,9 @@ def pretrain(config: PretrainConfig = PretrainConfig(), output_dir: str | Path |
             "final_loss": final_loss,
             "evaluation": None if evaluation is None else json.loads(evaluation.to_json()),
             "parameters": sum(p.numel() for p in model.parameters()),
-            "seconds": round(seconds, 1),
+            "seconds": {"training": round(train_seconds, 1), "evaluation": round(eval_seconds, 1)},
             "torch_threads": torch.get_num_threads(),
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
         (output_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return PretrainResult(model, tokenizer, final_loss, evaluation, seconds)
+    return PretrainResult(model, tokenizer, final_loss, evaluation, train_seconds, eval_seconds)

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 PAD_TOKEN = "<|pad|>"
-BOS_TOKEN = "<|im_start|>"
+START_TOKEN = "<|im_start|>"
 EOS_TOKEN = "<|im_end|>"
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -64,11 +64,11 @@ CHAT_TEMPLATE = (
 TINY_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-arithmetic"
 
 #: Size of the tokenizer's vocabulary: 256 bytes, 3 special tokens and 509 merges, enough for every
-#: frequent phrase of the task to be one token (a larger vocabulary shortens prompts by under 5%).
+#: frequent phrase of the task to be one token (1024 would shorten prompts by only 5%).
 VOCAB_SIZE = 768
 # Problems whose four surface forms and solution the merges are learnt from.
 _CORPUS_PROBLEMS = 500
-_SPECIAL_TOKEN_RE = re.compile("|".join(re.escape(t) for t in (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN)))
+_SPECIAL_TOKEN_RE = re.compile("|".join(re.escape(t) for t in (PAD_TOKEN, START_TOKEN, EOS_TOKEN)))
 
 
 def _corpus() -> list[str]:
@@ -78,7 +78,9 @@ def _corpus() -> list[str]:
     texts = []
     for problem in generate_problems(_CORPUS_PROBLEMS, "train", seed=0):
         for form in surface_forms(problem):
-            prompt = renderer.apply_chat_template(chat_messages(form), add_generation_prompt=True, tokenize=False)
+            prompt = renderer.apply_chat_template(
+                chat_messages(form), add_generation_prompt=True, tokenize=False
+            )
             texts += [piece for piece in _SPECIAL_TOKEN_RE.split(prompt) if piece]
         texts.append(problem.meta["solution"])
     return texts
@@ -88,19 +90,21 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     """The tiny model's tokenizer (deterministic: the same vocabulary and ids on every call)."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)]
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,
-        special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN],
+        special_tokens=[PAD_TOKEN, START_TOKEN, EOS_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tokenizer.train_from_iterator(_corpus(), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
-        bos_token=BOS_TOKEN,
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         chat_template=CHAT_TEMPLATE,
@@ -113,8 +117,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
 class TinyModelConfig:
     """Size of the tiny Llama decoder.
 
-    The defaults give about 1 M parameters (4 MB in float32): enough to learn the default synthetic
-    task partly in a few CPU minutes, small enough to sample hundreds of completions a second.
+    The defaults give 0.95 M parameters (3.8 MB in float32): enough to learn the default synthetic
+    task partly in a few CPU minutes, small enough to sample 150 to 270 completions a second on two
+    CPU cores (batches of 64, temperature 1).
 
     Attributes:
         hidden_size: width of the residual stream (default 128).
@@ -123,7 +128,7 @@ class TinyModelConfig:
         num_key_value_heads: key/value heads (default 4: plain multi-head attention).
         intermediate_size: width of the SwiGLU feed-forward layer (default 384, 3x hidden).
         max_position_embeddings: longest sequence in tokens (default 256; prompt and solution of the
-            default task take under 100).
+            default task take about 37).
     """
 
     hidden_size: int = 128
@@ -136,19 +141,22 @@ class TinyModelConfig:
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be a multiple of num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) must be a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.num_key_value_heads:
             raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
 
 
-def build_model(tokenizer: PreTrainedTokenizerFast, config: TinyModelConfig = TinyModelConfig(), seed: int = 0) -> LlamaForCausalLM:
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, config: TinyModelConfig = TinyModelConfig(), seed: int = 0
+) -> LlamaForCausalLM:
     """A freshly initialised tiny Llama for ``tokenizer``; the same seed gives the same weights."""
     llama = LlamaConfig(
         vocab_size=len(tokenizer),
         tie_word_embeddings=True,
         pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        bos_token_id=None,  # ChatML needs no beginning-of-sequence token (as Qwen2)
         eos_token_id=tokenizer.eos_token_id,
         **asdict(config),
     )

@@ -1,4 +1,4 @@
-"""Shared test fixtures: where the shared data lives."""
+"""Test-session settings and shared fixtures: one torch thread, where the shared data lives."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# One torch thread: the models under test are tiny, and on a 2-core machine shared with other processes
+# two threads made their training and generation up to ten times slower (the threads wait on each other).
+torch.set_num_threads(1)
 
 
 def shared_data_dir() -> Path:

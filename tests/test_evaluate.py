@@ -95,7 +95,9 @@ def test_pure_scoring_matches_and_exact_matching_splits_equivalent_forms():
 def test_greedy_only_and_sampled_only():
     greedy_only = evaluate(PROBLEMS, StubSampler(), k=0)
     assert greedy_only.scores.avg_at_k is None and greedy_only.temperature is None
-    sampled_only = evaluate(PROBLEMS, StubSampler(), k=2, greedy=False)  # the first two samples: 1, 1, 0 right
+    sampled_only = evaluate(
+        PROBLEMS, StubSampler(), k=2, greedy=False
+    )  # the first two samples: 1, 1, 0 right
     assert sampled_only.scores.greedy_accuracy is None
     assert sampled_only.scores.pass_at_k == pytest.approx({1: 1 / 3, 2: 2 / 3})
 
@@ -131,8 +133,13 @@ def test_result_json_round_trip_and_table():
 @pytest.fixture(scope="module")
 def tiny_lm():
     tokenizer = build_tokenizer()
-    config = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                             intermediate_size=64)
+    config = TinyModelConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+    )
     return build_model(tokenizer, config, seed=0).eval(), tokenizer
 
 
@@ -147,7 +154,10 @@ def test_hf_sampler_gives_n_completions_reproducibly(tiny_lm):
     assert [len(group) for group in first] == [3, 3, 3]
     assert all(isinstance(c, str) for group in first for c in group)
     assert sampler.sample(conversations, settings) == first
-    assert HFSampler(model, tokenizer, batch_size=4, seed=2, progress=False).sample(conversations, settings) != first
+    assert (
+        HFSampler(model, tokenizer, batch_size=4, seed=2, progress=False).sample(conversations, settings)
+        != first
+    )
 
 
 def test_left_padded_batches_decode_like_single_prompts_on_the_shipped_model():

@@ -13,8 +13,9 @@ from corewarding.data.synthetic import sample_chains, worked_solution
 from corewarding.pretrain import SETTINGS_FILE, PretrainConfig, pretrain, training_batch
 from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_tokenizer
 
-SMALL_MODEL = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
-                              intermediate_size=64)
+SMALL_MODEL = TinyModelConfig(
+    hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
+)
 
 
 def tiny_budget(**changes) -> PretrainConfig:
@@ -44,7 +45,7 @@ def test_loss_covers_the_worked_solution_and_end_token_only():
         target = labels[labels != -100].tolist()
         assert tokenizer.decode(target) == worked_solution(next(replay)) + tokenizer.eos_token
         end = int(mask.sum())
-        assert ids[:end].tolist()[-len(target):] == target  # the target closes the sequence
+        assert ids[:end].tolist()[-len(target) :] == target  # the target closes the sequence
         prompt = tokenizer.decode(ids[: end - len(target)])
         assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
         assert (ids[end:] == tokenizer.pad_token_id).all()
@@ -68,14 +69,22 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert bad.exit_code == 2
     assert "steps must be at least 1" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
+    (tmp_path / "a-file").write_text("")
+    unwritable = runner.invoke(
+        app, ["pretrain", "--steps", "1", "--output", str(tmp_path / "a-file" / "out")]
+    )
+    assert unwritable.exit_code == 2 and "cannot write to" in unwritable.output
     out = tmp_path / "tiny"
-    ran = runner.invoke(app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2",
-                              "--output", str(out)])
+    ran = runner.invoke(
+        app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2", "--output", str(out)]
+    )
     assert ran.exit_code == 0, ran.output
     assert "greedy" in ran.output and (out / SETTINGS_FILE).exists() and (out / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("changes", [{"steps": 0}, {"warmup_ratio": 1.0}, {"learning_rate": 0.0}, {"eval_problems": -1}])
+@pytest.mark.parametrize(
+    "changes", [{"steps": 0}, {"warmup_ratio": 1.0}, {"learning_rate": 0.0}, {"eval_problems": -1}]
+)
 def test_bad_settings_are_a_clear_value_error(changes):
     with pytest.raises(ValueError):
         tiny_budget(**changes)

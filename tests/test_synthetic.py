@@ -150,6 +150,12 @@ def test_asking_for_more_problems_than_a_split_holds_fails_clearly():
         generate_problems(10, "train", config=tiny)
     with pytest.raises(ValueError, match="split must be one of"):
         generate_problems(1, "validation")
+    one_chain = TaskConfig(steps=1, operations=("+",), start_range=(1, 1), operand_range=(1, 1))  # 1+1: train
+    with pytest.raises(ValueError, match="test split of this TaskConfig looks empty"):
+        generate_problems(1, "test", config=one_chain)
+    no_chain = TaskConfig(steps=3, operations=("*",), start_range=(20, 20), max_value=25)
+    with pytest.raises(ValueError, match="no chain of 3 steps fits"):
+        generate_problems(1, "train", config=no_chain)
 
 
 def test_chain_of_rejects_other_problems():

@@ -1,4 +1,4 @@
-"""The tiny model's tokenizer and decoder: coverage of the task's text, chat template, save/load round trips."""
+"""The tiny model's tokenizer and decoder: the task's text, the chat template, save/load round trips."""
 
 import pytest
 import torch
@@ -16,7 +16,11 @@ def tokenizer():
 
 def task_texts():
     problems = generate_problems(30, "test", seed=1)
-    return [SYSTEM_PROMPT] + [f for p in problems for f in surface_forms(p)] + [p.meta["solution"] for p in problems]
+    return (
+        [SYSTEM_PROMPT]
+        + [f for p in problems for f in surface_forms(p)]
+        + [p.meta["solution"] for p in problems]
+    )
 
 
 def test_every_task_text_round_trips_without_unknown_tokens(tokenizer):
@@ -30,8 +34,9 @@ def test_every_task_text_round_trips_without_unknown_tokens(tokenizer):
 def test_digits_are_single_tokens_and_task_prompts_are_short(tokenizer):
     tokens = tokenizer.tokenize("He has 1234 coins.")
     assert [t for t in tokens if any(c.isdigit() for c in t)] == ["1", "2", "3", "4"]
-    prompt = tokenizer.apply_chat_template(chat_messages(generate_problems(1, "test")[0].question),
-                                           add_generation_prompt=True, tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        chat_messages(generate_problems(1, "test")[0].question), add_generation_prompt=True, tokenize=False
+    )
     assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < 30
 
 
@@ -47,8 +52,9 @@ def test_special_tokens_and_chat_template(tokenizer):
     )
     without = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=False)
     assert prompt.startswith(without) and not without.endswith("assistant\n")
-    full = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": "7+5=12. \\boxed{12}"}],
-                                         tokenize=False)
+    full = tokenizer.apply_chat_template(
+        messages + [{"role": "assistant", "content": "7+5=12. \\boxed{12}"}], tokenize=False
+    )
     assert full == prompt + "7+5=12. \\boxed{12}<|im_end|>\n"
 
 
@@ -57,22 +63,37 @@ def test_tokenizer_is_deterministic(tokenizer):
 
 
 def test_tokenizer_and_model_save_load_round_trip(tokenizer, tmp_path):
-    model = build_model(tokenizer, TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                                                   num_key_value_heads=1, intermediate_size=64), seed=3)
+    model = build_model(
+        tokenizer,
+        TinyModelConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            intermediate_size=64,
+        ),
+        seed=3,
+    )
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     loaded_tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     loaded_model = AutoModelForCausalLM.from_pretrained(tmp_path)
 
-    prompts = [tokenizer.apply_chat_template(chat_messages(t), add_generation_prompt=True, tokenize=False)
-               for t in task_texts()[:8]]
+    prompts = [
+        tokenizer.apply_chat_template(chat_messages(t), add_generation_prompt=True, tokenize=False)
+        for t in task_texts()[:8]
+    ]
     batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     loaded_batch = loaded_tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     assert torch.equal(batch["input_ids"], loaded_batch["input_ids"])
     assert loaded_tokenizer.padding_side == "left"
-    assert loaded_tokenizer.apply_chat_template(chat_messages("x"), tokenize=False) == \
-        tokenizer.apply_chat_template(chat_messages("x"), tokenize=False)
-    assert (loaded_tokenizer.eos_token_id, loaded_tokenizer.pad_token_id) == (tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert loaded_tokenizer.apply_chat_template(
+        chat_messages("x"), tokenize=False
+    ) == tokenizer.apply_chat_template(chat_messages("x"), tokenize=False)
+    assert (loaded_tokenizer.eos_token_id, loaded_tokenizer.pad_token_id) == (
+        tokenizer.eos_token_id,
+        tokenizer.pad_token_id,
+    )
 
     assert type(loaded_model).__name__ == "LlamaForCausalLM"
     with torch.no_grad():
@@ -80,8 +101,13 @@ def test_tokenizer_and_model_save_load_round_trip(tokenizer, tmp_path):
 
 
 def test_same_seed_same_initial_weights(tokenizer):
-    small = TinyModelConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-                            num_key_value_heads=2)
+    small = TinyModelConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_key_value_heads=2,
+    )
     a, b, c = (build_model(tokenizer, small, seed=s).state_dict() for s in (1, 1, 2))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)

@@ -9,8 +9,12 @@ worked solution, so a question and its rephrasing (Co-rewarding-I's two views) e
     >>> chain = Chain.from_key("7+5*2")
     >>> chain.answer, worked_solution(chain)
     (24, '7+5=12. 12*2=24. \\\\boxed{24}')
-    >>> render_forms(chain, style_seed=3)[2]
-    'Start with 7. Increase it by 5. Multiply it by 2. What number do you get?'
+    >>> for form in render_forms(chain, style_seed=3):
+    ...     print(form)
+    Mia has 7 cards. She buys 5 more. She ends up with 2 times as many. How many cards does Mia have now?
+    A jar holds 7 stamps. 5 more are put in. The count is multiplied by 2. How many stamps does the jar hold now?
+    Start with 7. Increase it by 5. Multiply by 2. What is the result?
+    How many cards does Tom have if he starts with 7, buys 5 more, then gets 2 times as many?
 
 Splits are disjoint by construction: :func:`split_of` assigns a chain to ``"test"`` when a hash of
 its key (start value, operations and operands — not its wording) falls below
@@ -46,14 +50,17 @@ __all__ = [
 OPERATIONS = ("+", "-", "*")
 SPLITS = ("train", "test")
 SOURCE = "synthetic-arithmetic"
+# Draws after which sampling gives up on a config that cannot produce what is asked.
+_MAX_DRAWS = 10_000
 
 
 @dataclass(frozen=True)
 class TaskConfig:
     """How hard the synthetic problems are, and how they are split.
 
-    The defaults keep every number below 100 and the worked solution to about 25 tokens, so a
-    model of about a million parameters learns the task partly within minutes on a CPU.
+    The defaults keep every number below 100 and the worked solution short (about 18 tokens of the
+    tiny model's tokenizer), so a model of a million parameters learns the task partly within
+    minutes on a CPU.
 
     Attributes:
         steps: operations per problem (default 2: a two-step problem, ``7+5*2``).
@@ -130,7 +137,7 @@ def _apply(op: str, value: int, operand: int) -> int:
 
 
 def split_of(chain: Chain, test_fraction: float = TaskConfig.test_fraction) -> str:
-    """``"test"`` or ``"train"``, by a hash of the chain's key: the same chain always lands in the same split."""
+    """``"test"`` or ``"train"``, by a hash of the chain's key: a chain always lands in the same split."""
     digest = hashlib.sha256(chain.key.encode()).digest()
     return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
 
@@ -215,8 +222,13 @@ def render_forms(chain: Chain, style_seed: int = 0) -> list[str]:
     forms = []
     for family in _FAMILIES:
         name, pronoun = rng.choice(_PEOPLE)
-        fill = {"Name": name, "p": pronoun, "P": pronoun.capitalize(), "items": rng.choice(_ITEMS),
-                "box": rng.choice(_CONTAINERS)}
+        fill = {
+            "Name": name,
+            "p": pronoun,
+            "P": pronoun.capitalize(),
+            "items": rng.choice(_ITEMS),
+            "box": rng.choice(_CONTAINERS),
+        }
         steps = [rng.choice(family.clauses[op]).format(n=operand, **fill) for op, operand in chain.steps]
         forms.append(
             family.layout.format(
@@ -245,8 +257,12 @@ def sample_chain(rng: random.Random, config: TaskConfig = TaskConfig()) -> Chain
 
     Each step picks an operation uniformly among those that can keep the value within
     [1, max_value] with some operand in range, then an operand uniformly among those that can.
+    A draw that gets stuck (no operation fits) is redrawn.
+
+    Raises:
+        ValueError: when no chain of ``config.steps`` steps fits the config.
     """
-    while True:
+    for _ in range(_MAX_DRAWS):
         value = rng.randint(*config.start_range)
         start, steps = value, []
         for _ in range(config.steps):
@@ -260,6 +276,7 @@ def sample_chain(rng: random.Random, config: TaskConfig = TaskConfig()) -> Chain
             steps.append((op, operand))
         else:
             return Chain(start, tuple(steps))
+    raise ValueError(f"no chain of {config.steps} steps fits this TaskConfig: {config}")
 
 
 def _allowed_operands(op: str, value: int, config: TaskConfig) -> list[int]:
@@ -268,11 +285,23 @@ def _allowed_operands(op: str, value: int, config: TaskConfig) -> list[int]:
 
 
 def sample_chains(rng: random.Random, split: str, config: TaskConfig = TaskConfig()) -> Iterator[Chain]:
-    """An endless stream of random chains of one split (repeats allowed)."""
+    """An endless stream of random chains of one split (repeats allowed).
+
+    Raises (when iterated):
+        ValueError: for an unknown split, or when the split looks empty under the config (every one
+            of many draws in a row falls in the other split).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    draws = iter(lambda: sample_chain(rng, config), None)
-    return (chain for chain in draws if split_of(chain, config.test_fraction) == split)
+    misses = 0
+    while misses < _MAX_DRAWS:
+        chain = sample_chain(rng, config)
+        if split_of(chain, config.test_fraction) == split:
+            misses = 0
+            yield chain
+        else:
+            misses += 1
+    raise ValueError(f"the {split} split of this TaskConfig looks empty: widen its ranges")
 
 
 def generate_problems(
@@ -312,8 +341,12 @@ def generate_problems(
                 rephrasing=forms[rephrasing_form],
                 rephrasing_valid=True,
                 source=SOURCE,
-                meta={"chain": chain.key, "style_seed": style_seed, "solution": worked_solution(chain),
-                      "split": split},
+                meta={
+                    "chain": chain.key,
+                    "style_seed": style_seed,
+                    "solution": worked_solution(chain),
+                    "split": split,
+                },
             )
         )
     if len(problems) < count:
