@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corewarding.tiny_model import build_model, build_tokenizer
+from corewarding.tiny_model import TINY_MODEL_DIR
 
 SCRIPT = Path(__file__).with_name("distributed_rewards.py")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -21,10 +21,7 @@ def run(args: list[str], env: dict) -> None:
 
 @pytest.mark.slow
 def test_two_processes_give_the_rewards_and_labels_of_one(tmp_path):
-    model_dir = tmp_path / "model"
-    tokenizer = build_tokenizer()
-    build_model(tokenizer).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
+    model_dir = TINY_MODEL_DIR
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     run([sys.executable, str(SCRIPT), str(model_dir), str(one), "1"], env)

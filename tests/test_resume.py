@@ -11,15 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from corewarding.tiny_model import build_model, build_tokenizer
+from corewarding.tiny_model import TINY_MODEL_DIR
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def command(model_dir, out, *extra):
+def command(out, *extra):
     return [
         sys.executable, "-m", "corewarding.cli", "train", "--config", "configs/tiny/co_rewarding_ii.yaml",
-        "--model_name_or_path", str(model_dir), "--output_dir", str(out), "--max_steps", "4",
+        "--output_dir", str(out), "--max_steps", "4",
         "--num_generations", "4", "--per_device_train_batch_size", "16", "--max_completion_length", "24",
         "--max_train_problems", "64", "--heldout_dataset", "none", "--eval_strategy", "no",
         "--save_strategy", "steps", "--save_steps", "2", "--learning_rate", "1e-3", *extra,
@@ -28,16 +28,12 @@ def command(model_dir, out, *extra):
 
 @pytest.mark.slow
 def test_kill_and_resume_restores_policy_optimizer_and_teacher(tmp_path):
-    model_dir = tmp_path / "model"
-    tokenizer = build_tokenizer()
-    build_model(tokenizer).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
 
     whole, killed = tmp_path / "whole", tmp_path / "killed"
-    subprocess.run(command(model_dir, whole), env=env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
+    subprocess.run(command(whole), env=env, cwd=REPO_ROOT, check=True, capture_output=True, timeout=600)
 
-    process = subprocess.Popen(command(model_dir, killed), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+    process = subprocess.Popen(command(killed), env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     marker = killed / "checkpoint-2" / "teacher_state.json"  # written last in a checkpoint
     deadline = time.monotonic() + 300
@@ -47,7 +43,7 @@ def test_kill_and_resume_restores_policy_optimizer_and_teacher(tmp_path):
     process.wait()
     assert marker.exists() and not (killed / "checkpoint-4").exists(), "the run was not killed between checkpoints"
 
-    subprocess.run(command(model_dir, killed, "--resume", "last"), env=env, cwd=REPO_ROOT, check=True,
+    subprocess.run(command(killed, "--resume", "last"), env=env, cwd=REPO_ROOT, check=True,
                    capture_output=True, timeout=600)
 
     for name in ("model.safetensors", "teacher.safetensors"):
@@ -55,7 +51,7 @@ def test_kill_and_resume_restores_policy_optimizer_and_teacher(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6, msg=f"{name}:{key}")
-    start = load_file(model_dir / "model.safetensors")
+    start = load_file(TINY_MODEL_DIR / "model.safetensors")
     end = load_file(whole / "checkpoint-4" / "model.safetensors")
     assert any(not torch.equal(start[k], end[k]) for k in start), "training did not move the policy"
     opt_a = torch.load(whole / "checkpoint-4" / "optimizer.pt", weights_only=True)["state"]
