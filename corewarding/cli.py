@@ -38,16 +38,34 @@ def user_errors(command):
 
 
 @app.command()
-def demo() -> None:
-    """Train a tiny model with every method on the synthetic task and compare them (not yet available)."""
-    typer.echo("corewarding demo: not yet available (it lands with the demo issue).")
+@user_errors
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A short budget (about 3 minutes instead of 15)."),
+    methods: str = typer.Option(None, "--methods", help="Comma-separated methods (default: all six)."),
+    steps: int = typer.Option(None, "--steps", min=1, help="Training steps per method (overrides the budget)."),
+    output: Path = typer.Option(Path("runs/demo"), "--output", "-o", help="Folder for the runs and the report."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch."),
+) -> None:
+    """Train the tiny model with every method on the synthetic task; compare them in a table and a figure."""
+    import torch
+
+    from corewarding.demo import budget_for, run_demo
+    from corewarding.rewards import METHODS
+
+    # One thread by default: on a 2-core machine two torch threads wait on each other for a model this small.
+    torch.set_num_threads(threads)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(METHODS)
+    run_demo(chosen, budget_for(quick, steps), output, seed)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def train(
     ctx: typer.Context,
-    config: Path = typer.Option(None, "--config", help="YAML recipe (keys of CoRewardingConfig / GRPOConfig)."),
+    config: str = typer.Option(
+        None, "--config", help="YAML recipe (keys of CoRewardingConfig / GRPOConfig), or a shipped one: tiny/<method>."
+    ),
     resume: str = typer.Option(
         None, "--resume", help="Resume from a checkpoint folder, or 'last' for the newest in output_dir."
     ),
@@ -58,12 +76,10 @@ def train(
     """
     from trl import TrlParser
 
-    from corewarding.config import CoRewardingConfig
+    from corewarding.config import CoRewardingConfig, recipe_path
     from corewarding.train import train as run_training
 
-    if config is not None and not config.is_file():
-        raise FileNotFoundError(f"no recipe at {config}")
-    args = (["--config", str(config)] if config is not None else []) + list(ctx.args)
+    args = (["--config", str(recipe_path(config))] if config is not None else []) + list(ctx.args)
     (settings,) = TrlParser([CoRewardingConfig]).parse_args_and_config(args)
     run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
 

@@ -9,15 +9,20 @@ are marked; everything else is TRL's default.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
+import yaml
 from trl import GRPOConfig
 
 from corewarding.prompts import SYSTEM_PROMPT
 from corewarding.rewards import METHODS
 from corewarding.voting import MATCHING_MODES
 
-__all__ = ["CoRewardingConfig"]
+__all__ = ["CoRewardingConfig", "RECIPES_DIR", "recipe_path", "load_recipe"]
+
+#: The recipes shipped with the package (``configs/tiny`` in the repository points here).
+RECIPES_DIR = Path(__file__).parent / "recipes"
 
 
 @dataclass
@@ -114,3 +119,23 @@ class CoRewardingConfig(GRPOConfig):
             )
         if self.method == "co_rewarding_ii" and self.sync_ref_model:
             raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
+
+
+def recipe_path(name: str | Path) -> Path:
+    """A recipe file: a path, or the name of a shipped recipe (``tiny/co_rewarding_ii``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = RECIPES_DIR / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    names = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
+    raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
+
+
+def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
+    """The config of a recipe (:func:`recipe_path`), with ``overrides`` applied."""
+    settings = yaml.safe_load(recipe_path(name).read_text()) or {}
+    if not isinstance(settings, dict):
+        raise ValueError(f"recipe {name} must be a YAML mapping of settings")
+    return CoRewardingConfig(**{**settings, **overrides})
