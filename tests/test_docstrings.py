@@ -14,7 +14,8 @@ MODULES = [
     "corewarding.token_statistics",
     "corewarding.data.rephrasing_prompt",
     "corewarding.data.rephrasing_checks",
-    "corewarding.data.rephrasing_backends",
+    "corewarding.evaluate",
+    "corewarding.generation",
 ]
 
 
