@@ -157,6 +157,9 @@ Outputs = Annotated[
     typer.Option("--output", "-o", help="Pair dataset to write (.jsonl or .parquet); repeat for both."),
 ]
 OnlyValid = Annotated[bool, typer.Option(help="Write only the pairs that passed every rejecting check.")]
+
+# Options of the commands that read a dataset (`rephrase`, `validate-pairs`, `eval`) and that generate
+# (`rephrase`, `eval`).
 Columns = Annotated[
     str | None,
     typer.Option(
@@ -164,8 +167,6 @@ Columns = Annotated[
         "question=COL,answer=COL[,id=COL] (question=A+B joins two). Detected when not given."
     ),
 ]
-
-# Options of the commands that generate (`rephrase`, `eval`).
 BaseUrl = Annotated[str, typer.Option(help="Endpoint root, /v1 included (openai).")]
 ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (not set: no key).")]
 Concurrency = Annotated[int, typer.Option(help="Requests in flight at once (openai).")]
