@@ -441,7 +441,7 @@ def eval_command(
     temperature: Annotated[float, typer.Option(help="Sampling temperature of the k samples.")] = 1.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest completion (the tiny model needs 48).")] = 1024,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
     system_prompt: Annotated[
         str, typer.Option(help="The system turn of every prompt ('' for none).")
     ] = SYSTEM_PROMPT,

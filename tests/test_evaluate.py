@@ -234,3 +234,18 @@ def test_eval_command_on_a_model_that_is_not_there(tmp_path):
     result = run_eval(str(tmp_path / "model.gguf"), "--limit", "1")
     assert result.exit_code == 2
     assert result.output.strip() == f"error: no such model file or folder: {tmp_path}/model.gguf"
+
+
+@pytest.mark.slow
+def test_eval_command_reproduces_the_shipped_checkpoints_recorded_evaluation(tmp_path):
+    """`corewarding eval` with pretraining's evaluation settings gives the scores in pretrain.json."""
+    recorded = json.loads((TINY_MODEL_DIR / "pretrain.json").read_text())
+    settings = recorded["config"]
+    assert settings["seed"] == settings["eval_seed"]  # --seed seeds both the questions and the sampling
+    out = tmp_path / "tiny.json"
+    result = run_eval(
+        "tiny", "synthetic", "--limit", str(settings["eval_problems"]), "-k", str(settings["eval_samples"]),
+        "--max-new-tokens", str(settings["max_new_tokens"]), "--seed", str(settings["seed"]), "-o", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["evaluation"]["scores"] == recorded["evaluation"]["scores"]
