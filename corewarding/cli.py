@@ -603,5 +603,19 @@ def _generation_backend(
     raise ValueError(f"unknown backend {kind!r}: expected openai, transformers or vllm")
 
 
+@app.command()
+@user_errors
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders (each with metrics.jsonl and config.yaml)."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for report.md and curves.png."),
+) -> None:
+    """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
+    from corewarding.report import write_report
+
+    markdown, figure = write_report(runs, output)
+    typer.echo(markdown.read_text().split("\n\n")[1])
+    typer.echo(f"wrote {markdown} and {figure}")
+
+
 if __name__ == "__main__":
     app()

@@ -38,6 +38,10 @@ class CoRewardingConfig(GRPOConfig):
             reference script's 0.01, 1e-5, every step.
         allow_invalid_rephrasings: ``co_rewarding_i`` trains on pairs the validator rejected (default
             False: they are refused).
+        stop_on_collapse: stop at the first collapse signal (:mod:`corewarding.collapse`; default
+            False: only warn and record it in ``collapse.json``). Turns on ``save_strategy: best`` by
+            ``eval_greedy_accuracy``, so the best checkpoint by held-out accuracy is kept; needs
+            held-out evaluation (``eval_strategy``).
 
     Data and model:
         model_name_or_path: ``tiny`` (the packaged pretrained tiny model, default), a folder, a hub
@@ -68,6 +72,7 @@ class CoRewardingConfig(GRPOConfig):
     teacher_rate_end: float = field(default=1e-5, metadata={"help": "co_rewarding_ii: EMA rate a_end."})
     teacher_update_interval: int = field(default=1, metadata={"help": "co_rewarding_ii: steps between updates."})
     allow_invalid_rephrasings: bool = field(default=False, metadata={"help": "Train on rejected rephrasings."})
+    stop_on_collapse: bool = field(default=False, metadata={"help": "Stop at the first collapse signal."})
 
     model_name_or_path: str = field(default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."})
     dataset: str = field(default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."})
@@ -96,6 +101,11 @@ class CoRewardingConfig(GRPOConfig):
             self.output_dir = f"runs/{self.method}"
         if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
             self.bf16 = False
+        if self.stop_on_collapse:
+            if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
+                raise ValueError("stop_on_collapse keeps the best checkpoint by held-out accuracy: set eval_strategy and heldout_dataset")
+            self.save_strategy = "best"
+            self.metric_for_best_model = self.metric_for_best_model or "eval_greedy_accuracy"
         super().__post_init__()
         if self.method == "co_rewarding_i" and self.generation_batch_size % (2 * self.num_generations):
             raise ValueError(

@@ -27,7 +27,8 @@ equivalence whatever matching the vote uses: ``label_accuracy`` (share of
 groups whose pseudo-label matches the reference; a missing label counts as wrong),
 ``reward_accuracy`` (share of rollouts whose pseudo-reward equals the ground-truth reward) and
 ``rollout_accuracy`` (share of rollouts that are correct). Always: ``no_answer_rate`` (share of
-rollouts without an answer); for voting methods ``majority_ratio`` (mean share of the labelling
+rollouts without an answer) and ``dominant_answer_share`` (share of all rollouts giving the batch's
+most common answer, across questions); for voting methods ``majority_ratio`` (mean share of the labelling
 group in its winning answer) and ``no_label_rate``.
 
 Worked example (Co-rewarding-I; the original's rollouts mostly say 4, the rephrasing's say 5)::
@@ -45,10 +46,12 @@ Worked example (Co-rewarding-I; the original's rollouts mostly say 4, the rephra
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import fmean
 
+from corewarding.answers import canonical_answer
 from corewarding.equivalence import answers_match
 from corewarding.voting import Vote, VotingConfig, majority_votes
 
@@ -136,6 +139,17 @@ def _no_answer_rate(rollouts: Rollouts) -> float:
     return fmean(a is None for a in rollouts.answers) if len(rollouts) else 0.0
 
 
+def _answer_metrics(rollouts: Rollouts) -> dict[str, float]:
+    """``no_answer_rate`` and ``dominant_answer_share``: the share of all rollouts, across questions,
+    giving the batch's most common answer (canonical string). Different questions have different
+    answers, so a share near 1 means the policy answers everything alike: a collapse signature."""
+    counts = Counter(canonical_answer(a) for a in rollouts.answers if a is not None)
+    return {
+        "no_answer_rate": _no_answer_rate(rollouts),
+        "dominant_answer_share": max(counts.values()) / len(rollouts) if counts else 0.0,
+    }
+
+
 def _correct(rollouts: Rollouts) -> list[bool] | None:
     """Ground-truth correctness of each rollout, or None when the batch has no references.
 
@@ -168,7 +182,7 @@ def _rewards_against_labels(
     rewards = [float(h) for h in hits]
 
     metrics = {
-        "no_answer_rate": _no_answer_rate(rollouts),
+        **_answer_metrics(rollouts),
         "no_label_rate": fmean(labels.get(k) is None for k in groups) if groups else 0.0,
     }
     votes = [label_votes.get(k) for k in groups]
@@ -278,7 +292,7 @@ def _subset(rollouts: Rollouts, members: Sequence[int]) -> Rollouts:
 def _per_rollout_rewards(rollouts: Rollouts, values: Sequence[float], name: str) -> RewardResult:
     if len(values) != len(rollouts):
         raise ValueError(f"{name}: {len(values)} values for {len(rollouts)} rollouts")
-    metrics = {"no_answer_rate": _no_answer_rate(rollouts)}
+    metrics = _answer_metrics(rollouts)
     correct = _correct(rollouts)
     if correct is not None:
         metrics["rollout_accuracy"] = fmean(correct)
@@ -317,7 +331,7 @@ def entropy_rewards(
 def format_rewards(rollouts: Rollouts) -> RewardResult:
     """1 when a final answer can be extracted (a non-empty ``\\boxed{}`` or ``####`` line), else 0."""
     rewards = [float(a is not None) for a in rollouts.answers]
-    return RewardResult(rewards, None, {"no_answer_rate": _no_answer_rate(rollouts)})
+    return RewardResult(rewards, None, _answer_metrics(rollouts))
 
 
 def weighted_sum(parts: Mapping[str, RewardResult], weights: Mapping[str, float]) -> RewardResult:

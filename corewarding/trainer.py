@@ -35,12 +35,14 @@ from accelerate.utils import gather_object, is_peft_model
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
+from transformers.utils import logging
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, create_model_from_path
 
 from corewarding.answers import extract_answer
+from corewarding.collapse import CollapseMonitor
 from corewarding.config import CoRewardingConfig
 from corewarding.data.records import Problem
 from corewarding.evaluate import evaluate as evaluate_problems
@@ -50,7 +52,9 @@ from corewarding.teacher import TeacherSchedule, ema_update_
 from corewarding.token_statistics import entropy, self_certainty
 from corewarding.voting import VotingConfig
 
-__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "completion_text"]
+__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text"]
+
+logger = logging.get_logger(__name__)
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
@@ -129,6 +133,32 @@ class MetricsFileCallback(TrainerCallback):
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
+class CollapseCallback(TrainerCallback):
+    """Watches every log record with :class:`~corewarding.collapse.CollapseMonitor`.
+
+    At the first collapse it warns, writes ``<output_dir>/collapse.json`` (step and signals) and,
+    with ``stop_on_collapse``, stops training (the best checkpoint by held-out accuracy is kept by
+    ``save_strategy: best``, which ``stop_on_collapse`` turns on).
+    """
+
+    def __init__(self, stop_on_collapse: bool = False):
+        self.monitor = CollapseMonitor()
+        self.stop_on_collapse = stop_on_collapse
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or self.monitor.report.collapsed:
+            return
+        signals = self.monitor.update({"step": state.global_step, **logs})
+        if not signals:
+            return
+        logger.warning("collapse at step %d: %s", state.global_step, ", ".join(signals))
+        if state.is_world_process_zero:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir) / "collapse.json").write_text(json.dumps(self.monitor.report.to_dict()))
+        if self.stop_on_collapse:
+            control.should_training_stop = True
+
+
 class CoRewardingTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose rewards are one of the label-free methods of the paper (or ground truth).
 
@@ -178,6 +208,7 @@ class CoRewardingTrainer(GRPOTrainer):
             )
         self.heldout = list(heldout)
         self.add_callback(MetricsFileCallback())
+        self.add_callback(CollapseCallback(args.stop_on_collapse))
         self._last_generation: tuple[list, list] | None = None
 
     # ----------------------------------------------------------------------------------- setup

@@ -12,6 +12,7 @@ MODULES = [
     "corewarding.rewards",
     "corewarding.teacher",
     "corewarding.token_statistics",
+    "corewarding.collapse",
     "corewarding.data.rephrasing_prompt",
     "corewarding.data.rephrasing_checks",
     "corewarding.evaluate",

@@ -188,3 +188,10 @@ def test_rollouts_validation():
         Rollouts(answers=["1", "2"], question_ids=[0])
     with pytest.raises(ValueError, match="views"):
         Rollouts(answers=["1"], question_ids=[0], views=[2])
+
+
+def test_dominant_answer_share_reveals_one_answer_for_every_question():
+    varied = Rollouts(answers=["3", "3", "7", "9", None, "12"], question_ids=[0, 0, 1, 1, 2, 2])
+    assert majority_vote_rewards(varied).metrics["dominant_answer_share"] == 2 / 6
+    collapsed = Rollouts(answers=["0"] * 5 + [None], question_ids=[0, 0, 1, 1, 2, 2])
+    assert format_rewards(collapsed).metrics["dominant_answer_share"] == 5 / 6

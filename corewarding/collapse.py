@@ -1,0 +1,157 @@
+"""Collapse detection from logged metrics only: the failure signatures of self-rewarding RL.
+
+The paper describes how label-free training fails: the training reward keeps rising (or saturates)
+while the answers get worse — majority voting agrees on wrong answers, confidence rewards make the
+model certain and repetitive. :class:`CollapseMonitor` watches the metrics a run logs every step
+(the names :mod:`corewarding.trainer` and TRL log) and flags these signatures:
+
+================================  ===========================================================
+signal                            fires when (means over the last ``window`` logged steps)
+================================  ===========================================================
+``reward_up_label_accuracy_down`` reward ≥ its early mean while ``label_accuracy`` has fallen
+                                  below ``drop`` × its early mean (pseudo-labels turning wrong)
+``heldout_accuracy_down``         the latest held-out greedy accuracy is below ``drop`` × the
+                                  best so far (a run that has been right stops being right)
+``entropy_collapse``              token entropy below ``entropy_floor`` × its early mean
+``length_to_cap``                 a share ≥ ``clipped_share`` of completions hit the length cap
+``length_shrink``                 mean completion length below ``shrink`` × its early mean
+``dominant_answer``               one answer makes up ≥ ``dominant_share`` of all rollouts
+                                  across different questions, and ≥ 3x its early share
+================================  ===========================================================
+
+"Early mean" is the mean of the first ``window`` logged steps. Nothing fires before ``window``
+steps have been logged. The first step at which any signal fires is the collapse step.
+
+Worked example (a reward that keeps climbing while the labels turn wrong)::
+
+    >>> history = [{"step": s, "reward": 0.5 + 0.02 * s, "label_accuracy": max(0.0, 0.6 - 0.05 * s)}
+    ...            for s in range(1, 20)]
+    >>> report = detect_collapse(history)
+    >>> report.step, report.reasons
+    (10, ['reward_up_label_accuracy_down'])
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+
+__all__ = ["CollapseThresholds", "CollapseReport", "CollapseMonitor", "detect_collapse", "read_metrics"]
+
+HELDOUT_METRIC = "eval_greedy_accuracy"
+LENGTH_METRIC = "completions/mean_length"
+CLIPPED_METRIC = "completions/clipped_ratio"
+
+
+@dataclass(frozen=True)
+class CollapseThresholds:
+    """The thresholds of the signals (see the module docstring); every default documented here.
+
+    Attributes:
+        window: logged steps averaged, and steps that make the early baseline (default 5).
+        drop: a label or held-out accuracy below this fraction of its reference has collapsed (0.5).
+        entropy_floor: token entropy below this fraction of its early mean has collapsed (0.25).
+        clipped_share: this share of completions at the length cap means runaway length (0.5).
+        shrink: mean length below this fraction of its early mean means shrinking answers (0.5).
+        dominant_share: one answer this share of all rollouts means one answer for all (0.5).
+        min_heldout: held-out accuracy below this is too small to judge a drop (0.05).
+    """
+
+    window: int = 5
+    drop: float = 0.5
+    entropy_floor: float = 0.25
+    clipped_share: float = 0.5
+    shrink: float = 0.5
+    dominant_share: float = 0.5
+    min_heldout: float = 0.05
+
+
+@dataclass
+class CollapseReport:
+    """Whether and when a run collapsed, and which signals fired then."""
+
+    collapsed: bool = False
+    step: int | None = None
+    reasons: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"collapsed": self.collapsed, "step": self.step, "reasons": self.reasons}
+
+
+class CollapseMonitor:
+    """Feed it each log record (a dict with ``step``); it remembers the first collapse it sees."""
+
+    def __init__(self, thresholds: CollapseThresholds = CollapseThresholds()):
+        self.thresholds = thresholds
+        self.train: list[Mapping] = []
+        self.best_heldout: float | None = None
+        self.report = CollapseReport()
+
+    def update(self, record: Mapping) -> list[str]:
+        """The signals firing after this record (empty when none); the first firing sets the report."""
+        if HELDOUT_METRIC in record:
+            signals = self._heldout_signals(record[HELDOUT_METRIC])
+        elif "reward" in record:
+            self.train.append(record)
+            signals = self._train_signals()
+        else:
+            return []
+        if signals and not self.report.collapsed:
+            self.report = CollapseReport(True, record.get("step"), signals)
+        return signals
+
+    def _heldout_signals(self, accuracy: float) -> list[str]:
+        best = self.best_heldout
+        self.best_heldout = accuracy if best is None else max(best, accuracy)
+        t = self.thresholds
+        if best is not None and best >= t.min_heldout and accuracy < t.drop * best:
+            return ["heldout_accuracy_down"]
+        return []
+
+    def _train_signals(self) -> list[str]:
+        t = self.thresholds
+        if len(self.train) < t.window:
+            return []
+        early, recent = self.train[: t.window], self.train[-t.window :]
+
+        def mean(records, key):
+            values = [r[key] for r in records if r.get(key) is not None]
+            return fmean(values) if values else None
+
+        def pair(key):
+            return mean(early, key), mean(recent, key)
+
+        signals = []
+        reward, label = pair("reward"), pair("label_accuracy")
+        if None not in reward + label and reward[1] >= reward[0] and label[0] > 0 and label[1] < t.drop * label[0]:
+            signals.append("reward_up_label_accuracy_down")
+        entropy = pair("entropy")
+        if None not in entropy and entropy[0] > 0 and entropy[1] < t.entropy_floor * entropy[0]:
+            signals.append("entropy_collapse")
+        clipped = mean(recent, CLIPPED_METRIC)
+        if clipped is not None and clipped >= t.clipped_share:
+            signals.append("length_to_cap")
+        length = pair(LENGTH_METRIC)
+        if None not in length and length[1] < t.shrink * length[0]:
+            signals.append("length_shrink")
+        dominant = pair("dominant_answer_share")
+        if None not in dominant and dominant[1] >= t.dominant_share and dominant[1] >= 3 * dominant[0]:
+            signals.append("dominant_answer")
+        return signals
+
+
+def detect_collapse(records: Iterable[Mapping], thresholds: CollapseThresholds = CollapseThresholds()) -> CollapseReport:
+    """The collapse report of a whole metric history (the records of a ``metrics.jsonl``)."""
+    monitor = CollapseMonitor(thresholds)
+    for record in records:
+        monitor.update(record)
+    return monitor.report
+
+
+def read_metrics(path: str | Path) -> list[dict]:
+    """The records of a ``metrics.jsonl`` (one JSON object per line)."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

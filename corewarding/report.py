@@ -1,0 +1,211 @@
+"""Tables and a figure for a set of training runs: which methods improve, which collapse, and when.
+
+A run is an output folder of ``corewarding train`` (or of the demo): its ``metrics.jsonl`` and its
+``config.yaml``. :func:`write_report` writes ``report.md`` (a table per method: held-out accuracy
+at the start, best and final, final label accuracy and training reward, the collapse step and its
+signals) and ``curves.png`` (held-out accuracy, training reward, label accuracy and mean completion
+length against step — the small analogue of the paper's Figures 3, 4 and 6). Runs of the same method
+(several seeds) are drawn as their mean with a band from the lowest to the highest run, and the
+table adds a ``mean ± std`` row.
+
+    corewarding report runs/demo/* -o runs/demo
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from statistics import fmean, pstdev
+
+import yaml
+
+from corewarding.collapse import CollapseReport, detect_collapse, read_metrics
+
+__all__ = ["RunSummary", "load_run", "summarize", "markdown_table", "plot_curves", "write_report"]
+
+HELDOUT = "eval_greedy_accuracy"
+SAMPLED = "eval_sampled_accuracy"
+#: Training metrics averaged over the last logged steps for the "final" columns.
+FINAL_WINDOW = 5
+#: Steps of the trailing mean that smooths the training curves of the figure.
+SMOOTHING = 5
+PANELS = (
+    (HELDOUT, "held-out accuracy (greedy)"),
+    ("reward", "training reward"),
+    ("label_accuracy", "label accuracy (pseudo-label = reference)"),
+    ("completions/mean_length", "mean completion length (tokens)"),
+)
+
+
+@dataclass
+class Run:
+    """A run folder's name, method and logged records."""
+
+    name: str
+    method: str
+    records: list[dict]
+
+    def series(self, key: str) -> tuple[list[int], list[float]]:
+        points = [(r["step"], r[key]) for r in self.records if r.get(key) is not None]
+        return [s for s, _ in points], [v for _, v in points]
+
+
+@dataclass
+class RunSummary:
+    """The numbers of one run that the report tabulates (None where the run did not log them)."""
+
+    name: str
+    method: str
+    steps: int
+    heldout_start: float | None
+    heldout_best: float | None
+    heldout_final: float | None
+    sampled_final: float | None
+    label_accuracy: float | None
+    reward: float | None
+    collapse: CollapseReport
+
+
+def load_run(folder: str | Path) -> Run:
+    """A run from its folder; the method comes from ``config.yaml`` (else the folder's name)."""
+    folder = Path(folder)
+    metrics = folder / "metrics.jsonl"
+    if not metrics.is_file():
+        raise FileNotFoundError(f"{folder} is not a run folder: it has no metrics.jsonl")
+    config = folder / "config.yaml"
+    method = folder.name
+    if config.is_file():
+        method = (yaml.safe_load(config.read_text()) or {}).get("method", method)
+    return Run(folder.name, method, read_metrics(metrics))
+
+
+def summarize(run: Run) -> RunSummary:
+    _, heldout = run.series(HELDOUT)
+    _, sampled = run.series(SAMPLED)
+    steps = max((r["step"] for r in run.records), default=0)
+
+    def final(key: str) -> float | None:
+        values = run.series(key)[1][-FINAL_WINDOW:]
+        return fmean(values) if values else None
+
+    return RunSummary(
+        name=run.name,
+        method=run.method,
+        steps=steps,
+        heldout_start=heldout[0] if heldout else None,
+        heldout_best=max(heldout) if heldout else None,
+        heldout_final=heldout[-1] if heldout else None,
+        sampled_final=sampled[-1] if sampled else None,
+        label_accuracy=final("label_accuracy"),
+        reward=final("reward"),
+        collapse=detect_collapse(run.records),
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def _mean_std(values: Sequence[float | None], scale: float = 100.0) -> str:
+    known = [v * scale for v in values if v is not None]
+    if not known:
+        return "–"
+    return f"{fmean(known):.1f} ± {pstdev(known):.1f}"
+
+
+COLUMNS = (
+    "run", "method", "steps", "held-out start %", "best %", "final %", "sampled final %",
+    "label acc. %", "reward", "collapse",
+)
+
+
+def markdown_table(summaries: Sequence[RunSummary]) -> str:
+    """One row per run, plus a ``mean ± std`` row per method that has several runs."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    by_method: dict[str, list[RunSummary]] = defaultdict(list)
+    for s in summaries:
+        by_method[s.method].append(s)
+    for method, runs in by_method.items():
+        for s in runs:
+            collapse = f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
+            reward = "–" if s.reward is None else f"{s.reward:.3f}"
+            cells = [s.name, method, str(s.steps), _percent(s.heldout_start), _percent(s.heldout_best),
+                     _percent(s.heldout_final), _percent(s.sampled_final), _percent(s.label_accuracy), reward, collapse]
+            lines.append("| " + " | ".join(cells) + " |")
+        if len(runs) > 1:
+            collapsed = sum(s.collapse.collapsed for s in runs)
+            cells = [f"**{method}** (mean ± std)", method, str(max(s.steps for s in runs)),
+                     _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
+                     _mean_std([s.heldout_final for s in runs]), _mean_std([s.sampled_final for s in runs]),
+                     _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0),
+                     f"{collapsed} of {len(runs)} runs"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _trailing_mean(values: list[float], window: int) -> list[float]:
+    return [fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
+
+
+def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
+    """Four panels (see :data:`PANELS`) against step, one colour per method, a band across its runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_method: dict[str, list[Run]] = defaultdict(list)
+    for run in runs:
+        by_method[run.method].append(run)
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    colours = plt.get_cmap("tab10")
+    for (key, title), ax in zip(PANELS, axes.flat):
+        for index, (method, group) in enumerate(by_method.items()):
+            curves = [dict(zip(*run.series(key))) for run in group]
+            steps = sorted(set().union(*curves))
+            if not steps:
+                continue
+            values = [[c[s] for c in curves if s in c] for s in steps]
+            mean, low, high = ([f(v) for v in values] for f in (fmean, min, max))
+            if key != HELDOUT:  # per-step training metrics are noisy: a trailing mean shows the trend
+                mean, low, high = (_trailing_mean(series, SMOOTHING) for series in (mean, low, high))
+            colour = colours(index % 10)
+            ax.plot(steps, mean, label=method, color=colour, marker="o" if key == HELDOUT else None, markersize=3)
+            if len(group) > 1:
+                ax.fill_between(steps, low, high, color=colour, alpha=0.15)
+            for run in group:
+                report = detect_collapse(run.records)
+                if report.collapsed:
+                    ax.axvline(report.step, color=colour, linestyle=":", linewidth=1)
+        ax.set_title(title if key == HELDOUT else f"{title}, mean of {SMOOTHING} steps")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Label-free RL on the same model and data (dotted lines: detected collapse)")
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs") -> tuple[Path, Path]:
+    """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
+    if not folders:
+        raise ValueError("no run folders given")
+    runs = [load_run(f) for f in folders]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = plot_curves(runs, out_dir / "curves.png")
+    table = markdown_table([summarize(r) for r in runs])
+    text = (
+        f"# {title}\n\n{table}\n\n"
+        "Held-out accuracy: greedy pass@1 on held-out problems (start, best, final evaluation); sampled: "
+        "avg@k at the training temperature. Label accuracy and reward: mean of the last "
+        f"{FINAL_WINDOW} logged steps. Collapse: the first step a signal of `corewarding.collapse` fired.\n\n"
+        f"![curves]({figure.name})\n"
+    )
+    report = out_dir / "report.md"
+    report.write_text(text)
+    return report, figure

@@ -1,0 +1,87 @@
+"""The collapse monitor on constructed metric histories: collapsing ones flagged at the right step."""
+
+import pytest
+
+from corewarding.collapse import CollapseMonitor, CollapseThresholds, detect_collapse
+
+HEALTHY = {
+    "reward": 0.5, "label_accuracy": 0.5, "entropy": 0.3, "completions/mean_length": 40.0,
+    "completions/clipped_ratio": 0.02, "dominant_answer_share": 0.15,
+}
+
+
+def history(steps: int, change=lambda step: {}, evals: dict | None = None) -> list[dict]:
+    """Steps 1..steps of HEALTHY metrics, with ``change(step)`` applied; eval records where given."""
+    records = []
+    for step in range(1, steps + 1):
+        records.append({"step": step, **HEALTHY, **change(step)})
+        if evals and step in evals:
+            records.append({"step": step, "eval_greedy_accuracy": evals[step]})
+    return records
+
+
+def test_a_healthy_run_is_not_flagged():
+    # Noisy but steady, label accuracy improving, held-out accuracy wobbling around 0.4.
+    wobble = lambda s: {"reward": 0.5 + 0.05 * (-1) ** s, "label_accuracy": 0.4 + 0.01 * s}  # noqa: E731
+    report = detect_collapse(history(60, wobble, evals={0: 0.4, 20: 0.38, 40: 0.45, 60: 0.41}))
+    assert not report.collapsed and report.step is None and report.reasons == []
+
+
+def test_majority_vote_collapse_reward_saturates_while_labels_turn_wrong():
+    # From step 11 the reward climbs to 1 while label accuracy falls to 0 (consistent wrong answers).
+    def change(step):
+        late = max(0, step - 10)
+        return {"reward": min(1.0, 0.5 + 0.05 * late), "label_accuracy": max(0.0, 0.5 - 0.05 * late)}
+
+    report = detect_collapse(history(40, change))
+    # The label mean of steps s-4..s first drops below half the early 0.5 at s = 18 (0.3 ... 0.1: 0.2).
+    assert report.collapsed and report.step == 18
+    assert report.reasons == ["reward_up_label_accuracy_down"]
+
+
+def test_entropy_collapse_and_runaway_length():
+    def change(step):
+        if step <= 20:
+            return {}
+        return {"entropy": 0.3 * 0.5 ** (step - 20), "completions/clipped_ratio": min(1.0, 0.1 * (step - 20))}
+
+    report = detect_collapse(history(40, change))
+    # Entropy mean over steps 21..25 = 0.3 x mean(0.5^1..0.5^5) = 0.058 < 0.25 x 0.3; at 24 it is 0.116.
+    assert report.step == 25 and report.reasons == ["entropy_collapse"]
+    monitor = CollapseMonitor()
+    fired = {signal for record in history(40, change) for signal in monitor.update(record)}
+    assert fired == {"entropy_collapse", "length_to_cap"}
+
+
+def test_shrinking_answers_and_one_answer_for_everything():
+    def change(step):
+        if step <= 10:
+            return {}
+        return {"completions/mean_length": 8.0, "dominant_answer_share": 0.9}
+
+    # Step 13 (window 9..13): answer share mean 0.6 >= 0.5, but length mean 20.8 is not yet < 20.
+    report = detect_collapse(history(20, change))
+    assert report.step == 13 and report.reasons == ["dominant_answer"]
+    monitor = CollapseMonitor()
+    firings = {r["step"]: monitor.update(r) for r in history(20, change)}
+    assert firings[14] == ["length_shrink", "dominant_answer"]
+
+
+def test_heldout_accuracy_falling_to_zero():
+    report = detect_collapse(history(40, evals={0: 0.3, 10: 0.45, 20: 0.3, 30: 0.2, 40: 0.0}))
+    assert report.step == 30 and report.reasons == ["heldout_accuracy_down"]  # 0.2 < half the best 0.45
+
+
+def test_heldout_noise_near_zero_is_not_a_collapse():
+    assert not detect_collapse(history(30, evals={0: 0.03, 10: 0.0, 20: 0.04, 30: 0.01})).collapsed
+
+
+def test_nothing_fires_before_the_window():
+    records = history(4, lambda s: {"entropy": 0.0})
+    assert not detect_collapse(records, CollapseThresholds(window=5)).collapsed
+
+
+@pytest.mark.parametrize("missing", ["label_accuracy", "entropy"])
+def test_methods_without_a_metric_are_judged_on_the_others(missing):
+    records = [{k: v for k, v in r.items() if k != missing} for r in history(30)]
+    assert not detect_collapse(records).collapsed

@@ -1,0 +1,67 @@
+"""The report of a set of runs: the table's numbers and the figure, from constructed run folders."""
+
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from corewarding.cli import app
+from corewarding.report import load_run, markdown_table, summarize, write_report
+
+
+def make_run(folder, method, heldout, rewards, labels):
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"method": method}))
+    records = []
+    for step, (reward, label) in enumerate(zip(rewards, labels), start=1):
+        records.append({"step": step, "reward": reward, "label_accuracy": label, "completions/mean_length": 20.0})
+    for step, accuracy in heldout.items():
+        records.append({"step": step, "eval_greedy_accuracy": accuracy, "eval_sampled_accuracy": accuracy / 2})
+    records.sort(key=lambda r: r["step"])
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path):
+    steady = make_run(tmp_path / "cr2-seed0", "co_rewarding_ii", {0: 0.4, 10: 0.45, 20: 0.5}, [0.5] * 20, [0.5] * 20)
+    steady1 = make_run(tmp_path / "cr2-seed1", "co_rewarding_ii", {0: 0.4, 10: 0.4, 20: 0.3}, [0.5] * 20, [0.6] * 20)
+    collapsing = make_run(
+        tmp_path / "mv", "majority_vote", {0: 0.4, 10: 0.3, 20: 0.1},
+        [min(1.0, 0.5 + 0.05 * s) for s in range(20)], [max(0.0, 0.5 - 0.06 * s) for s in range(20)],
+    )
+    return [steady, steady1, collapsing]
+
+
+def test_summary_numbers(runs):
+    s = summarize(load_run(runs[0]))
+    assert (s.method, s.steps, s.heldout_start, s.heldout_best, s.heldout_final) == ("co_rewarding_ii", 20, 0.4, 0.5, 0.5)
+    assert s.sampled_final == 0.25 and s.label_accuracy == 0.5 and not s.collapse.collapsed
+    mv = summarize(load_run(runs[2]))
+    # Label mean of steps 5..9 is 0.14, below half the early mean 0.38, while the reward climbs; at 8 it is 0.20.
+    assert mv.collapse.collapsed and mv.collapse.step == 9
+    assert mv.label_accuracy == pytest.approx(0.0)
+
+
+def test_markdown_table_has_a_row_per_run_and_a_mean_row_per_repeated_method(runs):
+    table = markdown_table([summarize(load_run(r)) for r in runs])
+    rows = table.splitlines()[2:]
+    assert len(rows) == 4
+    assert rows[2].startswith("| **co_rewarding_ii** (mean ± std) | co_rewarding_ii | 20 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |")
+    assert "0 of 2 runs" in rows[2]
+    assert rows[3].startswith("| mv | majority_vote |") and "step 9: reward_up_label_accuracy_down" in rows[3]
+
+
+def test_write_report_and_the_cli(runs, tmp_path):
+    report, figure = write_report(runs, tmp_path / "out")
+    assert figure.stat().st_size > 10_000 and figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![curves](curves.png)" in report.read_text()
+    result = CliRunner().invoke(app, ["report", *map(str, runs), "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "cli" / "report.md").read_text() == report.read_text()
+
+
+def test_report_of_a_folder_without_metrics_is_a_one_line_error(tmp_path):
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "has no metrics.jsonl" in result.output
