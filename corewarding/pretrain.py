@@ -5,9 +5,9 @@ samples is right more often than a single sample, and there is room to improve. 
 trains a fresh :mod:`corewarding.tiny_model` on worked solutions of the synthetic train split for a
 fixed, small budget, then measures greedy and sampled accuracy on the test split.
 
-* **Inputs as in RL and evaluation.** The prompt is :func:`corewarding.prompts.chat_messages` rendered
-  by the tokenizer's chat template with ``add_generation_prompt=True``; the target is the worked
-  solution followed by ``<|im_end|>``. The loss covers the target tokens only.
+* **Inputs as in RL and evaluation.** The prompt is the question with the system prompt, rendered by
+  :func:`corewarding.models.render_prompts` (the chat template, ``add_generation_prompt=True``); the
+  target is the worked solution followed by ``<|im_end|>``. The loss covers the target tokens only.
 * **Every surface form.** Each example is a random train chain told in a random one of its forms,
   so the model meets questions and rephrasings alike.
 * **Deterministic.** The data stream, initial weights and optimiser depend on ``seed`` only: the same
@@ -43,8 +43,9 @@ from corewarding.data.synthetic import (
     sample_chains,
     worked_solution,
 )
-from corewarding.evaluate import EvaluationResult, HFSampler, evaluate
-from corewarding.prompts import chat_messages
+from corewarding.evaluate import EvaluationResult, evaluate
+from corewarding.generation import TransformersBackend
+from corewarding.models import render_prompts
 from corewarding.tiny_model import TinyModelConfig, build_model, build_tokenizer
 
 __all__ = ["PretrainConfig", "PretrainResult", "pretrain", "training_batch", "SETTINGS_FILE"]
@@ -120,11 +121,7 @@ def training_batch(tokenizer, rng: random.Random, chains, batch_size: int) -> di
     """A right-padded batch of prompt + worked solution + end token; labels are -100 outside the solution."""
     chains = [next(chains) for _ in range(batch_size)]
     questions = [rng.choice(render_forms(chain, rng.getrandbits(32))) for chain in chains]
-    prompts = [
-        tokenizer.apply_chat_template(chat_messages(q), add_generation_prompt=True, tokenize=False)
-        for q in questions
-    ]
-    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(render_prompts(tokenizer, questions), add_special_tokens=False)["input_ids"]
     target_ids = tokenizer([worked_solution(c) for c in chains], add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids)]
     length = max(len(p) + len(t) for p, t in rows)
@@ -190,8 +187,10 @@ def pretrain(
     evaluation = None
     if config.eval_problems:
         problems = generate_problems(config.eval_problems, "test", seed=config.eval_seed, config=config.task)
-        sampler = HFSampler(model, tokenizer, seed=config.seed, progress=progress)
-        evaluation = evaluate(problems, sampler, k=config.eval_samples, max_new_tokens=config.max_new_tokens)
+        backend = TransformersBackend(model, tokenizer, seed=config.seed)
+        evaluation = evaluate(
+            problems, backend, k=config.eval_samples, max_new_tokens=config.max_new_tokens, progress=progress
+        )
     eval_seconds = time.perf_counter() - started - train_seconds
 
     if output_dir is not None:

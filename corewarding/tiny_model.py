@@ -36,7 +36,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from corewarding.data.synthetic import generate_problems, surface_forms
-from corewarding.prompts import chat_messages
+from corewarding.models import render_prompts
 
 __all__ = [
     "PAD_TOKEN",
@@ -77,10 +77,7 @@ def _corpus() -> list[str]:
     renderer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=CHAT_TEMPLATE)
     texts = []
     for problem in generate_problems(_CORPUS_PROBLEMS, "train", seed=0):
-        for form in surface_forms(problem):
-            prompt = renderer.apply_chat_template(
-                chat_messages(form), add_generation_prompt=True, tokenize=False
-            )
+        for prompt in render_prompts(renderer, surface_forms(problem)):
             texts += [piece for piece in _SPECIAL_TOKEN_RE.split(prompt) if piece]
         texts.append(problem.meta["solution"])
     return texts

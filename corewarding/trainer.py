@@ -45,8 +45,8 @@ from corewarding.answers import extract_answer
 from corewarding.collapse import CollapseMonitor
 from corewarding.config import CoRewardingConfig
 from corewarding.data.records import Problem
-from corewarding.evaluate import HFSampler
 from corewarding.evaluate import evaluate as evaluate_problems
+from corewarding.generation import TransformersBackend
 from corewarding.rewards import CONFIDENCE_METHODS, Rollouts, format_rewards, method_rewards
 from corewarding.teacher import TeacherSchedule, ema_update_
 from corewarding.token_statistics import entropy, self_certainty
@@ -387,12 +387,12 @@ class CoRewardingTrainer(GRPOTrainer):
         with unwrap_model_for_generation(
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
         ) as model:
-            sampler = HFSampler(
+            backend = TransformersBackend(
                 model, self.processing_class, batch_size=self.args.per_device_eval_batch_size * 8,
-                seed=self.args.seed, progress=False,
+                seed=self.args.seed,
             )
             result = evaluate_problems(
-                shard, sampler, k=self.args.heldout_samples, temperature=self.temperature, top_p=self.top_p,
+                shard, backend, k=self.args.heldout_samples, temperature=self.temperature, top_p=self.top_p,
                 max_new_tokens=self.max_completion_length, matching=self.args.answer_matching,
                 system_prompt=self.args.system_prompt, pass_ks=[self.args.heldout_samples] if self.args.heldout_samples else None,
             )

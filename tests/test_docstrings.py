@@ -15,7 +15,8 @@ MODULES = [
     "corewarding.collapse",
     "corewarding.data.rephrasing_prompt",
     "corewarding.data.rephrasing_checks",
-    "corewarding.data.rephrasing_backends",
+    "corewarding.evaluate",
+    "corewarding.generation",
 ]
 
 

@@ -1,24 +1,18 @@
-"""Evaluation: metrics computed exactly from known answers, a stub sampler, and the HF sampler."""
+"""Evaluation: metrics computed exactly from known answers and a stub backend; the eval command."""
+
+import json
 
 import pytest
-import torch
 from rich.console import Console
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
 
-from corewarding.answers import extract_answer
+from corewarding.cli import app
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
-from corewarding.evaluate import (
-    EvaluationResult,
-    HFSampler,
-    SamplingSettings,
-    evaluate,
-    pass_at_k,
-    results_table,
-    score_answers,
-)
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_model, build_tokenizer
+from corewarding.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
+from corewarding.generation import Completion, GenerationSettings, TransformersBackend
+from corewarding.prompts import SYSTEM_PROMPT
+from corewarding.tiny_model import TINY_MODEL_DIR
 
 PROBLEMS = [
     Problem(id="a", question="What is 2+2?", answer="4"),
@@ -33,19 +27,30 @@ SAMPLED = {
 }
 
 
-class StubSampler:
-    """Known completions per question; records what it was asked."""
+class StubBackend:
+    """Known completions per question (None: a failed request); records what it was asked."""
 
-    def __init__(self):
+    description = "stub"
+
+    def __init__(self, failed: frozenset[tuple[str, int]] = frozenset()):
         self.calls = []
+        self.failed = failed
 
-    def sample(self, conversations, settings):
+    def generate(self, conversations, settings, on_result=None):
         self.calls.append((conversations, settings))
         by_question = {p.question: p.id for p in PROBLEMS}
         ids = [by_question[c[-1]["content"]] for c in conversations]
-        if settings.temperature == 0:
-            return [[GREEDY[i]] * settings.n for i in ids]
-        return [SAMPLED[i][: settings.n] for i in ids]
+        groups = []
+        for i in ids:
+            texts = [GREEDY[i]] if settings.greedy else SAMPLED[i][: settings.n]
+            groups.append([self.completion(i, j, text) for j, text in enumerate(texts)])
+        for index, group in enumerate(groups):
+            if on_result is not None:
+                on_result(index, group)
+        return groups
+
+    def completion(self, question_id: str, sample: int, text: str) -> Completion:
+        return Completion(None, error="HTTP 500") if (question_id, sample) in self.failed else Completion(text)
 
 
 def test_pass_at_k_estimator_by_hand():
@@ -60,9 +65,9 @@ def test_pass_at_k_estimator_by_hand():
         pass_at_k(4, 1, 5)
 
 
-def test_evaluate_on_a_stub_sampler_gives_hand_computed_metrics():
-    sampler = StubSampler()
-    result = evaluate(PROBLEMS, sampler, k=4, temperature=0.7, max_new_tokens=32)
+def test_evaluate_on_a_stub_backend_gives_hand_computed_metrics():
+    backend = StubBackend()
+    result = evaluate(PROBLEMS, backend, k=4, temperature=0.7, max_new_tokens=32)
     s = result.scores
     assert (s.num_questions, s.k) == (3, 4)
     assert s.greedy_accuracy == pytest.approx(2 / 3)  # a and b (0.5 is equivalent to 1/2)
@@ -71,9 +76,9 @@ def test_evaluate_on_a_stub_sampler_gives_hand_computed_metrics():
     assert s.maj_at_k == pytest.approx(1 / 3)  # only a's majority (4, with 4.0) is right
     assert s.no_answer_rate == pytest.approx(2 / 12)
 
-    (greedy_conversations, greedy_settings), (_, sampled_settings) = sampler.calls
-    assert greedy_settings == SamplingSettings(n=1, temperature=0.0, max_new_tokens=32)
-    assert sampled_settings == SamplingSettings(n=4, temperature=0.7, max_new_tokens=32)
+    (greedy_conversations, greedy_settings), (_, sampled_settings) = backend.calls
+    assert greedy_settings == GenerationSettings(n=1, temperature=0.0, max_new_tokens=32)
+    assert sampled_settings == GenerationSettings(n=4, temperature=0.7, max_new_tokens=32)
     assert greedy_conversations[0] == [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": "What is 2+2?"},
@@ -93,10 +98,10 @@ def test_pure_scoring_matches_and_exact_matching_splits_equivalent_forms():
 
 
 def test_greedy_only_and_sampled_only():
-    greedy_only = evaluate(PROBLEMS, StubSampler(), k=0)
+    greedy_only = evaluate(PROBLEMS, StubBackend(), k=0)
     assert greedy_only.scores.avg_at_k is None and greedy_only.temperature is None
     sampled_only = evaluate(
-        PROBLEMS, StubSampler(), k=2, greedy=False
+        PROBLEMS, StubBackend(), k=2, greedy=False
     )  # the first two samples: 1, 1, 0 right
     assert sampled_only.scores.greedy_accuracy is None
     assert sampled_only.scores.pass_at_k == pytest.approx({1: 1 / 3, 2: 2 / 3})
@@ -109,9 +114,10 @@ def test_greedy_only_and_sampled_only():
         (lambda: score_answers(["1", "2"], [["1"], ["2", "3"]]), "same, non-zero number"),
         (lambda: score_answers([None], greedy=["1"]), "needs a reference"),
         (lambda: score_answers(["1"], [["1", "2"]], pass_ks=[3]), "1 <= k <= 2"),
-        (lambda: evaluate(PROBLEMS, StubSampler(), k=0, greedy=False), "nothing to evaluate"),
-        (lambda: SamplingSettings(n=4, temperature=0.0), "greedy decoding"),
-        (lambda: SamplingSettings(top_p=0.0), "top_p"),
+        (lambda: evaluate(PROBLEMS, StubBackend(), k=0, greedy=False), "nothing to evaluate"),
+        (lambda: evaluate(PROBLEMS, StubBackend(), k=4, temperature=0.0), "all alike"),
+        (lambda: GenerationSettings(n=4, temperature=0.0), "greedy decoding"),
+        (lambda: GenerationSettings(top_p=0.0), "top_p"),
     ],
 )
 def test_bad_input_is_a_clear_value_error(call, message):
@@ -120,7 +126,7 @@ def test_bad_input_is_a_clear_value_error(call, message):
 
 
 def test_result_json_round_trip_and_table():
-    result = evaluate(PROBLEMS, StubSampler(), k=4)
+    result = evaluate(PROBLEMS, StubBackend(), k=4)
     again = EvaluationResult.from_json(result.to_json())
     assert again == result
     console = Console(record=True, width=200)
@@ -130,43 +136,116 @@ def test_result_json_round_trip_and_table():
     assert "66.7" in text and "25.0" in text and "33.3" in text
 
 
-@pytest.fixture(scope="module")
-def tiny_lm():
-    tokenizer = build_tokenizer()
-    config = TinyModelConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
+def test_a_failed_completion_is_counted_and_scored_as_no_answer():
+    result = evaluate(PROBLEMS, StubBackend(failed=frozenset({("a", 0), ("a", 3)})), k=4, greedy=False)
+    assert result.failed == 2
+    assert result.scores.avg_at_k == pytest.approx((0 / 4 + 1 / 4 + 0) / 3)  # a's two right answers failed
+    assert result.scores.no_answer_rate == pytest.approx(4 / 12)
+    assert EvaluationResult.from_json(result.to_json()) == result
+
+
+# --- the eval command: the real command on the shipped tiny model, with a tiny budget ----------------
+
+
+def run_eval(*args: str):
+    return CliRunner().invoke(app, ["eval", *args])
+
+
+def test_eval_command_on_the_synthetic_test_split(tmp_path):
+    out = tmp_path / "tiny.json"
+    result = run_eval(
+        "tiny", "synthetic", "--limit", "8", "-k", "2", "--max-new-tokens", "48", "-o", str(out)
     )
-    return build_model(tokenizer, config, seed=0).eval(), tokenizer
-
-
-def test_hf_sampler_gives_n_completions_reproducibly(tiny_lm):
-    model, tokenizer = tiny_lm
-    conversations = [[{"role": "user", "content": q}] for q in ("Start with 7. Add 5.", "What is 3?", "Hi")]
-    sampler = HFSampler(model, tokenizer, batch_size=4, seed=1, progress=False)
-    settings = SamplingSettings(n=3, temperature=1.0, max_new_tokens=6)
-    state = torch.random.get_rng_state()
-    first = sampler.sample(conversations, settings)
-    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's random stream is untouched
-    assert [len(group) for group in first] == [3, 3, 3]
-    assert all(isinstance(c, str) for group in first for c in group)
-    assert sampler.sample(conversations, settings) == first
-    assert (
-        HFSampler(model, tokenizer, batch_size=4, seed=2, progress=False).sample(conversations, settings)
-        != first
+    assert result.exit_code == 0, result.output
+    assert all(header in result.output for header in ("greedy", "avg@2", "pass@2", "maj@2"))
+    assert "8 questions in" in result.output
+    record = json.loads(out.read_text())
+    assert (record["model"], record["dataset"], record["seed"]) == ("tiny", "synthetic", 0)
+    evaluation = EvaluationResult.from_json(json.dumps(record["evaluation"]))
+    assert (evaluation.scores.num_questions, evaluation.scores.k) == (8, 2)
+    assert (evaluation.temperature, evaluation.max_new_tokens, evaluation.failed) == (1.0, 48, 0)
+    # The same as the library on the same questions, model and seed: the command adds nothing of its own.
+    again = evaluate(
+        generate_problems(8, "test"), TransformersBackend.load(TINY_MODEL_DIR), k=2, max_new_tokens=48
     )
+    assert again == evaluation
 
 
-def test_left_padded_batches_decode_like_single_prompts_on_the_shipped_model():
-    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR).eval()
-    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
-    problems = generate_problems(6, "test", seed=2)  # prompts of different lengths share a batch
-    conversations = [chat_messages(p.question) for p in problems]
-    settings = SamplingSettings(max_new_tokens=30)
-    batched = HFSampler(model, tokenizer, batch_size=6, progress=False).sample(conversations, settings)
-    alone = HFSampler(model, tokenizer, batch_size=1, progress=False).sample(conversations, settings)
-    assert batched == alone
-    assert all(extract_answer(group[0]) is not None for group in batched)
+def test_eval_command_on_a_gsm8k_file(tmp_path):
+    problems = generate_problems(3, "test", seed=1)
+    rows = [{"question": p.question, "answer": f"{p.meta['solution']}\n#### {p.answer}"} for p in problems]
+    rows.append({"question": "A question without a reference answer?", "answer": None})
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "result.json"
+    result = run_eval(
+        "tiny", str(path), "--columns", "question=question,answer=answer", "--max-new-tokens", "48",
+        "--fallback-last-number", "-o", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert "1 of 4 questions have no reference answer and are left out" in result.output
+    record = json.loads(out.read_text())
+    assert record["evaluation"]["scores"]["num_questions"] == 3 and record["evaluation"]["scores"]["k"] == 0
+    assert record["fallback_last_number"] is True
+
+
+def test_eval_command_on_an_http_endpoint(tmp_path):
+    from stub_openai_server import Reply, StubServer, question
+
+    path = tmp_path / "questions.jsonl"
+    rows = [{"problem": question(str(i)), "answer": "10"} for i in range(3)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def script(key: str, attempt: int) -> Reply:
+        return Reply(status=400) if (key, attempt) == ("Q-1", 3) else Reply(content="so \\boxed{10}")
+
+    with StubServer(script) as server:
+        result = run_eval(
+            "stub-model", str(path), "--backend", "openai", "--base-url", server.url, "--api-key-env", "",
+            "-k", "2",
+        )
+    assert result.exit_code == 0, result.output
+    assert server.received == {"Q-0": 3, "Q-1": 3, "Q-2": 3}  # one greedy request and two samples each
+    assert "note: 1 completions failed and were scored as no answer" in result.output
+    assert "100.0" in result.output and "83.3" in result.output  # greedy; avg@2 with one sample lost
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{file}", "--columns", "question=problem,answer=answer"], "has no column 'problem'; columns"),
+        (["{file}", "--columns", "question"], "unknown preset 'question'"),
+        (["{file}", "--columns", "question=question,solution=answer"], "cannot read 'solution=answer'"),
+        (["{missing}"], "no such dataset file or folder"),
+        (["synthetic", "-k", "4", "--temperature", "0"], "at temperature 0 are all alike"),
+    ],
+)
+def test_eval_command_user_errors_are_one_line(tmp_path, args, message):
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text(json.dumps({"question": "What is 2+3?", "answer": "#### 5"}) + "\n")
+    args = [a.format(file=path, missing=tmp_path / "missing.jsonl") for a in args]
+    result = run_eval("tiny", *args, "--max-new-tokens", "4")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
+    assert message in result.output
+
+
+def test_eval_command_on_a_model_that_is_not_there(tmp_path):
+    result = run_eval(str(tmp_path / "model.gguf"), "--limit", "1")
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: no such model file or folder: {tmp_path}/model.gguf"
+
+
+@pytest.mark.slow
+def test_eval_command_reproduces_the_shipped_checkpoints_recorded_evaluation(tmp_path):
+    """`corewarding eval` with pretraining's evaluation settings gives the scores in pretrain.json."""
+    recorded = json.loads((TINY_MODEL_DIR / "pretrain.json").read_text())
+    settings = recorded["config"]
+    assert settings["seed"] == settings["eval_seed"]  # --seed seeds both the questions and the sampling
+    out = tmp_path / "tiny.json"
+    result = run_eval(
+        "tiny", "synthetic", "--limit", str(settings["eval_problems"]), "-k", str(settings["eval_samples"]),
+        "--max-new-tokens", str(settings["max_new_tokens"]), "--seed", str(settings["seed"]), "-o", str(out),
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())["evaluation"]["scores"] == recorded["evaluation"]["scores"]

@@ -13,7 +13,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 
 from corewarding.answers import extract_answer
-from corewarding.models import ModelLoadError, default_dtype, load_model, render_prompts
+from corewarding.models import ModelLoadError, default_dtype, load_model, render_conversation, render_prompts
 from corewarding.prompts import SYSTEM_PROMPT
 
 CHATML = (
@@ -190,6 +190,23 @@ def test_render_prompts_when_the_template_refuses_a_system_turn():
     assert render_prompts(tokenizer, ["What is 2+3?"]) == [
         f"<|im_start|>user\n{SYSTEM_PROMPT}\n\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n"
     ]
+
+
+def test_render_conversation_keeps_every_turn():
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "2+3?"},
+        {"role": "assistant", "content": "5"},
+        {"role": "user", "content": "And 4+4?"},
+    ]
+    assert render_conversation(byte_tokenizer(CHATML), turns) == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n2+3?<|im_end|>\n"
+        "<|im_start|>assistant\n5<|im_end|>\n<|im_start|>user\nAnd 4+4?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert render_conversation(byte_tokenizer(NO_SYSTEM_CHATML), turns).startswith(
+        "<|im_start|>user\nBe brief.\n\n2+3?<|im_end|>\n<|im_start|>assistant\n5<|im_end|>"
+    )
+    assert render_conversation(byte_tokenizer(None), turns) == "Be brief.\n\n2+3?\n\n5\n\nAnd 4+4?"
 
 
 def test_folder_saved_without_chat_template_loads_and_renders_plain(tmp_path):

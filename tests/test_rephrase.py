@@ -22,9 +22,9 @@ from corewarding.data.rephrase import (
     rephrase_problems,
     write_pair_dataset,
 )
-from corewarding.data.rephrasing_backends import GenerationSettings, OpenAIBackend, RetryPolicy
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
+from corewarding.generation import GenerationSettings, OpenAIBackend, RetryPolicy
 
 NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
 
@@ -152,6 +152,12 @@ def test_backend_solver_asks_each_question_k_times():
     failed_once = ["", "so \\boxed{Q-x}", "so \\boxed{Q-x}"]  # a failed request answers nothing
     assert sorted(completions[0]) == failed_once
     assert server.bodies[0]["messages"][0]["role"] == "system"
+
+
+def test_a_greedy_backend_solver_asks_each_question_once():
+    with StubServer(lambda key, attempt: Reply(content=f"so \\boxed{{{key}}}")) as server:
+        completions = backend_solver(backend(server), GenerationSettings())([question("x")], 4)
+    assert completions == [["so \\boxed{Q-x}"] * 4] and server.received == {"Q-x": 1}
 
 
 # --- the pair dataset ----------------------------------------------------------------------------

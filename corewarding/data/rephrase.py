@@ -46,12 +46,13 @@ from pathlib import Path
 from rich.progress import Progress
 
 from corewarding.data.records import Problem
-from corewarding.data.rephrasing_backends import Completion, GenerationSettings, RephrasingBackend
 from corewarding.data.rephrasing_checks import PairReport, Solver
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
+from corewarding.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
 from corewarding.prompts import SYSTEM_PROMPT, chat_messages
 
 __all__ = [
+    "REPHRASING_SETTINGS",
     "CachedCompletion",
     "CompletionCache",
     "RephrasingRun",
@@ -60,6 +61,10 @@ __all__ = [
     "rephrase_problems",
     "write_pair_dataset",
 ]
+
+
+#: The paper's rephrasing settings (Qwen3-32B): temperature 0.7, top-p 0.8, room for its thinking.
+REPHRASING_SETTINGS = GenerationSettings(temperature=0.7, top_p=0.8, max_new_tokens=4096)
 
 
 @dataclass(frozen=True)
@@ -142,18 +147,20 @@ class RephrasingRun:
 
 def rephrase_problems(
     problems: Sequence[Problem],
-    backend: RephrasingBackend,
+    backend: GenerationBackend,
     cache_path: str | os.PathLike,
     *,
     instruction: Instruction = DEFAULT_INSTRUCTION,
-    settings: GenerationSettings = GenerationSettings(),
+    settings: GenerationSettings = REPHRASING_SETTINGS,
     progress: bool = True,
 ) -> RephrasingRun:
     """Rephrase every problem not in the cache yet, appending each completion to the cache as it arrives.
 
-    An exception (an interrupt, a :class:`~corewarding.data.rephrasing_backends.BackendError`)
-    propagates after everything received so far is cached; running the same call again continues.
+    An exception (an interrupt, a :class:`~corewarding.generation.BackendError`) propagates after
+    everything received so far is cached; running the same call again continues.
     """
+    if settings.n != 1:
+        raise ValueError(f"a question gets one rephrasing: settings.n must be 1, got {settings.n}")
     cache = CompletionCache(cache_path)
     fingerprints = [instruction.fingerprint(p.question) for p in problems]
     cached = [cache.get(p.id, fingerprint) for p, fingerprint in zip(problems, fingerprints)]
@@ -164,7 +171,8 @@ def rephrase_problems(
     with Progress(disable=not (progress and pending)) as bar:
         task = bar.add_task(f"rephrasing ({len(problems) - len(pending)} cached)", total=len(pending))
 
-        def on_result(position: int, completion: Completion) -> None:
+        def on_result(position: int, completions: list[Completion]) -> None:
+            [completion] = completions
             i = pending[position]
             if completion.text is None:
                 errors[problems[i].id] = completion.error or "no completion"
@@ -207,23 +215,21 @@ def rephrase_problems(
 
 
 def backend_solver(
-    backend: RephrasingBackend, settings: GenerationSettings, system_prompt: str | None = SYSTEM_PROMPT
+    backend: GenerationBackend, settings: GenerationSettings, system_prompt: str | None = SYSTEM_PROMPT
 ) -> Solver:
-    """A :class:`~corewarding.data.rephrasing_checks.Solver` on a backend: each question asked ``k`` times.
+    """A :class:`~corewarding.data.rephrasing_checks.Solver` on a backend: ``k`` completions per question.
 
     Questions go out with the training system prompt (answer in ``\\boxed{}``); a failed request
-    counts as a completion without an answer. Solver completions are not cached.
+    counts as a completion without an answer. Solver completions are not cached. With greedy
+    ``settings`` each question is asked once and its answer counted ``k`` times (the ``k`` greedy
+    answers would be alike).
     """
 
     def solve(questions: Sequence[str], k: int) -> list[list[str]]:
-        conversations = [chat_messages(q, system_prompt) for q in questions for _ in range(k)]
-        texts = [""] * len(conversations)
-
-        def on_result(i: int, completion: Completion) -> None:
-            texts[i] = completion.text or ""
-
-        backend.generate(conversations, settings, on_result)
-        return [texts[i : i + k] for i in range(0, len(texts), k)]
+        conversations = [chat_messages(q, system_prompt) for q in questions]
+        if settings.greedy:
+            return [group * k for group in completion_texts(backend.generate(conversations, settings))]
+        return completion_texts(backend.generate(conversations, replace(settings, n=k)))
 
     return solve
 

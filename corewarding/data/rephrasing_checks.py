@@ -188,8 +188,8 @@ class PairReport:
 class Solver(Protocol):
     """A model that answers questions: ``k`` completions for each question, in order.
 
-    Any callable of this shape works; an evaluation sampler plugs in with a three-line adapter
-    (``chat_messages`` per question, its settings with ``n=k``).
+    Any callable of this shape works; :func:`corewarding.data.rephrase.backend_solver` makes one of
+    any generation backend.
     """
 
     def __call__(self, questions: Sequence[str], k: int) -> list[list[str]]: ...

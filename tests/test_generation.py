@@ -1,5 +1,5 @@
-"""Rephrasing backends: the HTTP one against a local stub server (answers, retries, timeouts, limits),
-the transformers one on a tiny random model, and vLLM's absence."""
+"""Generation backends: the HTTP one against a local stub server (answers, retries, timeouts, limits,
+n samples), the transformers one on tiny models (n samples, batches, seeding, stops), vLLM's absence."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import random
 import time
 
 import pytest
+import torch
 from stub_openai_server import Reply, StubServer, good, question, rephrasing
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.data.rephrasing_backends import (
+from corewarding.answers import extract_answer
+from corewarding.data.synthetic import generate_problems
+from corewarding.generation import (
     BackendError,
     Completion,
     GenerationSettings,
@@ -19,6 +23,8 @@ from corewarding.data.rephrasing_backends import (
     TransformersBackend,
     VLLMBackend,
 )
+from corewarding.prompts import chat_messages
+from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_model, build_tokenizer
 
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
 
@@ -37,13 +43,15 @@ def http_backend(server: StubServer, **options) -> tuple[OpenAIBackend, list[flo
 
 
 def generate(
-    backend, pairs: list[str], settings: GenerationSettings = GenerationSettings()
+    backend, pairs: list[str], settings: GenerationSettings = GenerationSettings(temperature=0.7, top_p=0.8)
 ) -> dict[str, Completion]:
-    results: dict[int, Completion] = {}
+    """One completion per pair, checking that the callback saw what ``generate`` returns."""
+    results: dict[int, list[Completion]] = {}
     conversations = [[{"role": "user", "content": question(p)}] for p in pairs]
-    backend.generate(conversations, settings, lambda i, completion: results.__setitem__(i, completion))
+    returned = backend.generate(conversations, settings, results.__setitem__)
     assert sorted(results) == list(range(len(pairs)))
-    return {pairs[i]: completion for i, completion in results.items()}
+    assert returned == [results[i] for i in range(len(pairs))]
+    return {pairs[i]: completion for i, [completion] in results.items()}
 
 
 def scripted(replies: dict[tuple[str, int], Reply]):
@@ -55,7 +63,8 @@ def test_success_and_the_request_sent(monkeypatch):
     monkeypatch.setenv("STUB_KEY", "sk-test")
     with StubServer() as server:
         backend, waits = http_backend(server, api_key_env="STUB_KEY", extra_body={"seed": 3})
-        results = generate(backend, ["a", "b", "c"], GenerationSettings(max_new_tokens=99))
+        settings = GenerationSettings(temperature=0.7, top_p=0.8, max_new_tokens=99)
+        results = generate(backend, ["a", "b", "c"], settings)
     assert results["b"] == Completion(f"[REPHRASED]\n{rephrasing('b')}\n[/REPHRASED]")
     assert server.received == {"a": 1, "b": 1, "c": 1} and waits == []
     body = server.bodies[0]
@@ -183,7 +192,7 @@ def test_a_wrong_key_or_url_stops_the_run(status, hint):
 def test_a_dead_server_stops_the_run():
     with StubServer(lambda pair, attempt: Reply(status=503)) as server:
         backend, _ = http_backend(server, concurrency=1, max_consecutive_failures=3)
-        with pytest.raises(BackendError, match="3 rows failed in a row, stopping; last: HTTP 503"):
+        with pytest.raises(BackendError, match="3 requests failed in a row, stopping; last: HTTP 503"):
             generate(backend, [str(i) for i in range(20)])
     assert sum(server.received.values()) == 3 * FAST_RETRIES.max_attempts
 
@@ -205,6 +214,23 @@ def test_concurrency_limit():
     assert sum(server.received.values()) == 15
 
 
+def test_n_samples_are_n_requests_and_one_callback_per_conversation():
+    with StubServer(scripted({("b", 2): Reply(status=400)})) as server:
+        backend, _ = http_backend(server, concurrency=4)
+        conversations = [[{"role": "user", "content": question(p)}] for p in ("a", "b")]
+        calls: list[tuple[int, list[Completion]]] = []
+        returned = backend.generate(
+            conversations, GenerationSettings(n=3, temperature=1.0), lambda i, c: calls.append((i, c))
+        )
+    assert server.received == {"a": 3, "b": 3} and all("n" not in body for body in server.bodies)
+    assert sorted(i for i, _ in calls) == [0, 1] and [dict(calls)[i] for i in (0, 1)] == returned
+    assert all(c.text.startswith("[REPHRASED]") for c in returned[0])
+    assert sorted(c.error or "" for c in returned[1]) == ["", "", "HTTP 400 Bad Request"]  # one failed
+
+
+# --- transformers --------------------------------------------------------------------------------------
+
+
 def test_transformers_backend_on_a_tiny_model(tmp_path):
     from test_models import save_tiny_model
 
@@ -213,11 +239,87 @@ def test_transformers_backend_on_a_tiny_model(tmp_path):
     conversations.append(
         [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question("3")}]
     )
-    results: dict[int, Completion] = {}
+    results: dict[int, list[Completion]] = {}
     backend.generate(conversations, GenerationSettings(max_new_tokens=4), results.__setitem__)
     assert sorted(results) == [0, 1, 2, 3]
-    assert all(isinstance(c.text, str) and c.error is None for c in results.values())
+    assert all(isinstance(c.text, str) and c.error is None for [c] in results.values())
     assert backend.description.startswith("transformers:")
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    tokenizer = build_tokenizer()
+    config = TinyModelConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        intermediate_size=64,
+    )
+    return build_model(tokenizer, config, seed=0).eval(), tokenizer
+
+
+@pytest.fixture(scope="module")
+def shipped_lm():
+    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR).eval()
+    return model, AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
+
+
+CONVERSATIONS = [[{"role": "user", "content": q}] for q in ("Start with 7. Add 5.", "What is 3?", "Hi")]
+
+
+def test_n_samples_reproducibly_leaving_the_callers_random_state_alone(tiny_lm):
+    model, tokenizer = tiny_lm
+    backend = TransformersBackend(model, tokenizer, batch_size=4, seed=1)
+    settings = GenerationSettings(n=3, temperature=1.0, max_new_tokens=6)
+    state = torch.random.get_rng_state()
+    calls: list[tuple[int, list[Completion]]] = []
+    first = backend.generate(CONVERSATIONS, settings, lambda i, c: calls.append((i, c)))
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert calls == list(enumerate(first))  # one call per conversation, as its batch finishes
+    assert [len(group) for group in first] == [3, 3, 3]
+    assert all(isinstance(c.text, str) for group in first for c in group)
+    assert backend.generate(CONVERSATIONS, settings) == first
+    other_seed = TransformersBackend(model, tokenizer, batch_size=4, seed=2)
+    assert other_seed.generate(CONVERSATIONS, settings) != first
+
+
+@pytest.mark.parametrize("batch_size, sequences", [(4, [3, 3, 3]), (7, [6, 3]), (2, [3, 3, 3])])
+def test_a_batch_holds_whole_conversations(tiny_lm, monkeypatch, batch_size, sequences):
+    model, tokenizer = tiny_lm
+    seen = []
+    generate = model.generate
+
+    def spy(**inputs):
+        seen.append(len(inputs["input_ids"]))
+        return generate(**inputs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    backend = TransformersBackend(model, tokenizer, batch_size=batch_size)
+    backend.generate(CONVERSATIONS, GenerationSettings(n=3, temperature=1.0, max_new_tokens=2))
+    assert seen == sequences
+
+
+def test_left_padded_batches_decode_like_single_prompts_on_the_shipped_model(shipped_lm):
+    model, tokenizer = shipped_lm
+    problems = generate_problems(6, "test", seed=2)  # prompts of different lengths share a batch
+    conversations = [chat_messages(p.question) for p in problems]
+    settings = GenerationSettings(max_new_tokens=30)
+    batched = TransformersBackend(model, tokenizer, batch_size=6).generate(conversations, settings)
+    alone = TransformersBackend(model, tokenizer, batch_size=1).generate(conversations, settings)
+    assert batched == alone
+    assert all(extract_answer(group[0].text) is not None for group in batched)
+
+
+def test_a_completion_without_a_stop_token_is_truncated(shipped_lm):
+    model, tokenizer = shipped_lm
+    conversations = [chat_messages(p.question) for p in generate_problems(4, "test", seed=3)]
+    backend = TransformersBackend(model, tokenizer)
+    cut = backend.generate(conversations, GenerationSettings(max_new_tokens=3))
+    whole = backend.generate(conversations, GenerationSettings(max_new_tokens=48))
+    assert all(c.truncated for [c] in cut)
+    assert not any(c.truncated for [c] in whole)
+    assert all(c.text.startswith(d.text) and "<|im_end|>" not in c.text for [c], [d] in zip(whole, cut))
 
 
 def test_vllm_missing_is_a_one_line_error():

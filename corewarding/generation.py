@@ -1,15 +1,33 @@
-r"""Where rephrasings come from: a local transformers model, vLLM, or an OpenAI-compatible HTTP endpoint.
+r"""Completions for chat conversations: a local transformers model, vLLM, or an OpenAI-compatible endpoint.
 
-Every backend has one method, :meth:`RephrasingBackend.generate`: one completion per chat
-conversation, handed to a callback as soon as it exists (the pipeline writes it to its cache there,
-so an interrupted run loses at most the completions still being generated). The callback may be
-called from worker threads; it must be thread-safe.
+One protocol, :class:`GenerationBackend`, serves evaluation, the rephrasing pipeline and its answer
+check. ``generate(conversations, settings, on_result=None)`` returns ``settings.n``
+:class:`Completion` s for each conversation, in order, and, when ``on_result`` is given, calls
+``on_result(i, completions)`` once per conversation as soon as all of its ``n`` exist, in any order.
+The rephrasing pipeline writes each result to its cache there (an interrupted run loses only what
+was still being generated); evaluation advances its progress bar. The callback may run in worker
+threads: it must be thread-safe.
 
-* :class:`TransformersBackend` — batched ``generate`` on a model loaded by
-  :func:`corewarding.models.load_model` (a folder, a GGUF file, a hub id).
-* :class:`VLLMBackend` — ``vllm.LLM.chat`` in chunks; vLLM is imported only when this backend is made.
+A :class:`Completion` has its text, or an ``error`` saying why it has none (a request that failed
+for good), and ``truncated`` when it stopped at ``max_new_tokens``. Only the HTTP backend reports
+errors per completion; the local backends raise.
+
+* :class:`TransformersBackend` — ``generate`` of a transformers causal LM (a folder, a GGUF file, a
+  hub id: :meth:`TransformersBackend.load`). Conversations are rendered by
+  :func:`corewarding.models.render_conversation`, the one renderer of the project (training's chat
+  template, with its fallbacks). A batch holds at most ``batch_size`` sequences, a conversation's
+  ``n`` copies always in one batch, left-padded. Sampling draws from torch's generators forked and
+  seeded with ``seed`` on every call: a call is reproducible, and the caller's random state is the same
+  after it as before. ``top_k=0``: nucleus sampling alone, as in the paper (transformers would
+  otherwise cut to the 50 likeliest tokens). A completion is truncated when none of its tokens is a
+  stop token (the tokenizer's end of sequence or one of the generation config's).
+* :class:`VLLMBackend` — ``vllm.LLM.chat`` in chunks, ``n`` through ``SamplingParams``; vLLM is
+  imported only when this backend is made. Untested here (no vLLM in CI): it stays thin.
 * :class:`OpenAIBackend` — ``POST {base_url}/chat/completions`` from a pool of at most
-  ``concurrency`` threads (standard library only).
+  ``concurrency`` threads (standard library only). ``n`` completions are ``n`` requests, not one
+  request with the API's ``n`` field: every OpenAI-compatible server answers them (llama.cpp's
+  server ignores ``n``), each sample is retried or fails on its own, and servers with prefix caching
+  (vLLM, SGLang) can reuse the shared prompt. A conversation's requests are queued one after another.
 
 **Retry policy of the HTTP backend** (:class:`RetryPolicy`). A request is retried on HTTP 408, 409,
 425, 429 and every 5xx, on a timeout, on a dropped or refused connection, and on a 200 answer whose
@@ -20,21 +38,27 @@ body is not the JSON of a chat completion (a proxy's error page, a cut-off body)
 
 seconds before the next (exponential backoff; the random factor spreads out the retries of
 concurrent requests), or the server's ``Retry-After`` (seconds or an HTTP date) when it sends one,
-capped at ``max_delay_s``. After ``max_attempts`` attempts the row fails: it is reported as a failed
-row, not cached, and sent again by the next run. A timeout is handled like a 503: retried, and the
-row fails when every attempt timed out. Other 4xx answers are not retried: 400, 413 and 422 fail the
-row (a prompt the model refuses, e.g. too long for its context); 401, 403 and 404 stop the run with
-a one-line :class:`BackendError` (a wrong key, URL or model name fails every row alike). So does a
-run of ``max_consecutive_failures`` failed rows in a row: a server that is down would otherwise be
-retried row after row for hours.
+capped at ``max_delay_s``. After ``max_attempts`` attempts the request fails: its completion has an
+error (the rephrasing pipeline does not cache it, so the next run sends it again; evaluation counts it
+as a completion without an answer). A timeout is handled like a 503: retried, and the request fails
+when every attempt timed out. Other 4xx answers are not retried: 400, 413 and 422 fail the request (a
+prompt the model refuses, e.g. too long for its context); 401, 403 and 404 stop the run with a
+one-line :class:`BackendError` (a wrong key, URL or model name fails every request alike). So does a
+run of ``max_consecutive_failures`` failed requests in a row: a server that is down would otherwise
+be retried request after request for hours.
 
 Worked example (no network needed to make one)::
 
+    >>> settings = GenerationSettings(n=4, temperature=1.0, max_new_tokens=256)
+    >>> settings.top_p, GenerationSettings().temperature   # the defaults: nucleus off, greedy
+    (1.0, 0.0)
     >>> backend = OpenAIBackend("http://localhost:8000/v1", "Qwen/Qwen3-32B", api_key_env=None)
     >>> backend.url, backend.description
     ('http://localhost:8000/v1/chat/completions', 'openai:Qwen/Qwen3-32B@http://localhost:8000/v1')
     >>> RetryPolicy().delay(attempt=3, retry_after=None, rng=random.Random(0)) <= 4.0
     True
+    >>> completion_texts([[Completion("\\boxed{4}"), Completion(None, error="HTTP 400 Bad Request")]])
+    [['\\boxed{4}', '']]
 """
 
 from __future__ import annotations
@@ -49,8 +73,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -58,15 +83,17 @@ __all__ = [
     "BackendError",
     "Completion",
     "Conversation",
+    "GenerationBackend",
     "GenerationSettings",
     "OnResult",
     "OpenAIBackend",
-    "RephrasingBackend",
     "RetryPolicy",
     "TransformersBackend",
     "VLLMBackend",
+    "completion_texts",
 ]
 
+#: Chat messages, ``[{"role": "system" | "user" | "assistant", "content": "…"}, …]``.
 Conversation = list[dict[str, str]]
 
 
@@ -76,30 +103,42 @@ class BackendError(RuntimeError):
 
 @dataclass(frozen=True)
 class GenerationSettings:
-    """How a completion is sampled; the defaults are the paper's rephrasing settings.
+    """How completions are drawn. The defaults are one greedy completion of at most 1,024 tokens.
 
     Attributes:
-        temperature: softmax temperature (0: greedy).
-        top_p: nucleus sampling threshold.
-        max_new_tokens: longest completion in tokens; room for a thinking model's reasoning too.
+        n: completions per conversation (default 1).
+        temperature: softmax temperature; 0 means greedy decoding, and then ``n`` must be 1
+            (default 0).
+        top_p: nucleus sampling threshold; 1.0 samples from the whole distribution, as the paper's
+            training and evaluation runs do (default 1.0). Its rephrasings used 0.7 and 0.8.
+        max_new_tokens: longest completion in tokens, a thinking model's reasoning included (default 1024).
     """
 
-    temperature: float = 0.7
-    top_p: float = 0.8
-    max_new_tokens: int = 4096
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 1024
 
     def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be non-negative, got {self.temperature}")
+        if self.temperature == 0 and self.n > 1:
+            raise ValueError("greedy decoding (temperature 0) gives identical completions: use n=1")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
 
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
 
 @dataclass(frozen=True)
 class Completion:
-    """One conversation's outcome.
+    """One generated answer.
 
     Attributes:
         text: the completion (possibly empty: the model said nothing), or None when there is none.
@@ -112,33 +151,49 @@ class Completion:
     truncated: bool = False
 
 
-OnResult = Callable[[int, Completion], None]
+#: ``on_result(i, completions)``: conversation i's ``n`` completions, as soon as they all exist.
+OnResult = Callable[[int, list[Completion]], None]
 
 
-class RephrasingBackend(Protocol):
-    """A source of completions. ``description`` names it in the cache (``openai:<model>@<url>``)."""
+class GenerationBackend(Protocol):
+    """A source of completions. ``description`` names it in caches and logs (``openai:<model>@<url>``)."""
 
     description: str
 
     def generate(
-        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
-    ) -> None:
-        """Call ``on_result(i, completion)`` once for each conversation i, in any order, as each is ready."""
+        self,
+        conversations: Sequence[Conversation],
+        settings: GenerationSettings,
+        on_result: OnResult | None = None,
+    ) -> list[list[Completion]]:
+        """``settings.n`` completions per conversation, in order; ``on_result`` as in the module docstring."""
         ...
 
 
-class TransformersBackend:
-    """Batched sampling with a transformers causal LM, ``batch_size`` conversations at a time.
+def completion_texts(groups: Sequence[Sequence[Completion]]) -> list[list[str]]:
+    """The texts of grouped completions; a completion without text (a failed request) is ``""``."""
+    return [[completion.text or "" for completion in group] for group in groups]
 
-    Conversations are rendered by :func:`corewarding.models.render_prompts` (the chat template, or
-    plain text for a model without one), so a template that refuses a system turn still works.
+
+class TransformersBackend:
+    """Batched ``generate`` of a transformers causal LM (batching, randomness and stops: module docstring).
+
+    Args:
+        model, tokenizer: the model and its tokenizer; the tokenizer needs a pad token
+            (:func:`corewarding.models.load_model` sees to it).
+        batch_size: sequences per ``generate`` call; a conversation's ``n`` copies are never split,
+            so a batch holds ``max(1, batch_size // n)`` conversations.
+        seed: seeds every call's sampling.
+        description: the backend's name (:meth:`load` puts the model's location in it).
     """
 
     def __init__(
-        self, model, tokenizer, *, batch_size: int = 8, seed: int = 0, description: str = "transformers"
+        self, model, tokenizer, *, batch_size: int = 64, seed: int = 0, description: str = "transformers"
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token; batched generation needs one")
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -154,57 +209,78 @@ class TransformersBackend:
         return cls(model, tokenizer, description=f"transformers:{location}", **options)
 
     def generate(
-        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
-    ) -> None:
+        self,
+        conversations: Sequence[Conversation],
+        settings: GenerationSettings,
+        on_result: OnResult | None = None,
+    ) -> list[list[Completion]]:
         import torch
 
-        from corewarding.models import render_prompts
+        from corewarding.models import render_conversation
 
-        prompts = [
-            render_prompts(self.tokenizer, [c[-1]["content"]], _system_prompt(c))[0] for c in conversations
-        ]
-        sampling = settings.temperature > 0
+        prompts = [render_conversation(self.tokenizer, c) for c in conversations]
+        stop_ids = sorted(_stop_token_ids(self.model, self.tokenizer))
         options = dict(
             max_new_tokens=settings.max_new_tokens,
-            do_sample=sampling,
+            do_sample=not settings.greedy,
             pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=stop_ids,
         )
-        if sampling:
-            # top_k=0: no top-k cut-off (transformers would otherwise apply its default of 50).
+        if not settings.greedy:
             options.update(temperature=settings.temperature, top_p=settings.top_p, top_k=0)
-        stop_ids = torch.tensor(sorted(_stop_token_ids(self.model, self.tokenizer)), device=self.model.device)
-        with torch.random.fork_rng(), torch.inference_mode():
-            torch.manual_seed(self.seed)
-            for start in range(0, len(prompts), self.batch_size):
+        stops = torch.tensor(stop_ids, device=self.model.device)
+        per_batch = max(1, self.batch_size // settings.n)
+        results: list[list[Completion]] = []
+        with _seeded_sampling(self.seed, self.model.device), torch.inference_mode():
+            for start in range(0, len(prompts), per_batch):
                 batch = self.tokenizer(
-                    prompts[start : start + self.batch_size],
+                    [p for p in prompts[start : start + per_batch] for _ in range(settings.n)],
                     return_tensors="pt",
                     padding=True,
+                    padding_side="left",
                     add_special_tokens=False,
                 ).to(self.model.device)
                 new_tokens = self.model.generate(**batch, **options)[:, batch["input_ids"].shape[1] :]
-                for offset, tokens in enumerate(new_tokens):
-                    stopped = bool(torch.isin(tokens, stop_ids).any())
-                    text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                    on_result(start + offset, Completion(text, truncated=not stopped))
+                texts = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+                stopped = torch.isin(new_tokens, stops).any(dim=1).tolist()
+                completions = [Completion(t, truncated=not s) for t, s in zip(texts, stopped)]
+                for offset in range(0, len(completions), settings.n):
+                    results.append(completions[offset : offset + settings.n])
+                    if on_result is not None:
+                        on_result(len(results) - 1, results[-1])
+        return results
 
 
-def _system_prompt(conversation: Conversation) -> str | None:
-    return conversation[0]["content"] if conversation[0]["role"] == "system" else None
+@contextmanager
+def _seeded_sampling(seed: int, device) -> Iterator[None]:
+    """Seed the generators that sampling on ``device`` draws from; restore them afterwards.
+
+    Only the CPU's and the model's GPU's: ``torch.manual_seed`` would reseed every GPU, and forking
+    them all warns on a machine with several.
+    """
+    import torch
+
+    gpus = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.random.default_generator.manual_seed(seed)
+        for gpu in gpus:
+            with torch.cuda.device(gpu):
+                torch.cuda.manual_seed(seed)
+        yield
 
 
 def _stop_token_ids(model, tokenizer) -> set[int]:
-    """Tokens that end generation: tokenizer's end of sequence and the generation config's (Qwen: a list)."""
+    """Tokens that end generation: the tokenizer's end of sequence and the generation config's (a list
+    for Qwen)."""
     configured = model.generation_config.eos_token_id
     configured = configured if isinstance(configured, list) else [configured]
     return {i for i in [tokenizer.eos_token_id, *configured] if i is not None}
 
 
 class VLLMBackend:
-    """vLLM's offline engine; ``engine_options`` go to ``vllm.LLM`` (e.g. ``tensor_parallel_size=4``).
+    """vLLM's offline engine; ``engine_options`` go to ``vllm.LLM`` (``tensor_parallel_size=4``, ``seed=0``).
 
-    Conversations are sent ``chunk_size`` at a time, so a long run writes its cache as it goes.
-    Untested here (no vLLM in CI): keep it this thin.
+    Conversations are sent ``chunk_size`` at a time, so ``on_result`` hears of results as the run goes.
     """
 
     def __init__(self, model: str, *, chunk_size: int = 512, **engine_options):
@@ -217,20 +293,30 @@ class VLLMBackend:
         self.description = f"vllm:{model}"
 
     def generate(
-        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
-    ) -> None:
+        self,
+        conversations: Sequence[Conversation],
+        settings: GenerationSettings,
+        on_result: OnResult | None = None,
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams
 
         params = SamplingParams(
-            temperature=settings.temperature, top_p=settings.top_p, max_tokens=settings.max_new_tokens
+            n=settings.n,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            max_tokens=settings.max_new_tokens,
         )
+        results: list[list[Completion]] = []
         for start in range(0, len(conversations), self.chunk_size):
-            outputs = self.llm.chat(
-                list(conversations[start : start + self.chunk_size]), params, use_tqdm=False
-            )
-            for offset, output in enumerate(outputs):
-                sample = output.outputs[0]
-                on_result(start + offset, Completion(sample.text, truncated=sample.finish_reason == "length"))
+            chunk = list(conversations[start : start + self.chunk_size])
+            outputs = self.llm.chat(chunk, params, use_tqdm=False)
+            for output in outputs:
+                results.append(
+                    [Completion(s.text, truncated=s.finish_reason == "length") for s in output.outputs]
+                )
+                if on_result is not None:
+                    on_result(len(results) - 1, results[-1])
+        return results
 
 
 @dataclass(frozen=True)
@@ -268,14 +354,16 @@ class _RetryableError(Exception):
         self.retry_after = retry_after
 
 
-class _RowError(Exception):
-    """A request the server refuses for this row only: the row fails, the run goes on."""
+class _RequestError(Exception):
+    """A request the server refuses for this prompt only: the request fails, the run goes on."""
 
 
 @dataclass
 class _RunState:
-    """What the rows of one ``generate`` call share: the run of failed rows, and why the run is stopping."""
+    """What the requests of one ``generate`` call share: the run of failures, why the run is stopping,
+    and how many completions each conversation still waits for."""
 
+    waiting: list[int]
     consecutive_failures: int = 0
     stopping: BackendError | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -294,7 +382,7 @@ class OpenAIBackend:
         concurrency: requests in flight at once, at most.
         timeout_s: per-request socket timeout, for connecting and for each read.
         retry: the :class:`RetryPolicy`.
-        max_consecutive_failures: failed rows in a row that stop the run.
+        max_consecutive_failures: failed requests in a row that stop the run.
         extra_body: more fields for every request body, e.g.
             ``{"chat_template_kwargs": {"enable_thinking": False}}`` (vLLM, Qwen3: no thinking).
         sleep, rng: how to wait and where the jitter comes from (tests record the waits).
@@ -329,13 +417,17 @@ class OpenAIBackend:
         self.description = f"openai:{self.model}@{root}"
 
     def generate(
-        self, conversations: Sequence[Conversation], settings: GenerationSettings, on_result: OnResult
-    ) -> None:
-        """Send every conversation; on an exception (here or in ``on_result``) stop sending and re-raise.
+        self,
+        conversations: Sequence[Conversation],
+        settings: GenerationSettings,
+        on_result: OnResult | None = None,
+    ) -> list[list[Completion]]:
+        """Send ``n`` requests per conversation; on an exception (here or in ``on_result``) stop sending
+        and re-raise.
 
-        Requests already in flight when the run stops are awaited and their answers handed to
-        ``on_result`` (at most ``concurrency`` of them, each bounded by the retry policy), so an
-        interrupted run does not pay twice for what it had already asked.
+        Requests already in flight when the run stops are awaited and, for the conversations they
+        complete, handed to ``on_result`` (at most ``concurrency`` of them, each bounded by the retry
+        policy), so an interrupted run does not pay twice for what it had already asked.
         """
         headers = {"Content-Type": "application/json"}
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -348,36 +440,43 @@ class OpenAIBackend:
             "max_tokens": settings.max_new_tokens,
             **self.extra_body,
         }
+        n = settings.n
+        results: list[list[Completion | None]] = [[None] * n for _ in conversations]
+        state = _RunState(waiting=[n] * len(conversations))
 
-        state = _RunState()
-
-        def work(index: int) -> None:
-            if state.stopping is not None:  # another row stopped the run: send nothing more
+        def work(index: int, sample: int) -> None:
+            if state.stopping is not None:  # another request stopped the run: send nothing more
                 return
             try:
                 completion = self._complete({**body, "messages": conversations[index]}, headers, state)
             except BackendError as error:
                 state.stopping = error
                 raise
-            on_result(index, completion)
+            with state.lock:
+                results[index][sample] = completion
+                state.waiting[index] -= 1
+                complete = state.waiting[index] == 0
+            if complete and on_result is not None:
+                on_result(index, results[index])
 
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="rephrase-http")
-        futures = [pool.submit(work, i) for i in range(len(conversations))]
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai-backend")
+        futures = [pool.submit(work, i, sample) for i in range(len(conversations)) for sample in range(n)]
         try:
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in done:
                 future.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+        return results
 
     def _complete(self, body: dict, headers: dict, state: _RunState) -> Completion:
-        """One row: retried per the policy; a failure is a :class:`Completion` without text."""
+        """One request, retried per the policy; a failure is a :class:`Completion` without text."""
         data = json.dumps(body).encode("utf-8")
         attempt = 1
         while True:
             try:
                 completion = self._post(data, headers)
-            except _RowError as error:
+            except _RequestError as error:
                 return self._failed(str(error), state)
             except _RetryableError as error:
                 if attempt == self.retry.max_attempts:
@@ -395,7 +494,8 @@ class OpenAIBackend:
             stop = state.consecutive_failures >= self.max_consecutive_failures
         if stop:
             raise BackendError(
-                f"{self.url}: {self.max_consecutive_failures} rows failed in a row, stopping; last: {error}"
+                f"{self.url}: {self.max_consecutive_failures} requests failed in a row, stopping; "
+                f"last: {error}"
             )
         return Completion(None, error=error)
 
@@ -423,7 +523,7 @@ class OpenAIBackend:
             return BackendError(f"{self.url} answered {message}: {_FATAL_STATUSES[status]}")
         if status in _RETRIED_STATUSES or status >= 500:
             return _RetryableError(message, _retry_after(error.headers.get("Retry-After")))
-        return _RowError(message)
+        return _RequestError(message)
 
 
 def _completion_from_body(raw: bytes) -> Completion:
