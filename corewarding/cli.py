@@ -622,15 +622,18 @@ def _generation_backend(
 @app.command()
 @user_errors
 def report(
-    runs: list[Path] = typer.Argument(..., help="Run folders (each with metrics.jsonl and config.yaml)."),
+    runs: list[Path] = typer.Argument(..., help="Run folders (with metrics.jsonl), or folders holding them."),
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for report.md and curves.png."),
 ) -> None:
     """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
-    from corewarding.report import write_report
+    from rich.console import Console
+
+    from corewarding.report import load_run, rich_table, run_folders, summarize, write_report
 
     markdown, figure = write_report(runs, output)
-    typer.echo(markdown.read_text().split("\n\n")[1])
-    typer.echo(f"wrote {markdown} and {figure}")
+    console = Console()
+    console.print(rich_table([summarize(load_run(run)) for run in run_folders(runs)]))
+    console.print(f"wrote {markdown} and {figure}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from corewarding.config import load_recipe
-from corewarding.report import write_report
+from corewarding.report import load_run, rich_table, summarize, write_report
 from corewarding.rewards import METHODS
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "run_demo"]
@@ -113,7 +113,7 @@ def run_demo(
         [output_dir / m for m in methods], output_dir,
         title=f"corewarding demo: {budget.steps} steps per method, seed {seed}",
     )
-    console.print(report.read_text().split("\n\n")[1])
+    console.print(rich_table([summarize(load_run(output_dir / m)) for m in methods]))
     console.print(f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}")
     return report, figure
 

@@ -8,7 +8,7 @@ length against step — the small analogue of the paper's Figures 3, 4 and 6). R
 (several seeds) are drawn as their mean with a band from the lowest to the highest run, and the
 table adds a ``mean ± std`` row.
 
-    corewarding report runs/demo/* -o runs/demo
+    corewarding report runs/demo -o runs/demo      # every run folder inside runs/demo
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import yaml
 
 from corewarding.collapse import CollapseReport, detect_collapse, read_metrics
 
-__all__ = ["RunSummary", "load_run", "summarize", "markdown_table", "plot_curves", "write_report"]
+__all__ = ["RunSummary", "run_folders", "load_run", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
 
 HELDOUT = "eval_greedy_accuracy"
 SAMPLED = "eval_sampled_accuracy"
@@ -66,6 +66,15 @@ class RunSummary:
     label_accuracy: float | None
     reward: float | None
     collapse: CollapseReport
+
+
+def run_folders(paths: Sequence[str | Path]) -> list[Path]:
+    """Run folders among ``paths``: a run folder itself, or every run folder directly inside a folder."""
+    folders = []
+    for path in map(Path, paths):
+        inside = sorted(p.parent for p in path.glob("*/metrics.jsonl")) if path.is_dir() else []
+        folders += inside if inside and not (path / "metrics.jsonl").exists() else [path]
+    return folders
 
 
 def load_run(folder: str | Path) -> Run:
@@ -121,9 +130,9 @@ COLUMNS = (
 )
 
 
-def markdown_table(summaries: Sequence[RunSummary]) -> str:
-    """One row per run, plus a ``mean ± std`` row per method that has several runs."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
+    """The cells of :data:`COLUMNS`: one row per run, plus a ``mean ± std`` row per method with several runs."""
+    rows = []
     by_method: dict[str, list[RunSummary]] = defaultdict(list)
     for s in summaries:
         by_method[s.method].append(s)
@@ -131,18 +140,34 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
         for s in runs:
             collapse = f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
             reward = "–" if s.reward is None else f"{s.reward:.3f}"
-            cells = [s.name, method, str(s.steps), _percent(s.heldout_start), _percent(s.heldout_best),
-                     _percent(s.heldout_final), _percent(s.sampled_final), _percent(s.label_accuracy), reward, collapse]
-            lines.append("| " + " | ".join(cells) + " |")
+            rows.append([s.name, method, str(s.steps), _percent(s.heldout_start), _percent(s.heldout_best),
+                         _percent(s.heldout_final), _percent(s.sampled_final), _percent(s.label_accuracy), reward, collapse])
         if len(runs) > 1:
             collapsed = sum(s.collapse.collapsed for s in runs)
-            cells = [f"**{method}** (mean ± std)", method, str(max(s.steps for s in runs)),
-                     _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
-                     _mean_std([s.heldout_final for s in runs]), _mean_std([s.sampled_final for s in runs]),
-                     _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0),
-                     f"{collapsed} of {len(runs)} runs"]
-            lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+            rows.append([f"**{method}** (mean ± std)", method, str(max(s.steps for s in runs)),
+                         _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
+                         _mean_std([s.heldout_final for s in runs]), _mean_std([s.sampled_final for s in runs]),
+                         _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0),
+                         f"{collapsed} of {len(runs)} runs"])
+    return rows
+
+
+def markdown_table(summaries: Sequence[RunSummary]) -> str:
+    """:func:`table_rows` as a Markdown table."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table_rows(summaries)])
+
+
+def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
+    """:func:`table_rows` as a rich table for the terminal (the run column left out: it repeats the method)."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in COLUMNS[1:]:
+        table.add_column(column, justify="left" if column in ("method", "collapse") else "right")
+    for row in table_rows(summaries):
+        table.add_row(*(cell.replace("**", "") for cell in row[1:]))
+    return table
 
 
 def _trailing_mean(values: list[float], window: int) -> list[float]:
@@ -192,9 +217,9 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
 
 def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs") -> tuple[Path, Path]:
     """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
-    if not folders:
+    runs = [load_run(f) for f in run_folders(folders)]
+    if not runs:
         raise ValueError("no run folders given")
-    runs = [load_run(f) for f in folders]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = plot_curves(runs, out_dir / "curves.png")

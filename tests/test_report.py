@@ -60,6 +60,10 @@ def test_write_report_and_the_cli(runs, tmp_path):
     result = CliRunner().invoke(app, ["report", *map(str, runs), "-o", str(tmp_path / "cli")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "cli" / "report.md").read_text() == report.read_text()
+    # A folder of run folders stands for all of them.
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "parent")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "parent" / "report.md").read_text() == report.read_text()
 
 
 def test_report_of_a_folder_without_metrics_is_a_one_line_error(tmp_path):
