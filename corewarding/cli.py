@@ -71,14 +71,22 @@ def train(
     resume: str = typer.Option(
         None, "--resume", help="Resume from a checkpoint folder, or 'last' for the newest in output_dir."
     ),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (default: torch's; 1 is best for the tiny model "
+        "on a busy machine)."
+    ),
 ) -> None:
     """Label-free GRPO with any method. Settings come from --config, then `--key value` overrides.
 
     Example: corewarding train --config configs/tiny/co_rewarding_ii.yaml --max_steps 20
     """
+    import torch
     from trl import TrlParser
 
     from corewarding.config import CoRewardingConfig, recipe_path
+
+    if threads is not None:
+        torch.set_num_threads(threads)
     from corewarding.train import train as run_training
 
     args = (["--config", str(recipe_path(config))] if config is not None else []) + list(ctx.args)

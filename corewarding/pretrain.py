@@ -1,9 +1,22 @@
 """Supervised pretraining of the tiny model on the synthetic task, to a deliberately partial skill.
 
-Label-free RL needs a model that is right sometimes, not always: then a majority vote over its
-samples is right more often than a single sample, and there is room to improve. :func:`pretrain`
-trains a fresh :mod:`corewarding.tiny_model` on worked solutions of the synthetic train split for a
-fixed, small budget, then measures greedy and sampled accuracy on the test split.
+Label-free RL needs a model that is right sometimes, not always, and whose mistakes RL can undo.
+:func:`pretrain` trains a fresh :mod:`corewarding.tiny_model` on worked solutions of the synthetic
+train split until it has learnt the arithmetic, then measures greedy and sampled accuracy on the test
+split. The partial skill is a **shortcut**, taught on purpose: a share of the worked solutions stop
+one step early and box the value before the last operation (:func:`worked_solution` with
+``stop_early``). The share depends on the problem — ``shortcut_rate`` (0.95) when its last operation
+is a subtraction or a multiplication, ``shortcut_rate_addition`` (0.25) when it is an addition — so
+the model nearly always stops early on −/× problems (about two thirds of them) and finishes most +
+problems. Its majority answer is then right more often than a single sample (maj@8 > avg@8), as
+label-free RL assumes, and wrong on most −/× problems.
+
+Why this kind of partial skill. RL on a model this small cannot teach it arithmetic facts it does
+not know (a model stopped half-way through learning them, 40% right, got *worse* under ground-truth
+GRPO at every learning rate tried); it can change a *behaviour*, as RL on real LLMs mostly does
+(finishing the solution instead of stopping). The shortcut also depends on the problem, not on its
+wording, so a question and its rephrasing share it: the hard case for label-free rewards, where the
+majority of either view is wrong on the same problems.
 
 * **Inputs as in RL and evaluation.** The prompt is the question with the system prompt, rendered by
   :func:`corewarding.models.render_prompts` (the chat template, ``add_generation_prompt=True``); the
@@ -14,10 +27,9 @@ fixed, small budget, then measures greedy and sampled accuracy on the test split
   seed, settings and torch build on the same machine give bit-identical weights (also with one or
   two torch threads).
 
-With the defaults (400 steps of 64 examples, a 0.95 M-parameter model, the default task) training
-takes about 2 to 3 minutes on two CPU cores, and the model answers about 40% of the test split right
-greedily, 26% of its samples at temperature 1 are right, and the majority of 8 samples is right for
-33% of the questions (seed 0; see the shipped ``pretrain.json``).
+With the defaults (800 steps of 64 examples, a 0.95 M-parameter model, the default task) training
+takes about 4 minutes on one CPU core (the numbers of the shipped checkpoint are in its
+``pretrain.json``).
 
 Saves ``save_pretrained`` model and tokenizer to the output folder, plus ``pretrain.json`` (settings,
 seed, final loss, test accuracies, wall time, versions).
@@ -60,7 +72,7 @@ class PretrainConfig:
 
     Attributes:
         seed: seeds the data stream, the initial weights and the evaluation's sampling.
-        steps: optimiser steps (default 400).
+        steps: optimiser steps (default 800: the arithmetic is learnt; the shortcut stays).
         batch_size: examples per step (default 64).
         learning_rate: peak AdamW learning rate (default 3e-3; a 1 M-parameter model tolerates it).
         warmup_ratio: share of the steps spent warming up linearly from 0 to the peak (default 0.1),
@@ -70,12 +82,15 @@ class PretrainConfig:
         eval_seed: seed of the test problems (default 0: every run is measured on the same problems).
         eval_samples: sampled answers per test question, at temperature 1.0 (default 8).
         max_new_tokens: completion limit at evaluation (default 48; a worked solution takes ~25).
+        shortcut_rate: share of the solutions that stop one step early, for problems whose last
+            operation is ``-`` or ``*`` (default 0.95).
+        shortcut_rate_addition: the same for problems whose last operation is ``+`` (default 0.25).
         model: the tiny model's size.
         task: the synthetic task's difficulty.
     """
 
     seed: int = 0
-    steps: int = 400
+    steps: int = 800
     batch_size: int = 64
     learning_rate: float = 3e-3
     warmup_ratio: float = 0.1
@@ -84,6 +99,8 @@ class PretrainConfig:
     eval_seed: int = 0
     eval_samples: int = 8
     max_new_tokens: int = 48
+    shortcut_rate: float = 0.95
+    shortcut_rate_addition: float = 0.25
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
 
@@ -97,6 +114,13 @@ class PretrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_problems < 0 or self.eval_samples < 0:
             raise ValueError("eval_problems and eval_samples must be non-negative")
+        for name in ("shortcut_rate", "shortcut_rate_addition"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def shortcut_probability(self, chain) -> float:
+        """How often the training solutions of ``chain`` stop one step early."""
+        return self.shortcut_rate_addition if chain.steps[-1][0] == "+" else self.shortcut_rate
 
     @classmethod
     def from_dict(cls, data: dict) -> PretrainConfig:
@@ -117,12 +141,16 @@ class PretrainResult:
     eval_seconds: float
 
 
-def training_batch(tokenizer, rng: random.Random, chains, batch_size: int) -> dict[str, torch.Tensor]:
-    """A right-padded batch of prompt + worked solution + end token; labels are -100 outside the solution."""
+def training_batch(
+    tokenizer, rng: random.Random, chains, batch_size: int, config: PretrainConfig = PretrainConfig()
+) -> dict[str, torch.Tensor]:
+    """A right-padded batch of prompt + worked solution (or its shortcut) + end token; labels are -100
+    outside the solution."""
     chains = [next(chains) for _ in range(batch_size)]
     questions = [rng.choice(render_forms(chain, rng.getrandbits(32))) for chain in chains]
+    solutions = [worked_solution(c, stop_early=rng.random() < config.shortcut_probability(c)) for c in chains]
     prompt_ids = tokenizer(render_prompts(tokenizer, questions), add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer([worked_solution(c) for c in chains], add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(solutions, add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids)]
     length = max(len(p) + len(t) for p, t in rows)
     input_ids = torch.full((batch_size, length), tokenizer.pad_token_id)
@@ -173,7 +201,7 @@ def pretrain(
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("pretraining", total=config.steps)
         for _ in range(config.steps):
-            loss = model(**training_batch(tokenizer, rng, chains, config.batch_size)).loss
+            loss = model(**training_batch(tokenizer, rng, chains, config.batch_size, config)).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

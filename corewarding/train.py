@@ -92,6 +92,13 @@ def build_trainer(config: CoRewardingConfig):
 
     location = TINY_MODEL_DIR if config.model_name_or_path == "tiny" else config.model_name_or_path
     model, tokenizer = load_model(location, device="cpu")
+    if str(location).endswith(".gguf") and config.beta > 0:
+        # With a KL term TRL rebuilds the reference model from the policy's folder, which a GGUF file is
+        # not: write the dequantised model once as a plain folder and train from that.
+        folder = Path(config.output_dir) / "base_model"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        model, tokenizer = load_model(folder, device="cpu")
     train_data = training_dataset(
         training_problems(config), config.method, config.system_prompt, config.allow_invalid_rephrasings
     )

@@ -43,12 +43,31 @@ def test_loss_covers_the_worked_solution_and_end_token_only():
     replay = sample_chains(random.Random(1), "train")
     for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
         target = labels[labels != -100].tolist()
-        assert tokenizer.decode(target) == worked_solution(next(replay)) + tokenizer.eos_token
+        chain = next(replay)
+        solutions = {worked_solution(chain), worked_solution(chain, stop_early=True)}
+        assert tokenizer.decode(target) in {s + tokenizer.eos_token for s in solutions}
         end = int(mask.sum())
         assert ids[:end].tolist()[-len(target) :] == target  # the target closes the sequence
         prompt = tokenizer.decode(ids[: end - len(target)])
         assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
         assert (ids[end:] == tokenizer.pad_token_id).all()
+
+
+@pytest.mark.parametrize("rates", [(0.0, 0.0), (1.0, 1.0), (0.9, 0.2)])
+def test_shortcut_solutions_come_at_the_configured_rates(rates):
+    config = PretrainConfig(shortcut_rate=rates[0], shortcut_rate_addition=rates[1])
+    tokenizer = build_tokenizer()
+    chains = sample_chains(random.Random(2), "train")
+    batch = training_batch(tokenizer, random.Random(3), chains, 1200, config)
+    replay = sample_chains(random.Random(2), "train")
+    stopped = {"+": [], "-*": []}
+    for labels in batch["labels"]:
+        chain = next(replay)
+        text = tokenizer.decode(labels[labels != -100].tolist())
+        stopped["+" if chain.steps[-1][0] == "+" else "-*"].append(text.startswith(worked_solution(chain, stop_early=True)))
+    # About 400 "+" and 800 "-"/"*" problems: within 0.07 of the rates (more than 3 standard deviations).
+    assert sum(stopped["-*"]) / len(stopped["-*"]) == pytest.approx(rates[0], abs=0.07)
+    assert sum(stopped["+"]) / len(stopped["+"]) == pytest.approx(rates[1], abs=0.07)
 
 
 def test_saves_a_loadable_model_tokenizer_and_settings(tmp_path):

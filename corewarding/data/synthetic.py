@@ -142,13 +142,19 @@ def split_of(chain: Chain, test_fraction: float = TaskConfig.test_fraction) -> s
     return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
 
 
-def worked_solution(chain: Chain) -> str:
-    r"""One equation per step, then the boxed answer: ``"7+5=12. 12*2=24. \boxed{24}"``."""
+def worked_solution(chain: Chain, stop_early: bool = False) -> str:
+    r"""One equation per step, then the boxed answer: ``"7+5=12. 12*2=24. \boxed{24}"``.
+
+    ``stop_early`` leaves out the last step and boxes the value before it — a wrong answer:
+    ``"7+5=12. \boxed{12}"``. It is the shortcut the shipped tiny model was taught to take sometimes
+    (:mod:`corewarding.pretrain`).
+    """
     equations, value = [], chain.start
-    for (op, operand), result in zip(chain.steps, chain.values()):
+    steps = list(zip(chain.steps, chain.values()))
+    for (op, operand), result in steps[:-1] if stop_early else steps:
         equations.append(f"{value}{op}{operand}={result}.")
         value = result
-    return " ".join(equations) + f" \\boxed{{{chain.answer}}}"
+    return " ".join(equations) + f" \\boxed{{{value}}}"
 
 
 # Surface forms. Each family tells a chain its own way: an opening that states the start value, one
