@@ -15,6 +15,9 @@ MODULES = [
     "corewarding.data.rephrasing_prompt",
     "corewarding.data.rephrasing_checks",
     "corewarding.data.rephrasing_backends",
+    "corewarding.reward_model",
+    "corewarding.cooper",
+    "corewarding.annotate",
 ]
 
 
