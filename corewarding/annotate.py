@@ -29,7 +29,7 @@ Worked example::
 
     >>> split_of_question("arith-5c7b2d0e1f3a", 0.1), split_of_question("arith-1", 0.1)
     ('heldout', 'train')
-    >>> parse_verdict("The completion gives 12, the reference 12.\nYES"), parse_verdict("No."), parse_verdict("?")
+    >>> parse_verdict("It gives 12, the reference is 12.\nYES"), parse_verdict("No."), parse_verdict("?")
     (True, False, None)
 """
 
@@ -181,8 +181,14 @@ def label_completions(
     unclear = 0
     if judge is not None and unparsed:
         conversations = [
-            [{"role": "user", "content": JUDGE_INSTRUCTION.format(
-                example=reward_model_text(questions[i], references[i], completions[i], bounds))}]
+            [
+                {
+                    "role": "user",
+                    "content": JUDGE_INSTRUCTION.format(
+                        example=reward_model_text(questions[i], references[i], completions[i], bounds)
+                    ),
+                }
+            ]
             for i in unparsed
         ]
         verdicts: dict[int, bool | None] = {}
@@ -197,6 +203,10 @@ def label_completions(
             else:
                 labels[i], labelers[i] = verdicts[i], "judge"
     return labels, labelers, answers, unclear
+
+
+def _json_line(example: LabelledExample) -> str:
+    return json.dumps(asdict(example), ensure_ascii=False) + "\n"
 
 
 def _settings_record(settings: AnnotationSettings, policy: str, judge: RephrasingBackend | None) -> dict:
@@ -226,7 +236,7 @@ def _complete_questions(output: Path, samples: int) -> set[str]:
     if len(complete) < len(counts) or output.read_bytes()[-1:] not in (b"", b"\n"):
         kept = [row for row in rows if row.question_id in complete]
         partial = output.with_name(output.name + ".partial")
-        partial.write_text("".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in kept))
+        partial.write_text("".join(map(_json_line, kept)))
         os.replace(partial, output)
     return complete
 
@@ -252,36 +262,49 @@ def annotate(
     usable = [p for p in problems if p.answer is not None]
     done = _complete_questions(output, settings.samples) if output.is_file() else set()
     todo = [p for p in usable if p.id not in done]
-    sampling = SamplingSettings(settings.samples, settings.temperature, settings.top_p, settings.max_new_tokens)
+    sampling = SamplingSettings(
+        settings.samples, settings.temperature, settings.top_p, settings.max_new_tokens
+    )
     labelers: Counter[str] = Counter()
     written = positives = unclear = 0
     with Progress(disable=not (progress and todo)) as bar:
         task = bar.add_task(f"annotating ({len(usable) - len(todo)} done before)", total=len(todo))
         for start in range(0, len(todo), settings.chunk_size):
             chunk = todo[start : start + settings.chunk_size]
-            sampled = sampler.sample([chat_messages(p.question, settings.system_prompt) for p in chunk], sampling)
+            sampled = sampler.sample(
+                [chat_messages(p.question, settings.system_prompt) for p in chunk], sampling
+            )
             rows = [(p, c) for p, group in zip(chunk, sampled, strict=True) for c in group]
             labels, who, answers, judge_unclear = label_completions(
-                [p.question for p, _ in rows], [p.answer for p, _ in rows], [c for _, c in rows],
-                judge=judge, judge_settings=judge_settings, bounds=settings.bounds,
+                [p.question for p, _ in rows],
+                [p.answer for p, _ in rows],
+                [c for _, c in rows],
+                judge=judge,
+                judge_settings=judge_settings,
+                bounds=settings.bounds,
             )
-            lines = [
-                json.dumps(asdict(LabelledExample(
-                    p.id, p.question, p.answer, c, answer, label, labeler,
-                    split_of_question(p.id, settings.heldout_fraction),
-                )), ensure_ascii=False) + "\n"
-                for (p, c), answer, label, labeler in zip(rows, answers, labels, who)
+            fraction = settings.heldout_fraction
+            examples = [
+                LabelledExample(
+                    p.id, p.question, p.answer, c, a, label, by, split_of_question(p.id, fraction)
+                )
+                for (p, c), a, label, by in zip(rows, answers, labels, who)
             ]
             with output.open("a", encoding="utf-8") as file:
-                file.write("".join(lines))
-            written += len(lines)
+                file.write("".join(map(_json_line, examples)))
+            written += len(examples)
             positives += sum(labels)
             labelers.update(who)
             unclear += judge_unclear
             bar.advance(task, len(chunk))
     return AnnotationRun(
-        questions=len(usable), done_before=len(usable) - len(todo), no_reference=len(problems) - len(usable),
-        written=written, labelers=dict(labelers), positives=positives, judge_unclear=unclear,
+        questions=len(usable),
+        done_before=len(usable) - len(todo),
+        no_reference=len(problems) - len(usable),
+        written=written,
+        labelers=dict(labelers),
+        positives=positives,
+        judge_unclear=unclear,
     )
 
 
@@ -302,7 +325,9 @@ def read_labelled(path: str | os.PathLike, split: str | None = None) -> list[Lab
                 row = LabelledExample(**json.loads(line))
             except (ValueError, TypeError):
                 if line.endswith("\n"):
-                    raise ValueError(f"{path}:{number} is not a labelled completion (made by rm annotate?)") from None
+                    raise ValueError(
+                        f"{path}:{number} is not a labelled completion (made by rm annotate?)"
+                    ) from None
                 continue  # the last line, cut off by a killed run
             if split is None or row.split == split:
                 rows.append(row)

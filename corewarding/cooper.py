@@ -95,16 +95,23 @@ class CooperRewardModel:
         frozen: ``cooper_static``: no optimizer; :meth:`update`, :meth:`save` and :meth:`load` refuse.
     """
 
-    def __init__(self, reward_model: RewardModel, learning_rate: float, max_grad_norm: float = 1.0,
-                 frozen: bool = False):
+    def __init__(
+        self,
+        reward_model: RewardModel,
+        learning_rate: float,
+        max_grad_norm: float = 1.0,
+        frozen: bool = False,
+    ):
         self.reward_model = reward_model
         self.frozen = frozen
         self.max_grad_norm = max_grad_norm
         self.steps = 0
         reward_model.model.requires_grad_(not frozen)
-        self.optimizer = None if frozen else torch.optim.AdamW(
-            reward_model.model.parameters(), lr=learning_rate, weight_decay=0.0
-        )
+        self.optimizer = None
+        if not frozen:
+            self.optimizer = torch.optim.AdamW(
+                reward_model.model.parameters(), lr=learning_rate, weight_decay=0
+            )
 
     def update(self, texts: Sequence[str], pairs: Sequence[Pair]) -> float | None:
         """One optimizer step on the Bradley–Terry loss of ``pairs`` (positions into ``texts``).
@@ -159,15 +166,21 @@ class CooperRewardModel:
         self._refuse_if_frozen()
         folder = Path(checkpoint)
         if not (folder / STATE_FILE).is_file():
-            raise FileNotFoundError(f"checkpoint {folder} has no {STATE_FILE}: it was not saved by a cooper run")
+            raise FileNotFoundError(
+                f"checkpoint {folder} has no {STATE_FILE}: it was not saved by a cooper run"
+            )
         saved = RewardModel.load(folder / REWARD_MODEL_DIR, device=self.reward_model.device)
         self.reward_model.model.load_state_dict(saved.model.state_dict())
-        self.optimizer.load_state_dict(torch.load(folder / OPTIMIZER_FILE, map_location=self.reward_model.device))
+        self.optimizer.load_state_dict(
+            torch.load(folder / OPTIMIZER_FILE, map_location=self.reward_model.device)
+        )
         self.steps = json.loads((folder / STATE_FILE).read_text())["steps"]
 
     def _refuse_if_frozen(self) -> None:
         if self.frozen:
-            raise RuntimeError("the reward model of cooper_static is frozen: it is neither updated nor checkpointed")
+            raise RuntimeError(
+                "the reward model of cooper_static is frozen: it is neither updated nor checkpointed"
+            )
 
 
 def _process_index_and_count() -> tuple[int, int]:

@@ -103,7 +103,7 @@ def truncate_middle(text: str, max_chars: int) -> str:
 def reward_model_text(
     question: str, reference: str, completion: str, bounds: TemplateBounds = TemplateBounds()
 ) -> str:
-    """The text the reward model scores (the template of the module docstring), fields truncated to ``bounds``."""
+    """The text the reward model scores (the module docstring's template), fields cut to ``bounds``."""
     return (
         f"<question>{truncate_middle(question, bounds.question_chars)}</question>\n"
         f"<reference_answer>{truncate_middle(reference, bounds.reference_chars)}</reference_answer>\n"
@@ -112,21 +112,23 @@ def reward_model_text(
 
 
 def bradley_terry_loss(positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
-    """Mean over pairs of −log σ(s_pos − s_neg) (computed as softplus(s_neg − s_pos), which cannot overflow)."""
+    """Mean over pairs of −log σ(s_pos − s_neg), computed as softplus(s_neg − s_pos) (cannot overflow)."""
     return F.softplus(negative - positive).mean()
 
 
 @dataclass(frozen=True)
 class ClassificationScores:
-    """How well 0/1 predictions match 0/1 labels (fractions; None where a ratio has no denominator).
+    """How well scores separate 1-labels from 0-labels (fractions; None where a ratio has no denominator).
 
     Attributes:
         count: examples scored.
-        accuracy: share predicted right.
+        accuracy: share predicted right, predicting 1 when the score is at least the threshold.
         balanced_accuracy: mean of the recall of each class (0.5 for a constant or random guess,
             whatever the share of positives).
         precision: share of predicted positives that are positive.
         recall: share of positives predicted positive.
+        auc: area under the ROC curve: the chance that a random positive scores above a random
+            negative (ties count half); 0.5 for a random scorer, and independent of the threshold.
         positive_rate: share of positive labels (a constant "wrong" guess has accuracy 1 − this).
     """
 
@@ -135,26 +137,31 @@ class ClassificationScores:
     balanced_accuracy: float | None
     precision: float | None
     recall: float | None
+    auc: float | None
     positive_rate: float | None
 
 
-def classification_scores(predictions: Sequence[bool], labels: Sequence[bool]) -> ClassificationScores:
-    """Accuracy, balanced accuracy, precision and recall of predictions against labels.
+def classification_scores(
+    scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.0
+) -> ClassificationScores:
+    """Accuracy, balanced accuracy, precision, recall and AUC of scores against labels.
 
-    >>> s = classification_scores([True, True, False, False], [True, False, False, False])
-    >>> s.accuracy, round(s.balanced_accuracy, 4), s.precision, s.recall, s.positive_rate  # (1 + 2/3) / 2
-    (0.75, 0.8333, 0.5, 1.0, 0.25)
+    The default threshold 0 on a logit s is σ(s) ≥ 0.5.
+
+    >>> s = classification_scores([2.0, 0.5, -1.0, 0.5], [True, False, False, False])
+    >>> s.accuracy, round(s.balanced_accuracy, 4), s.precision, s.recall, s.auc, s.positive_rate
+    (0.5, 0.6667, 0.3333333333333333, 1.0, 1.0, 0.25)
     """
-    if len(predictions) != len(labels):
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
-    pairs = list(zip(map(bool, predictions), map(bool, labels)))
+    if len(scores) != len(labels):
+        raise ValueError(f"{len(scores)} scores for {len(labels)} labels")
+    pairs = [(s >= threshold, bool(y)) for s, y in zip(scores, labels)]
     tp = sum(p and y for p, y in pairs)
     tn = sum(not p and not y for p, y in pairs)
     positives = sum(y for _, y in pairs)
     predicted = sum(p for p, _ in pairs)
     negatives = len(pairs) - positives
 
-    def ratio(a: int, b: int) -> float | None:
+    def ratio(a: float, b: int) -> float | None:
         return a / b if b else None
 
     recall, specificity = ratio(tp, positives), ratio(tn, negatives)
@@ -165,8 +172,28 @@ def classification_scores(predictions: Sequence[bool], labels: Sequence[bool]) -
         balanced_accuracy=sum(recalls) / len(recalls) if recalls else None,
         precision=ratio(tp, predicted),
         recall=recall,
+        auc=ratio(
+            _positive_rank_sum(scores, labels) - positives * (positives + 1) / 2, positives * negatives
+        ),
         positive_rate=ratio(positives, len(pairs)),
     )
+
+
+def _positive_rank_sum(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Sum of the positives' ranks among all scores (1-based; tied scores share their mean rank).
+
+    Mann–Whitney: AUC = (this − P(P + 1)/2) / (P·N) for P positives and N negatives.
+    """
+    order = sorted(range(len(scores)), key=lambda i: scores[i])
+    total, start = 0.0, 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and scores[order[end + 1]] == scores[order[start]]:
+            end += 1
+        mean_rank = (start + end) / 2 + 1
+        total += mean_rank * sum(bool(labels[i]) for i in order[start : end + 1])
+        start = end + 1
+    return total
 
 
 class RewardModel:
@@ -219,8 +246,11 @@ class RewardModel:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)
             model, tokenizer = load_model(
-                location, device=device, dtype=torch.float32,
-                model_class=AutoModelForSequenceClassification, num_labels=1,
+                location,
+                device=device,
+                dtype=torch.float32,
+                model_class=AutoModelForSequenceClassification,
+                num_labels=1,
             )
         return cls(model, tokenizer, bounds, batch_size)
 
@@ -235,18 +265,29 @@ class RewardModel:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def texts(self, questions: Sequence[str], references: Sequence[str], completions: Sequence[str]) -> list[str]:
+    def texts(
+        self, questions: Sequence[str], references: Sequence[str], completions: Sequence[str]
+    ) -> list[str]:
         """The template of each (question, reference, completion), with this model's bounds."""
-        return [reward_model_text(q, r, c, self.bounds) for q, r, c in zip(questions, references, completions, strict=True)]
+        return [
+            reward_model_text(q, r, c, self.bounds)
+            for q, r, c in zip(questions, references, completions, strict=True)
+        ]
 
     def logits(self, texts: Sequence[str]) -> torch.Tensor:
         """The score s of each text, as a float32 tensor that carries gradients (one forward pass)."""
         batch = self.tokenizer(
-            list(texts), return_tensors="pt", padding=True, padding_side="right", truncation=True,
+            list(texts),
+            return_tensors="pt",
+            padding=True,
+            padding_side="right",
+            truncation=True,
             max_length=self.max_length,
         ).to(self.device)
         autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
+            torch.autocast("cuda", dtype=torch.bfloat16, enabled=torch.cuda.is_bf16_supported())
+            if self.device.type == "cuda"
+            else nullcontext()
         )
         with autocast:
             return self.model(**batch).logits[:, 0].float()

@@ -7,14 +7,14 @@ binary cross-entropy
 
 minimised by AdamW with a linear warm-up and cosine decay, gradients clipped to norm 1. After every
 epoch the model is scored on the held-out completions (:func:`evaluate_reward_model`: accuracy,
-balanced accuracy, precision and recall of σ(s) ≥ 0.5).
+balanced accuracy, precision and recall of σ(s) ≥ 0.5, and the threshold-free AUC).
 
 **Resuming.** Every ``save_steps`` steps the model, the optimizer, the schedule and the step are
-saved to ``<output>/checkpoint-<step>``; a rerun with the same settings continues from there, and ends with
-the weights an uninterrupted run ends with (the order of the examples in epoch e is fixed by the seed
-and e). At the end the model and tokenizer are saved to ``<output>`` (``RewardModel.load`` reads it),
-with ``rm_train.json`` (settings, data sizes, the scores of every epoch, time); a rerun then only
-reports them.
+saved to ``<output>/checkpoint-<step>``; a rerun with the same settings continues from the newest
+complete one and ends with the weights an uninterrupted run ends with (the order of the examples in
+epoch e is fixed by the seed and e; the backbones used here have no dropout). At the end the model
+and tokenizer are saved to ``<output>`` (``RewardModel.load`` reads it), with ``rm_train.json``
+(settings, data sizes, the scores after every epoch, time); a rerun then only reports them.
 """
 
 from __future__ import annotations
@@ -107,10 +107,11 @@ class RewardTrainingResult:
 
 
 def evaluate_reward_model(model: RewardModel, examples: Sequence[LabelledExample]) -> ClassificationScores:
-    """Scores of the prediction σ(s) ≥ 0.5 (i.e. s ≥ 0) against the examples' labels."""
-    texts = model.texts([e.question for e in examples], [e.reference for e in examples],
-                        [e.completion for e in examples])
-    return classification_scores([s >= 0.0 for s in model.scores(texts)], [e.label for e in examples])
+    """How well the scores s separate the examples' labels: AUC, and the prediction σ(s) ≥ 0.5 (s ≥ 0)."""
+    texts = model.texts(
+        [e.question for e in examples], [e.reference for e in examples], [e.completion for e in examples]
+    )
+    return classification_scores(model.scores(texts), [e.label for e in examples])
 
 
 def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:
@@ -128,7 +129,7 @@ def train_reward_model(
     *,
     progress: bool = True,
 ) -> RewardTrainingResult:
-    """Train ``model`` with binary cross-entropy on ``train``, score it on ``heldout``, save it to ``output_dir``.
+    """Train ``model`` on ``train`` (BCE), score it on ``heldout``, and save it to ``output_dir``.
 
     ``model`` is the starting point (a fresh head, or a reward model to train further); on resuming,
     its weights are replaced by the checkpoint's.
@@ -163,17 +164,25 @@ def train_reward_model(
         result.resumed_from_step = state["step"]
     step = result.resumed_from_step
     labels = torch.tensor([float(e.label) for e in train])
-    texts = model.texts([e.question for e in train], [e.reference for e in train], [e.completion for e in train])
+    texts = model.texts(
+        [e.question for e in train], [e.reference for e in train], [e.completion for e in train]
+    )
 
     started = time.perf_counter()
     model.model.train()
-    columns = (TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("training the reward model", total=total, completed=step, loss=float("nan"))
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
-            rows = _epoch_order(len(train), config.seed, epoch)[position * config.batch_size :][: config.batch_size]
+            order = _epoch_order(len(train), config.seed, epoch)
+            rows = order[position * config.batch_size : (position + 1) * config.batch_size]
             loss = F.binary_cross_entropy_with_logits(
                 model.logits([texts[i] for i in rows]), labels[rows].to(model.device)
             )
@@ -187,7 +196,9 @@ def train_reward_model(
             bar.update(task, advance=1, loss=loss.item())
             if step % steps_per_epoch == 0:
                 scores = asdict(evaluate_reward_model(model, heldout)) if heldout else {}
-                result.epochs.append({"epoch": epoch + 1, "loss": sum(epoch_losses) / len(epoch_losses), **scores})
+                result.epochs.append(
+                    {"epoch": epoch + 1, "loss": sum(epoch_losses) / len(epoch_losses), **scores}
+                )
                 epoch_losses = []
                 model.model.train()
             if step % config.save_steps == 0 and step < total:
@@ -212,8 +223,11 @@ def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losse
     folder = output / f"{_CHECKPOINT}-{step}"
     model.save(folder)
     state = {
-        "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), "step": step,
-        "epoch_losses": epoch_losses, "result": asdict(result),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "step": step,
+        "epoch_losses": epoch_losses,
+        "result": asdict(result),
     }
     torch.save(state, folder / _STATE)
     for older in output.glob(f"{_CHECKPOINT}-*"):

@@ -54,9 +54,10 @@ from corewarding.data.records import Problem
 from corewarding.equivalence import answers_match
 from corewarding.evaluate import HFSampler
 from corewarding.evaluate import evaluate as evaluate_problems
+from corewarding.models import ModelLoadError
 from corewarding.reward_model import RewardModel, TemplateBounds
 from corewarding.reward_model_training import evaluate_reward_model
-from corewarding.rewards import COOPER_METHODS, CONFIDENCE_METHODS, Rollouts, format_rewards, method_rewards
+from corewarding.rewards import CONFIDENCE_METHODS, COOPER_METHODS, Rollouts, format_rewards, method_rewards
 from corewarding.teacher import TeacherSchedule, ema_update_
 from corewarding.token_statistics import entropy, self_certainty
 from corewarding.voting import VotingConfig
@@ -161,11 +162,11 @@ class CoRewardingTrainer(GRPOTrainer):
     ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
 
     Cooper's metrics: ``rm/rule_agreement`` and ``rm/false_positive_rate`` (every batch, see
-    :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``, ``rm/heldout_balanced_accuracy``,
-    ``rm/heldout_precision`` and ``rm/heldout_recall`` of the reward model that rewards the step, on the
-    held-out split of ``reward_model_eval_data`` (every ``reward_model_eval_steps`` steps); ``cooper``
-    only: ``rm/pairs`` (pairs of the update), ``rm/skipped_groups`` (groups without a pair) and
-    ``rm/loss`` (the Bradley–Terry loss before the update; absent without pairs).
+    :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``, ``_balanced_accuracy``,
+    ``_precision``, ``_recall`` and ``_auc`` of the reward model that rewards the step, on the held-out
+    split of ``reward_model_eval_data`` (every ``reward_model_eval_steps`` steps); ``cooper`` only:
+    ``rm/pairs`` (pairs of the update), ``rm/skipped_groups`` (groups without a pair) and ``rm/loss``
+    (the Bradley–Terry loss before the update; absent without pairs).
     """
 
     def __init__(
@@ -225,10 +226,15 @@ class CoRewardingTrainer(GRPOTrainer):
         bounds = TemplateBounds(
             args.reward_model_question_chars, args.reward_model_reference_chars, args.reward_model_completion_chars
         )
-        reward_model = RewardModel.load(
-            args.reward_model_path, bounds=bounds, batch_size=args.reward_model_batch_size,
-            device=self.accelerator.device, seed=args.seed,
-        )
+        try:
+            reward_model = RewardModel.load(
+                args.reward_model_path, bounds=bounds, batch_size=args.reward_model_batch_size,
+                device=self.accelerator.device, seed=args.seed,
+            )
+        except ModelLoadError as error:
+            raise ModelLoadError(
+                f"{error} (reward_model_path: make a reward model with `corewarding rm train`, or use tiny)"
+            ) from None
         cooper = CooperRewardModel(
             reward_model, args.reward_model_learning_rate, args.max_grad_norm, frozen=args.method == "cooper_static"
         )
@@ -275,7 +281,7 @@ class CoRewardingTrainer(GRPOTrainer):
             local["teacher_answers"] = self._teacher_answers(mode)
         if method in COOPER_METHODS:
             local["texts"] = self.cooper.reward_model.texts(
-                [question_text(x["prompt"]) for x in inputs], [x["answer"] or "" for x in inputs],
+                [question_text(x["prompt"]) for x in inputs], [x["answer"] for x in inputs],
                 [completion_text(c) for c in completions],
             )
             local["reward_model_scores"] = self.cooper.reward_model.scores(local["texts"])
@@ -303,7 +309,7 @@ class CoRewardingTrainer(GRPOTrainer):
         step = self.state.global_step + 1
         if self.cooper_heldout and (step - 1) % self.args.reward_model_eval_steps == 0:
             heldout = evaluate_reward_model(self.cooper.reward_model, self.cooper_heldout)
-            for name in ("accuracy", "balanced_accuracy", "precision", "recall"):
+            for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc"):
                 if getattr(heldout, name) is not None:
                     metrics[f"rm/heldout_{name}"] = getattr(heldout, name)
         if self.cooper.frozen:

@@ -2,12 +2,17 @@
 and 2-step runs of ``cooper`` and ``cooper_static`` with checkpoints."""
 
 import json
+import os
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from corewarding import reward_model_training
 from corewarding.annotate import (
     AnnotationSettings,
     LabelledExample,
@@ -28,11 +33,16 @@ from corewarding.reward_model import (
     reward_model_text,
     truncate_middle,
 )
-from corewarding import reward_model_training
-from corewarding.reward_model_training import RewardTrainingConfig, train_reward_model
+from corewarding.reward_model_training import RewardTrainingConfig, evaluate_reward_model, train_reward_model
 from corewarding.rewards import Rollouts, cooper_rewards, method_rewards
-from corewarding.tiny_model import build_model, build_tokenizer
+from corewarding.tiny_model import TINY_MODEL_DIR, build_model, build_tokenizer
 from corewarding.trainer import CoRewardingTrainer
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# The round trip annotates this many questions of the tiny task; the held-out AUC it reaches was
+# measured at 0.77 (0.78-0.80 after each epoch; torch 2.13, CPU) and is asserted with margin (chance: 0.5).
+ROUND_TRIP_PROBLEMS = 300
+ROUND_TRIP_AUC = 0.65
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +102,9 @@ def test_cooper_reward_is_the_probability_or_its_threshold():
     assert soft.rewards == pytest.approx([0.5, 0.9526, 0.0474, 0.0000454], abs=1e-4)
     # verdicts at 0.5: accept, accept (wrong), reject (right), reject -> 2 of 4 agree with the verifier
     assert soft.metrics["rm/rule_agreement"] == 0.5 and soft.metrics["rm/false_positive_rate"] == 0.5
-    hard = method_rewards("cooper_static", batch, reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9)
+    hard = method_rewards(
+        "cooper_static", batch, reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9
+    )
     assert hard.rewards == [0.0, 1.0, 0.0, 0.0]
     assert hard.metrics["rm/rule_agreement"] == 0.25
     with pytest.raises(ValueError, match="reward model's scores"):
@@ -125,14 +137,20 @@ def test_ties_go_to_the_earlier_rollout():
 
 
 def test_bradley_terry_loss():
-    assert bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(0.6931, abs=1e-4)
+    assert bradley_terry_loss(torch.tensor([0.0]), torch.tensor([0.0])).item() == pytest.approx(
+        0.6931, abs=1e-4
+    )
     ordered = bradley_terry_loss(torch.tensor([3.0, 1.0]), torch.tensor([-3.0, 0.0]))
-    assert ordered.item() == pytest.approx((torch.log1p(torch.exp(torch.tensor(-6.0))) + torch.log1p(torch.exp(torch.tensor(-1.0)))).item() / 2)
+    assert ordered.item() == pytest.approx(
+        (torch.log1p(torch.exp(torch.tensor(-6.0))) + torch.log1p(torch.exp(torch.tensor(-1.0)))).item() / 2
+    )
     assert bradley_terry_loss(torch.tensor([-50.0]), torch.tensor([50.0])).item() == pytest.approx(100.0)
 
 
 def test_pairwise_updates_order_the_pair_and_checkpoints_restore_them(model_dir, tmp_path):
-    texts = [reward_model_text("Start with 3. Add 4.", "7", c) for c in ("3+4=7. \\boxed{7}", "3+4=9. \\boxed{9}")]
+    texts = [
+        reward_model_text("Start with 3. Add 4.", "7", c) for c in ("3+4=7. \\boxed{7}", "3+4=9. \\boxed{9}")
+    ]
     cooper = CooperRewardModel(RewardModel.load(model_dir), learning_rate=1e-3)
     before = cooper.reward_model.scores(texts)
     losses = [cooper.update(texts, [Pair(0, 1)]) for _ in range(5)]
@@ -198,10 +216,16 @@ def test_verifier_labels_and_the_judge_decides_only_what_it_cannot_parse():
     labels, labelers, answers, unclear = label_completions(
         ["q"] * 3, ["12"] * 3, ["\\boxed{12}", "\\boxed{13}", "it is 12"]
     )
-    assert (labels, labelers, answers, unclear) == ([True, False, False], ["verifier"] * 3, ["12", "13", None], 0)
+    assert (labels, labelers, answers, unclear) == (
+        [True, False, False],
+        ["verifier"] * 3,
+        ["12", "13", None],
+        0,
+    )
     judge = YesJudge()
-    labels, labelers, _, _ = label_completions(["q"] * 3, ["12"] * 3, ["\\boxed{12}", "\\boxed{13}", "it is 12"],
-                                               judge=judge)
+    labels, labelers, _, _ = label_completions(
+        ["q"] * 3, ["12"] * 3, ["\\boxed{12}", "\\boxed{13}", "it is 12"], judge=judge
+    )
     assert labels == [True, False, True] and labelers == ["verifier", "verifier", "judge"]
     assert len(judge.prompts) == 1 and "<completion>it is 12</completion>" in judge.prompts[0]
     _, labelers, _, unclear = label_completions(["q"], ["12"], ["it is 12"], judge=YesJudge("hmm"))
@@ -236,7 +260,11 @@ def test_annotate_command_reports_a_bad_file_in_one_line(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"not": "a labelled row"}\n')
     result = CliRunner().invoke(app, ["rm", "train", str(bad), "-o", str(tmp_path / "rm")])
-    assert result.exit_code == 2 and result.output.startswith("error: ") and "is not a labelled completion" in result.output
+    assert (
+        result.exit_code == 2
+        and result.output.startswith("error: ")
+        and "is not a labelled completion" in result.output
+    )
     result = CliRunner().invoke(app, ["rm", "train", str(tmp_path / "missing.jsonl")])
     assert result.exit_code == 2 and "no labelled data at" in result.output
 
@@ -249,15 +277,47 @@ def labelled(count: int, split: str = "train") -> list[LabelledExample]:
     for i, problem in enumerate(generate_problems(count, "train", seed=1)):
         right = i % 2 == 0
         answer = problem.answer if right else str(int(problem.answer) + 1)
-        rows.append(LabelledExample(problem.id, problem.question, problem.answer, f"\\boxed{{{answer}}}", answer,
-                                    right, "verifier", split))
+        rows.append(
+            LabelledExample(
+                problem.id,
+                problem.question,
+                problem.answer,
+                f"\\boxed{{{answer}}}",
+                answer,
+                right,
+                "verifier",
+                split,
+            )
+        )
     return rows
 
 
-def test_reward_model_training_resumes_to_the_weights_of_an_uninterrupted_run(model_dir, tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_annotate_train_score_round_trip_on_the_tiny_task(tmp_path):
+    """The commands with their defaults (fewer questions): a reward model clearly better than chance."""
+    if not (TINY_MODEL_DIR / "config.json").is_file():
+        pytest.skip(f"the pretrained tiny model is not in {TINY_MODEL_DIR}")
+    data, out = tmp_path / "data.jsonl", tmp_path / "reward_model"
+    for command in (
+        ["rm", "annotate", str(data), "--problems", str(ROUND_TRIP_PROBLEMS)],
+        ["rm", "train", str(data), "-o", str(out)],
+    ):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+    final = json.loads((out / "rm_train.json").read_text())["epochs"][-1]
+    assert final["auc"] >= ROUND_TRIP_AUC and final["balanced_accuracy"] > 0.5, final
+    scored = evaluate_reward_model(RewardModel.load(out), read_labelled(data, "heldout"))
+    assert asdict(scored) == {k: final[k] for k in asdict(scored)}  # the saved model is the one scored
+
+
+def test_reward_model_training_resumes_to_the_weights_of_an_uninterrupted_run(
+    model_dir, tmp_path, monkeypatch
+):
     config = RewardTrainingConfig(epochs=2, batch_size=8, learning_rate=1e-3, save_steps=3)
     train, heldout = labelled(24), labelled(8, "heldout")
-    whole = train_reward_model(RewardModel.load(model_dir), train, heldout, tmp_path / "whole", config, progress=False)
+    whole = train_reward_model(
+        RewardModel.load(model_dir), train, heldout, tmp_path / "whole", config, progress=False
+    )
     assert [e["epoch"] for e in whole.epochs] == [1, 2] and whole.epochs[-1]["count"] == 8
 
     # A run that dies right after its checkpoint at step 3 (of 6), then the same call again.
@@ -269,34 +329,61 @@ def test_reward_model_training_resumes_to_the_weights_of_an_uninterrupted_run(mo
 
     monkeypatch.setattr(reward_model_training, "_save_checkpoint", save_and_die)
     with pytest.raises(KeyboardInterrupt):
-        train_reward_model(RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False)
+        train_reward_model(
+            RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False
+        )
     monkeypatch.undo()
     assert (tmp_path / "cut" / "checkpoint-3" / "training_state.pt").is_file()
-    resumed = train_reward_model(RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False)
+    resumed = train_reward_model(
+        RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False
+    )
     assert resumed.resumed_from_step == 3 and resumed.epochs == whole.epochs
     texts = [reward_model_text(e.question, e.reference, e.completion) for e in heldout]
     a, b = RewardModel.load(tmp_path / "whole"), RewardModel.load(tmp_path / "cut")
     assert a.scores(texts) == pytest.approx(b.scores(texts), abs=1e-5)
     assert not list((tmp_path / "cut").glob("checkpoint-*"))
 
-    again = train_reward_model(RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False)
+    again = train_reward_model(
+        RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False
+    )
     assert again.epochs == whole.epochs  # a finished run is only reported
     with pytest.raises(ValueError, match="other settings"):
-        train_reward_model(RewardModel.load(model_dir), train, heldout, tmp_path / "cut",
-                           RewardTrainingConfig(epochs=3), progress=False)
+        train_reward_model(
+            RewardModel.load(model_dir),
+            train,
+            heldout,
+            tmp_path / "cut",
+            RewardTrainingConfig(epochs=3),
+            progress=False,
+        )
 
 
 # ----------------------------------------------------------------------------------- training runs
 
 # Small enough for seconds per step: 4 prompts x 4 rollouts, short completions (as the smoke tests).
 FAST = [
-    "--max_steps", "2", "--num_generations", "4", "--per_device_train_batch_size", "16",
-    "--max_completion_length", "24", "--max_train_problems", "32",
-    "--max_heldout_problems", "4", "--heldout_samples", "2", "--eval_steps", "2",
+    "--max_steps",
+    "2",
+    "--num_generations",
+    "4",
+    "--per_device_train_batch_size",
+    "16",
+    "--max_completion_length",
+    "24",
+    "--max_train_problems",
+    "32",
+    "--max_heldout_problems",
+    "4",
+    "--heldout_samples",
+    "2",
+    "--eval_steps",
+    "2",
 ]
 EVERY_STEP = ["rm/rule_agreement", "rm/heldout_accuracy", "rm/heldout_balanced_accuracy", "rollout_accuracy"]
 UPDATES = ["rm/pairs", "rm/skipped_groups"]
-TRAINING_ANSWERS = {p.question: int(p.answer) for p in generate_problems(32, "train", seed=0)}  # FAST's problems
+TRAINING_ANSWERS = {
+    p.question: int(p.answer) for p in generate_problems(32, "train", seed=0)
+}  # FAST's problems
 
 
 def scripted_rollouts(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -307,7 +394,9 @@ def scripted_rollouts(self, prompt_ids, images, multimodal_fields, num_generatio
     for i, ids in enumerate(prompt_ids):
         prompt = tokenizer.decode(ids)
         answer = next(a for q, a in TRAINING_ANSWERS.items() if q in prompt) + i % 2
-        completions.append(tokenizer.encode(f"so \\boxed{{{answer}}}", add_special_tokens=False) + [tokenizer.eos_token_id])
+        completions.append(
+            tokenizer.encode(f"so \\boxed{{{answer}}}", add_special_tokens=False) + [tokenizer.eos_token_id]
+        )
     return completions, None
 
 
@@ -324,9 +413,23 @@ def run_cooper(method, out, model_dir, eval_data, *extra):
         patch.setattr(CoRewardingTrainer, "_generate_single_turn", scripted_rollouts)
         result = CliRunner().invoke(
             app,
-            ["train", "--config", f"configs/tiny/{method}.yaml", *FAST, "--output_dir", str(out),
-             "--model_name_or_path", str(model_dir), "--reward_model_path", str(model_dir),
-             "--reward_model_learning_rate", "1e-3", "--reward_model_eval_data", str(eval_data), *extra],
+            [
+                "train",
+                "--config",
+                f"configs/tiny/{method}.yaml",
+                *FAST,
+                "--output_dir",
+                str(out),
+                "--model_name_or_path",
+                str(model_dir),
+                "--reward_model_path",
+                str(model_dir),
+                "--reward_model_learning_rate",
+                "1e-3",
+                "--reward_model_eval_data",
+                str(eval_data),
+                *extra,
+            ],
         )
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -336,7 +439,9 @@ def run_cooper(method, out, model_dir, eval_data, *extra):
 def cooper_run(model_dir, eval_data, tmp_path_factory):
     """2 steps of ``cooper`` with a checkpoint after each."""
     out = tmp_path_factory.mktemp("cooper") / "run"
-    return out, run_cooper("cooper", out, model_dir, eval_data, "--save_strategy", "steps", "--save_steps", "1")
+    return out, run_cooper(
+        "cooper", out, model_dir, eval_data, "--save_strategy", "steps", "--save_steps", "1"
+    )
 
 
 def test_cooper_logs_its_metrics_and_updates_the_reward_model(cooper_run, model_dir):
@@ -356,11 +461,23 @@ def test_cooper_logs_its_metrics_and_updates_the_reward_model(cooper_run, model_
     assert any(not torch.equal(start[k], end[k]) for k in start), "the reward model was not updated"
 
 
-def test_resuming_restores_the_reward_model_its_optimizer_and_step(cooper_run, model_dir, eval_data, tmp_path):
+def test_resuming_restores_the_reward_model_its_optimizer_and_step(
+    cooper_run, model_dir, eval_data, tmp_path
+):
     whole, _ = cooper_run
     resumed = tmp_path / "resumed"
-    run_cooper("cooper", resumed, model_dir, eval_data, "--save_strategy", "steps", "--save_steps", "1",
-               "--resume", str(whole / "checkpoint-1"))
+    run_cooper(
+        "cooper",
+        resumed,
+        model_dir,
+        eval_data,
+        "--save_strategy",
+        "steps",
+        "--save_steps",
+        "1",
+        "--resume",
+        str(whole / "checkpoint-1"),
+    )
     a, b = whole / "checkpoint-2", resumed / "checkpoint-2"
     assert (a / "reward_model_state.json").read_text() == (b / "reward_model_state.json").read_text()
     weights_a = RewardModel.load(a / "reward_model").model.state_dict()
@@ -375,7 +492,9 @@ def test_resuming_restores_the_reward_model_its_optimizer_and_step(cooper_run, m
 
 def test_cooper_static_keeps_its_reward_model_frozen(model_dir, eval_data, tmp_path):
     out = tmp_path / "static"
-    records = run_cooper("cooper_static", out, model_dir, eval_data, "--save_strategy", "steps", "--save_steps", "2")
+    records = run_cooper(
+        "cooper_static", out, model_dir, eval_data, "--save_strategy", "steps", "--save_steps", "2"
+    )
     steps = [r for r in records if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
     for key in ["rewards/cooper_static/mean", *EVERY_STEP]:
@@ -391,3 +510,44 @@ def test_cooper_needs_the_reference_answers():
 
     with pytest.raises(TrainingDataError, match="reads the reference answer"):
         training_dataset([Problem("1", "What is 1+1?", None)], "cooper", None)
+
+
+@pytest.mark.slow
+def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, tmp_path):
+    script = Path(__file__).with_name("distributed_cooper.py")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29541",
+    ]
+    for command, out in (([sys.executable], tmp_path / "one"), (torchrun, tmp_path / "two")):
+        processes = "2" if command is torchrun else "1"
+        done = subprocess.run(
+            [*command, str(script), str(model_dir), str(out), processes],
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (
+        json.loads((tmp_path / "one.json").read_text()),
+        json.loads((tmp_path / "two.json").read_text()),
+    )
+    assert [(r["rm/pairs"], r["rm/skipped_groups"]) for r in one] == [(4, 0), (4, 0)]
+    assert [r["rm/pairs"] for r in two] == [4, 4]
+    # the loss of step 2 is that of the weights after step 1: the same update in 1 and 2 processes
+    assert [r["rm/loss"] for r in two] == pytest.approx([r["rm/loss"] for r in one], abs=1e-5)
+    single = torch.load(tmp_path / "one.0.pt")
+    rank0, rank1 = torch.load(tmp_path / "two.0.pt"), torch.load(tmp_path / "two.1.pt")
+    assert all(torch.equal(rank0[key], rank1[key]) for key in single)  # the replicas stay identical
+    for key in single:
+        # Summing in another order changes near-zero gradients by rounding, and Adam turns any
+        # gradient into a step of up to the learning rate (1e-3): a few weights differ by that much.
+        torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=2e-3, msg=key)
