@@ -516,12 +516,12 @@ def rm_train(
         raise typer.Exit(130) from None
 
     table = Table(title=f"Reward model on {result.heldout_examples:,} held-out completions (%)")
-    for column in ("epoch", "train loss", "accuracy", "balanced acc.", "precision", "recall", "AUC", "positives"):
+    for column in ("epoch", "loss", "accuracy", "balanced", "precision", "recall", "AUC", "group AUC", "positive"):
         table.add_column(column, justify="right")
     for row in result.epochs:
         table.add_row(str(row["epoch"]), f"{row['loss']:.4f}", *(
             "–" if row.get(k) is None else f"{100 * row[k]:.1f}"
-            for k in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "positive_rate")
+            for k in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc", "positive_rate")
         ))
     console = Console()
     console.print(table)

@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
 from corewarding.models import default_device, load_model
+from corewarding.rewards import within_group_auc
 from corewarding.tiny_model import TINY_MODEL_DIR
 
 __all__ = [
@@ -129,6 +130,8 @@ class ClassificationScores:
         recall: share of positives predicted positive.
         auc: area under the ROC curve: the chance that a random positive scores above a random
             negative (ties count half); 0.5 for a random scorer, and independent of the threshold.
+        group_auc: the same over positives and negatives of the same group only
+            (:func:`~corewarding.rewards.within_group_auc`; None when no groups are given).
         positive_rate: share of positive labels (a constant "wrong" guess has accuracy 1 − this).
     """
 
@@ -139,12 +142,17 @@ class ClassificationScores:
     recall: float | None
     auc: float | None
     positive_rate: float | None
+    group_auc: float | None = None
 
 
 def classification_scores(
-    scores: Sequence[float], labels: Sequence[bool], threshold: float = 0.0
+    scores: Sequence[float],
+    labels: Sequence[bool],
+    threshold: float = 0.0,
+    groups: Sequence[Sequence[int]] | None = None,
 ) -> ClassificationScores:
-    """Accuracy, balanced accuracy, precision, recall and AUC of scores against labels.
+    """Accuracy, balanced accuracy, precision, recall and AUC of scores against labels; with ``groups``
+    (positions of the completions of each question), also the AUC within groups.
 
     The default threshold 0 on a logit s is σ(s) ≥ 0.5.
 
@@ -176,6 +184,7 @@ def classification_scores(
             _positive_rank_sum(scores, labels) - positives * (positives + 1) / 2, positives * negatives
         ),
         positive_rate=ratio(positives, len(pairs)),
+        group_auc=None if groups is None else within_group_auc(scores, labels, groups),
     )
 
 

@@ -107,11 +107,17 @@ class RewardTrainingResult:
 
 
 def evaluate_reward_model(model: RewardModel, examples: Sequence[LabelledExample]) -> ClassificationScores:
-    """How well the scores s separate the examples' labels: AUC, and the prediction σ(s) ≥ 0.5 (s ≥ 0)."""
+    """How well the scores s separate the examples' labels: the prediction σ(s) ≥ 0.5 (s ≥ 0), the AUC,
+    and the AUC among the completions of each question."""
     texts = model.texts(
         [e.question for e in examples], [e.reference for e in examples], [e.completion for e in examples]
     )
-    return classification_scores(model.scores(texts), [e.label for e in examples])
+    groups: dict[str, list[int]] = {}
+    for i, example in enumerate(examples):
+        groups.setdefault(example.question_id, []).append(i)
+    return classification_scores(
+        model.scores(texts), [e.label for e in examples], groups=list(groups.values())
+    )
 
 
 def _epoch_order(count: int, seed: int, epoch: int) -> list[int]:

@@ -64,6 +64,7 @@ __all__ = [
     "self_certainty_rewards",
     "entropy_rewards",
     "cooper_rewards",
+    "within_group_auc",
     "format_rewards",
     "weighted_sum",
     "method_rewards",
@@ -336,14 +337,15 @@ def cooper_rewards(
     Diagnostics against the rule-based verifier (the ground-truth reward, when references are given):
     ``rm/rule_agreement``, the share of rollouts where the reward model's verdict σ(s_i) ≥ t (t = 0.5
     without a threshold) equals the verifier's; ``rm/false_positive_rate``, the share of the rollouts
-    the verifier rejects that the reward model accepts (what reward hacking raises).
+    the verifier rejects that the reward model accepts (what reward hacking raises); ``rm/group_auc``,
+    :func:`within_group_auc` of the scores (the part of the reward that GRPO's advantages see).
 
     >>> batch = Rollouts(answers=["5", "4", None], question_ids=[0, 0, 0], references=["5"] * 3)
     >>> result = cooper_rewards(batch, [2.0, 0.0, -2.0])
     >>> [round(r, 3) for r in result.rewards]
     [0.881, 0.5, 0.119]
-    >>> result.metrics["rm/rule_agreement"], result.metrics["rm/false_positive_rate"]
-    (0.6666666666666666, 0.5)
+    >>> [result.metrics[f"rm/{name}"] for name in ("rule_agreement", "false_positive_rate", "group_auc")]
+    [0.6666666666666666, 0.5, 1.0]
     """
     probabilities = [_sigmoid(s) for s in scores]
     cut = 0.5 if threshold is None else threshold
@@ -356,7 +358,32 @@ def cooper_rewards(
         wrong = [a for a, c in zip(accepted, correct) if not c]
         if wrong:
             result.metrics["rm/false_positive_rate"] = fmean(wrong)
+        group_auc = within_group_auc(scores, correct, list(rollouts.groups().values()))
+        if group_auc is not None:
+            result.metrics["rm/group_auc"] = group_auc
     return result
+
+
+def within_group_auc(
+    scores: Sequence[float], accepted: Sequence[bool], groups: Sequence[Sequence[int]]
+) -> float | None:
+    """The share of (accepted, rejected) pairs *within a group* that ``scores`` order right (ties: half).
+
+    GRPO normalises rewards within each group, so only these orderings move the policy: a reward
+    model can separate easy questions from hard ones (a high AUC over the batch) and still order
+    the rollouts of one question at random. None when no group has both kinds of rollouts.
+
+    >>> scores, accepted = [0.9, 0.1, 0.5, 0.2, 0.8], [True, False, True, True, False]
+    >>> within_group_auc(scores, accepted, [[0, 1], [2, 3, 4]])  # 0.9 > 0.1 right; 0.5, 0.2 < 0.8 wrong
+    0.3333333333333333
+    """
+    right = pairs = 0.0
+    for members in groups:
+        positives = [scores[i] for i in members if accepted[i]]
+        negatives = [scores[i] for i in members if not accepted[i]]
+        right += sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
+        pairs += len(positives) * len(negatives)
+    return right / pairs if pairs else None
 
 
 def format_rewards(rollouts: Rollouts) -> RewardResult:

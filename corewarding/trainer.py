@@ -161,12 +161,13 @@ class CoRewardingTrainer(GRPOTrainer):
     reward (``rewards/format/mean``: 1 when an answer can be extracted), weighted by TRL's
     ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
 
-    Cooper's metrics: ``rm/rule_agreement`` and ``rm/false_positive_rate`` (every batch, see
-    :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``, ``_balanced_accuracy``,
-    ``_precision``, ``_recall`` and ``_auc`` of the reward model that rewards the step, on the held-out
-    split of ``reward_model_eval_data`` (every ``reward_model_eval_steps`` steps); ``cooper`` only:
-    ``rm/pairs`` (pairs of the update), ``rm/skipped_groups`` (groups without a pair) and ``rm/loss``
-    (the Bradley–Terry loss before the update; absent without pairs).
+    Cooper's metrics: ``rm/rule_agreement``, ``rm/false_positive_rate`` and ``rm/group_auc`` (every
+    batch, see :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``,
+    ``_balanced_accuracy``, ``_precision``, ``_recall``, ``_auc`` and ``_group_auc`` of the reward model
+    that rewards the step, on the held-out split of ``reward_model_eval_data`` (every
+    ``reward_model_eval_steps`` steps); ``cooper`` only: ``rm/pairs`` (pairs of the update),
+    ``rm/skipped_groups`` (groups without a pair) and ``rm/loss`` (the Bradley–Terry loss before the
+    update; absent without pairs).
     """
 
     def __init__(
@@ -309,7 +310,7 @@ class CoRewardingTrainer(GRPOTrainer):
         step = self.state.global_step + 1
         if self.cooper_heldout and (step - 1) % self.args.reward_model_eval_steps == 0:
             heldout = evaluate_reward_model(self.cooper.reward_model, self.cooper_heldout)
-            for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc"):
+            for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc"):
                 if getattr(heldout, name) is not None:
                     metrics[f"rm/heldout_{name}"] = getattr(heldout, name)
         if self.cooper.frozen:

@@ -30,6 +30,7 @@ from corewarding.reward_model import (
     RewardModel,
     TemplateBounds,
     bradley_terry_loss,
+    classification_scores,
     reward_model_text,
     truncate_middle,
 )
@@ -109,6 +110,18 @@ def test_cooper_reward_is_the_probability_or_its_threshold():
     assert hard.metrics["rm/rule_agreement"] == 0.25
     with pytest.raises(ValueError, match="reward model's scores"):
         method_rewards("cooper", batch)
+
+
+def test_a_reward_model_that_only_knows_which_questions_are_easy_is_no_use_to_grpo():
+    # question A (positions 0-3): 3 of 4 right; question B: 1 of 4; the score is the question's ease only
+    labels = [True, True, True, False, True, False, False, False]
+    scores = [1.0] * 4 + [-1.0] * 4
+    separated = classification_scores(scores, labels, groups=[[0, 1, 2, 3], [4, 5, 6, 7]])
+    assert separated.auc == 0.75 and separated.group_auc == 0.5
+    batch = Rollouts(
+        ["5", "5", "5", "4", "7", "6", "6", "6"], ["A"] * 4 + ["B"] * 4, references=["5"] * 4 + ["7"] * 4
+    )
+    assert cooper_rewards(batch, scores).metrics["rm/group_auc"] == 0.5
 
 
 def test_a_group_with_only_right_or_only_wrong_rollouts_gives_no_pair():
@@ -273,22 +286,17 @@ def test_annotate_command_reports_a_bad_file_in_one_line(tmp_path):
 
 
 def labelled(count: int, split: str = "train") -> list[LabelledExample]:
+    """Two completions of each of ``count`` questions: the right answer, and one too high."""
     rows = []
-    for i, problem in enumerate(generate_problems(count, "train", seed=1)):
-        right = i % 2 == 0
-        answer = problem.answer if right else str(int(problem.answer) + 1)
-        rows.append(
-            LabelledExample(
-                problem.id,
-                problem.question,
-                problem.answer,
-                f"\\boxed{{{answer}}}",
-                answer,
-                right,
-                "verifier",
-                split,
+    for problem in generate_problems(count, "train", seed=1):
+        for answer in (problem.answer, str(int(problem.answer) + 1)):
+            right = answer == problem.answer
+            completion = f"\\boxed{{{answer}}}"
+            rows.append(
+                LabelledExample(
+                    problem.id, problem.question, problem.answer, completion, answer, right, "verifier", split
+                )
             )
-        )
     return rows
 
 
@@ -314,11 +322,15 @@ def test_reward_model_training_resumes_to_the_weights_of_an_uninterrupted_run(
     model_dir, tmp_path, monkeypatch
 ):
     config = RewardTrainingConfig(epochs=2, batch_size=8, learning_rate=1e-3, save_steps=3)
-    train, heldout = labelled(24), labelled(8, "heldout")
+    train, heldout = labelled(12), labelled(4, "heldout")
     whole = train_reward_model(
         RewardModel.load(model_dir), train, heldout, tmp_path / "whole", config, progress=False
     )
-    assert [e["epoch"] for e in whole.epochs] == [1, 2] and whole.epochs[-1]["count"] == 8
+    assert (
+        [e["epoch"] for e in whole.epochs] == [1, 2]
+        and whole.epochs[-1]["count"] == 8
+        and "group_auc" in whole.epochs[-1]
+    )
 
     # A run that dies right after its checkpoint at step 3 (of 6), then the same call again.
     save_checkpoint = reward_model_training._save_checkpoint
@@ -379,7 +391,14 @@ FAST = [
     "--eval_steps",
     "2",
 ]
-EVERY_STEP = ["rm/rule_agreement", "rm/heldout_accuracy", "rm/heldout_balanced_accuracy", "rollout_accuracy"]
+EVERY_STEP = [
+    "rm/rule_agreement",
+    "rm/group_auc",
+    "rm/heldout_accuracy",
+    "rm/heldout_auc",
+    "rm/heldout_group_auc",
+    "rollout_accuracy",
+]
 UPDATES = ["rm/pairs", "rm/skipped_groups"]
 TRAINING_ANSWERS = {
     p.question: int(p.answer) for p in generate_problems(32, "train", seed=0)
@@ -403,7 +422,7 @@ def scripted_rollouts(self, prompt_ids, images, multimodal_fields, num_generatio
 @pytest.fixture(scope="module")
 def eval_data(tmp_path_factory):
     path = tmp_path_factory.mktemp("rm-data") / "labelled.jsonl"
-    rows = labelled(12, "heldout") + labelled(4, "train")
+    rows = labelled(6, "heldout") + labelled(2, "train")
     path.write_text("".join(json.dumps(asdict(row)) + "\n" for row in rows))
     return path
 
@@ -450,7 +469,7 @@ def test_cooper_logs_its_metrics_and_updates_the_reward_model(cooper_run, model_
     assert [r["step"] for r in steps] == [1, 2]
     for key in ["reward", "rewards/cooper/mean", *EVERY_STEP, *UPDATES]:
         assert all(key in r for r in steps), key
-    assert all(0.0 < r["rewards/cooper/mean"] < 1.0 for r in steps)  # σ(s), not a 0/1 verdict
+    assert all(0.0 <= r["rewards/cooper/mean"] <= 1.0 for r in steps)
     # every group of 4 has 2 right and 2 wrong rollouts: one pair per group, one update per step
     assert all((r["rm/pairs"], r["rm/skipped_groups"]) == (4, 0) and r["rm/loss"] > 0 for r in steps)
     assert all(r["rm/rule_agreement"] <= 1.0 and r["rollout_accuracy"] == 0.5 for r in steps)
