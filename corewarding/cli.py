@@ -398,30 +398,51 @@ rm_app = typer.Typer(
     help="Cooper's reference-based reward model: labelled completions (annotate), then training (train).",
 )
 app.add_typer(rm_app, name="rm")
+# The defaults of `rm annotate` and `rm train` are AnnotationSettings', RewardTrainingConfig's and
+# TemplateBounds' (a test checks they agree).
 
 
 @rm_app.command("annotate")
 @user_errors
 def rm_annotate(
-    output: Annotated[Path, typer.Argument(help="Labelled completions to write (JSONL); appended to when it exists.")],
-    model: Annotated[str, typer.Option(help="The policy that samples: tiny, a folder, a GGUF file or a hub id.")] = "tiny",
-    dataset: Annotated[str, typer.Option(help="synthetic (its train split), or a dataset file/folder/hub id.")] = "synthetic",
+    output: Annotated[
+        Path, typer.Argument(help="Labelled completions to write (JSONL); appended to when it exists.")
+    ],
+    model: Annotated[
+        str, typer.Option(help="The policy that samples: tiny, a folder, a GGUF file or a hub id.")
+    ] = "tiny",
+    dataset: Annotated[
+        str, typer.Option(help="synthetic (its train split), or a dataset file/folder/hub id.")
+    ] = "synthetic",
     columns: Columns = None,
-    problems: Annotated[int, typer.Option(help="Questions to annotate (synthetic: drawn; a file: its first N; 0: all).")] = 500,
+    problems: Annotated[
+        int, typer.Option(help="Questions to annotate (synthetic: drawn; a file: its first N; 0: all).")
+    ] = 500,
     samples: Annotated[int, typer.Option(help="Completions sampled per question.")] = 8,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion (raise it for an LLM).")] = 48,
-    heldout_fraction: Annotated[float, typer.Option(help="Share of the questions held out for evaluation.")] = 0.1,
+    heldout_fraction: Annotated[
+        float, typer.Option(help="Share of the questions held out for evaluation.")
+    ] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Sequences per generate call.")] = 64,
     seed: Annotated[int, typer.Option(help="Seeds the synthetic questions and the sampling.")] = 0,
     judge: Annotated[
-        str, typer.Option(help="LLM judge for completions the verifier cannot parse (model name; empty: none).")
+        str,
+        typer.Option(help="LLM judge for completions the verifier cannot parse (model name; empty: none)."),
     ] = "",
-    judge_backend: Annotated[str, typer.Option(help="openai (OpenAI-compatible endpoint), transformers or vllm.")] = "openai",
-    judge_base_url: Annotated[str, typer.Option(help="Judge endpoint root, /v1 included.")] = "http://localhost:8000/v1",
-    judge_api_key_env: Annotated[str, typer.Option(help="Environment variable holding the judge's API key.")] = "OPENAI_API_KEY",
+    judge_backend: Annotated[
+        str, typer.Option(help="openai (OpenAI-compatible endpoint), transformers or vllm.")
+    ] = "openai",
+    judge_base_url: Annotated[
+        str, typer.Option(help="Judge endpoint root, /v1 included.")
+    ] = "http://localhost:8000/v1",
+    judge_api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the judge's API key.")
+    ] = "OPENAI_API_KEY",
     judge_concurrency: Annotated[int, typer.Option(help="Judge requests in flight at once (openai).")] = 8,
-    judge_max_new_tokens: Annotated[int, typer.Option(help="Longest judge answer, thinking included.")] = 1024,
+    judge_max_new_tokens: Annotated[
+        int, typer.Option(help="Longest judge answer, thinking included.")
+    ] = 1024,
 ) -> None:
     """Sample completions from a policy and label them with the rule-based verifier (and a judge). Resumable.
 
@@ -434,12 +455,16 @@ def rm_annotate(
     from corewarding.evaluate import HFSampler
     from corewarding.models import load_model
     from corewarding.tiny_model import TINY_MODEL_DIR
+    from corewarding.train import SYNTHETIC_TRAIN_SIZE
 
     settings = AnnotationSettings(
-        samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, heldout_fraction=heldout_fraction
+        samples=samples,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        heldout_fraction=heldout_fraction,
     )
     if dataset == "synthetic":
-        questions = generate_problems(problems or 2000, "train", seed=seed)
+        questions = generate_problems(problems or SYNTHETIC_TRAIN_SIZE, "train", seed=seed)
     else:
         questions = load_problems(dataset, columns)
         questions = questions[:problems] if problems else questions
@@ -449,12 +474,26 @@ def rm_annotate(
         backend = None
         if judge:
             backend = _rephrasing_backend(
-                judge_backend, judge, base_url=judge_base_url, api_key_env=judge_api_key_env,
-                concurrency=judge_concurrency, timeout=300.0, max_attempts=6, extra_body="{}", batch_size=8,
+                judge_backend,
+                judge,
+                base_url=judge_base_url,
+                api_key_env=judge_api_key_env,
+                concurrency=judge_concurrency,
+                timeout=300.0,
+                max_attempts=6,
+                extra_body="{}",
+                batch_size=8,
             )
         run = annotate(
-            questions, sampler, output, settings, policy=model, judge=backend,
-            judge_settings=GenerationSettings(temperature=0.0, top_p=1.0, max_new_tokens=judge_max_new_tokens),
+            questions,
+            sampler,
+            output,
+            settings,
+            policy=model,
+            judge=backend,
+            judge_settings=GenerationSettings(
+                temperature=0.0, top_p=1.0, max_new_tokens=judge_max_new_tokens
+            ),
         )
     except KeyboardInterrupt:
         typer.echo(f"interrupted: what was labelled is in {output}; run the same command to go on", err=True)
@@ -464,33 +503,50 @@ def rm_annotate(
         raise typer.Exit(1) from None
     by = ", ".join(f"{n:,} by the {who}" for who, n in sorted(run.labelers.items())) or "none"
     typer.echo(
-        f"{run.questions:,} questions ({run.done_before:,} done before, {run.no_reference:,} without a reference "
-        f"skipped): {run.written:,} completions labelled now ({by}), {run.positives:,} correct; written to {output}"
+        f"{run.questions:,} questions ({run.done_before:,} done before, {run.no_reference:,} skipped without "
+        f"a reference): {run.written:,} completions labelled now ({by}), {run.positives:,} correct; "
+        f"written to {output}"
     )
     if run.judge_unclear:
-        typer.echo(f"note: the judge gave no YES/NO for {run.judge_unclear:,} completions; the verifier's label was kept")
+        typer.echo(
+            f"note: the judge said neither YES nor NO for {run.judge_unclear:,} completions; "
+            "the verifier's label was kept"
+        )
 
 
 @rm_app.command("train")
 @user_errors
 def rm_train(
     data: Annotated[Path, typer.Argument(help="Labelled completions made by `corewarding rm annotate`.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the reward model and rm_train.json.")] = Path(
-        "runs/tiny/reward_model"
-    ),
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Folder for the reward model and rm_train.json.")
+    ] = Path("runs/tiny/reward_model"),
     model: Annotated[
-        str, typer.Option(help="Starting point: tiny (the tiny backbone, fresh head), a causal LM, or a reward model.")
+        str,
+        typer.Option(
+            help="Starting point: tiny (the tiny backbone, fresh head), a causal LM, or a reward model."
+        ),
     ] = "tiny",
     epochs: Annotated[int, typer.Option(help="Passes over the training completions.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Completions per optimizer step.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (about 1e-5 for an LLM backbone).")] = 1e-3,
-    save_steps: Annotated[int, typer.Option(help="Steps between checkpoints (a rerun resumes from the last).")] = 100,
+    learning_rate: Annotated[
+        float, typer.Option(help="Peak learning rate (about 1e-5 for an LLM backbone).")
+    ] = 1e-3,
+    save_steps: Annotated[
+        int, typer.Option(help="Steps between checkpoints (a rerun resumes from the last).")
+    ] = 100,
     seed: Annotated[int, typer.Option(help="Seeds the fresh head and the order of the examples.")] = 0,
-    question_chars: Annotated[int, typer.Option(help="Longest question in the template (characters).")] = 2000,
-    reference_chars: Annotated[int, typer.Option(help="Longest reference answer in the template (characters).")] = 200,
-    completion_chars: Annotated[int, typer.Option(help="Longest completion in the template (characters).")] = 4000,
+    question_chars: Annotated[
+        int, typer.Option(help="Longest question in the template (characters).")
+    ] = 2000,
+    reference_chars: Annotated[
+        int, typer.Option(help="Longest reference answer in the template (characters).")
+    ] = 200,
+    completion_chars: Annotated[
+        int, typer.Option(help="Longest completion in the template (characters).")
+    ] = 4000,
 ) -> None:
-    """Train the reward model with binary cross-entropy; report held-out accuracy, precision and recall. Resumable.
+    """Train the reward model (binary cross-entropy); report held-out accuracy, precision, recall. Resumable.
 
     Example: corewarding rm train runs/tiny/rm_data.jsonl -o runs/tiny/reward_model
     """
@@ -512,17 +568,22 @@ def rm_train(
     try:
         result = train_reward_model(reward_model, train_rows, heldout, output, config)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: run the same command to resume from the last checkpoint in {output}", err=True)
+        typer.echo(
+            f"interrupted: run the same command to resume from the last checkpoint in {output}", err=True
+        )
         raise typer.Exit(130) from None
 
-    table = Table(title=f"Reward model on {result.heldout_examples:,} held-out completions (%)")
-    for column in ("epoch", "loss", "accuracy", "balanced", "precision", "recall", "AUC", "group AUC", "positive"):
+    table = Table(
+        title=f"Reward model on {result.heldout_examples:,} held-out completions (%)",
+        caption="acc., prec., recall: of σ(s) ≥ 0.5; bal.: balanced accuracy; "
+        "q. AUC: AUC among the completions of each question; pos.: share correct",
+    )
+    for column in ("epoch", "loss", "acc.", "bal.", "prec.", "recall", "AUC", "q. AUC", "pos."):
         table.add_column(column, justify="right")
+    columns = ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc", "positive_rate")
     for row in result.epochs:
-        table.add_row(str(row["epoch"]), f"{row['loss']:.4f}", *(
-            "–" if row.get(k) is None else f"{100 * row[k]:.1f}"
-            for k in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc", "positive_rate")
-        ))
+        percents = ("–" if row.get(k) is None else f"{100 * row[k]:.1f}" for k in columns)
+        table.add_row(str(row["epoch"]), f"{row['loss']:.4f}", *percents)
     console = Console()
     console.print(table)
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""

@@ -14,7 +14,7 @@ answer and the completion, and says how likely the completion is to be correct.
 2,000, reference 200, completion 4,000 — about 500 + 50 + 1,000 tokens of English) keeps its head and
 its tail around ``" […] "`` (:func:`truncate_middle`): the completion keeps how it starts and its
 final answer, the question its setting and what it asks. The whole text is then cut to the backbone's
-context in tokens, from the left (:meth:`RewardModel.encode`): the classifier reads the last token, and
+context in tokens, from the left (:meth:`RewardModel.logits`): the classifier reads the last token, and
 the completion's end is what matters most.
 
 **Scores and rewards.** The score s is the classifier's logit. Cooper's reward is r = σ(s), the

@@ -1,6 +1,7 @@
 """Cooper: the reward model's template, pair selection, pairwise updates, labelled data, BCE training,
 and 2-step runs of ``cooper`` and ``cooper_static`` with checkpoints."""
 
+import inspect
 import json
 import os
 import subprocess
@@ -570,3 +571,18 @@ def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, 
         # Summing in another order changes near-zero gradients by rounding, and Adam turns any
         # gradient into a step of up to the learning rate (1e-3): a few weights differ by that much.
         torch.testing.assert_close(rank0[key], single[key], rtol=0, atol=2e-3, msg=key)
+
+
+def test_the_rm_commands_defaults_are_the_settings_defaults():
+    from corewarding.cli import rm_annotate, rm_train
+
+    def defaults(command):
+        return {name: p.default for name, p in inspect.signature(command).parameters.items()}
+
+    annotate_defaults, train_defaults = defaults(rm_annotate), defaults(rm_train)
+    for name in ("samples", "temperature", "max_new_tokens", "heldout_fraction"):
+        assert annotate_defaults[name] == getattr(AnnotationSettings(), name), name
+    for name in ("epochs", "batch_size", "learning_rate", "save_steps", "seed"):
+        assert train_defaults[name] == getattr(RewardTrainingConfig(), name), name
+    for name in ("question_chars", "reference_chars", "completion_chars"):
+        assert train_defaults[name] == getattr(TemplateBounds(), name), name
