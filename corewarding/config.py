@@ -31,7 +31,7 @@ class CoRewardingConfig(GRPOConfig):
 
     Method:
         method: ``ground_truth``, ``majority_vote``, ``self_certainty``, ``entropy``,
-            ``co_rewarding_i`` or ``co_rewarding_ii``.
+            ``co_rewarding_i``, ``co_rewarding_ii``, ``cooper`` or ``cooper_static``.
         answer_matching: how answers are matched when voting and rewarding against a label:
             ``equivalence`` (math-verify, default) or ``exact`` (canonical strings, as the reference).
         min_agreement_count / min_agreement_ratio: the least agreement a majority needs to be a label
@@ -47,6 +47,21 @@ class CoRewardingConfig(GRPOConfig):
             False: only warn and record it in ``collapse.json``). Turns on ``save_strategy: best`` by
             ``eval_greedy_accuracy``, so the best checkpoint by held-out accuracy is kept; needs
             held-out evaluation (``eval_strategy``).
+
+    Cooper (``cooper``: the reward model is updated every step; ``cooper_static``: it stays frozen):
+        reward_model_path: the reward model: a folder made by ``corewarding rm train``, or any causal
+            LM folder or hub id (a fresh one-logit head); ``tiny`` (default): the tiny model's backbone
+            with a fresh head.
+        reward_model_learning_rate: AdamW learning rate of its pairwise updates (default 1e-5).
+        reward_threshold: None (default): reward σ(s); a value t in (0, 1): reward 1[σ(s) ≥ t].
+        reward_model_batch_size: sequences per forward pass of the reward model (default 16).
+        reward_model_question_chars / reward_model_reference_chars / reward_model_completion_chars:
+            the template's field bounds in characters (defaults 2000, 200, 4000; use the bounds the
+            reward model was trained with).
+        reward_model_eval_data: labelled completions (a file made by ``corewarding rm annotate``)
+            whose held-out split measures the reward model during training (None: not measured).
+        reward_model_eval_size: held-out completions used, at most (default 256).
+        reward_model_eval_steps: measure every this many steps (default 1).
 
     Data and model:
         model_name_or_path: ``tiny`` (the packaged pretrained tiny model, default), a folder, a hub
@@ -78,6 +93,16 @@ class CoRewardingConfig(GRPOConfig):
     teacher_update_interval: int = field(default=1, metadata={"help": "co_rewarding_ii: steps between updates."})
     allow_invalid_rephrasings: bool = field(default=False, metadata={"help": "Train on rejected rephrasings."})
     stop_on_collapse: bool = field(default=False, metadata={"help": "Stop at the first collapse signal."})
+    reward_model_path: str = field(default="tiny", metadata={"help": "cooper: reward model folder, backbone or tiny."})
+    reward_model_learning_rate: float = field(default=1e-5, metadata={"help": "cooper: reward model learning rate."})
+    reward_threshold: float | None = field(default=None, metadata={"help": "cooper: reward 1[σ(s) ≥ t] (None: σ(s))."})
+    reward_model_batch_size: int = field(default=16, metadata={"help": "cooper: reward model batch size."})
+    reward_model_question_chars: int = field(default=2000, metadata={"help": "cooper: question bound (chars)."})
+    reward_model_reference_chars: int = field(default=200, metadata={"help": "cooper: reference bound (chars)."})
+    reward_model_completion_chars: int = field(default=4000, metadata={"help": "cooper: completion bound (chars)."})
+    reward_model_eval_data: str | None = field(default=None, metadata={"help": "cooper: labelled held-out data."})
+    reward_model_eval_size: int = field(default=256, metadata={"help": "cooper: held-out completions used."})
+    reward_model_eval_steps: int = field(default=1, metadata={"help": "cooper: steps between held-out scores."})
 
     model_name_or_path: str = field(default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."})
     dataset: str = field(default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."})
@@ -95,7 +120,7 @@ class CoRewardingConfig(GRPOConfig):
 
     def __post_init__(self):
         # On the command line an optional setting is switched off with `--key none`.
-        for name in ("dataset_rephrasings", "dataset_columns", "heldout_dataset"):
+        for name in ("dataset_rephrasings", "dataset_columns", "heldout_dataset", "reward_model_eval_data"):
             if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", "null", ""):
                 setattr(self, name, None)
         if self.method not in METHODS:
@@ -117,6 +142,10 @@ class CoRewardingConfig(GRPOConfig):
                 f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
                 f"({self.generation_batch_size}) must be a multiple of 2 x num_generations ({2 * self.num_generations})"
             )
+        if self.reward_threshold is not None and not 0.0 < self.reward_threshold < 1.0:
+            raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
+        if self.reward_model_eval_steps < 1:
+            raise ValueError(f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}")
         if self.method == "co_rewarding_ii" and self.sync_ref_model:
             raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
 

@@ -82,6 +82,8 @@ def load_model(
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    model_class=AutoModelForCausalLM,
+    **model_options,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a causal LM and its tokenizer, ready for batched generation.
 
@@ -89,6 +91,9 @@ def load_model(
         location: a folder written by ``save_pretrained``, a ``.gguf`` file, or a hub id.
         device: where the model goes; :func:`default_device` when None.
         dtype: the parameters' dtype; :func:`default_dtype` of the device when None.
+        model_class, model_options: the transformers auto class and ``from_pretrained`` options, for
+            another head on the same backbone (Cooper's reward model:
+            ``AutoModelForSequenceClassification``, ``num_labels=1``).
 
     The tokenizer pads on the left (a batch of prompts then ends where generation starts) and gets
     its end-of-sequence token as pad token when it has none; the model's generation config gets the
@@ -100,7 +105,7 @@ def load_model(
     from_gguf = {"gguf_file": gguf_file} if gguf_file else {}
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **from_gguf)
+        model = model_class.from_pretrained(name, dtype=dtype, **from_gguf, **model_options)
     except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
         where = f"{name!r} from the hub (no network, or no such model)" if on_hub else str(location)
         raise ModelLoadError(f"cannot load {where}: {_first_line(error)}") from None
@@ -111,7 +116,8 @@ def load_model(
             )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if hasattr(model, "generation_config"):  # a classifier has none
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
 
 

@@ -15,6 +15,7 @@ cross_view_rewards          1[ans(y_i) ≡ maj{ans(y'_1..y'_G)}] of the other vi
 teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II)
 self_certainty_rewards      mean_t KL(U ‖ p_t), given per rollout    (Intuitor)
 entropy_rewards             −mean_t H(p_t), optional no-answer penalty  (RENT / EM-RL)
+cooper_rewards              σ(s_i), s_i the reward model's score of (x, reference, y_i)   (Cooper)
 format_rewards              1[an answer can be extracted]
 weighted_sum                Σ_k w_k r_k over named rewards
 ==========================  ==================================================================
@@ -49,6 +50,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
+from math import exp
 from statistics import fmean
 
 from corewarding.answers import canonical_answer
@@ -64,17 +66,25 @@ __all__ = [
     "teacher_vote_rewards",
     "self_certainty_rewards",
     "entropy_rewards",
+    "cooper_rewards",
+    "within_group_auc",
     "format_rewards",
     "weighted_sum",
     "method_rewards",
     "METHODS",
+    "COOPER_METHODS",
     "RENT_NO_ANSWER_PENALTY",
 ]
 
 #: The training methods, by the names configs and metrics use.
-METHODS = ("ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+METHODS = (
+    "ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii",
+    "cooper", "cooper_static",
+)
 #: Methods whose reward comes from the policy's token distribution rather than from answers.
 CONFIDENCE_METHODS = ("self_certainty", "entropy")
+#: Methods rewarded by a reference-based reward model: co-optimised with the policy, or frozen.
+COOPER_METHODS = ("cooper", "cooper_static")
 
 #: The fixed reward RENT gives a rollout with no extractable answer.
 RENT_NO_ANSWER_PENALTY = -7.0
@@ -328,6 +338,68 @@ def entropy_rewards(
     return result
 
 
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + exp(-x)) if x >= 0 else exp(x) / (1.0 + exp(x))
+
+
+def cooper_rewards(
+    rollouts: Rollouts, scores: Sequence[float], threshold: float | None = None
+) -> RewardResult:
+    """Cooper: r_i = σ(s_i), s_i the reference-based reward model's score of rollout i; with a
+    ``threshold`` t, r_i = 1[σ(s_i) ≥ t].
+
+    Diagnostics against the rule-based verifier (the ground-truth reward, when references are given):
+    ``rm/rule_agreement``, the share of rollouts where the reward model's verdict σ(s_i) ≥ t (t = 0.5
+    without a threshold) equals the verifier's; ``rm/false_positive_rate``, the share of the rollouts
+    the verifier rejects that the reward model accepts (what reward hacking raises); ``rm/group_auc``,
+    :func:`within_group_auc` of the scores (the part of the reward that GRPO's advantages see).
+
+    >>> batch = Rollouts(answers=["5", "4", None], question_ids=[0, 0, 0], references=["5"] * 3)
+    >>> result = cooper_rewards(batch, [2.0, 0.0, -2.0])
+    >>> [round(r, 3) for r in result.rewards]
+    [0.881, 0.5, 0.119]
+    >>> [result.metrics[f"rm/{name}"] for name in ("rule_agreement", "false_positive_rate", "group_auc")]
+    [0.6666666666666666, 0.5, 1.0]
+    """
+    probabilities = [_sigmoid(s) for s in scores]
+    cut = 0.5 if threshold is None else threshold
+    accepted = [p >= cut for p in probabilities]
+    values = probabilities if threshold is None else [float(a) for a in accepted]
+    result = _per_rollout_rewards(rollouts, values, "cooper_rewards")
+    correct = _correct(rollouts)
+    if correct is not None:
+        result.metrics["rm/rule_agreement"] = fmean(a == c for a, c in zip(accepted, correct))
+        wrong = [a for a, c in zip(accepted, correct) if not c]
+        if wrong:
+            result.metrics["rm/false_positive_rate"] = fmean(wrong)
+        group_auc = within_group_auc(scores, correct, list(rollouts.groups().values()))
+        if group_auc is not None:
+            result.metrics["rm/group_auc"] = group_auc
+    return result
+
+
+def within_group_auc(
+    scores: Sequence[float], accepted: Sequence[bool], groups: Sequence[Sequence[int]]
+) -> float | None:
+    """The share of (accepted, rejected) pairs *within a group* that ``scores`` order right (ties: half).
+
+    GRPO normalises rewards within each group, so only these orderings move the policy: a reward
+    model can separate easy questions from hard ones (a high AUC over the batch) and still order
+    the rollouts of one question at random. None when no group has both kinds of rollouts.
+
+    >>> scores, accepted = [0.9, 0.1, 0.5, 0.2, 0.8], [True, False, True, True, False]
+    >>> within_group_auc(scores, accepted, [[0, 1], [2, 3, 4]])  # 0.9 > 0.1 right; 0.5, 0.2 < 0.8 wrong
+    0.3333333333333333
+    """
+    right = pairs = 0.0
+    for members in groups:
+        positives = [scores[i] for i in members if accepted[i]]
+        negatives = [scores[i] for i in members if not accepted[i]]
+        right += sum(1.0 if p > n else 0.5 if p == n else 0.0 for p in positives for n in negatives)
+        pairs += len(positives) * len(negatives)
+    return right / pairs if pairs else None
+
+
 def format_rewards(rollouts: Rollouts) -> RewardResult:
     """1 when a final answer can be extracted (a non-empty ``\\boxed{}`` or ``####`` line), else 0."""
     rewards = [float(a is not None) for a in rollouts.answers]
@@ -359,11 +431,14 @@ def method_rewards(
     teacher: Rollouts | None = None,
     confidence: Sequence[float] | None = None,
     no_answer_penalty: float | None = None,
+    reward_model_scores: Sequence[float] | None = None,
+    reward_threshold: float | None = None,
 ) -> RewardResult:
     """The reward of a training method (one of :data:`METHODS`) on a batch.
 
     ``teacher`` (the teacher's rollouts) is needed by ``co_rewarding_ii``; ``confidence`` (per-rollout
-    mean self-certainty, or mean entropy) by ``self_certainty`` and ``entropy``.
+    mean self-certainty, or mean entropy) by ``self_certainty`` and ``entropy``; ``reward_model_scores``
+    (the reward model's score of each rollout) by ``cooper`` and ``cooper_static``.
     """
     if method == "ground_truth":
         return ground_truth_rewards(rollouts)
@@ -381,4 +456,8 @@ def method_rewards(
         if method == "self_certainty":
             return self_certainty_rewards(rollouts, confidence)
         return entropy_rewards(rollouts, confidence, no_answer_penalty)
+    if method in COOPER_METHODS:
+        if reward_model_scores is None:
+            raise ValueError(f"{method} needs the reward model's scores")
+        return cooper_rewards(rollouts, reward_model_scores, reward_threshold)
     raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")

@@ -16,6 +16,7 @@ from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
 from corewarding.models import load_model
 from corewarding.prompts import chat_messages
+from corewarding.rewards import COOPER_METHODS
 from corewarding.tiny_model import TINY_MODEL_DIR
 
 __all__ = ["TrainingDataError", "training_problems", "heldout_problems", "training_dataset", "build_trainer", "train"]
@@ -56,10 +57,18 @@ def training_dataset(
 
     ``co_rewarding_i`` gets two rows per problem, its question (view 0) at row 2k and its rephrasing
     (view 1) at row 2k+1; a problem without a rephrasing, or with one the validator rejected (unless
-    ``allow_invalid_rephrasings``), is refused. Other methods get one row per problem.
+    ``allow_invalid_rephrasings``), is refused. Other methods get one row per problem. Cooper's reward
+    model reads the reference answer: a problem without one is refused.
     """
     if not problems:
         raise TrainingDataError("the training set is empty")
+    if method in COOPER_METHODS:
+        missing = [p.id for p in problems if p.answer is None]
+        if missing:
+            raise TrainingDataError(
+                f"{method} reads the reference answer: {len(missing)} of {len(problems)} problems have none "
+                f"(first: {missing[0]})"
+            )
     rows = []
     for problem in problems:
         views = [problem.question]

@@ -6,9 +6,10 @@ One training step (TRL's flow, with the three places this class changes)::
       ──TRL samples G completions per prompt (transformers or vLLM)──► completions
       ──(2) _calculate_rewards: gather every process's completions, extract answers, (II) update the
             EMA teacher and let it sample G answers per prompt, (confidence methods) score the policy's
-            tokens; vote per group; reward; log diagnostics──► gathered rewards
+            tokens, (Cooper) score them with the reward model; vote per group; reward; log
+            diagnostics; (Cooper) update the reward model on pairs of this batch──► gathered rewards
       ──TRL: advantages per group of G, clipped policy loss, KL to the reference, optimizer step
-      ──(3) checkpoints also hold the teacher; resuming restores it
+      ──(3) checkpoints also hold the teacher (Cooper: the reward model); resuming restores it
 
 Rewards are computed on the *gathered* batch because a group of G rollouts can be split across
 processes: a vote taken per process would see part of the group. Every process computes the same
@@ -19,6 +20,11 @@ each normalised on its own by TRL's per-group advantage. Both views' completions
 aggregated by ``loss_type`` over all their tokens (TRL's default ``dapo``: a token mean over the whole
 batch). The reference implementation instead *sums* the two views' token-mean losses, so its gradient
 is about twice ours for the same learning rate: double ``learning_rate`` to match it.
+
+**Cooper's reward model** (:mod:`corewarding.cooper`) is updated inside ``_calculate_rewards``, right
+after it has scored the batch: the rewards of a batch always come from the reward model *before* its
+update on that batch. That is one reward-model step per generation batch (per policy step with TRL's
+defaults, ``num_iterations=1``). Each process holds a replica; they stay identical (see that module).
 """
 
 from __future__ import annotations
@@ -41,23 +47,39 @@ from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, create_model_from_path
 
+from corewarding.annotate import read_labelled
 from corewarding.answers import extract_answer
 from corewarding.collapse import CollapseMonitor
 from corewarding.config import CoRewardingConfig
+from corewarding.cooper import CooperRewardModel, select_pairs
 from corewarding.data.records import Problem
+from corewarding.equivalence import answers_match
 from corewarding.evaluate import evaluate as evaluate_problems
 from corewarding.generation import TransformersBackend
-from corewarding.rewards import CONFIDENCE_METHODS, Rollouts, format_rewards, method_rewards
+from corewarding.models import ModelLoadError
+from corewarding.reward_model import RewardModel, TemplateBounds
+from corewarding.reward_model_training import evaluate_reward_model
+from corewarding.rewards import CONFIDENCE_METHODS, COOPER_METHODS, Rollouts, format_rewards, method_rewards
 from corewarding.teacher import TeacherSchedule, ema_update_
 from corewarding.token_statistics import entropy, self_certainty
 from corewarding.voting import VotingConfig
 
-__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text"]
+__all__ = [
+    "CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text",
+    "question_text",
+]
 
 logger = logging.get_logger(__name__)
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
+
+
+def question_text(prompt) -> str:
+    """The question of a TRL prompt: a string, or chat messages (the last user turn)."""
+    if isinstance(prompt, str):
+        return prompt
+    return next(m["content"] for m in reversed(prompt) if m.get("role") == "user")
 
 
 def completion_text(completion) -> str:
@@ -171,6 +193,14 @@ class CoRewardingTrainer(GRPOTrainer):
     Reward columns, as TRL logs them: the method's reward (``rewards/<method>/mean``) and a format
     reward (``rewards/format/mean``: 1 when an answer can be extracted), weighted by TRL's
     ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
+
+    Cooper's metrics: ``rm/rule_agreement``, ``rm/false_positive_rate`` and ``rm/group_auc`` (every
+    batch, see :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``,
+    ``_balanced_accuracy``, ``_precision``, ``_recall``, ``_auc`` and ``_group_auc`` of the reward model
+    that rewards the step, on the held-out split of ``reward_model_eval_data`` (every
+    ``reward_model_eval_steps`` steps); ``cooper`` only: ``rm/pairs`` (pairs of the update),
+    ``rm/skipped_groups`` (groups without a pair) and ``rm/loss`` (the Bradley–Terry loss before the
+    update; absent without pairs).
     """
 
     def __init__(
@@ -207,6 +237,9 @@ class CoRewardingTrainer(GRPOTrainer):
                 args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
             )
         self.heldout = list(heldout)
+        self.cooper = None
+        if args.method in COOPER_METHODS:
+            self.cooper, self.cooper_heldout = self._load_reward_model(args)
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.stop_on_collapse))
         self._last_generation: tuple[list, list] | None = None
@@ -222,6 +255,30 @@ class CoRewardingTrainer(GRPOTrainer):
         if self.is_fsdp_enabled:
             return prepare_fsdp(model, self.accelerator)
         return self.accelerator.prepare_model(model, evaluation_mode=True)
+
+    def _load_reward_model(self, args: CoRewardingConfig) -> tuple[CooperRewardModel, list]:
+        """Cooper's reward model (the same replica on every process) and its held-out labelled completions."""
+        bounds = TemplateBounds(
+            args.reward_model_question_chars, args.reward_model_reference_chars, args.reward_model_completion_chars
+        )
+        try:
+            reward_model = RewardModel.load(
+                args.reward_model_path, bounds=bounds, batch_size=args.reward_model_batch_size,
+                device=self.accelerator.device, seed=args.seed,
+            )
+        except ModelLoadError as error:
+            raise ModelLoadError(
+                f"{error} (reward_model_path: make a reward model with `corewarding rm train`, or use tiny)"
+            ) from None
+        cooper = CooperRewardModel(
+            reward_model, args.reward_model_learning_rate, args.max_grad_norm, frozen=args.method == "cooper_static"
+        )
+        heldout = []
+        if args.reward_model_eval_data is not None:
+            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[: args.reward_model_eval_size]
+            if not heldout:
+                raise ValueError(f"{args.reward_model_eval_data} has no held-out completions")
+        return cooper, heldout
 
     def _get_train_sampler(self, dataset=None) -> Sampler:
         if self.args.method != "co_rewarding_i":
@@ -257,6 +314,12 @@ class CoRewardingTrainer(GRPOTrainer):
             local["confidence"] = self._confidence(method)
         if method == "co_rewarding_ii":
             local["teacher_answers"] = self._teacher_answers(mode)
+        if method in COOPER_METHODS:
+            local["texts"] = self.cooper.reward_model.texts(
+                [question_text(x["prompt"]) for x in inputs], [x["answer"] for x in inputs],
+                [completion_text(c) for c in completions],
+            )
+            local["reward_model_scores"] = self.cooper.reward_model.scores(local["texts"])
         batch = {key: gather_object(values) for key, values in local.items()}
 
         rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
@@ -265,12 +328,34 @@ class CoRewardingTrainer(GRPOTrainer):
             teacher = Rollouts(batch["teacher_answers"], batch["question_ids"], batch["views"])
         result = method_rewards(
             method, rollouts, voting=self.voting, teacher=teacher, confidence=batch.get("confidence"),
-            no_answer_penalty=self.args.no_answer_penalty,
+            no_answer_penalty=self.args.no_answer_penalty, reward_model_scores=batch.get("reward_model_scores"),
+            reward_threshold=self.args.reward_threshold,
         )
+        if method in COOPER_METHODS and mode == "train":
+            result.metrics.update(self._cooper_step(rollouts, batch["texts"], batch["reward_model_scores"]))
         for name, value in result.metrics.items():
             self._metrics[mode][name].append(value)
         columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
         return columns.to(self.accelerator.device)
+
+    def _cooper_step(self, rollouts: Rollouts, texts: list[str], scores: list[float]) -> dict[str, float]:
+        """Held-out scores of the reward model that rewarded this batch, then (``cooper``) its update."""
+        metrics = {}
+        step = self.state.global_step + 1
+        if self.cooper_heldout and (step - 1) % self.args.reward_model_eval_steps == 0:
+            heldout = evaluate_reward_model(self.cooper.reward_model, self.cooper_heldout)
+            for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc"):
+                if getattr(heldout, name) is not None:
+                    metrics[f"rm/heldout_{name}"] = getattr(heldout, name)
+        if self.cooper.frozen:
+            return metrics
+        accepted = answers_match(list(zip(rollouts.references, rollouts.answers)))
+        selection = select_pairs(list(rollouts.groups().values()), accepted, scores)
+        loss = self.cooper.update(texts, selection.pairs)
+        metrics.update({"rm/pairs": len(selection.pairs), "rm/skipped_groups": selection.skipped_groups})
+        if loss is not None:
+            metrics["rm/loss"] = loss
+        return metrics
 
     def _padded_generation(self):
         """The last generated batch as (input_ids, attention_mask, completion_mask), TRL's padding."""
@@ -420,6 +505,8 @@ class CoRewardingTrainer(GRPOTrainer):
 
     def _save_checkpoint(self, model, trial):
         super()._save_checkpoint(model, trial)
+        if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
+            self.cooper.save(Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.teacher is None:
             return
         state = self.accelerator.get_state_dict(self.teacher)  # gathered under DeepSpeed ZeRO-3
@@ -430,6 +517,8 @@ class CoRewardingTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
+        if self.cooper is not None and not self.cooper.frozen and checkpoint is not None:
+            self.cooper.load(checkpoint)
         if self.teacher is None or checkpoint is None:
             return
         weights = os.path.join(checkpoint, TEACHER_WEIGHTS)

@@ -96,6 +96,10 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             reply = stub.script(pair, attempt)
             time.sleep(reply.delay_s)
+            # Out of flight before the answer goes out: the client may send its next request as soon as
+            # it has the answer, before this thread would get to count it down.
+            with stub.lock:
+                stub.in_flight -= 1
             payload = reply.body
             if payload is None:
                 message = {"role": "assistant", "content": reply.content}
@@ -111,9 +115,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a timeout test)
             return
-        finally:
-            with stub.lock:
-                stub.in_flight -= 1
         if reply.status == 200:
             with stub.lock:
                 stub.answered[pair] += 1

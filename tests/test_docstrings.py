@@ -17,6 +17,9 @@ MODULES = [
     "corewarding.data.rephrasing_checks",
     "corewarding.evaluate",
     "corewarding.generation",
+    "corewarding.reward_model",
+    "corewarding.cooper",
+    "corewarding.annotate",
 ]
 
 

@@ -1,0 +1,60 @@
+"""Two ``cooper`` steps with scripted rollouts in 1 or 2 processes (run by test_cooper.py).
+
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/distributed_cooper.py MODEL_DIR OUT 2
+
+The global batch keeps its size (the per-device batch halves). Every process writes what its reward
+model replica ended with (its weights) to OUT.<rank>.pt, and rank 0 the logged metrics to OUT.json.
+"""
+
+import json
+import sys
+
+import torch
+from test_cooper import scripted_rollouts
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from corewarding.config import CoRewardingConfig
+from corewarding.data.synthetic import generate_problems
+from corewarding.train import training_dataset
+from corewarding.trainer import CoRewardingTrainer
+
+
+class ScriptedTrainer(CoRewardingTrainer):
+    _generate_single_turn = scripted_rollouts
+
+
+def main(model_dir: str, out: str, processes: int) -> None:
+    config = CoRewardingConfig(
+        method="cooper",
+        output_dir=f"{out}.run",
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=16 // processes,
+        max_completion_length=16,
+        report_to=[],
+        heldout_dataset=None,
+        disable_tqdm=True,
+        seed=0,
+        reward_model_path=model_dir,
+        reward_model_learning_rate=1e-3,
+        reward_model_batch_size=4,
+    )
+    trainer = ScriptedTrainer(
+        model=AutoModelForCausalLM.from_pretrained(model_dir),
+        args=config,
+        train_dataset=training_dataset(
+            generate_problems(32, "train", seed=0), "cooper", config.system_prompt
+        ),
+        processing_class=AutoTokenizer.from_pretrained(model_dir),
+    )
+    trainer.train()
+    torch.save(
+        trainer.cooper.reward_model.model.state_dict(), f"{out}.{trainer.accelerator.process_index}.pt"
+    )
+    if trainer.accelerator.is_main_process:
+        with open(f"{out}.json", "w") as f:
+            json.dump([r for r in trainer.state.log_history if "rm/pairs" in r], f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
