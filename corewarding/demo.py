@@ -6,9 +6,15 @@ model (:mod:`corewarding.tiny_model`) on the synthetic task with its recipe from
 steps, evaluating held-out accuracy at regular intervals; then :func:`corewarding.report.write_report`
 writes ``report.md`` and ``curves.png`` beside each method's ``metrics.jsonl``.
 
-    corewarding demo                   # every method, about 15 minutes on 2 CPU cores
+    corewarding demo                   # the six methods of the paper, about 15 minutes on 2 CPU cores
     corewarding demo --quick           # a shorter budget, about 3 minutes
     corewarding demo --methods co_rewarding_i,majority_vote --steps 60
+    corewarding demo --methods ground_truth,cooper,cooper_static
+
+``cooper`` and ``cooper_static`` (the co-trained and the frozen reference-based reward model) run only
+when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
+from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
+``rm train`` with their defaults; a few minutes).
 """
 
 from __future__ import annotations
@@ -25,9 +31,12 @@ from transformers import TrainerCallback
 
 from corewarding.config import load_recipe
 from corewarding.report import load_run, rich_table, summarize, write_report
-from corewarding.rewards import METHODS
+from corewarding.rewards import COOPER_METHODS, METHODS
 
-__all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "run_demo"]
+__all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
+
+#: The methods the demo runs unless told otherwise: the paper's six.
+DEMO_METHODS = tuple(m for m in METHODS if m not in COOPER_METHODS)
 
 
 @dataclass(frozen=True)
@@ -71,8 +80,28 @@ class _StepProgress(TrainerCallback):
         self.progress.update(self.task, completed=state.global_step)
 
 
+def prepare_reward_model(output_dir: Path, seed: int = 0) -> tuple[Path, Path]:
+    """The demo's reward model for Cooper: ``(model folder, labelled data)``, made once and reused."""
+    from corewarding.annotate import AnnotationSettings, annotate, read_labelled
+    from corewarding.data.synthetic import generate_problems
+    from corewarding.generation import TransformersBackend
+    from corewarding.models import load_model
+    from corewarding.reward_model import RewardModel
+    from corewarding.reward_model_training import RESULT_FILE, train_reward_model
+    from corewarding.tiny_model import TINY_MODEL_DIR
+
+    data, folder = output_dir / "reward_model_data.jsonl", output_dir / "reward_model"
+    if not (folder / RESULT_FILE).is_file():
+        policy, tokenizer = load_model(TINY_MODEL_DIR)
+        annotate(generate_problems(500, "train", seed=seed), TransformersBackend(policy, tokenizer, seed=seed),
+                 data, AnnotationSettings(), policy="tiny")
+        train_reward_model(RewardModel.load("tiny", seed=seed), read_labelled(data, "train"),
+                           read_labelled(data, "heldout"), folder)
+    return folder, data
+
+
 def run_demo(
-    methods: Sequence[str] = METHODS,
+    methods: Sequence[str] = DEMO_METHODS,
     budget: DemoBudget = DEFAULT_BUDGET,
     output_dir: str | Path = "runs/demo",
     seed: int = 0,
@@ -94,6 +123,11 @@ def run_demo(
     warnings.filterwarnings("ignore", category=UserWarning)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     started = time.perf_counter()
+    extra: dict[str, str] = {}
+    if any(m in COOPER_METHODS for m in methods):
+        console.print("making the reward model for Cooper (once; a few minutes)")
+        folder, data = prepare_reward_model(output_dir, seed)
+        extra = {"reward_model_path": str(folder), "reward_model_eval_data": str(data)}
     with Progress(*columns, console=console) as progress:
         for method in methods:
             task = progress.add_task(method, total=budget.steps)
@@ -101,7 +135,7 @@ def run_demo(
                 f"tiny/{method}",
                 max_steps=budget.steps, eval_steps=budget.eval_steps, max_heldout_problems=budget.heldout_problems,
                 heldout_samples=budget.heldout_samples, output_dir=str(output_dir / method), seed=seed,
-                disable_tqdm=True,
+                disable_tqdm=True, **(extra if method in COOPER_METHODS else {}),
             )
             trainer = build_trainer(config)
             trainer.remove_callback(PrinterCallback)
