@@ -67,7 +67,8 @@ def demo(
 def train(
     ctx: typer.Context,
     config: str = typer.Option(
-        None, "--config", help="YAML recipe (keys of CoRewardingConfig / GRPOConfig), or a shipped one: tiny/<method>."
+        None, "--config", help="YAML recipe (keys of CoRewardingConfig / GRPOConfig; `base:` a recipe it builds on), or a shipped one: "
+        "tiny/<method>, paper/<method>."
     ),
     resume: str = typer.Option(
         None, "--resume", help="Resume from a checkpoint folder, or 'last' for the newest in output_dir."
@@ -84,14 +85,18 @@ def train(
     import torch
     from trl import TrlParser
 
-    from corewarding.config import CoRewardingConfig, recipe_path
+    from corewarding.config import CoRewardingConfig, recipe_settings
 
     if threads is not None:
         torch.set_num_threads(threads)
     from corewarding.train import train as run_training
 
-    args = (["--config", str(recipe_path(config))] if config is not None else []) + list(ctx.args)
-    (settings,) = TrlParser([CoRewardingConfig]).parse_args_and_config(args)
+    parser = TrlParser([CoRewardingConfig])
+    if config is not None:
+        unknown = parser.set_defaults_with_config(**recipe_settings(config))
+        if unknown:
+            raise ValueError(f"recipe {config} has settings CoRewardingConfig does not know: {' '.join(unknown[::2])}")
+    (settings,) = parser.parse_args_into_dataclasses(args=list(ctx.args))
     run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
 
 

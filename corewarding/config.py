@@ -19,7 +19,7 @@ from corewarding.prompts import SYSTEM_PROMPT
 from corewarding.rewards import METHODS
 from corewarding.voting import MATCHING_MODES
 
-__all__ = ["CoRewardingConfig", "RECIPES_DIR", "recipe_path", "load_recipe"]
+__all__ = ["CoRewardingConfig", "RECIPES_DIR", "recipe_path", "recipe_settings", "load_recipe"]
 
 #: The recipes shipped with the package (``configs/tiny`` in the repository points here).
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -158,13 +158,47 @@ def recipe_path(name: str | Path) -> Path:
     shipped = RECIPES_DIR / f"{name}.yaml"
     if shipped.is_file():
         return shipped
-    names = sorted(str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml"))
+    names = sorted(
+        str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml") if not p.name.startswith("_")
+    )
     raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
 
 
+def recipe_settings(name: str | Path) -> dict:
+    """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names.
+
+    ``base`` is a file path relative to the recipe; bases may have bases. Shared settings live in one
+    file (``tiny/_common.yaml``, ``paper/_reference.yaml``) and each method's recipe states only what
+    differs, e.g.::
+
+        base: _common.yaml
+        method: co_rewarding_ii
+        teacher_rate_start: 0.01
+    """
+    chain: list[Path] = []
+    path = recipe_path(name).resolve()
+    layers: list[dict] = []
+    while path is not None:
+        if path in chain:
+            raise ValueError(f"recipe {name}: its bases form a cycle through {path}")
+        chain.append(path)
+        try:
+            settings = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ValueError(f"recipe {path} cannot be read: {error}") from None
+        if not isinstance(settings, dict):
+            raise ValueError(f"recipe {path} must be a YAML mapping of settings")
+        base = settings.pop("base", None)
+        layers.append(settings)
+        path = (path.parent / base).resolve() if base is not None else None
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"recipe {chain[-1]}: its base {base} does not exist")
+    merged: dict = {}
+    for settings in reversed(layers):
+        merged.update(settings)
+    return merged
+
+
 def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
-    """The config of a recipe (:func:`recipe_path`), with ``overrides`` applied."""
-    settings = yaml.safe_load(recipe_path(name).read_text()) or {}
-    if not isinstance(settings, dict):
-        raise ValueError(f"recipe {name} must be a YAML mapping of settings")
-    return CoRewardingConfig(**{**settings, **overrides})
+    """The config of a recipe (:func:`recipe_settings`), with ``overrides`` applied."""
+    return CoRewardingConfig(**{**recipe_settings(name), **overrides})
