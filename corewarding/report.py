@@ -164,7 +164,7 @@ def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
 
     table = Table(title=title)
     for column in COLUMNS[1:]:
-        table.add_column(column, justify="left" if column in ("method", "collapse") else "right")
+        table.add_column(column, justify="left" if column in ("method", "collapse") else "right", no_wrap=column == "method")
     for row in table_rows(summaries):
         table.add_row(*(cell.replace("**", "") for cell in row[1:]))
     return table
