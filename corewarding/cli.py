@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +35,13 @@ def user_errors(command):
             return command(*args, **kwargs)
         except USER_ERRORS as error:
             typer.echo(f"error: {str(error).splitlines()[0] if str(error) else type(error).__name__}", err=True)
+            raise typer.Exit(2) from None
+        except ModuleNotFoundError as error:
+            if error.name != "trl":
+                raise
+            # TRL 1.16 is installed only on Python >= 3.11; the framework-free core works on 3.10.
+            typer.echo(f"error: this command trains with TRL 1.16, which needs Python >= 3.11 (this is "
+                       f"{sys.version.split()[0]})", err=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -101,6 +109,7 @@ def train(
 
 
 @app.command()
+@user_errors
 def pretrain(
     output: Path = typer.Option(
         Path("runs/pretrain-tiny"), "--output", "-o", help="Folder for model, tokenizer and pretrain.json."

@@ -1,6 +1,7 @@
 """CleanRL-style smoke tests: the real `corewarding train` command, every method, 2 steps on CPU."""
 
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -51,3 +52,11 @@ def test_train_reports_a_bad_setting_in_one_line(tmp_path):
 def test_train_reports_a_missing_recipe(tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 2 and "no recipe at" in result.output
+
+
+def test_train_without_trl_says_which_python_it_needs(monkeypatch):
+    # TRL 1.16 installs only on Python >= 3.11: there, the training commands explain instead of failing.
+    monkeypatch.setitem(sys.modules, "trl", None)
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/majority_vote"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: this command trains with TRL 1.16, which needs Python >= 3.11")
