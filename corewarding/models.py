@@ -109,6 +109,12 @@ def load_model(
     except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
         where = f"{name!r} from the hub (no network, or no such model)" if on_hub else str(location)
         raise ModelLoadError(f"cannot load {where}: {_first_line(error)}") from None
+    if gguf_file:
+        # transformers dequantises a GGUF file into plain `dtype` tensors but leaves a GGUF quantizer
+        # attached, and its Trainer then refuses to fine-tune "a purely quantized model" (and
+        # save_pretrained would mark the folder quantized): the weights are ordinary, so detach it.
+        model.hf_quantizer, model.is_quantized = None, False
+        model.config.__dict__.pop("quantization_config", None)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(
