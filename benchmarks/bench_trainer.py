@@ -24,11 +24,11 @@ from trl import GRPOConfig, GRPOTrainer
 
 from corewarding.answers import extract_answer
 from corewarding.config import CoRewardingConfig
+from corewarding.data.synthetic import generate_problems
 from corewarding.equivalence import answers_match
 from corewarding.models import load_model
 from corewarding.rewards import METHODS
 from corewarding.tiny_model import TINY_MODEL_DIR
-from corewarding.data.synthetic import generate_problems
 from corewarding.train import training_dataset
 from corewarding.trainer import CoRewardingTrainer, completion_text
 

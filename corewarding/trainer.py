@@ -41,8 +41,8 @@ from accelerate.utils import gather_object, is_peft_model
 from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
-from transformers.utils import logging
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, create_model_from_path

@@ -24,8 +24,8 @@ from corewarding.annotate import (
 )
 from corewarding.cli import app
 from corewarding.cooper import CooperRewardModel, Pair, select_pairs
-from corewarding.generation import Completion
 from corewarding.data.synthetic import generate_problems
+from corewarding.generation import Completion
 from corewarding.reward_model import (
     ELLIPSIS,
     RewardModel,

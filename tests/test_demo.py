@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.demo import DEFAULT_BUDGET, DEMO_METHODS, QUICK_BUDGET, budget_for
 
+
 def number(cell: str) -> float:
     return float(cell)
 

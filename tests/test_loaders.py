@@ -20,7 +20,6 @@ from corewarding.data.loaders import (
 from corewarding.prompts import SYSTEM_PROMPT
 
 
-
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
