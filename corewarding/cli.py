@@ -651,11 +651,11 @@ def report(
     """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
     from rich.console import Console
 
-    from corewarding.report import load_run, rich_table, run_folders, summarize, write_report
+    from corewarding.report import load_runs, rich_table, summarize, write_report
 
     markdown, figure = write_report(runs, output)
     console = Console()
-    console.print(rich_table([summarize(load_run(run)) for run in run_folders(runs)]))
+    console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(f"wrote {markdown} and {figure}")
 
 

@@ -20,7 +20,11 @@ signal                            fires when (means over the last ``window`` log
 ================================  ===========================================================
 
 "Early mean" is the mean of the first ``window`` logged steps. Nothing fires before ``window``
-steps have been logged. The first step at which any signal fires is the collapse step.
+steps have been logged, and a training signal counts only after it has held for ``patience``
+consecutive steps: with the few questions of a small batch (8 per step in the demo), label accuracy
+over one window is noisy enough that a single low window flagged stable runs (2 of 4 Co-rewarding
+runs of the study with window 5 and no patience). The first step at which any signal counts is the
+collapse step.
 
 Worked example (a reward that keeps climbing while the labels turn wrong)::
 
@@ -28,7 +32,7 @@ Worked example (a reward that keeps climbing while the labels turn wrong)::
     ...            for s in range(1, 20)]
     >>> report = detect_collapse(history)
     >>> report.step, report.reasons
-    (10, ['reward_up_label_accuracy_down'])
+    (18, ['reward_up_label_accuracy_down'])
 """
 
 from __future__ import annotations
@@ -51,22 +55,25 @@ class CollapseThresholds:
     """The thresholds of the signals (see the module docstring); every default documented here.
 
     Attributes:
-        window: logged steps averaged, and steps that make the early baseline (default 5).
+        window: logged steps averaged, and steps that make the early baseline (default 10).
         drop: a label or held-out accuracy below this fraction of its reference has collapsed (0.5).
         entropy_floor: token entropy below this fraction of its early mean has collapsed (0.25).
         clipped_share: this share of completions at the length cap means runaway length (0.5).
         shrink: mean length below this fraction of its early mean means shrinking answers (0.5).
         dominant_share: one answer this share of all rollouts means one answer for all (0.5).
         min_heldout: held-out accuracy below this is too small to judge a drop (0.05).
+        patience: a training signal counts only once it has held on this many consecutive logged
+            steps (default 5): with a few questions per step, one bad window is noise, not a collapse.
     """
 
-    window: int = 5
+    window: int = 10
     drop: float = 0.5
     entropy_floor: float = 0.25
     clipped_share: float = 0.5
     shrink: float = 0.5
     dominant_share: float = 0.5
     min_heldout: float = 0.05
+    patience: int = 5
 
 
 @dataclass
@@ -88,6 +95,7 @@ class CollapseMonitor:
         self.thresholds = thresholds
         self.train: list[Mapping] = []
         self.best_heldout: float | None = None
+        self.streaks: dict[str, int] = {}
         self.report = CollapseReport()
 
     def update(self, record: Mapping) -> list[str]:
@@ -96,7 +104,9 @@ class CollapseMonitor:
             signals = self._heldout_signals(record[HELDOUT_METRIC])
         elif "reward" in record:
             self.train.append(record)
-            signals = self._train_signals()
+            holding = self._train_signals()
+            self.streaks = {signal: self.streaks.get(signal, 0) + 1 for signal in holding}
+            signals = [signal for signal in holding if self.streaks[signal] >= self.thresholds.patience]
         else:
             return []
         if signals and not self.report.collapsed:

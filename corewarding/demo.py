@@ -30,7 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from corewarding.config import load_recipe
-from corewarding.report import load_run, rich_table, summarize, write_report
+from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.rewards import COOPER_METHODS, METHODS
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
@@ -148,7 +148,7 @@ def run_demo(
         [output_dir / m for m in methods], output_dir,
         title=f"corewarding demo: {budget.steps} steps per method, seed {seed}",
     )
-    console.print(rich_table([summarize(load_run(output_dir / m)) for m in methods]))
+    console.print(rich_table([summarize(run) for run in load_runs([output_dir / m for m in methods])]))
     console.print(f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}")
     return report, figure
 

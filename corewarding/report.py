@@ -23,7 +23,7 @@ import yaml
 
 from corewarding.collapse import CollapseReport, detect_collapse, read_metrics
 
-__all__ = ["RunSummary", "run_folders", "load_run", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
+__all__ = ["RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
 
 HELDOUT = "eval_greedy_accuracy"
 SAMPLED = "eval_sampled_accuracy"
@@ -90,6 +90,18 @@ def load_run(folder: str | Path) -> Run:
     return Run(folder.name, method, read_metrics(metrics))
 
 
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The runs of :func:`run_folders` ``(paths)``; runs whose folders share a name (the same method in
+    several seed folders) are named ``<parent>/<folder>`` so the table tells them apart."""
+    folders = run_folders(paths)
+    runs = [load_run(f) for f in folders]
+    names = [r.name for r in runs]
+    for run, folder in zip(runs, folders):
+        if names.count(run.name) > 1:
+            run.name = f"{folder.resolve().parent.name}/{folder.name}"
+    return runs
+
+
 def summarize(run: Run) -> RunSummary:
     _, heldout = run.series(HELDOUT)
     _, sampled = run.series(SAMPLED)
@@ -117,11 +129,11 @@ def _percent(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def _mean_std(values: Sequence[float | None], scale: float = 100.0) -> str:
+def _mean_std(values: Sequence[float | None], scale: float = 100.0, digits: int = 1) -> str:
     known = [v * scale for v in values if v is not None]
     if not known:
         return "–"
-    return f"{fmean(known):.1f} ± {pstdev(known):.1f}"
+    return f"{fmean(known):.{digits}f} ± {pstdev(known):.{digits}f}"
 
 
 COLUMNS = (
@@ -147,7 +159,7 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
             rows.append([f"**{method}** (mean ± std)", method, str(max(s.steps for s in runs)),
                          _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
                          _mean_std([s.heldout_final for s in runs]), _mean_std([s.sampled_final for s in runs]),
-                         _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0),
+                         _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0, digits=3),
                          f"{collapsed} of {len(runs)} runs"])
     return rows
 
@@ -217,7 +229,7 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
 
 def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs") -> tuple[Path, Path]:
     """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
-    runs = [load_run(f) for f in run_folders(folders)]
+    runs = load_runs(folders)
     if not runs:
         raise ValueError("no run folders given")
     out_dir = Path(out_dir)

@@ -1,8 +1,14 @@
 """The collapse monitor on constructed metric histories: collapsing ones flagged at the right step."""
 
+import random
+
 import pytest
 
 from corewarding.collapse import CollapseMonitor, CollapseThresholds, detect_collapse
+
+# One 5-step window and no persistence: a signal counts at the first step its formula holds, which
+# is what the step arithmetic in the comments below works out. The defaults are tested further down.
+FORMULA = CollapseThresholds(window=5, patience=1)
 
 HEALTHY = {
     "reward": 0.5, "label_accuracy": 0.5, "entropy": 0.3, "completions/mean_length": 40.0,
@@ -33,7 +39,7 @@ def test_majority_vote_collapse_reward_saturates_while_labels_turn_wrong():
         late = max(0, step - 10)
         return {"reward": min(1.0, 0.5 + 0.05 * late), "label_accuracy": max(0.0, 0.5 - 0.05 * late)}
 
-    report = detect_collapse(history(40, change))
+    report = detect_collapse(history(40, change), FORMULA)
     # The label mean of steps s-4..s first drops below half the early 0.5 at s = 18 (0.3 ... 0.1: 0.2).
     assert report.collapsed and report.step == 18
     assert report.reasons == ["reward_up_label_accuracy_down"]
@@ -45,10 +51,10 @@ def test_entropy_collapse_and_runaway_length():
             return {}
         return {"entropy": 0.3 * 0.5 ** (step - 20), "completions/clipped_ratio": min(1.0, 0.1 * (step - 20))}
 
-    report = detect_collapse(history(40, change))
+    report = detect_collapse(history(40, change), FORMULA)
     # Entropy mean over steps 21..25 = 0.3 x mean(0.5^1..0.5^5) = 0.058 < 0.25 x 0.3; at 24 it is 0.116.
     assert report.step == 25 and report.reasons == ["entropy_collapse"]
-    monitor = CollapseMonitor()
+    monitor = CollapseMonitor(FORMULA)
     fired = {signal for record in history(40, change) for signal in monitor.update(record)}
     assert fired == {"entropy_collapse", "length_to_cap"}
 
@@ -60,9 +66,9 @@ def test_shrinking_answers_and_one_answer_for_everything():
         return {"completions/mean_length": 8.0, "dominant_answer_share": 0.9}
 
     # Step 13 (window 9..13): answer share mean 0.6 >= 0.5, but length mean 20.8 is not yet < 20.
-    report = detect_collapse(history(20, change))
+    report = detect_collapse(history(20, change), FORMULA)
     assert report.step == 13 and report.reasons == ["dominant_answer"]
-    monitor = CollapseMonitor()
+    monitor = CollapseMonitor(FORMULA)
     firings = {r["step"]: monitor.update(r) for r in history(20, change)}
     assert firings[14] == ["length_shrink", "dominant_answer"]
 
@@ -78,10 +84,39 @@ def test_heldout_noise_near_zero_is_not_a_collapse():
 
 def test_nothing_fires_before_the_window():
     records = history(4, lambda s: {"entropy": 0.0})
-    assert not detect_collapse(records, CollapseThresholds(window=5)).collapsed
+    assert not detect_collapse(records, FORMULA).collapsed
 
 
 @pytest.mark.parametrize("missing", ["label_accuracy", "entropy"])
 def test_methods_without_a_metric_are_judged_on_the_others(missing):
     records = [{k: v for k, v in r.items() if k != missing} for r in history(30)]
     assert not detect_collapse(records).collapsed
+
+
+def test_by_default_a_signal_counts_once_it_has_persisted():
+    def change(step):
+        late = max(0, step - 10)
+        return {"reward": min(1.0, 0.5 + 0.05 * late), "label_accuracy": max(0.0, 0.5 - 0.05 * late)}
+
+    # Window 10: the label mean of steps s-9..s first drops below half the early 0.5 at s = 20
+    # (0.45 ... 0.05, 0: 0.225); it holds on, and counts after 5 consecutive steps, at 24.
+    monitor = CollapseMonitor()
+    firings = {r["step"]: monitor.update(r) for r in history(40, change)}
+    assert monitor.report.step == 24 and monitor.report.reasons == ["reward_up_label_accuracy_down"]
+    assert all(firings[s] == [] for s in range(1, 24)) and firings[24] == firings[40]
+
+
+def test_label_noise_of_a_small_batch_is_not_a_collapse():
+    # Stable runs: 8 questions a step, each label right with probability 0.4, reward steady near 0.95.
+    def stable_run(seed):
+        rng = random.Random(seed)
+        return history(180, lambda s: {
+            "reward": 0.95 + rng.uniform(-0.03, 0.03),
+            "label_accuracy": sum(rng.random() < 0.4 for _ in range(8)) / 8,
+        })
+
+    runs = [stable_run(seed) for seed in range(12)]
+    assert not any(detect_collapse(run).collapsed for run in runs)
+    # Judged on single 5-step windows, the same noise looks like labels turning wrong in several runs.
+    flagged = [detect_collapse(run, FORMULA) for run in runs]
+    assert sum(r.reasons == ["reward_up_label_accuracy_down"] for r in flagged) >= 4

@@ -7,7 +7,7 @@ import yaml
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.report import load_run, markdown_table, summarize, write_report
+from corewarding.report import load_run, load_runs, markdown_table, summarize, write_report
 
 
 def make_run(folder, method, heldout, rewards, labels):
@@ -39,8 +39,9 @@ def test_summary_numbers(runs):
     assert (s.method, s.steps, s.heldout_start, s.heldout_best, s.heldout_final) == ("co_rewarding_ii", 20, 0.4, 0.5, 0.5)
     assert s.sampled_final == 0.25 and s.label_accuracy == 0.5 and not s.collapse.collapsed
     mv = summarize(load_run(runs[2]))
-    # Label mean of steps 5..9 is 0.14, below half the early mean 0.38, while the reward climbs; at 8 it is 0.20.
-    assert mv.collapse.collapsed and mv.collapse.step == 9
+    # Window 10: the label mean of steps 4..13 is 0.102, below half the early mean 0.234 (steps 1..10),
+    # while the reward climbs; at 12 it is 0.14. It holds on, and counts after 5 steps: at 17.
+    assert mv.collapse.collapsed and mv.collapse.step == 17
     assert mv.label_accuracy == pytest.approx(0.0)
 
 
@@ -50,7 +51,7 @@ def test_markdown_table_has_a_row_per_run_and_a_mean_row_per_repeated_method(run
     assert len(rows) == 4
     assert rows[2].startswith("| **co_rewarding_ii** (mean ± std) | co_rewarding_ii | 20 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |")
     assert "0 of 2 runs" in rows[2]
-    assert rows[3].startswith("| mv | majority_vote |") and "step 9: reward_up_label_accuracy_down" in rows[3]
+    assert rows[3].startswith("| mv | majority_vote |") and "step 17: reward_up_label_accuracy_down" in rows[3]
 
 
 def test_write_report_and_the_cli(runs, tmp_path):
@@ -69,3 +70,14 @@ def test_write_report_and_the_cli(runs, tmp_path):
 def test_report_of_a_folder_without_metrics_is_a_one_line_error(tmp_path):
     result = CliRunner().invoke(app, ["report", str(tmp_path), "-o", str(tmp_path / "out")])
     assert result.exit_code == 2 and "has no metrics.jsonl" in result.output
+
+
+def test_runs_of_one_method_in_seed_folders_are_told_apart(tmp_path):
+    for seed, final in ((0, 0.5), (1, 0.3)):
+        make_run(tmp_path / f"seed-{seed}" / "co_rewarding_i", "co_rewarding_i", {0: 0.4, 20: final}, [0.9] * 20, [0.5] * 20)
+    make_run(tmp_path / "seed-0" / "majority_vote", "majority_vote", {0: 0.4, 20: 0.4}, [0.8] * 20, [0.5] * 20)
+    runs = load_runs([tmp_path / "seed-0", tmp_path / "seed-1"])
+    assert [r.name for r in runs] == ["seed-0/co_rewarding_i", "majority_vote", "seed-1/co_rewarding_i"]
+    rows = markdown_table([summarize(r) for r in runs]).splitlines()[2:]
+    assert rows[2].startswith("| **co_rewarding_i** (mean ± std) | co_rewarding_i | 20 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |")
+    assert "| 0.900 ± 0.000 |" in rows[2]
