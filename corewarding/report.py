@@ -170,15 +170,25 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table_rows(summaries)])
 
 
+#: The terminal table's headers for :data:`COLUMNS` without method and steps, short enough for 80 columns.
+SHORT_COLUMNS = ("run", "start", "best", "final", "sampled", "label", "reward", "collapse")
+
+
 def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
-    """:func:`table_rows` as a rich table for the terminal (the run column left out: it repeats the method)."""
+    """:func:`table_rows` as a rich table for the terminal: short headers, the run's name standing for
+    its method, and the collapse cell cut to its step (``report.md`` has the signals)."""
     from rich.table import Table
 
-    table = Table(title=title)
-    for column in COLUMNS[1:]:
-        table.add_column(column, justify="left" if column in ("method", "collapse") else "right", no_wrap=column == "method")
+    table = Table(
+        title=title,
+        caption="held-out greedy accuracy % at the start, best and final evaluation; sampled: avg@k %; "
+        "label: label accuracy %; label and reward: mean of the last steps",
+    )
+    for column in SHORT_COLUMNS:
+        table.add_column(column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run")
     for row in table_rows(summaries):
-        table.add_row(*(cell.replace("**", "") for cell in row[1:]))
+        name = row[0].replace("**", "").replace(" (mean ± std)", " (mean)")
+        table.add_row(name, *row[3:-1], row[-1].split(":")[0])
     return table
 
 
