@@ -227,6 +227,12 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
                 if report.collapsed:
                     ax.axvline(report.step, color=colour, linestyle=":", linewidth=1)
         ax.set_title(title if key == HELDOUT else f"{title}, mean of {SMOOTHING} steps")
+        low_y, high_y = ax.get_ylim()
+        if key == "reward" and max(abs(low_y), abs(high_y)) > 4:
+            # Confidence rewards (self-certainty ~ 13) would flatten the 0/1 rewards to a line: keep
+            # [-1, 1] linear and compress what lies beyond it.
+            ax.set_yscale("symlog", linthresh=1.0)
+            ax.set_title(f"{title}, mean of {SMOOTHING} steps (linear in [-1, 1], log beyond)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
