@@ -105,7 +105,9 @@ def train(
         if unknown:
             raise ValueError(f"recipe {config} has settings CoRewardingConfig does not know: {' '.join(unknown[::2])}")
     (settings,) = parser.parse_args_into_dataclasses(args=list(ctx.args))
-    run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
+    trainer = run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
+    # Under torchrun / accelerate launch: close the trackers and leave the process group before exit.
+    trainer.accelerator.end_training()
 
 
 @app.command()

@@ -54,6 +54,8 @@ def main(model_dir: str, out: str, processes: int) -> None:
     if trainer.accelerator.is_main_process:
         with open(f"{out}.json", "w") as f:
             json.dump([r for r in trainer.state.log_history if "rm/pairs" in r], f)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()  # leave the process group before exit (see distributed_rewards.py)
 
 
 if __name__ == "__main__":

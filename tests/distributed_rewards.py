@@ -68,6 +68,10 @@ def main(model_dir: str, out: str, processes: int) -> None:
     if trainer.accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(captured, f)
+    # Leave the process group before the interpreter exits: exiting with gloo's threads alive aborted
+    # a rank once ("terminate called without an active exception").
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 if __name__ == "__main__":
