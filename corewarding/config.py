@@ -164,7 +164,7 @@ def recipe_path(name: str | Path) -> Path:
     raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
 
 
-def recipe_settings(name: str | Path) -> dict:
+def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
     """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names.
 
     ``base`` is a file path relative to the recipe; bases may have bases. Shared settings live in one
@@ -175,28 +175,21 @@ def recipe_settings(name: str | Path) -> dict:
         method: co_rewarding_ii
         teacher_rate_start: 0.01
     """
-    chain: list[Path] = []
     path = recipe_path(name).resolve()
-    layers: list[dict] = []
-    while path is not None:
-        if path in chain:
-            raise ValueError(f"recipe {name}: its bases form a cycle through {path}")
-        chain.append(path)
-        try:
-            settings = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ValueError(f"recipe {path} cannot be read: {error}") from None
-        if not isinstance(settings, dict):
-            raise ValueError(f"recipe {path} must be a YAML mapping of settings")
-        base = settings.pop("base", None)
-        layers.append(settings)
-        path = (path.parent / base).resolve() if base is not None else None
-        if path is not None and not path.is_file():
-            raise FileNotFoundError(f"recipe {chain[-1]}: its base {base} does not exist")
-    merged: dict = {}
-    for settings in reversed(layers):
-        merged.update(settings)
-    return merged
+    if path in _within:
+        raise ValueError(f"recipe {_within[0]}: its bases form a cycle through {path}")
+    try:
+        settings = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"recipe {path} cannot be read: {error}") from None
+    if not isinstance(settings, dict):
+        raise ValueError(f"recipe {path} must be a YAML mapping of settings")
+    base = settings.pop("base", None)
+    if base is None:
+        return settings
+    if not (path.parent / base).is_file():
+        raise FileNotFoundError(f"recipe {path}: its base {base} does not exist")
+    return {**recipe_settings(path.parent / base, (*_within, path)), **settings}
 
 
 def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
