@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from math import comb
 from statistics import fmean
 
@@ -51,7 +51,11 @@ from corewarding.voting import VotingConfig, majority_votes
 __all__ = [
     "pass_at_k",
     "Scores",
+    "QuestionOutcome",
+    "question_outcomes",
+    "outcome_scores",
     "score_answers",
+    "sample_answers",
     "EvaluationResult",
     "evaluation_runs",
     "evaluate",
@@ -92,6 +96,70 @@ class Scores:
     no_answer_rate: float | None = None
 
 
+@dataclass(frozen=True)
+class QuestionOutcome:
+    """How one question went: greedy answer right, how many of the n samples right, majority right
+    (None where not measured)."""
+
+    greedy_correct: bool | None = None
+    sampled_correct: int | None = None
+    majority_correct: bool | None = None
+
+
+def question_outcomes(
+    references: Sequence[str],
+    sampled: Sequence[Sequence[str | None]] | None = None,
+    greedy: Sequence[str | None] | None = None,
+    *,
+    matching: str = "equivalence",
+) -> list[QuestionOutcome]:
+    """Each question's :class:`QuestionOutcome` (arguments as in :func:`score_answers`).
+
+    >>> question_outcomes(["4"], sampled=[["4", "5", "5"]], greedy=["4"])
+    [QuestionOutcome(greedy_correct=True, sampled_correct=1, majority_correct=False)]
+    """
+    num = len(references)
+    if any(r is None for r in references):
+        raise ValueError("every question needs a reference answer to be scored")
+    for name, answers in (("sampled", sampled), ("greedy", greedy)):
+        if answers is not None and len(answers) != num:
+            raise ValueError(f"{name} answers are given for {len(answers)} questions, references for {num}")
+    greedy_correct = correct = majority_correct = [None] * num
+    if greedy is not None:
+        greedy_correct = answers_match(list(zip(references, greedy)), mode=matching)
+    if sampled is not None and num:
+        n = len(sampled[0])
+        if n == 0 or any(len(s) != n for s in sampled):
+            raise ValueError("every question needs the same, non-zero number of sampled answers")
+        verdicts = answers_match([(r, a) for r, group in zip(references, sampled) for a in group], mode=matching)
+        correct = [sum(verdicts[i * n : (i + 1) * n]) for i in range(num)]
+        labels = [vote.label for vote in majority_votes(sampled, VotingConfig(matching=matching))]
+        majority_correct = answers_match(list(zip(references, labels)), mode=matching)
+    return [QuestionOutcome(*fields) for fields in zip(greedy_correct, correct, majority_correct)]
+
+
+def outcome_scores(
+    outcomes: Sequence[QuestionOutcome], k: int = 0, pass_ks: Sequence[int] | None = None
+) -> Scores:
+    """:class:`Scores` of a set of questions from their outcomes, ``k`` samples each (0: not sampled).
+    ``no_answer_rate`` is left out: outcomes do not keep the answers."""
+    num = len(outcomes)
+    scores: dict = {"num_questions": num}
+    if num and outcomes[0].greedy_correct is not None:
+        scores["greedy_accuracy"] = fmean(o.greedy_correct for o in outcomes)
+    if num and k:
+        ks = sorted(set(pass_ks)) if pass_ks else sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+        if ks[0] < 1 or ks[-1] > k:
+            raise ValueError(f"pass@k can be reported for 1 <= k <= {k} only, got {ks}")
+        scores.update(
+            k=k,
+            avg_at_k=fmean(o.sampled_correct / k for o in outcomes),
+            pass_at_k={j: fmean(pass_at_k(k, o.sampled_correct, j) for o in outcomes) for j in ks},
+            maj_at_k=fmean(o.majority_correct for o in outcomes),
+        )
+    return Scores(**scores)
+
+
 def score_answers(
     references: Sequence[str],
     sampled: Sequence[Sequence[str | None]] | None = None,
@@ -109,39 +177,12 @@ def score_answers(
         pass_ks: the k at which to report pass@k (default: 1, 2, 4, … up to and including n).
         matching: ``"equivalence"`` (math-verify) or ``"exact"`` (canonical strings).
     """
-    num = len(references)
-    if any(r is None for r in references):
-        raise ValueError("every question needs a reference answer to be scored")
-    for name, answers in (("sampled", sampled), ("greedy", greedy)):
-        if answers is not None and len(answers) != num:
-            raise ValueError(f"{name} answers are given for {len(answers)} questions, references for {num}")
-    scores: dict = {"num_questions": num}
-    if greedy is not None and num:
-        scores["greedy_accuracy"] = fmean(answers_match(list(zip(references, greedy)), mode=matching))
-    if sampled is not None and num:
-        n = len(sampled[0])
-        if n == 0 or any(len(s) != n for s in sampled):
-            raise ValueError("every question needs the same, non-zero number of sampled answers")
-        ks = (
-            sorted(set(pass_ks))
-            if pass_ks
-            else sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
-        )
-        if ks[0] < 1 or ks[-1] > n:
-            raise ValueError(f"pass@k can be reported for 1 <= k <= {n} only, got {ks}")
-        verdicts = answers_match(
-            [(r, a) for r, group in zip(references, sampled) for a in group], mode=matching
-        )
-        correct = [sum(verdicts[i * n : (i + 1) * n]) for i in range(num)]
-        labels = [vote.label for vote in majority_votes(sampled, VotingConfig(matching=matching))]
-        scores.update(
-            k=n,
-            avg_at_k=fmean(c / n for c in correct),
-            pass_at_k={k: fmean(pass_at_k(n, c, k) for c in correct) for k in ks},
-            maj_at_k=fmean(answers_match(list(zip(references, labels)), mode=matching)),
-            no_answer_rate=fmean(a is None for group in sampled for a in group),
-        )
-    return Scores(**scores)
+    outcomes = question_outcomes(references, sampled, greedy, matching=matching)
+    k = len(sampled[0]) if sampled else 0
+    scores = outcome_scores(outcomes, k, pass_ks)
+    if not k:
+        return scores
+    return replace(scores, no_answer_rate=fmean(a is None for group in sampled for a in group))
 
 
 @dataclass(frozen=True)
@@ -199,6 +240,32 @@ def evaluation_runs(
     return runs
 
 
+def sample_answers(
+    questions: Sequence[str],
+    backend: GenerationBackend,
+    runs: Mapping[str, GenerationSettings],
+    *,
+    system_prompt: str | None = SYSTEM_PROMPT,
+    fallback_last_number: bool = False,
+    progress: bool = False,
+) -> tuple[dict[str, list[list[str | None]]], int]:
+    """The extracted answers of each run of :func:`evaluation_runs` to each question, and the number
+    of completions that failed (scored as no answer); arguments as in :func:`evaluate`."""
+    conversations = [chat_messages(question, system_prompt) for question in questions]
+    answers, failed = {}, 0
+    with Progress(disable=not progress) as bar:
+        for name, settings in runs.items():
+            label = "greedy decoding" if settings.greedy else f"sampling k={settings.n} at T={settings.temperature:g}"
+            task = bar.add_task(label, total=len(conversations))
+            groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
+            failed += sum(c.text is None for group in groups for c in group)
+            answers[name] = [
+                [extract_answer(text, fallback_last_number=fallback_last_number) for text in group]
+                for group in completion_texts(groups)
+            ]
+    return answers, failed
+
+
 def evaluate(
     problems: Sequence[Problem],
     backend: GenerationBackend,
@@ -231,18 +298,10 @@ def evaluate(
     runs = evaluation_runs(
         k=k, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
     )
-    conversations = [chat_messages(p.question, system_prompt) for p in problems]
-    answers, failed = {}, 0
-    with Progress(disable=not progress) as bar:
-        for name, settings in runs.items():
-            label = "greedy decoding" if settings.greedy else f"sampling k={k} at T={temperature:g}"
-            task = bar.add_task(label, total=len(conversations))
-            groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
-            failed += sum(c.text is None for group in groups for c in group)
-            answers[name] = [
-                [extract_answer(text, fallback_last_number=fallback_last_number) for text in group]
-                for group in completion_texts(groups)
-            ]
+    answers, failed = sample_answers(
+        [p.question for p in problems], backend, runs, system_prompt=system_prompt,
+        fallback_last_number=fallback_last_number, progress=progress,
+    )
     scores = score_answers(
         [p.answer for p in problems],
         answers.get("sampled"),

@@ -460,8 +460,11 @@ class OpenAIBackend:
                 on_result(index, results[index])
 
         pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="openai-backend")
-        futures = [pool.submit(work, i, sample) for i in range(len(conversations)) for sample in range(n)]
+        futures = []
         try:
+            # Submitting inside the try: an interrupt that lands while requests are still being queued
+            # (workers answer before the main thread is done queueing) must also wait for those in flight.
+            futures += [pool.submit(work, i, sample) for i in range(len(conversations)) for sample in range(n)]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in done:
                 future.result()

@@ -49,16 +49,19 @@ import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corewarding.data.synthetic import (
+    Chain,
+    SurfaceForm,
+    SPLITS,
     TaskConfig,
     generate_problems,
     render_forms,
     sample_chains,
     worked_solution,
 )
-from corewarding.evaluate import EvaluationResult, evaluate
 from corewarding.generation import TransformersBackend
 from corewarding.models import render_prompts
 from corewarding.tiny_model import TinyModelConfig, build_model, build_tokenizer
+from corewarding.view_diagnostics import measure_views
 
 __all__ = ["PretrainConfig", "PretrainResult", "pretrain", "training_batch", "SETTINGS_FILE"]
 
@@ -78,15 +81,22 @@ class PretrainConfig:
         warmup_ratio: share of the steps spent warming up linearly from 0 to the peak (default 0.1),
             followed by a cosine decay to 0.
         weight_decay: AdamW weight decay (default 0.01).
-        eval_problems: distinct test-split problems the final evaluation uses (default 500).
-        eval_seed: seed of the test problems (default 0: every run is measured on the same problems).
-        eval_samples: sampled answers per test question, at temperature 1.0 (default 8).
+        eval_problems: distinct problems of each split (train, test) the final measurement uses (default 500).
+        eval_seed: seed of those problems (default 0: every run is measured on the same problems).
+        eval_samples: sampled answers per surface form, at temperature 1.0 (default 8).
         max_new_tokens: completion limit at evaluation (default 48; a worked solution takes ~25).
         shortcut_rate: share of the solutions that stop one step early, for problems whose last
-            operation is ``-`` or ``*`` (default 0.95).
-        shortcut_rate_addition: the same for problems whose last operation is ``+`` (default 0.25).
+            operation is ``-`` or ``*`` (default 0.0; the ``shortcut`` regime: 0.95).
+        shortcut_rate_addition: the same for problems whose last operation is ``+`` (default 0.0;
+            the ``shortcut`` regime: 0.25).
+        slip_rate: share of the solutions with one arithmetic slip: the result of one step, chosen
+            uniformly among those written, is off by ±1..``slip_max`` (never below 1), and the later
+            steps compute from it (default 0.0).
+        slip_max: the largest slip (default 3).
+        distractor_use_rate: share of the solutions of a question with an irrelevant number
+            (``task.distractor_rate``) that wrongly add it as a last step (default 0.0).
         model: the tiny model's size.
-        task: the synthetic task's difficulty.
+        task: the synthetic task's difficulty, and how many of its questions carry an irrelevant number.
     """
 
     seed: int = 0
@@ -99,8 +109,11 @@ class PretrainConfig:
     eval_seed: int = 0
     eval_samples: int = 8
     max_new_tokens: int = 48
-    shortcut_rate: float = 0.95
-    shortcut_rate_addition: float = 0.25
+    shortcut_rate: float = 0.0
+    shortcut_rate_addition: float = 0.0
+    slip_rate: float = 0.0
+    slip_max: int = 3
+    distractor_use_rate: float = 0.0
     model: TinyModelConfig = field(default_factory=TinyModelConfig)
     task: TaskConfig = field(default_factory=TaskConfig)
 
@@ -114,9 +127,11 @@ class PretrainConfig:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_problems < 0 or self.eval_samples < 0:
             raise ValueError("eval_problems and eval_samples must be non-negative")
-        for name in ("shortcut_rate", "shortcut_rate_addition"):
+        for name in ("shortcut_rate", "shortcut_rate_addition", "slip_rate", "distractor_use_rate"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.slip_max < 1:
+            raise ValueError(f"slip_max must be at least 1, got {self.slip_max}")
 
     def shortcut_probability(self, chain) -> float:
         """How often the training solutions of ``chain`` stop one step early."""
@@ -131,25 +146,48 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class PretrainResult:
-    """What :func:`pretrain` made: the model and tokenizer, the last step's loss, the test evaluation."""
+    """What :func:`pretrain` made: the model and tokenizer, the last step's loss, and per split the
+    figures of :func:`~corewarding.view_diagnostics.measure_views` (None without evaluation)."""
 
     model: transformers.PreTrainedModel
     tokenizer: transformers.PreTrainedTokenizerBase
     final_loss: float
-    evaluation: EvaluationResult | None
+    evaluation: dict | None
     train_seconds: float
     eval_seconds: float
+
+
+def corpus_solution(chain: Chain, form: SurfaceForm, rng: random.Random, config: PretrainConfig) -> str:
+    """The worked solution of one pretraining example: right, or with the corpus's mistakes drawn at
+    the config's rates (:func:`~corewarding.data.synthetic.worked_solution` shows each kind).
+
+    Random draws are made only for mistakes whose rate is set (the shortcut's always), so a config
+    without slips or distractors draws exactly the stream the ``shortcut`` regime was made with.
+    """
+    stop_early = rng.random() < config.shortcut_probability(chain)
+    distractor = None
+    if form.distractor is not None and rng.random() < config.distractor_use_rate:
+        distractor = form.distractor
+    slip = None
+    if config.slip_rate and rng.random() < config.slip_rate:
+        results = chain.values()[:-1] if stop_early else chain.values()
+        if distractor is not None:
+            results.append(results[-1] + distractor if results else chain.start + distractor)
+        step = rng.randrange(len(results))
+        sizes = [d for d in range(-config.slip_max, config.slip_max + 1) if d and results[step] + d >= 1]
+        slip = (step, rng.choice(sizes))
+    return worked_solution(chain, stop_early=stop_early, slip=slip, distractor=distractor)
 
 
 def training_batch(
     tokenizer, rng: random.Random, chains, batch_size: int, config: PretrainConfig = PretrainConfig()
 ) -> dict[str, torch.Tensor]:
-    """A right-padded batch of prompt + worked solution (or its shortcut) + end token; labels are -100
-    outside the solution."""
+    """A right-padded batch of prompt + worked solution (:func:`corpus_solution`) + end token; labels
+    are -100 outside the solution. Each example is a random chain told in a random one of its forms."""
     chains = [next(chains) for _ in range(batch_size)]
-    questions = [rng.choice(render_forms(chain, rng.getrandbits(32))) for chain in chains]
-    solutions = [worked_solution(c, stop_early=rng.random() < config.shortcut_probability(c)) for c in chains]
-    prompt_ids = tokenizer(render_prompts(tokenizer, questions), add_special_tokens=False)["input_ids"]
+    forms = [rng.choice(render_forms(chain, rng.getrandbits(32), config.task)) for chain in chains]
+    solutions = [corpus_solution(chain, form, rng, config) for chain, form in zip(chains, forms)]
+    prompt_ids = tokenizer(render_prompts(tokenizer, [f.text for f in forms]), add_special_tokens=False)["input_ids"]
     target_ids = tokenizer(solutions, add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids)]
     length = max(len(p) + len(t) for p, t in rows)
@@ -186,7 +224,7 @@ def pretrain(
         progress: show progress bars.
     """
     started = time.perf_counter()
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(config.task)
     model = build_model(tokenizer, config.model, seed=config.seed)
     model.train()
     optimizer = torch.optim.AdamW(
@@ -214,11 +252,15 @@ def pretrain(
 
     evaluation = None
     if config.eval_problems:
-        problems = generate_problems(config.eval_problems, "test", seed=config.eval_seed, config=config.task)
         backend = TransformersBackend(model, tokenizer, seed=config.seed)
-        evaluation = evaluate(
-            problems, backend, k=config.eval_samples, max_new_tokens=config.max_new_tokens, progress=progress
-        )
+        evaluation = {
+            split: measure_views(
+                generate_problems(config.eval_problems, split, seed=config.eval_seed, config=config.task),
+                backend, config.task, k=config.eval_samples, max_new_tokens=config.max_new_tokens,
+                progress=progress,
+            )
+            for split in SPLITS
+        }
     eval_seconds = time.perf_counter() - started - train_seconds
 
     if output_dir is not None:
@@ -228,7 +270,7 @@ def pretrain(
         record = {
             "config": asdict(config),
             "final_loss": final_loss,
-            "evaluation": None if evaluation is None else json.loads(evaluation.to_json()),
+            "evaluation": evaluation,
             "parameters": sum(p.numel() for p in model.parameters()),
             "seconds": {"training": round(train_seconds, 1), "evaluation": round(eval_seconds, 1)},
             "torch_threads": torch.get_num_threads(),

@@ -35,7 +35,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from corewarding.data.synthetic import generate_problems, surface_forms
+from corewarding.data.synthetic import TaskConfig, generate_problems, surface_forms
 from corewarding.models import render_prompts
 
 __all__ = [
@@ -71,20 +71,21 @@ _CORPUS_PROBLEMS = 500
 _SPECIAL_TOKEN_RE = re.compile("|".join(re.escape(t) for t in (PAD_TOKEN, START_TOKEN, EOS_TOKEN)))
 
 
-def _corpus() -> list[str]:
+def _corpus(task: TaskConfig) -> list[str]:
     """The texts the tokenizer will meet: chat prompts of the task's problems, cut at special tokens as
     encoding cuts them, and worked solutions."""
     renderer = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.BPE()), chat_template=CHAT_TEMPLATE)
     texts = []
-    for problem in generate_problems(_CORPUS_PROBLEMS, "train", seed=0):
-        for prompt in render_prompts(renderer, surface_forms(problem)):
+    for problem in generate_problems(_CORPUS_PROBLEMS, "train", seed=0, config=task):
+        for prompt in render_prompts(renderer, surface_forms(problem, task)):
             texts += [piece for piece in _SPECIAL_TOKEN_RE.split(prompt) if piece]
         texts.append(problem.meta["solution"])
     return texts
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """The tiny model's tokenizer (deterministic: the same vocabulary and ids on every call)."""
+def build_tokenizer(task: TaskConfig = TaskConfig()) -> PreTrainedTokenizerFast:
+    """The tiny model's tokenizer for a synthetic task (deterministic: the same vocabulary and ids on
+    every call). The task's irrelevant sentences, when it has them, get merges of their own."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
         [
@@ -99,7 +100,7 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tokenizer.train_from_iterator(_corpus(), trainer)
+    tokenizer.train_from_iterator(_corpus(task), trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=EOS_TOKEN,

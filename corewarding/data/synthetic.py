@@ -10,7 +10,7 @@ worked solution, so a question and its rephrasing (Co-rewarding-I's two views) e
     >>> chain.answer, worked_solution(chain)
     (24, '7+5=12. 12*2=24. \\\\boxed{24}')
     >>> for form in render_forms(chain, style_seed=3):
-    ...     print(form)
+    ...     print(form.text)
     Mia has 7 cards. She buys 5 more. She ends up with 2 times as many. How many cards does Mia have now?
     A jar holds 7 stamps. 5 more are put in. The count is multiplied by 2. How many stamps does the jar hold now?
     Start with 7. Increase it by 5. Multiply by 2. What is the result?
@@ -36,7 +36,9 @@ __all__ = [
     "TaskConfig",
     "Chain",
     "NUM_FORMS",
+    "FORM_NAMES",
     "SPLITS",
+    "SurfaceForm",
     "split_of",
     "worked_solution",
     "render_forms",
@@ -71,6 +73,12 @@ class TaskConfig:
         max_value: largest value any intermediate result may take (default 99: two digits).
             Subtraction never goes below 1.
         test_fraction: share of all abstract problems that belong to the test split (default 0.2).
+        distractor_rate: chance that a surface form carries one irrelevant sentence with a number in
+            it ("Her friend Ava has 4 shells."), drawn for each form independently (default 0.0: none).
+            The irrelevant-context distraction of GSM-IC (Shi et al., 2023); which forms of a problem
+            carry one depends on the chain and the style seed only.
+        distractor_range: inclusive range of the irrelevant number (default 1..9, the operands' range:
+            GSM-IC's "number in range").
     """
 
     steps: int = 2
@@ -80,13 +88,17 @@ class TaskConfig:
     multiplier_range: tuple[int, int] = (2, 5)
     max_value: int = 99
     test_fraction: float = 0.2
+    distractor_rate: float = 0.0
+    distractor_range: tuple[int, int] = (1, 9)
 
     def __post_init__(self):
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if not self.operations or any(op not in OPERATIONS for op in self.operations):
             raise ValueError(f"operations must be a non-empty subset of {OPERATIONS}, got {self.operations}")
-        for name, low in (("start_range", 1), ("operand_range", 1), ("multiplier_range", 2)):
+        for name, low in (
+            ("start_range", 1), ("operand_range", 1), ("multiplier_range", 2), ("distractor_range", 1)
+        ):
             lo, hi = getattr(self, name)
             if not low <= lo <= hi:
                 raise ValueError(f"{name} must be (lo, hi) with {low} <= lo <= hi, got {(lo, hi)}")
@@ -94,6 +106,8 @@ class TaskConfig:
             raise ValueError(f"max_value ({self.max_value}) is below the largest start value")
         if not 0.0 < self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+        if not 0.0 <= self.distractor_rate <= 1.0:
+            raise ValueError(f"distractor_rate must be in [0, 1], got {self.distractor_rate}")
 
 
 @dataclass(frozen=True)
@@ -142,16 +156,31 @@ def split_of(chain: Chain, test_fraction: float = TaskConfig.test_fraction) -> s
     return "test" if int.from_bytes(digest[:8], "big") < test_fraction * 2**64 else "train"
 
 
-def worked_solution(chain: Chain, stop_early: bool = False) -> str:
+def worked_solution(
+    chain: Chain, stop_early: bool = False, slip: tuple[int, int] | None = None, distractor: int | None = None
+) -> str:
     r"""One equation per step, then the boxed answer: ``"7+5=12. 12*2=24. \boxed{24}"``.
 
-    ``stop_early`` leaves out the last step and boxes the value before it — a wrong answer:
-    ``"7+5=12. \boxed{12}"``. It is the shortcut the shipped tiny model was taught to take sometimes
-    (:mod:`corewarding.pretrain`).
+    The right solution, or one of the mistakes the tiny model's pretraining corpus teaches
+    (:mod:`corewarding.pretrain`); each gives a wrong answer:
+
+    * ``stop_early`` leaves out the last step and boxes the value before it: ``"7+5=12. \boxed{12}"``.
+    * ``distractor`` = k adds the irrelevant number as a last step, as a model distracted by an
+      irrelevant fact does: ``"7+5=12. 12*2=24. 24+4=28. \boxed{28}"``.
+    * ``slip`` = (i, d) writes the result of step i off by d, and the later steps compute from the
+      slipped value (an arithmetic slip): ``(0, -1)`` gives ``"7+5=11. 11*2=22. \boxed{22}"``.
+
+    >>> worked_solution(Chain.from_key("7+5*2"), slip=(1, 2), distractor=4)
+    '7+5=12. 12*2=26. 26+4=30. \\boxed{30}'
     """
+    steps = list(chain.steps[:-1] if stop_early else chain.steps)
+    if distractor is not None:
+        steps.append(("+", distractor))
+    if slip is not None and not 0 <= slip[0] < len(steps):
+        raise ValueError(f"slip step {slip[0]} is not one of the {len(steps)} steps written")
     equations, value = [], chain.start
-    steps = list(zip(chain.steps, chain.values()))
-    for (op, operand), result in steps[:-1] if stop_early else steps:
+    for i, (op, operand) in enumerate(steps):
+        result = _apply(op, value, operand) + (slip[1] if slip is not None and slip[0] == i else 0)
         equations.append(f"{value}{op}{operand}={result}.")
         value = result
     return " ".join(equations) + f" \\boxed{{{value}}}"
@@ -170,8 +199,10 @@ class _Family:
     opening: str
     clauses: dict[str, tuple[str, ...]]
     questions: tuple[str, ...]
+    # Irrelevant sentences, each with a number ({k}) that plays no part in the problem.
+    distractors: tuple[str, ...]
     joiner: str = " "
-    layout: str = "{opening} {steps} {question}"
+    layout: str = "{opening}{distractor} {steps} {question}"
 
 
 _FAMILIES = (
@@ -183,6 +214,7 @@ _FAMILIES = (
             "*": ("{P} then has {n} times as many.", "{P} ends up with {n} times as many."),
         },
         questions=("How many {items} does {Name} have now?",),
+        distractors=("{Other} has {k} {other_items}.", "{Other} owns {k} {other_items}."),
     ),
     _Family(
         opening="A {box} holds {n} {items}.",
@@ -192,6 +224,7 @@ _FAMILIES = (
             "*": ("The count becomes {n} times as large.", "The count is multiplied by {n}."),
         },
         questions=("How many {items} are in the {box}?", "How many {items} does the {box} hold now?"),
+        distractors=("A {other_box} nearby holds {k} {other_items}.", "Next to it is a {other_box} with {k} {other_items}."),
     ),
     _Family(
         opening="Start with {n}.",
@@ -201,6 +234,7 @@ _FAMILIES = (
             "*": ("Multiply by {n}.", "Multiply it by {n}."),
         },
         questions=("What is the result?", "What number do you get?"),
+        distractors=("This is exercise {k}.", "The page shows the number {k}."),
     ),
     _Family(  # the question first, its facts after it
         opening="if {p} starts with {n}",
@@ -210,23 +244,39 @@ _FAMILIES = (
             "*": ("gets {n} times as many",),
         },
         questions=("How many {items} does {Name} have",),
+        distractors=("{Other} has {k} {other_items}.", "{Other} owns {k} {other_items}."),
         joiner=", then ",
-        layout="{question} {opening}, {steps}?",
+        layout="{question} {opening}, {steps}?{distractor}",
     ),
 )
 #: Surface forms per chain (one per template family).
 NUM_FORMS = len(_FAMILIES)
+#: The families' names, in order.
+FORM_NAMES = ("story", "container", "instructions", "question-first")
 
 
-def render_forms(chain: Chain, style_seed: int = 0) -> list[str]:
+@dataclass(frozen=True)
+class SurfaceForm:
+    """One telling of a chain: its text, its template family, and its irrelevant number (None: none)."""
+
+    text: str
+    family: int
+    distractor: int | None = None
+
+
+def render_forms(chain: Chain, style_seed: int = 0, config: TaskConfig = TaskConfig()) -> list[SurfaceForm]:
     """The :data:`NUM_FORMS` surface forms of a chain; ``style_seed`` picks names, objects and verbs.
 
-    Deterministic: the same chain and seed give the same texts. Every form states the start value and
-    each step's operation and operand in the order they are applied, so all share the chain's answer.
+    Deterministic: the same chain, seed and config give the same texts. Every form states the start
+    value and each step's operation and operand in the order they are applied, so all share the
+    chain's answer. With ``config.distractor_rate`` > 0 each form independently carries an irrelevant
+    sentence with a number in it; those draws use a random stream of their own, so a form without one
+    reads exactly as at rate 0.
     """
     rng = random.Random(f"{chain.key}:{style_seed}")
+    distracting = random.Random(f"{chain.key}:{style_seed}:distractor")
     forms = []
-    for family in _FAMILIES:
+    for index, family in enumerate(_FAMILIES):
         name, pronoun = rng.choice(_PEOPLE)
         fill = {
             "Name": name,
@@ -236,19 +286,28 @@ def render_forms(chain: Chain, style_seed: int = 0) -> list[str]:
             "box": rng.choice(_CONTAINERS),
         }
         steps = [rng.choice(family.clauses[op]).format(n=operand, **fill) for op, operand in chain.steps]
-        forms.append(
-            family.layout.format(
-                opening=family.opening.format(n=chain.start, **fill),
-                steps=family.joiner.join(steps),
-                question=rng.choice(family.questions).format(**fill),
+        number, sentence = None, ""
+        if config.distractor_rate and distracting.random() < config.distractor_rate:
+            number = distracting.randint(*config.distractor_range)
+            others = [person for person, _ in _PEOPLE if person != name]
+            sentence = " " + distracting.choice(family.distractors).format(
+                k=number, Other=distracting.choice(others), other_items=distracting.choice(_ITEMS),
+                other_box=distracting.choice([box for box in _CONTAINERS if box != fill["box"]]),
             )
+        text = family.layout.format(
+            opening=family.opening.format(n=chain.start, **fill),
+            distractor=sentence,
+            steps=family.joiner.join(steps),
+            question=rng.choice(family.questions).format(**fill),
         )
+        forms.append(SurfaceForm(text, index, number))
     return forms
 
 
-def surface_forms(problem: Problem) -> list[str]:
-    """Every surface form of a synthetic problem (its question and rephrasing among them)."""
-    return render_forms(chain_of(problem), problem.meta["style_seed"])
+def surface_forms(problem: Problem, config: TaskConfig = TaskConfig()) -> list[str]:
+    """The texts of every surface form of a synthetic problem (its question and rephrasing among them),
+    under the task config it was generated with."""
+    return [form.text for form in render_forms(chain_of(problem), problem.meta["style_seed"], config)]
 
 
 def chain_of(problem: Problem) -> Chain:
@@ -317,7 +376,8 @@ def generate_problems(
 
     Each problem's question is one of its surface forms and its rephrasing another (different family),
     both chosen at random; ``meta`` holds the chain key, the style seed of :func:`render_forms`, the
-    worked solution and the split. The id is derived from the chain, so it is the same in every seed.
+    worked solution, the split, the two forms' families (``forms``) and irrelevant numbers
+    (``distractors``, None where a form has none). The id is derived from the chain, so it is the same in every seed.
 
     Raises:
         ValueError: when the split cannot supply ``count`` distinct problems under this config.
@@ -338,13 +398,13 @@ def generate_problems(
         seen.add(chain)
         style_seed = rng.getrandbits(32)
         question_form, rephrasing_form = rng.sample(range(NUM_FORMS), 2)
-        forms = render_forms(chain, style_seed)
+        forms = render_forms(chain, style_seed, config)
         problems.append(
             Problem(
                 id="arith-" + hashlib.sha256(chain.key.encode()).hexdigest()[:12],
-                question=forms[question_form],
+                question=forms[question_form].text,
                 answer=str(chain.answer),
-                rephrasing=forms[rephrasing_form],
+                rephrasing=forms[rephrasing_form].text,
                 rephrasing_valid=True,
                 source=SOURCE,
                 meta={
@@ -352,6 +412,8 @@ def generate_problems(
                     "style_seed": style_seed,
                     "solution": worked_solution(chain),
                     "split": split,
+                    "forms": [question_form, rephrasing_form],
+                    "distractors": [forms[question_form].distractor, forms[rephrasing_form].distractor],
                 },
             )
         )
