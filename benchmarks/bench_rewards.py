@@ -22,10 +22,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from corewarding.answers import reference_answer
-from corewarding.equivalence import EquivalenceChecker, set_default_checker
-from corewarding.rewards import Rollouts, cross_view_rewards, majority_vote_rewards
-from corewarding.voting import VotingConfig
+from corewarding.core.answers import reference_answer
+from corewarding.core.equivalence import EquivalenceChecker, set_default_checker
+from corewarding.core.rewards import Rollouts, cross_view_rewards, majority_vote_rewards
+from corewarding.core.voting import VotingConfig
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corewarding-math" / "train.parquet"
 BUILT_IN = ["12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720"]

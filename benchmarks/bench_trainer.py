@@ -22,15 +22,14 @@ from rich.table import Table
 from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
-from corewarding.answers import extract_answer
-from corewarding.config import CoRewardingConfig
-from corewarding.data.synthetic import generate_problems
-from corewarding.equivalence import answers_match
-from corewarding.models import load_model
-from corewarding.rewards import METHODS
-from corewarding.tiny_model import TINY_MODEL_DIR
-from corewarding.train import training_dataset
-from corewarding.trainer import CoRewardingTrainer, completion_text
+from corewarding.core.answers import extract_answer
+from corewarding.training.config import CoRewardingConfig
+from corewarding.core.equivalence import answers_match
+from corewarding.inference.models import load_model
+from corewarding.core.methods import METHODS
+from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training.run import training_dataset
+from corewarding.training.trainer import CoRewardingTrainer, completion_text
 
 
 class StepTimer(TrainerCallback):
@@ -92,11 +91,10 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=8)
     args = parser.parse_args()
-    location = TINY_MODEL_DIR if args.model == "tiny" else args.model
 
     rows = []
-    problems = generate_problems(512, "train", seed=0)
-    model, tokenizer = load_model(location, device="cpu")
+    problems = synthetic_problems(args.model, 512, "train", seed=0)
+    model, tokenizer = load_model(args.model, device="cpu")
     timer = StepTimer()
     baseline = GRPOTrainer(
         model=model, reward_funcs=ground_truth_reward, args=GRPOConfig(**settings("trl", args)),
@@ -108,7 +106,7 @@ def main() -> None:
     rows.append(("TRL GRPOTrainer + ground-truth function", base, 1.0, None))
 
     for method in METHODS:
-        model, tokenizer = load_model(location, device="cpu")
+        model, tokenizer = load_model(args.model, device="cpu")
         config = CoRewardingConfig(method=method, heldout_dataset=None, **settings(method, args))
         timer = StepTimer()
         trainer = TimedTrainer(

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from corewarding.prompts import SYSTEM_PROMPT
+from corewarding.core.prompts import SYSTEM_PROMPT
 
 app = typer.Typer(
     add_completion=False,
@@ -93,11 +93,11 @@ def train(
     import torch
     from trl import TrlParser
 
-    from corewarding.config import CoRewardingConfig, recipe_settings
+    from corewarding.training.config import CoRewardingConfig, recipe_settings
 
     if threads is not None:
         torch.set_num_threads(threads)
-    from corewarding.train import train as run_training
+    from corewarding.training.run import train as run_training
 
     parser = TrlParser([CoRewardingConfig])
     if config is not None:
@@ -105,7 +105,7 @@ def train(
         if unknown:
             raise ValueError(f"recipe {config} has settings CoRewardingConfig does not know: {' '.join(unknown[::2])}")
     (settings,) = parser.parse_args_into_dataclasses(args=list(ctx.args))
-    trainer = run_training(settings, resume_from_checkpoint=True if resume == "last" else resume)
+    trainer = run_training(settings, resume)
     # Under torchrun / accelerate launch: close the trackers and leave the process group before exit.
     trainer.accelerator.end_training()
 
@@ -113,50 +113,56 @@ def train(
 @app.command()
 @user_errors
 def pretrain(
+    regime: str = typer.Option("distractor", help="Corpus of a shipped model: distractor or shortcut (the control)."),
     output: Path = typer.Option(
-        Path("runs/pretrain-tiny"), "--output", "-o", help="Folder for model, tokenizer and pretrain.json."
+        None, "--output", "-o", help="Folder for model, tokenizer and pretrain.json (default runs/pretrain-<regime>)."
     ),
     seed: int = typer.Option(0, help="Seeds data, initial weights and evaluation sampling."),
-    steps: int | None = typer.Option(None, help="Optimiser steps (default: as for the shipped checkpoint)."),
-    batch_size: int | None = typer.Option(
-        None, help="Examples per step (default: as for the shipped checkpoint)."
+    steps: int | None = typer.Option(None, help="Optimiser steps (default: the regime's)."),
+    batch_size: int | None = typer.Option(None, help="Examples per step (default: the regime's)."),
+    learning_rate: float | None = typer.Option(None, help="Peak learning rate (default: the regime's)."),
+    slip_rate: float | None = typer.Option(None, help="Share of solutions with an arithmetic slip."),
+    distractor_rate: float | None = typer.Option(None, help="Share of surface forms with an irrelevant number."),
+    distractor_use_rate: float | None = typer.Option(
+        None, help="Share of their solutions that wrongly add the irrelevant number."
     ),
-    learning_rate: float | None = typer.Option(
-        None, help="Peak learning rate (default: as for the shipped checkpoint)."
-    ),
+    shortcut_rate: float | None = typer.Option(None, help="Share of -/x solutions that stop one step early."),
     eval_problems: int | None = typer.Option(
-        None,
-        help="Test-split problems evaluated at the end; 0: none (default: as for the shipped checkpoint).",
+        None, help="Problems per split measured at the end; 0: none (default: the regime's)."
     ),
     threads: int = typer.Option(1, min=1, help="CPU threads for torch (1 and 2 gave identical weights)."),
 ) -> None:
-    """Pretrain the tiny model on the synthetic task to a partial skill; evaluate and save it.
+    """Pretrain the tiny model on the synthetic task to a partial skill; measure and save it.
 
-    The defaults reproduce the checkpoint shipped in corewarding/assets/tiny-arithmetic.
+    The defaults remake the regime's shipped model (corewarding/tiny/assets/tiny-<regime>); the corpus
+    options change its mistakes, to explore other regimes.
     """
+    from dataclasses import replace
+
     import torch
     from rich.console import Console
 
-    from corewarding.evaluate import results_table
-    from corewarding.pretrain import PretrainConfig
-    from corewarding.pretrain import pretrain as run_pretraining
+    from corewarding.tiny.pretraining import pretrain as run_pretraining
+    from corewarding.tiny.regimes import REGIMES
+    from corewarding.tiny.view_diagnostics import pair_summary, views_table
 
+    if regime not in REGIMES:
+        raise ValueError(f"unknown --regime {regime!r}: expected one of {', '.join(REGIMES)}")
+    base = REGIMES[regime].pretraining
     overrides = {
-        "steps": steps,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "eval_problems": eval_problems,
+        "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "slip_rate": slip_rate,
+        "distractor_use_rate": distractor_use_rate, "shortcut_rate": shortcut_rate, "eval_problems": eval_problems,
     }
+    task = base.task if distractor_rate is None else replace(base.task, distractor_rate=distractor_rate)
     try:
-        config = PretrainConfig(seed=seed, **{k: v for k, v in overrides.items() if v is not None})
+        config = replace(base, seed=seed, task=task, **{k: v for k, v in overrides.items() if v is not None})
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
+    output = output or Path(f"runs/pretrain-{regime}")
     try:  # before minutes of training, not after
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise typer.BadParameter(
-            f"cannot write to {output}: {error.strerror}", param_hint="--output"
-        ) from None
+        raise typer.BadParameter(f"cannot write to {output}: {error.strerror}", param_hint="--output") from None
     # One thread by default: on a 2-core machine shared with other processes, two torch threads made a
     # step of this model ten times slower (the threads wait on each other), while on idle cores they
     # saved only about 40%.
@@ -164,11 +170,9 @@ def pretrain(
     result = run_pretraining(config, output)
     console = Console()
     if result.evaluation is not None:
-        console.print(
-            results_table(
-                {output.name: result.evaluation}, title="Tiny model on the synthetic test split (%)"
-            )
-        )
+        console.print(views_table(result.evaluation, title=f"{output.name}: the synthetic task (%)"))
+        for line in pair_summary(result.evaluation):
+            typer.echo(line)
     console.print(
         f"final loss {result.final_loss:.4f}; training {result.train_seconds:.0f} s, "
         f"evaluation {result.eval_seconds:.0f} s; saved to {output}"
@@ -389,7 +393,7 @@ def rephrase(
     from corewarding.data.rephrase import backend_solver, rephrase_problems
     from corewarding.data.rephrasing_checks import validate_pairs
     from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
-    from corewarding.generation import BackendError, GenerationSettings
+    from corewarding.inference.generation import BackendError, GenerationSettings
 
     if not output:
         raise ValueError("give at least one --output file (.jsonl or .parquet)")
@@ -515,8 +519,8 @@ def eval_command(
     import torch
     from rich.console import Console
 
-    from corewarding.evaluate import evaluate, evaluation_runs, results_table
-    from corewarding.generation import BackendError
+    from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
+    from corewarding.inference.generation import BackendError
 
     if matching not in ("equivalence", "exact"):
         raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
@@ -524,7 +528,7 @@ def eval_command(
     evaluation_runs(
         k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
     )
-    problems = _evaluation_problems(dataset, _columns(columns), limit, seed)
+    problems = _evaluation_problems(model, dataset, _columns(columns), limit, seed)
     # One thread by default, as for `pretrain`: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
     started = time.perf_counter()
@@ -581,12 +585,12 @@ def eval_command(
         typer.echo(f"results in {output}")
 
 
-def _evaluation_problems(dataset: str, columns, limit: int | None, seed: int):
+def _evaluation_problems(model: str, dataset: str, columns, limit: int | None, seed: int):
     """The questions of ``corewarding eval``: those with a reference answer, the first ``limit`` of them."""
     if dataset == "synthetic":
-        from corewarding.data.synthetic import generate_problems
+        from corewarding.tiny.regimes import synthetic_problems
 
-        return generate_problems(limit or 500, "test", seed=seed)
+        return synthetic_problems(model, limit or 500, "test", seed=seed)
     from corewarding.data.loaders import load_problems
 
     problems = load_problems(dataset, columns)
@@ -616,7 +620,7 @@ def _generation_backend(
     seed: int = 0,
 ):
     """The backend named by ``--backend``; ``tiny`` is the shipped tiny model for transformers."""
-    from corewarding.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
+    from corewarding.inference.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
 
     if kind == "openai":
         try:
@@ -635,10 +639,7 @@ def _generation_backend(
             extra_body=body,
         )
     if kind == "transformers":
-        from corewarding.tiny_model import TINY_MODEL_DIR
-
-        location = TINY_MODEL_DIR if model == "tiny" else model
-        return TransformersBackend.load(location, batch_size=batch_size, seed=seed)
+        return TransformersBackend.load(model, batch_size=batch_size, seed=seed)
     if kind == "vllm":
         return VLLMBackend(model, seed=seed)
     raise ValueError(f"unknown backend {kind!r}: expected openai, transformers or vllm")
@@ -716,13 +717,12 @@ def rm_annotate(
 
     Example: corewarding rm annotate runs/tiny/rm_data.jsonl --problems 500 --samples 8
     """
-    from corewarding.annotate import AnnotationSettings, annotate
+    from corewarding.cooper.annotate import AnnotationSettings, annotate
     from corewarding.data.loaders import load_problems
-    from corewarding.data.synthetic import generate_problems
-    from corewarding.generation import BackendError, GenerationSettings, TransformersBackend
-    from corewarding.models import load_model
-    from corewarding.tiny_model import TINY_MODEL_DIR
-    from corewarding.train import SYNTHETIC_TRAIN_SIZE
+    from corewarding.inference.generation import BackendError, GenerationSettings, TransformersBackend
+    from corewarding.inference.models import load_model
+    from corewarding.tiny.regimes import synthetic_problems
+    from corewarding.training.run import SYNTHETIC_TRAIN_SIZE
 
     settings = AnnotationSettings(
         samples=samples,
@@ -731,11 +731,11 @@ def rm_annotate(
         heldout_fraction=heldout_fraction,
     )
     if dataset == "synthetic":
-        questions = generate_problems(problems or SYNTHETIC_TRAIN_SIZE, "train", seed=seed)
+        questions = synthetic_problems(model, problems or SYNTHETIC_TRAIN_SIZE, "train", seed=seed)
     else:
         questions = load_problems(dataset, columns)
         questions = questions[:problems] if problems else questions
-    policy, tokenizer = load_model(TINY_MODEL_DIR if model == "tiny" else model)
+    policy, tokenizer = load_model(model)
     sampler = TransformersBackend(policy, tokenizer, batch_size=batch_size, seed=seed)
     try:
         backend = None
@@ -820,9 +820,9 @@ def rm_train(
     from rich.console import Console
     from rich.table import Table
 
-    from corewarding.annotate import read_labelled
-    from corewarding.reward_model import RewardModel, TemplateBounds
-    from corewarding.reward_model_training import RESULT_FILE, RewardTrainingConfig, train_reward_model
+    from corewarding.cooper.annotate import read_labelled
+    from corewarding.cooper.reward_model import RewardModel, TemplateBounds
+    from corewarding.cooper.supervised import RESULT_FILE, RewardTrainingConfig, train_reward_model
 
     config = RewardTrainingConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, seed=seed

@@ -1,8 +1,8 @@
 """``corewarding demo``: every method on the same tiny model, data, budget and seed; then the report.
 
 The small analogue of the paper's stability study. Each method trains the shipped pretrained tiny
-model (:mod:`corewarding.tiny_model`) on the synthetic task with its recipe from
-``corewarding/recipes/tiny`` (the files ``configs/tiny/*.yaml`` point to), for the same number of
+model (:mod:`corewarding.tiny.model`) on the synthetic task with its recipe from
+``corewarding/training/recipes/tiny`` (the files ``configs/tiny/*.yaml`` point to), for the same number of
 steps, evaluating held-out accuracy at regular intervals; then :func:`corewarding.report.write_report`
 writes ``report.md`` and ``curves.png`` beside each method's ``metrics.jsonl``.
 
@@ -29,14 +29,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import TrainerCallback
 
-from corewarding.config import load_recipe
+from corewarding.training.config import load_recipe
 from corewarding.report import load_runs, rich_table, summarize, write_report
-from corewarding.rewards import COOPER_METHODS, METHODS
+from corewarding.core import metric_names
+from corewarding.core.methods import METHODS
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
 
 #: The methods the demo runs unless told otherwise: the paper's six.
-DEMO_METHODS = tuple(m for m in METHODS if m not in COOPER_METHODS)
+DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.reward_model is None)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ class _StepProgress(TrainerCallback):
         self.latest: dict[str, float] = {}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in ("reward", "eval_greedy_accuracy"):
+        for key in (metric_names.REWARD, metric_names.HELDOUT_GREEDY):
             if logs and key in logs:
                 self.latest[key] = logs[key]
         shown = ", ".join(f"{k.removeprefix('eval_')} {v:.2f}" for k, v in self.latest.items())
@@ -80,22 +81,21 @@ class _StepProgress(TrainerCallback):
         self.progress.update(self.task, completed=state.global_step)
 
 
-def prepare_reward_model(output_dir: Path, seed: int = 0) -> tuple[Path, Path]:
+def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -> tuple[Path, Path]:
     """The demo's reward model for Cooper: ``(model folder, labelled data)``, made once and reused."""
-    from corewarding.annotate import AnnotationSettings, annotate, read_labelled
-    from corewarding.data.synthetic import generate_problems
-    from corewarding.generation import TransformersBackend
-    from corewarding.models import load_model
-    from corewarding.reward_model import RewardModel
-    from corewarding.reward_model_training import RESULT_FILE, train_reward_model
-    from corewarding.tiny_model import TINY_MODEL_DIR
+    from corewarding.cooper.annotate import AnnotationSettings, annotate, read_labelled
+    from corewarding.cooper.reward_model import RewardModel
+    from corewarding.cooper.supervised import RESULT_FILE, train_reward_model
+    from corewarding.inference.generation import TransformersBackend
+    from corewarding.inference.models import load_model
+    from corewarding.tiny.regimes import synthetic_problems
 
     data, folder = output_dir / "reward_model_data.jsonl", output_dir / "reward_model"
     if not (folder / RESULT_FILE).is_file():
-        policy, tokenizer = load_model(TINY_MODEL_DIR)
-        annotate(generate_problems(500, "train", seed=seed), TransformersBackend(policy, tokenizer, seed=seed),
-                 data, AnnotationSettings(), policy="tiny")
-        train_reward_model(RewardModel.load("tiny", seed=seed), read_labelled(data, "train"),
+        policy, tokenizer = load_model(model)
+        annotate(synthetic_problems(model, 500, "train", seed=seed), TransformersBackend(policy, tokenizer, seed=seed),
+                 data, AnnotationSettings(), policy=model)
+        train_reward_model(RewardModel.load(model, seed=seed), read_labelled(data, "train"),
                            read_labelled(data, "heldout"), folder)
     return folder, data
 
@@ -111,7 +111,7 @@ def run_demo(
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from transformers.utils import logging as hf_logging
 
-    from corewarding.train import build_trainer
+    from corewarding.training.run import build_trainer
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -125,7 +125,7 @@ def run_demo(
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     started = time.perf_counter()
     extra: dict[str, str] = {}
-    if any(m in COOPER_METHODS for m in methods):
+    if any(METHODS[m].reward_model for m in methods):
         console.print("making the reward model for Cooper (once; a few minutes)")
         folder, data = prepare_reward_model(output_dir, seed)
         extra = {"reward_model_path": str(folder), "reward_model_eval_data": str(data)}
@@ -136,7 +136,7 @@ def run_demo(
                 f"tiny/{method}",
                 max_steps=budget.steps, eval_steps=budget.eval_steps, max_heldout_problems=budget.heldout_problems,
                 heldout_samples=budget.heldout_samples, output_dir=str(output_dir / method), seed=seed,
-                disable_tqdm=True, **(extra if method in COOPER_METHODS else {}),
+                disable_tqdm=True, **(extra if METHODS[method].reward_model else {}),
             )
             trainer = build_trainer(config)
             trainer.remove_callback(PrinterCallback)

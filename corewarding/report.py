@@ -21,7 +21,7 @@ from statistics import fmean, pstdev
 
 import yaml
 
-from corewarding.collapse import CollapseReport, detect_collapse, read_metrics
+from corewarding.core.collapse import CollapseReport, detect_collapse, read_metrics
 
 __all__ = ["RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
 
@@ -256,7 +256,7 @@ def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str 
         f"# {title}\n\n{table}\n\n"
         "Held-out accuracy: greedy pass@1 on held-out problems (start, best, final evaluation); sampled: "
         "avg@k at the training temperature. Label accuracy and reward: mean of the last "
-        f"{FINAL_WINDOW} logged steps. Collapse: the first step a signal of `corewarding.collapse` fired.\n\n"
+        f"{FINAL_WINDOW} logged steps. Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
         f"![curves]({figure.name})\n"
     )
     report = out_dir / "report.md"

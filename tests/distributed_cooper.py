@@ -13,10 +13,10 @@ import torch
 from test_cooper import scripted_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.config import CoRewardingConfig
+from corewarding.training.config import CoRewardingConfig
 from corewarding.data.synthetic import generate_problems
-from corewarding.train import training_dataset
-from corewarding.trainer import CoRewardingTrainer
+from corewarding.training.run import training_dataset
+from corewarding.training.trainer import CoRewardingTrainer
 
 
 class ScriptedTrainer(CoRewardingTrainer):

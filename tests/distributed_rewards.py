@@ -14,11 +14,11 @@ import zlib
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding import trainer as trainer_module
-from corewarding.config import CoRewardingConfig
+from corewarding.training import trainer as trainer_module
+from corewarding.training.config import CoRewardingConfig
 from corewarding.data.synthetic import generate_problems
-from corewarding.train import training_dataset
-from corewarding.trainer import CoRewardingTrainer
+from corewarding.training.run import training_dataset
+from corewarding.training.trainer import CoRewardingTrainer
 
 ANSWER_FORMS = ["1", "1.0", r"\frac{2}{2}", "2", "3", None]
 
@@ -41,12 +41,12 @@ def main(model_dir: str, out: str, processes: int) -> None:
     captured = {}
     method_rewards = trainer_module.method_rewards
 
-    def capture(method, rollouts, **kwargs):
-        result = method_rewards(method, rollouts, **kwargs)
+    def capture(method, rollouts, inputs):
+        result = method_rewards(method, rollouts, inputs)
         captured[method] = {
             "question_ids": list(rollouts.question_ids), "views": list(rollouts.views),
             "answers": list(rollouts.answers), "rewards": result.rewards, "labels": result.labels,
-            "teacher_answers": list(kwargs["teacher"].answers) if kwargs.get("teacher") else None,
+            "teacher_answers": list(inputs.teacher.answers) if inputs.teacher else None,
         }
         return result
 

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from corewarding.answers import canonical_answer, extract_answer, last_boxed, reference_answer
+from corewarding.core.answers import canonical_answer, extract_answer, last_boxed, reference_answer
 
 
 @pytest.mark.parametrize(

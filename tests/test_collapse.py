@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from corewarding.collapse import CollapseMonitor, CollapseThresholds, detect_collapse
+from corewarding.core.collapse import CollapseMonitor, CollapseThresholds, detect_collapse
 
 # One 5-step window and no persistence: a signal counts at the first step its formula holds, which
 # is what the step arithmetic in the comments below works out. The defaults are tested further down.

@@ -13,8 +13,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from corewarding import reward_model_training
-from corewarding.annotate import (
+from corewarding.cooper import supervised as reward_model_training
+from corewarding.cooper.annotate import (
     AnnotationSettings,
     LabelledExample,
     annotate,
@@ -23,10 +23,10 @@ from corewarding.annotate import (
     split_of_question,
 )
 from corewarding.cli import app
-from corewarding.cooper import CooperRewardModel, Pair, select_pairs
+from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs
 from corewarding.data.synthetic import generate_problems
-from corewarding.generation import Completion
-from corewarding.reward_model import (
+from corewarding.inference.generation import Completion
+from corewarding.cooper.reward_model import (
     ELLIPSIS,
     RewardModel,
     TemplateBounds,
@@ -35,10 +35,14 @@ from corewarding.reward_model import (
     reward_model_text,
     truncate_middle,
 )
-from corewarding.reward_model_training import RewardTrainingConfig, evaluate_reward_model, train_reward_model
-from corewarding.rewards import Rollouts, cooper_rewards, method_rewards
-from corewarding.tiny_model import TINY_MODEL_DIR, build_model, build_tokenizer
-from corewarding.trainer import CoRewardingTrainer
+from corewarding.cooper.supervised import RewardTrainingConfig, evaluate_reward_model, train_reward_model
+from corewarding.core.methods import RewardInputs, method_rewards
+from corewarding.core.rewards import Rollouts, cooper_rewards
+from corewarding.tiny.model import build_model, build_tokenizer
+from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
+from corewarding.training.trainer import CoRewardingTrainer
+
+TINY_MODEL_DIR = tiny_model_dir("tiny")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The round trip annotates this many questions of the tiny task; the held-out AUC it reaches was
@@ -106,7 +110,7 @@ def test_cooper_reward_is_the_probability_or_its_threshold():
     # verdicts at 0.5: accept, accept (wrong), reject (right), reject -> 2 of 4 agree with the verifier
     assert soft.metrics["rm/rule_agreement"] == 0.5 and soft.metrics["rm/false_positive_rate"] == 0.5
     hard = method_rewards(
-        "cooper_static", batch, reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9
+        "cooper_static", batch, RewardInputs(reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9)
     )
     assert hard.rewards == [0.0, 1.0, 0.0, 0.0]
     assert hard.metrics["rm/rule_agreement"] == 0.25
@@ -406,9 +410,8 @@ EVERY_STEP = [
     "rollout_accuracy",
 ]
 UPDATES = ["rm/pairs", "rm/skipped_groups"]
-TRAINING_ANSWERS = {
-    p.question: int(p.answer) for p in generate_problems(32, "train", seed=0)
-}  # FAST's problems
+# FAST's problems: a model folder without a pretrain.json trains on the default regime's synthetic task.
+TRAINING_ANSWERS = {p.question: int(p.answer) for p in synthetic_problems("not-a-tiny-model", 32, "train", seed=0)}
 
 
 def scripted_rollouts(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
@@ -531,7 +534,7 @@ def test_cooper_static_keeps_its_reward_model_frozen(model_dir, eval_data, tmp_p
 
 def test_cooper_needs_the_reference_answers():
     from corewarding.data.records import Problem
-    from corewarding.train import TrainingDataError, training_dataset
+    from corewarding.training.run import TrainingDataError, training_dataset
 
     with pytest.raises(TrainingDataError, match="reads the reference answer"):
         training_dataset([Problem("1", "What is 1+1?", None)], "cooper", None)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from corewarding.tiny_model import TINY_MODEL_DIR
+from corewarding.tiny.regimes import tiny_model_dir
+
+TINY_MODEL_DIR = tiny_model_dir("tiny")
 
 SCRIPT = Path(__file__).with_name("distributed_rewards.py")
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from corewarding.equivalence import (
+from corewarding.core.equivalence import (
     MAX_ANSWER_CHARS,
     EquivalenceChecker,
     answers_match,

@@ -9,10 +9,12 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
-from corewarding.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
-from corewarding.generation import Completion, GenerationSettings, TransformersBackend
-from corewarding.prompts import SYSTEM_PROMPT
-from corewarding.tiny_model import TINY_MODEL_DIR
+from corewarding.inference.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
+from corewarding.inference.generation import Completion, GenerationSettings, TransformersBackend
+from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
+
+TINY_MODEL_DIR = tiny_model_dir("tiny")
 
 PROBLEMS = [
     Problem(id="a", question="What is 2+2?", answer="4"),
@@ -166,7 +168,7 @@ def test_eval_command_on_the_synthetic_test_split(tmp_path):
     assert (evaluation.temperature, evaluation.max_new_tokens, evaluation.failed) == (1.0, 48, 0)
     # The same as the library on the same questions, model and seed: the command adds nothing of its own.
     again = evaluate(
-        generate_problems(8, "test"), TransformersBackend.load(TINY_MODEL_DIR), k=2, max_new_tokens=48
+        synthetic_problems("tiny", 8, "test"), TransformersBackend.load(TINY_MODEL_DIR), k=2, max_new_tokens=48
     )
     assert again == evaluation
 

@@ -12,9 +12,9 @@ import torch
 from stub_openai_server import Reply, StubServer, good, question, rephrasing
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.answers import extract_answer
+from corewarding.core.answers import extract_answer
 from corewarding.data.synthetic import generate_problems
-from corewarding.generation import (
+from corewarding.inference.generation import (
     BackendError,
     Completion,
     GenerationSettings,
@@ -23,8 +23,11 @@ from corewarding.generation import (
     TransformersBackend,
     VLLMBackend,
 )
-from corewarding.prompts import chat_messages
-from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_model, build_tokenizer
+from corewarding.core.prompts import chat_messages
+from corewarding.tiny.model import TinyModelConfig, build_model, build_tokenizer
+from corewarding.tiny.regimes import tiny_model_dir
+
+TINY_MODEL_DIR = tiny_model_dir("tiny")
 
 FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
 

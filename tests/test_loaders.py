@@ -17,7 +17,7 @@ from corewarding.data.loaders import (
     load_problems,
     load_rephrased_pair,
 )
-from corewarding.prompts import SYSTEM_PROMPT
+from corewarding.core.prompts import SYSTEM_PROMPT
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

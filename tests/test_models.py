@@ -13,9 +13,9 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.trainer_utils import validate_quantization_for_training
 
-from corewarding.answers import extract_answer
-from corewarding.models import ModelLoadError, default_dtype, load_model, render_conversation, render_prompts
-from corewarding.prompts import SYSTEM_PROMPT
+from corewarding.core.answers import extract_answer
+from corewarding.inference.models import ModelLoadError, default_dtype, load_model, render_conversation, render_prompts
+from corewarding.core.prompts import SYSTEM_PROMPT
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

@@ -1,7 +1,9 @@
-"""Pretraining the tiny model: determinism, what it saves, the CLI command, the shipped checkpoint."""
+"""Pretraining the tiny model: the corpus's mistakes, determinism, what it saves, the CLI, the shipped models."""
 
 import json
 import random
+from dataclasses import replace
+from statistics import fmean
 
 import pytest
 import torch
@@ -9,9 +11,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.data.synthetic import sample_chains, worked_solution
-from corewarding.pretrain import SETTINGS_FILE, PretrainConfig, pretrain, training_batch
-from corewarding.tiny_model import TINY_MODEL_DIR, TinyModelConfig, build_tokenizer
+from corewarding.data.synthetic import Chain, SurfaceForm, TaskConfig, generate_problems, sample_chains, worked_solution
+from corewarding.inference.evaluate import evaluate
+from corewarding.inference.generation import TransformersBackend
+from corewarding.tiny.model import TinyModelConfig, build_tokenizer
+from corewarding.tiny.pretraining import SETTINGS_FILE, PretrainConfig, corpus_solution, pretrain, training_batch
+from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task, tiny_model_dir
 
 SMALL_MODEL = TinyModelConfig(
     hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
@@ -31,7 +36,7 @@ def same_weights(a, b) -> bool:
 def test_same_seed_gives_identical_weights_other_seed_does_not():
     first, again, other = (pretrain(tiny_budget(seed=s), progress=False) for s in (5, 5, 6))
     assert same_weights(first.model, again.model)
-    assert first.final_loss == again.final_loss
+    assert first.loss_curve == again.loss_curve and len(first.loss_curve) == 1
     assert not same_weights(first.model, other.model)
 
 
@@ -44,8 +49,7 @@ def test_loss_covers_the_worked_solution_and_end_token_only():
     for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
         target = labels[labels != -100].tolist()
         chain = next(replay)
-        solutions = {worked_solution(chain), worked_solution(chain, stop_early=True)}
-        assert tokenizer.decode(target) in {s + tokenizer.eos_token for s in solutions}
+        assert tokenizer.decode(target) == worked_solution(chain) + tokenizer.eos_token  # no mistakes by default
         end = int(mask.sum())
         assert ids[:end].tolist()[-len(target) :] == target  # the target closes the sequence
         prompt = tokenizer.decode(ids[: end - len(target)])
@@ -70,16 +74,45 @@ def test_shortcut_solutions_come_at_the_configured_rates(rates):
     assert sum(stopped["+"]) / len(stopped["+"]) == pytest.approx(rates[1], abs=0.07)
 
 
+def test_slips_and_irrelevant_numbers_come_at_the_configured_rates():
+    config = PretrainConfig(slip_rate=0.4, distractor_use_rate=0.7)
+    chain, rng = Chain.from_key("7+5*2"), random.Random(0)
+    right = worked_solution(chain)
+    distracted = [corpus_solution(chain, SurfaceForm("…", 0, distractor=4), rng, config) for _ in range(2000)]
+    clean = [corpus_solution(chain, SurfaceForm("…", 0), rng, config) for _ in range(2000)]
+    uses = [s.endswith("\\boxed{" + s.split("=")[-1].split(".")[0] + "}") and "+4=" in s.split(". ")[-2] for s in distracted]
+    # 2,000 draws: within 0.04 (more than 3 standard deviations).
+    assert fmean("24+4=" in s or ". 2" in s and "+4=" in s for s in distracted) == pytest.approx(0.7, abs=0.04)
+    assert fmean(s != right for s in clean) == pytest.approx(0.4, abs=0.04)
+    assert all("+4=" not in s for s in clean)  # a form without an irrelevant number is never distracted
+    assert any(uses)
+    # Every slip is a small change of one step's result, and the later steps compute from it.
+    for solution in clean:
+        steps = [s.rstrip(".") for s in solution.split(" ")[:-1]]
+        results = [int(step.split("=")[1]) for step in steps]
+        assert [int(steps[1].split("*")[0])] == [results[0]] and 1 <= results[0]
+        assert abs(results[0] - 12) <= 3 and results[1] == results[0] * 2 or abs(results[1] - 24) <= 3
+    with pytest.raises(ValueError, match="slip_rate"):
+        PretrainConfig(slip_rate=1.5)
+    with pytest.raises(ValueError, match="slip_max"):
+        PretrainConfig(slip_max=0)
+
+
 def test_saves_a_loadable_model_tokenizer_and_settings(tmp_path):
-    config = tiny_budget(eval_problems=4, eval_samples=2, max_new_tokens=8)
+    task = TaskConfig(distractor_rate=0.5)
+    config = tiny_budget(eval_problems=4, eval_samples=2, max_new_tokens=8, task=task, slip_rate=0.3)
     result = pretrain(config, tmp_path, progress=False)
     record = json.loads((tmp_path / SETTINGS_FILE).read_text())
     assert PretrainConfig.from_dict(record["config"]) == config
-    assert record["evaluation"]["scores"]["num_questions"] == 4
-    assert record["evaluation"]["scores"]["k"] == 2
+    assert record["loss_curve"] == pytest.approx(result.loss_curve)
+    for split in ("train", "test"):
+        figures = record["evaluation"][split]
+        assert figures["question"]["num_questions"] == 4 and figures["question"]["k"] == 2
+        assert sum(figures["forms"][name]["num_questions"] for name in figures["forms"]) == 16
     assert record["parameters"] == sum(p.numel() for p in result.model.parameters())
     assert same_weights(AutoModelForCausalLM.from_pretrained(tmp_path), result.model)
-    assert AutoTokenizer.from_pretrained(tmp_path).get_vocab() == result.tokenizer.get_vocab()
+    assert AutoTokenizer.from_pretrained(tmp_path).get_vocab() == result.tokenizer.get_vocab() == build_tokenizer(task).get_vocab()
+    assert synthetic_task(tmp_path) == task  # `synthetic` means the task a model was pretrained on
 
 
 def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
@@ -88,6 +121,8 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert bad.exit_code == 2
     assert "steps must be at least 1" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
+    unknown = runner.invoke(app, ["pretrain", "--regime", "noisy", "--output", str(tmp_path / "bad")])
+    assert unknown.exit_code == 2 and "unknown --regime 'noisy'" in unknown.output
     (tmp_path / "a-file").write_text("")
     unwritable = runner.invoke(
         app, ["pretrain", "--steps", "1", "--output", str(tmp_path / "a-file" / "out")]
@@ -95,10 +130,14 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert unwritable.exit_code == 2 and "cannot write to" in unwritable.output
     out = tmp_path / "tiny"
     ran = runner.invoke(
-        app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2", "--output", str(out)]
+        app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2", "--slip-rate", "0.2",
+              "--output", str(out)]
     )
     assert ran.exit_code == 0, ran.output
-    assert "greedy" in ran.output and (out / SETTINGS_FILE).exists() and (out / "model.safetensors").exists()
+    assert "greedy" in ran.output and "other view right, own wrong" in ran.output
+    record = json.loads((out / SETTINGS_FILE).read_text())
+    expected = replace(REGIMES[DEFAULT_REGIME].pretraining, steps=2, batch_size=4, eval_problems=2, slip_rate=0.2)
+    assert PretrainConfig.from_dict(record["config"]) == expected
 
 
 @pytest.mark.parametrize(
@@ -109,23 +148,29 @@ def test_bad_settings_are_a_clear_value_error(changes):
         tiny_budget(**changes)
 
 
-def test_shipped_checkpoint_loads_and_has_partial_skill():
-    record = json.loads((TINY_MODEL_DIR / SETTINGS_FILE).read_text())
-    assert PretrainConfig.from_dict(record["config"]) == PretrainConfig()  # made with the defaults
-    scores = record["evaluation"]["scores"]
-    assert 0.2 <= scores["greedy_accuracy"] <= 0.6
-    assert scores["avg_at_k"] >= 0.1
-    assert scores["maj_at_k"] > scores["avg_at_k"]
-    model = AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR)
-    tokenizer = AutoTokenizer.from_pretrained(TINY_MODEL_DIR)
-    assert tokenizer.get_vocab() == build_tokenizer().get_vocab()
+@pytest.mark.parametrize("name", REGIMES)
+def test_each_shipped_model_was_made_by_its_regime_and_loads(name):
+    regime = REGIMES[name]
+    record = json.loads((regime.model_dir / SETTINGS_FILE).read_text())
+    assert PretrainConfig.from_dict(record["config"]) == regime.pretraining
+    tokenizer = AutoTokenizer.from_pretrained(regime.model_dir)
+    assert tokenizer.get_vocab() == build_tokenizer(regime.pretraining.task).get_vocab()
+    model = AutoModelForCausalLM.from_pretrained(regime.model_dir)
     assert sum(p.numel() for p in model.parameters()) == record["parameters"]
+    assert tiny_model_dir(f"tiny-{name}") == regime.model_dir
+    assert tiny_model_dir("tiny") == REGIMES[DEFAULT_REGIME].model_dir and tiny_model_dir("tiny-x") is None
 
 
 @pytest.mark.slow
-def test_pretrain_reproduces_the_shipped_checkpoint():
-    """Bit-identical with the torch build recorded in pretrain.json, on a CPU of the same kind."""
-    record = json.loads((TINY_MODEL_DIR / SETTINGS_FILE).read_text())
-    config = PretrainConfig.from_dict({**record["config"], "eval_problems": 0})
-    result = pretrain(config, progress=False)
-    assert same_weights(result.model, AutoModelForCausalLM.from_pretrained(TINY_MODEL_DIR))
+def test_pretraining_reproduces_the_default_regimes_model_within_noise():
+    """Another CPU rounds differently, so not bit for bit: the same data stream and settings give the
+    recorded loss curve within 15% at every point, and a model as accurate as the shipped one."""
+    regime = REGIMES[DEFAULT_REGIME]
+    record = json.loads((regime.model_dir / SETTINGS_FILE).read_text())
+    result = pretrain(replace(regime.pretraining, eval_problems=0), progress=False)
+    assert result.loss_curve == pytest.approx(record["loss_curve"], rel=0.15)
+    problems = generate_problems(200, "test", seed=3, config=regime.pretraining.task)
+    shipped = evaluate(problems, TransformersBackend.load(regime.model_dir), k=0, max_new_tokens=48)
+    remade = evaluate(problems, TransformersBackend(result.model, result.tokenizer), k=0, max_new_tokens=48)
+    # 200 questions: greedy accuracy within 6 points (the two models' noise is independent).
+    assert remade.scores.greedy_accuracy == pytest.approx(shipped.scores.greedy_accuracy, abs=0.06)

@@ -5,10 +5,10 @@ import yaml
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.config import RECIPES_DIR, load_recipe, recipe_path, recipe_settings
-from corewarding.rewards import COOPER_METHODS, METHODS
+from corewarding.training.config import RECIPES_DIR, load_recipe, recipe_path, recipe_settings
+from corewarding.core.methods import METHODS
 
-PAPER_METHODS = [m for m in METHODS if m not in COOPER_METHODS]
+PAPER_METHODS = [name for name, method in METHODS.items() if method.reward_model is None]
 
 
 def write(path, settings):

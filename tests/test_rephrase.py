@@ -24,7 +24,7 @@ from corewarding.data.rephrase import (
 )
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
-from corewarding.generation import GenerationSettings, OpenAIBackend, RetryPolicy
+from corewarding.inference.generation import GenerationSettings, OpenAIBackend, RetryPolicy
 
 NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
 

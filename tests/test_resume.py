@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from corewarding.tiny_model import TINY_MODEL_DIR
+from corewarding.tiny.regimes import tiny_model_dir
+
+TINY_MODEL_DIR = tiny_model_dir("tiny")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

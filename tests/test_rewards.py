@@ -1,12 +1,14 @@
 """Every reward on hand-written completions (open-r1 style)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from corewarding.answers import extract_answer
-from corewarding.rewards import (
+from corewarding.core.answers import extract_answer
+from corewarding.core.methods import METHODS, RewardInputs, method_rewards
+from corewarding.core.rewards import (
     RENT_NO_ANSWER_PENALTY,
-    RewardResult,
     Rollouts,
     cross_view_rewards,
     entropy_rewards,
@@ -15,10 +17,9 @@ from corewarding.rewards import (
     majority_vote_rewards,
     self_certainty_rewards,
     teacher_vote_rewards,
-    weighted_sum,
 )
-from corewarding.token_statistics import entropy, self_certainty
-from corewarding.voting import VotingConfig
+from corewarding.training.token_statistics import entropy, self_certainty
+from corewarding.core.voting import VotingConfig
 
 # Question 1 (reference 1/2) and question 2 (reference 12), four rollouts each.
 COMPLETIONS = [
@@ -171,16 +172,37 @@ def test_format_rewards():
     assert format_rewards(BATCH).rewards == [1, 1, 1, 1, 1, 1, 0, 1]
 
 
-def test_weighted_sum():
-    parts = {"majority_vote": majority_vote_rewards(BATCH), "format": format_rewards(BATCH)}
-    total = weighted_sum(parts, {"majority_vote": 1.0, "format": 0.5})
-    assert total.rewards == [1.5, 1.5, 1.5, 0.5, 1.5, 0.5, 0.0, 1.5]
-    assert total.metrics["majority_vote/label_accuracy"] == 1.0
-    assert total.metrics["format/no_answer_rate"] == 1 / 8
-    with pytest.raises(ValueError, match="no weight"):
-        weighted_sum(parts, {"format": 1.0})
-    with pytest.raises(ValueError, match="different numbers"):
-        weighted_sum({"a": RewardResult([1.0]), "b": RewardResult([1.0, 0.0])}, {"a": 1, "b": 1})
+def test_every_method_of_the_table_rewards_a_batch_with_what_it_says_it_needs():
+    teacher = Rollouts(["1/2"] * 4 + ["7"] * 4, BATCH.question_ids, BATCH.views)
+    inputs = RewardInputs(
+        teacher=teacher, token_statistics=[0.5] * 8, reward_model_scores=[1.0, -1.0] * 4
+    )
+    expected = {
+        "ground_truth": ground_truth_rewards(BATCH).rewards,
+        "majority_vote": majority_vote_rewards(BATCH).rewards,
+        "self_certainty": [0.5] * 8,
+        "entropy": [-0.5] * 8,
+        "co_rewarding_ii": teacher_vote_rewards(BATCH, teacher).rewards,
+    }
+    for name, method in METHODS.items():
+        if name in expected:
+            assert method_rewards(name, BATCH, inputs).rewards == expected[name], name
+        # Each method refuses the batch without the input its entry names.
+        missing = {
+            "teacher": method.needs_teacher, "token_statistics": method.token_statistic is not None,
+            "reward_model_scores": method.reward_model is not None,
+        }
+        for field, needed in missing.items():
+            if needed:
+                with pytest.raises(ValueError, match=f"{name} needs"):
+                    method_rewards(name, BATCH, replace(inputs, **{field: None}))
+    paired = [name for name, method in METHODS.items() if method.paired_views]
+    assert paired == ["co_rewarding_i"]
+    assert {name for name, method in METHODS.items() if method.needs_references} == {
+        "ground_truth", "cooper", "cooper_static",
+    }
+    with pytest.raises(ValueError, match="unknown method 'best_of_n'"):
+        method_rewards("best_of_n", BATCH)
 
 
 def test_rollouts_validation():

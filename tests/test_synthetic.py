@@ -1,12 +1,13 @@
 """The synthetic arithmetic task: determinism, split disjointness, one answer across surface forms."""
 
 import operator
+import os
 import re
 from functools import reduce
 
 import pytest
 
-from corewarding.answers import extract_answer
+from corewarding.core.answers import extract_answer
 from corewarding.data.synthetic import (
     NUM_FORMS,
     Chain,
@@ -163,3 +164,47 @@ def test_chain_of_rejects_other_problems():
 
     with pytest.raises(ValueError, match="not a synthetic arithmetic problem"):
         chain_of(Problem(id="x", question="What is 2+2?", answer="4"))
+
+
+def test_a_share_of_forms_carries_an_irrelevant_number_and_reads_as_the_clean_form_without_it():
+    distracting = TaskConfig(distractor_rate=0.5)
+    counts = [0, 0]
+    for problem in generate_problems(300, "train", seed=4, config=distracting):
+        chain, seed = chain_of(problem), problem.meta["style_seed"]
+        for noisy, clean in zip(render_forms(chain, seed, distracting), render_forms(chain, seed)):
+            counts[noisy.distractor is not None] += 1
+            assert clean.distractor is None and noisy.family == clean.family
+            if noisy.distractor is None:
+                assert noisy.text == clean.text  # the distractor's draws leave the other forms alone
+                continue
+            assert 1 <= noisy.distractor <= 9
+            # The clean form is the noisy one without one inserted sentence, which holds the number.
+            prefix = len(os.path.commonprefix([noisy.text, clean.text]))
+            suffix = min(len(os.path.commonprefix([noisy.text[::-1], clean.text[::-1]])), len(clean.text) - prefix)
+            inserted = noisy.text[prefix : len(noisy.text) - suffix]
+            assert len(noisy.text) - len(inserted) == len(clean.text)
+            assert re.findall(r"\d+", inserted) == [str(noisy.distractor)]
+        qf, rf = problem.meta["forms"]
+        forms = render_forms(chain, seed, distracting)
+        assert (problem.question, problem.rephrasing) == (forms[qf].text, forms[rf].text)
+        assert problem.meta["distractors"] == [forms[qf].distractor, forms[rf].distractor]
+    # 1,200 forms: the share within 0.05 of the rate (more than 3 standard deviations).
+    assert counts[1] / sum(counts) == pytest.approx(0.5, abs=0.05)
+    assert all(f.distractor is None for p in generate_problems(50, "test") for f in render_forms(chain_of(p), 0))
+
+
+def test_worked_solutions_with_a_slip_an_irrelevant_number_or_both():
+    chain = Chain.from_key("7+5*2")
+    assert worked_solution(chain, slip=(0, -1)) == "7+5=11. 11*2=22. \\boxed{22}"
+    assert worked_solution(chain, distractor=4) == "7+5=12. 12*2=24. 24+4=28. \\boxed{28}"
+    assert worked_solution(chain, slip=(2, 3), distractor=4) == "7+5=12. 12*2=24. 24+4=31. \\boxed{31}"
+    assert worked_solution(chain, stop_early=True, slip=(0, 2)) == "7+5=14. \\boxed{14}"
+    with pytest.raises(ValueError, match="slip step 2 is not one of the 2 steps"):
+        worked_solution(chain, slip=(2, 1))
+
+
+def test_bad_distractor_settings_are_a_clear_value_error():
+    with pytest.raises(ValueError, match="distractor_rate"):
+        TaskConfig(distractor_rate=1.5)
+    with pytest.raises(ValueError, match="distractor_range"):
+        TaskConfig(distractor_range=(0, 9))

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from corewarding.teacher import TeacherSchedule, ema_rate, ema_update_
+from corewarding.core.teacher_schedule import TeacherSchedule, ema_rate
+from corewarding.training.teacher import ema_update_
 
 
 def test_schedule_first_middle_last():

@@ -5,8 +5,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.data.synthetic import generate_problems, surface_forms
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.tiny_model import EOS_TOKEN, PAD_TOKEN, TinyModelConfig, build_model, build_tokenizer
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.tiny.model import EOS_TOKEN, PAD_TOKEN, TinyModelConfig, build_model, build_tokenizer
 
 
 @pytest.fixture(scope="module")

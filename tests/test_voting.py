@@ -2,7 +2,7 @@
 
 import pytest
 
-from corewarding.voting import Vote, VotingConfig, majority_vote, majority_votes
+from corewarding.core.voting import Vote, VotingConfig, majority_vote, majority_votes
 
 EXACT = VotingConfig(matching="exact")
 

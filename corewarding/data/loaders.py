@@ -22,13 +22,13 @@ qa            ``problem`` or ``question``; ``answer`` or ``solution``     GSM8K,
 
 GSM8K, MATH, AIME/AMC and Minerva share one preset because their columns cannot tell them apart
 (GSM8K and MATH500 are both ``question`` + ``answer``) and need not: the reference answer always goes
-through :func:`corewarding.answers.reference_answer`, which reads a GSM8K ``#### 18`` line, a MATH
+through :func:`corewarding.core.answers.reference_answer`, which reads a GSM8K ``#### 18`` line, a MATH
 ``\boxed{}`` solution and a bare ``142.0`` alike. ``answer`` is preferred to ``solution`` because a
 dataset with both (AIME24) keeps the bare answer in ``answer``.
 
 Column names may be dotted paths into nested records (``reward_model.ground_truth``). A question
 column may hold chat messages: the last user message is the question, the system prompt is dropped
-(the project adds its own, :mod:`corewarding.prompts`). A question made of several columns (SVAMP's
+(the project adds its own, :mod:`corewarding.core.prompts`). A question made of several columns (SVAMP's
 ``Body`` + ``Question``) is joined with a space, and a part that ends without punctuation gets a
 period (SVAMP writes 358 of its 1,000 bodies without one).
 
@@ -60,7 +60,8 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from corewarding.answers import reference_answer
+from corewarding.core.answers import reference_answer
+from corewarding.core.prompts import question_text
 from corewarding.data.records import Problem
 
 __all__ = [
@@ -265,7 +266,7 @@ def load_problems(
         split, subset: as in :func:`read_rows`.
         source: ``Problem.source``; defaults to the file's folder and stem, e.g. ``benchmarks/gsm8k``.
 
-    Reference answers are canonicalised by :func:`corewarding.answers.reference_answer`; a row whose
+    Reference answers are canonicalised by :func:`corewarding.core.answers.reference_answer`; a row whose
     answer does not parse keeps ``answer=None``. A row without a question, or two rows with the same
     id, is an error.
     """
@@ -418,8 +419,7 @@ def _text(value) -> str | None:
     if value is None:
         return None
     if isinstance(value, list):
-        user_turns = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "user"]
-        return _text(user_turns[-1]) if user_turns else None
+        return _text(question_text(value))
     return str(value).strip()
 
 

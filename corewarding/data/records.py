@@ -12,7 +12,7 @@ class Problem:
     Attributes:
         id: stable identifier, unique within a dataset (a question and its rephrasing share it).
         question: the question as the model sees it (no system prompt, no chat template).
-        answer: the reference answer in canonical form (:func:`corewarding.answers.reference_answer`),
+        answer: the reference answer in canonical form (:func:`corewarding.core.answers.reference_answer`),
             or None when the dataset has none. Label-free training never reads it: it feeds
             diagnostics (label accuracy) and evaluation only.
         rephrasing: the same question in other words, same answer; None when there is none.

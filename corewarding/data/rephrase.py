@@ -48,8 +48,8 @@ from rich.progress import Progress
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import PairReport, Solver
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
-from corewarding.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 
 __all__ = [
     "REPHRASING_SETTINGS",
@@ -156,7 +156,7 @@ def rephrase_problems(
 ) -> RephrasingRun:
     """Rephrase every problem not in the cache yet, appending each completion to the cache as it arrives.
 
-    An exception (an interrupt, a :class:`~corewarding.generation.BackendError`) propagates after
+    An exception (an interrupt, a :class:`~corewarding.inference.generation.BackendError`) propagates after
     everything received so far is cached; running the same call again continues.
     """
     if settings.n != 1:

@@ -20,8 +20,8 @@ check              default   fails when
 ``figure``         reports   the original has figure code (``[asy]…[/asy]``, ``\begin{asy}…``, a fenced
                              ``asy`` block) and the rephrasing has none
 ``answers``        rejects   (only with a solver) the majority answers of k solver samples on the two views
-                             are not equivalent (:func:`~corewarding.voting.majority_vote`, then
-                             :func:`~corewarding.equivalence.answers_match`); also when either view gets no
+                             are not equivalent (:func:`~corewarding.core.voting.majority_vote`, then
+                             :func:`~corewarding.core.equivalence.answers_match`); also when either view gets no
                              majority answer
 =================  ========  ================================================================================
 
@@ -81,11 +81,11 @@ from typing import Protocol
 
 from rich.table import Table
 
-from corewarding.answers import extract_answer
+from corewarding.core.answers import extract_answer
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, REFERENCE_PLACEHOLDER
-from corewarding.equivalence import answers_match
-from corewarding.voting import VotingConfig, majority_votes
+from corewarding.core.equivalence import answers_match
+from corewarding.core.voting import VotingConfig, majority_votes
 
 __all__ = [
     "CHECKS",

@@ -162,7 +162,7 @@ def worked_solution(
     r"""One equation per step, then the boxed answer: ``"7+5=12. 12*2=24. \boxed{24}"``.
 
     The right solution, or one of the mistakes the tiny model's pretraining corpus teaches
-    (:mod:`corewarding.pretrain`); each gives a wrong answer:
+    (:mod:`corewarding.tiny.pretraining`); each gives a wrong answer:
 
     * ``stop_early`` leaves out the last step and boxes the value before it: ``"7+5=12. \boxed{12}"``.
     * ``distractor`` = k adds the irrelevant number as a last step, as a model distracted by an

@@ -1,19 +1,21 @@
 """GRPO with every reward of the paper, on TRL's ``GRPOTrainer`` — the only module that touches TRL.
 
-One training step (TRL's flow, with the three places this class changes)::
+One training step is TRL's, with three hooks and two plug-ins::
 
     generation batch ──(1) sampler keeps a question and its rephrasing together──► prompts
       ──TRL samples G completions per prompt (transformers or vLLM)──► completions
-      ──(2) _calculate_rewards: gather every process's completions, extract answers, (II) update the
-            EMA teacher and let it sample G answers per prompt, (confidence methods) score the policy's
-            tokens, (Cooper) score them with the reward model; vote per group; reward; log
-            diagnostics; (Cooper) update the reward model on pairs of this batch──► gathered rewards
+      ──(2) _calculate_rewards: gather every process's completions, extract answers, and what the
+            method needs (core.methods.METHODS): the EMA teacher's answers (plug-in, sampled through
+            TRL's generation path), the policy's token statistics, the reward model's scores
+            (plug-in); reward; log diagnostics; update Cooper's reward model on pairs of this batch
       ──TRL: advantages per group of G, clipped policy loss, KL to the reference, optimizer step
-      ──(3) checkpoints also hold the teacher (Cooper: the reward model); resuming restores it
+      ──(3) checkpoints hold the plug-ins too, and count only once complete (training.checkpoints)
 
 Rewards are computed on the *gathered* batch because a group of G rollouts can be split across
 processes: a vote taken per process would see part of the group. Every process computes the same
-rewards from the same gathered answers, and TRL keeps its own slice.
+rewards from the same gathered answers, and TRL keeps its own slice. The prompt ids the teacher and the
+token statistics need are TRL's own tokenization of the batch's prompts (``_tokenize_prompts``), passed
+along explicitly.
 
 **Co-rewarding-I and loss aggregation.** A pair is two prompt groups (the question, its rephrasing),
 each normalised on its own by TRL's per-group advantage. Both views' completions enter one loss,
@@ -21,65 +23,56 @@ aggregated by ``loss_type`` over all their tokens (TRL's default ``dapo``: a tok
 batch). The reference implementation instead *sums* the two views' token-mean losses, so its gradient
 is about twice ours for the same learning rate: double ``learning_rate`` to match it.
 
-**Cooper's reward model** (:mod:`corewarding.cooper`) is updated inside ``_calculate_rewards``, right
-after it has scored the batch: the rewards of a batch always come from the reward model *before* its
-update on that batch. That is one reward-model step per generation batch (per policy step with TRL's
-defaults, ``num_iterations=1``). Each process holds a replica; they stay identical (see that module).
+**Cooper's reward model** (:mod:`corewarding.cooper.co_training`) is updated right after it has scored
+the batch: the rewards of a batch always come from the reward model *before* its update on that batch.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from accelerate.utils import gather_object, is_peft_model
-from safetensors.torch import load_file, save_file
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
 from trl.trainer.utils import RepeatSampler, create_model_from_path
 
-from corewarding.annotate import read_labelled
-from corewarding.answers import extract_answer
-from corewarding.collapse import CollapseMonitor
-from corewarding.config import CoRewardingConfig
-from corewarding.cooper import CooperRewardModel, select_pairs
+from corewarding.cooper.annotate import read_labelled
+from corewarding.cooper.co_training import CooperRewardModel, select_pairs
+from corewarding.cooper.reward_model import RewardModel, TemplateBounds
+from corewarding.cooper.supervised import evaluate_reward_model
+from corewarding.core import metric_names
+from corewarding.core.answers import extract_answer
+from corewarding.core.collapse import CollapseMonitor
+from corewarding.core.equivalence import answers_match
+from corewarding.core.methods import METHODS, RewardInputs, method_rewards
+from corewarding.core.prompts import question_text
+from corewarding.core.rewards import Rollouts, format_rewards
+from corewarding.core.teacher_schedule import TeacherSchedule
+from corewarding.core.voting import VotingConfig
 from corewarding.data.records import Problem
-from corewarding.equivalence import answers_match
-from corewarding.evaluate import evaluate as evaluate_problems
-from corewarding.generation import TransformersBackend
-from corewarding.models import ModelLoadError
-from corewarding.reward_model import RewardModel, TemplateBounds
-from corewarding.reward_model_training import evaluate_reward_model
-from corewarding.rewards import CONFIDENCE_METHODS, COOPER_METHODS, Rollouts, format_rewards, method_rewards
-from corewarding.teacher import TeacherSchedule, ema_update_
-from corewarding.token_statistics import entropy, self_certainty
-from corewarding.voting import VotingConfig
+from corewarding.inference.evaluate import evaluate as evaluate_problems
+from corewarding.inference.generation import TransformersBackend
+from corewarding.inference.models import ModelLoadError
+from corewarding.training import checkpoints
+from corewarding.training.config import CoRewardingConfig
+from corewarding.training.teacher import EMATeacher
+from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = [
-    "CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text",
-    "question_text",
-]
+__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text"]
 
 logger = logging.get_logger(__name__)
 
-TEACHER_WEIGHTS = "teacher.safetensors"
-TEACHER_STATE = "teacher_state.json"
-
-
-def question_text(prompt) -> str:
-    """The question of a TRL prompt: a string, or chat messages (the last user turn)."""
-    if isinstance(prompt, str):
-        return prompt
-    return next(m["content"] for m in reversed(prompt) if m.get("role") == "user")
+METRICS_FILE = "metrics.jsonl"
+COLLAPSE_FILE = "collapse.json"
 
 
 def completion_text(completion) -> str:
@@ -87,16 +80,6 @@ def completion_text(completion) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
-
-
-def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict safetensors can write: tensors sharing storage (tied embeddings) are copied."""
-    seen, out = set(), {}
-    for key, tensor in state.items():
-        storage = tensor.untyped_storage().data_ptr()
-        out[key] = tensor.clone() if storage in seen else tensor.contiguous()
-        seen.add(storage)
-    return out
 
 
 class PairedRepeatSampler(Sampler[int]):
@@ -144,28 +127,62 @@ class _GatheredReward:
         raise RuntimeError(f"the {self.__name__} reward is computed on the gathered batch by CoRewardingTrainer")
 
 
+def read_metrics_file(path: str | Path, up_to_step: int | None = None) -> list[dict]:
+    """The step records of a ``metrics.jsonl`` (not the end-of-training summary), up to a step."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a line cut by a crash
+        if "train_runtime" in record or (up_to_step is not None and record.get("step", 0) > up_to_step):
+            continue
+        records.append(record)
+    return records
+
+
 class MetricsFileCallback(TrainerCallback):
-    """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``."""
+    """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``.
+
+    A resumed run first cuts the file back to the checkpoint's step, so every step is there once.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        path = Path(args.output_dir) / METRICS_FILE
+        if state.is_world_process_zero and state.global_step > 0 and path.is_file():
+            kept = read_metrics_file(path, up_to_step=state.global_step)
+            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
-            path = Path(args.output_dir) / "metrics.jsonl"
+            path = Path(args.output_dir) / METRICS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a") as f:
                 f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
 
 
 class CollapseCallback(TrainerCallback):
-    """Watches every log record with :class:`~corewarding.collapse.CollapseMonitor`.
+    """Watches every log record with :class:`~corewarding.core.collapse.CollapseMonitor`.
 
     At the first collapse it warns, writes ``<output_dir>/collapse.json`` (step and signals) and,
     with ``stop_on_collapse``, stops training (the best checkpoint by held-out accuracy is kept by
-    ``save_strategy: best``, which ``stop_on_collapse`` turns on).
+    ``save_strategy: best``, which ``stop_on_collapse`` turns on). A resumed run replays the records
+    up to its checkpoint, so the monitor's history is the run's, not just this session's.
     """
 
-    def __init__(self, stop_on_collapse: bool = False):
+    def __init__(self, method: str, stop_on_collapse: bool = False):
+        self.method = method
         self.monitor = CollapseMonitor()
         self.stop_on_collapse = stop_on_collapse
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.monitor = CollapseMonitor()
+        if state.global_step > 0:
+            for record in read_metrics_file(Path(args.output_dir) / METRICS_FILE, up_to_step=state.global_step):
+                self.monitor.update(record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or self.monitor.report.collapsed:
@@ -173,29 +190,33 @@ class CollapseCallback(TrainerCallback):
         signals = self.monitor.update({"step": state.global_step, **logs})
         if not signals:
             return
-        logger.warning("collapse at step %d: %s", state.global_step, ", ".join(signals))
+        logger.warning("%s: collapse at step %d: %s", self.method, state.global_step, ", ".join(signals))
         if state.is_world_process_zero:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.output_dir) / "collapse.json").write_text(json.dumps(self.monitor.report.to_dict()))
+            (Path(args.output_dir) / COLLAPSE_FILE).write_text(json.dumps(self.monitor.report.to_dict()))
         if self.stop_on_collapse:
             control.should_training_stop = True
 
 
 class CoRewardingTrainer(GRPOTrainer):
-    """``GRPOTrainer`` whose rewards are one of the label-free methods of the paper (or ground truth).
+    """``GRPOTrainer`` whose rewards are one of the methods of :data:`~corewarding.core.methods.METHODS`.
 
     The training dataset has, besides ``prompt``, the columns ``question_id`` (shared by a question
     and its rephrasing), ``view`` (0 question, 1 rephrasing) and ``answer`` (the hidden reference
-    answer or None; it feeds diagnostics, and the reward only for ``ground_truth``). For
+    answer or None; it feeds diagnostics, and the reward only for methods that need references). For
     ``co_rewarding_i`` rows 2k and 2k+1 are the two views of pair k
-    (:func:`corewarding.train.training_dataset` builds such a dataset).
+    (:func:`corewarding.training.run.training_dataset` builds such a dataset).
 
     Reward columns, as TRL logs them: the method's reward (``rewards/<method>/mean``) and a format
     reward (``rewards/format/mean``: 1 when an answer can be extracted), weighted by TRL's
     ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
 
+    Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, methods that need a
+    teacher) and ``self.cooper`` (:class:`~corewarding.cooper.co_training.CooperRewardModel`, methods with
+    a reward model); both are saved in and restored from checkpoints.
+
     Cooper's metrics: ``rm/rule_agreement``, ``rm/false_positive_rate`` and ``rm/group_auc`` (every
-    batch, see :func:`~corewarding.rewards.cooper_rewards`); ``rm/heldout_accuracy``,
+    batch, see :func:`~corewarding.core.rewards.cooper_rewards`); ``rm/heldout_accuracy``,
     ``_balanced_accuracy``, ``_precision``, ``_recall``, ``_auc`` and ``_group_auc`` of the reward model
     that rewards the step, on the held-out split of ``reward_model_eval_data`` (every
     ``reward_model_eval_steps`` steps); ``cooper`` only: ``rm/pairs`` (pairs of the update),
@@ -212,12 +233,14 @@ class CoRewardingTrainer(GRPOTrainer):
         heldout: Sequence[Problem] = (),
         **kwargs,
     ):
-        if args.method == "co_rewarding_ii" and isinstance(model, str):
+        self.method = METHODS[args.method]
+        if self.method.needs_teacher and isinstance(model, str):
             model = create_model_from_path(model, **dict(args.model_init_kwargs or {}))
-        # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model.
-        teacher = copy.deepcopy(model) if args.method == "co_rewarding_ii" and args.beta == 0.0 else None
-        if args.method == "co_rewarding_ii" and is_peft_model(model):
-            raise ValueError("co_rewarding_ii does not support PEFT models: the EMA teacher needs full weights")
+        if self.method.needs_teacher and is_peft_model(model):
+            raise ValueError(f"{args.method} does not support PEFT models: the EMA teacher needs full weights")
+        # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
+        # term TRL's reference model is that copy already, and the teacher is the KL anchor (METHOD.md).
+        teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
         if args.reward_weights is None:
             args.reward_weights = [1.0, 0.0]
         super().__init__(
@@ -230,19 +253,16 @@ class CoRewardingTrainer(GRPOTrainer):
         )
         self.voting = VotingConfig(args.answer_matching, args.min_agreement_count, args.min_agreement_ratio)
         self.teacher = None
-        self._teacher_step = 0  # the last training step the teacher was updated for
-        if args.method == "co_rewarding_ii":
-            self.teacher = self.ref_model if teacher is None else self._prepare_frozen(teacher)
-            self.teacher_schedule = TeacherSchedule(
-                args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
-            )
-        self.heldout = list(heldout)
-        self.cooper = None
-        if args.method in COOPER_METHODS:
+        if self.method.needs_teacher:
+            module = self.ref_model if teacher_copy is None else self._prepare_frozen(teacher_copy)
+            schedule = TeacherSchedule(args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval)
+            self.teacher = EMATeacher(module, schedule, self.accelerator)
+        self.cooper, self.cooper_heldout = None, []
+        if self.method.reward_model is not None:
             self.cooper, self.cooper_heldout = self._load_reward_model(args)
+        self.heldout = list(heldout)
         self.add_callback(MetricsFileCallback())
-        self.add_callback(CollapseCallback(args.stop_on_collapse))
-        self._last_generation: tuple[list, list] | None = None
+        self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
 
     # ----------------------------------------------------------------------------------- setup
 
@@ -271,7 +291,8 @@ class CoRewardingTrainer(GRPOTrainer):
                 f"{error} (reward_model_path: make a reward model with `corewarding rm train`, or use tiny)"
             ) from None
         cooper = CooperRewardModel(
-            reward_model, args.reward_model_learning_rate, args.max_grad_norm, frozen=args.method == "cooper_static"
+            reward_model, args.reward_model_learning_rate, args.max_grad_norm,
+            frozen=self.method.reward_model == "frozen",
         )
         heldout = []
         if args.reward_model_eval_data is not None:
@@ -281,7 +302,7 @@ class CoRewardingTrainer(GRPOTrainer):
         return cooper, heldout
 
     def _get_train_sampler(self, dataset=None) -> Sampler:
-        if self.args.method != "co_rewarding_i":
+        if not self.method.paired_views:
             return super()._get_train_sampler(dataset)
         dataset = self.train_dataset if dataset is None else dataset
         return PairedRepeatSampler(
@@ -295,26 +316,26 @@ class CoRewardingTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------- rewards
 
-    def _generate(self, prompts):
-        outputs = super()._generate(prompts)
-        # Token ids of this batch, for the teacher (same prompts) and the confidence rewards.
-        self._last_generation = (outputs[0], outputs[1])
-        return outputs
-
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         mode = "train" if self.model.training else "eval"
-        method = self.args.method
+        method = self.method
         local = {
             "answers": [extract_answer(completion_text(c)) for c in completions],
             "question_ids": [str(x["question_id"]) for x in inputs],
             "views": [int(x.get("view", 0)) for x in inputs],
             "references": [x.get("answer") for x in inputs],
         }
-        if method in CONFIDENCE_METHODS:
-            local["confidence"] = self._confidence(method)
-        if method == "co_rewarding_ii":
-            local["teacher_answers"] = self._teacher_answers(mode)
-        if method in COOPER_METHODS:
+        if method.needs_teacher or method.token_statistic:
+            prompt_ids, _, _ = self._tokenize_prompts(prompts)
+        if method.token_statistic:
+            local["token_statistics"] = rollout_statistic(
+                self.model, prompt_ids, completion_ids_list, method.token_statistic,
+                pad_token_id=self.processing_class.pad_token_id, temperature=self.temperature,
+                chunk=self.args.per_device_train_batch_size,
+            )
+        if method.needs_teacher:
+            local["teacher_answers"] = self._teacher_answers(prompt_ids, mode)
+        if self.cooper is not None:
             local["texts"] = self.cooper.reward_model.texts(
                 [question_text(x["prompt"]) for x in inputs], [x["answer"] for x in inputs],
                 [completion_text(c) for c in completions],
@@ -323,15 +344,17 @@ class CoRewardingTrainer(GRPOTrainer):
         batch = {key: gather_object(values) for key, values in local.items()}
 
         rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
-        teacher = None
-        if method == "co_rewarding_ii":
-            teacher = Rollouts(batch["teacher_answers"], batch["question_ids"], batch["views"])
-        result = method_rewards(
-            method, rollouts, voting=self.voting, teacher=teacher, confidence=batch.get("confidence"),
-            no_answer_penalty=self.args.no_answer_penalty, reward_model_scores=batch.get("reward_model_scores"),
+        inputs_ = RewardInputs(
+            voting=self.voting,
+            teacher=Rollouts(batch["teacher_answers"], batch["question_ids"], batch["views"])
+            if method.needs_teacher else None,
+            token_statistics=batch.get("token_statistics"),
+            reward_model_scores=batch.get("reward_model_scores"),
+            no_answer_penalty=self.args.no_answer_penalty,
             reward_threshold=self.args.reward_threshold,
         )
-        if method in COOPER_METHODS and mode == "train":
+        result = method_rewards(method.name, rollouts, inputs_)
+        if self.cooper is not None and mode == "train":
             result.metrics.update(self._cooper_step(rollouts, batch["texts"], batch["reward_model_scores"]))
         for name, value in result.metrics.items():
             self._metrics[mode][name].append(value)
@@ -357,80 +380,22 @@ class CoRewardingTrainer(GRPOTrainer):
             metrics["rm/loss"] = loss
         return metrics
 
-    def _padded_generation(self):
-        """The last generated batch as (input_ids, attention_mask, completion_mask), TRL's padding."""
-        prompt_ids, completion_ids = self._last_generation
-        pad_id = self.processing_class.pad_token_id
-        prompts = [torch.tensor(p) for p in prompt_ids]
-        completions = [torch.tensor(c, dtype=torch.long) for c in completion_ids]
-        p_len, c_len = max(len(p) for p in prompts), max(1, max(len(c) for c in completions))
-        input_ids = torch.full((len(prompts), p_len + c_len), pad_id, dtype=torch.long)
-        attention = torch.zeros_like(input_ids)
-        completion_mask = torch.zeros(len(prompts), c_len, dtype=torch.long)
-        for i, (p, c) in enumerate(zip(prompts, completions)):
-            input_ids[i, p_len - len(p) : p_len] = p
-            input_ids[i, p_len : p_len + len(c)] = c
-            attention[i, p_len - len(p) : p_len + len(c)] = 1
-            completion_mask[i, : len(c)] = 1
-        device = self.accelerator.device
-        return input_ids.to(device), attention.to(device), completion_mask.to(device)
-
-    @torch.no_grad()
-    def _confidence(self, method: str) -> list[float]:
-        """Per-rollout mean self-certainty or entropy of the policy on its own completions.
-
-        One forward pass without gradient, in chunks of ``per_device_train_batch_size`` rows so that
-        only one chunk's logits (rows × completion length × vocabulary) are ever in memory. Logits are
-        divided by the sampling temperature, as TRL does for its log-probabilities.
-        """
-        statistic = self_certainty if method == "self_certainty" else entropy
-        input_ids, attention, completion_mask = self._padded_generation()
-        c_len = completion_mask.size(1)
-        chunk = self.args.per_device_train_batch_size
-        values = []
-        for start in range(0, input_ids.size(0), chunk):
-            rows = slice(start, start + chunk)
-            logits = self.model(
-                input_ids=input_ids[rows], attention_mask=attention[rows], logits_to_keep=c_len + 1
-            ).logits[:, :-1] / self.temperature
-            values.append(statistic(logits, completion_mask[rows]))
-        return torch.cat(values).tolist()
-
     # ----------------------------------------------------------------------------------- teacher
 
-    def _teacher_answers(self, mode: str) -> list[str | None]:
+    def _teacher_answers(self, prompt_ids: list[list[int]], mode: str) -> list[str | None]:
         """Update the teacher for this step, then let it sample one completion per local rollout slot.
 
         The local slots hold each prompt as many times as the policy sampled it here, so the gathered
         teacher answers hold G samples per prompt, like the policy's.
         """
-        step = self.state.global_step + 1
-        if mode == "train" and step != self._teacher_step:
-            # The cosine spans the run's length, which the Trainer works out when training starts.
-            rate = self.teacher_schedule.rate(step, max(1, self.state.max_steps))
+        if mode == "train":
+            rate = self.teacher.update(self.model, self.state.global_step + 1, self.state.max_steps)
             if rate is not None:
-                self._update_teacher(rate)
-            self._teacher_step = step
-            self._metrics[mode]["teacher/rate"].append(rate or 0.0)
-        prompt_ids = self._last_generation[0]
-        with self._sampling_from(self.teacher):
+                self._metrics[mode]["teacher/rate"].append(rate)
+        with self._sampling_from(self.teacher.module):
             completion_ids, _ = self._generate_single_turn(prompt_ids, None, {}, self.num_generations)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         return [extract_answer(t) for t in texts]
-
-    def _update_teacher(self, rate: float) -> None:
-        policy = self.accelerator.unwrap_model(self.model)
-        teacher = self.accelerator.unwrap_model(self.teacher)
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is not None and plugin.zero_stage == 3:
-            import deepspeed
-
-            params = list(policy.parameters()) + list(teacher.parameters())
-            with deepspeed.zero.GatheredParameters(params, modifier_rank=0):
-                if self.accelerator.is_main_process:
-                    ema_update_(teacher, policy, rate)
-        else:
-            ema_update_(teacher, policy, rate)
 
     @contextmanager
     def _sampling_from(self, model):
@@ -458,10 +423,10 @@ class CoRewardingTrainer(GRPOTrainer):
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Held-out accuracy of the policy (replaces TRL's reward-on-eval-prompts evaluation).
 
-        Greedy pass@1, and with ``heldout_samples`` = k > 0 the sampled accuracy (avg@k) and maj@k
-        at the training temperature, on the ``heldout`` problems; each process evaluates its share.
-        Runs where TRL would evaluate (``eval_strategy``, ``eval_steps``, ``eval_on_start``), so
-        ``metric_for_best_model: eval_greedy_accuracy`` keeps the best checkpoint.
+        Greedy pass@1, and with ``heldout_samples`` = k > 0 the sampled accuracy (avg@k: the paper's
+        pass@1) and maj@k at ``heldout_temperature``, on the ``heldout`` problems; each process
+        evaluates its share. Runs where TRL would evaluate (``eval_strategy``, ``eval_steps``,
+        ``eval_on_start``), so ``metric_for_best_model: eval_greedy_accuracy`` keeps the best checkpoint.
         """
         if not self.heldout:
             return {}
@@ -469,6 +434,7 @@ class CoRewardingTrainer(GRPOTrainer):
         shard = self.heldout[rank::world]
         was_training = self.model.training
         self.model.eval()
+        k = self.args.heldout_samples
         with unwrap_model_for_generation(
             self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
         ) as model:
@@ -477,9 +443,9 @@ class CoRewardingTrainer(GRPOTrainer):
                 seed=self.args.seed,
             )
             result = evaluate_problems(
-                shard, backend, k=self.args.heldout_samples, temperature=self.temperature, top_p=self.top_p,
+                shard, backend, k=k, temperature=self.args.heldout_temperature, top_p=self.top_p,
                 max_new_tokens=self.max_completion_length, matching=self.args.answer_matching,
-                system_prompt=self.args.system_prompt, pass_ks=[self.args.heldout_samples] if self.args.heldout_samples else None,
+                system_prompt=self.args.system_prompt, pass_ks=[k] if k else None,
             )
         scores = gather_object([result.scores])
         total = sum(s.num_questions for s in scores)
@@ -489,12 +455,14 @@ class CoRewardingTrainer(GRPOTrainer):
             return sum(v * n for v, n in values) / total if values else None
 
         metrics = {
-            "greedy_accuracy": mean("greedy_accuracy"),
-            "sampled_accuracy": mean("avg_at_k"),
-            "maj_accuracy": mean("maj_at_k"),
-            "no_answer_rate": mean("no_answer_rate"),
+            metric_names.HELDOUT_GREEDY: mean("greedy_accuracy"),
+            metric_names.HELDOUT_SAMPLED: mean("avg_at_k"),
+            metric_names.HELDOUT_MAJORITY: mean("maj_at_k"),
+            metric_names.HELDOUT_NO_ANSWER: mean("no_answer_rate"),
         }
-        metrics = {f"{metric_key_prefix}_{k}": v for k, v in metrics.items() if v is not None}
+        metrics = {
+            name.replace("eval_", f"{metric_key_prefix}_", 1): v for name, v in metrics.items() if v is not None
+        }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         if was_training:
@@ -504,26 +472,32 @@ class CoRewardingTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------- checkpoints
 
     def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
+        """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)
+        before any older checkpoint is rotated out."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        if self.args.should_save and folder.is_dir() and not checkpoints.is_complete(folder):
+            checkpoints.remove_incomplete(run_dir)  # a crash's leftover at this very step
+        limit, self.args.save_total_limit = self.args.save_total_limit, None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if self.teacher is not None:
+            self.teacher.save(folder, write=self.args.should_save)
         if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
-            self.cooper.save(Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
-        if self.teacher is None:
-            return
-        state = self.accelerator.get_state_dict(self.teacher)  # gathered under DeepSpeed ZeRO-3
+            self.cooper.save(folder)
+        self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         if self.args.should_save:
-            folder = Path(self._get_output_dir(trial=trial)) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            save_file(_unshared(state), folder / TEACHER_WEIGHTS)
-            (folder / TEACHER_STATE).write_text(json.dumps({"last_update_step": self._teacher_step}))
+            checkpoints.mark_complete(folder, self.state.global_step, self.args.method)
+            checkpoints.remove_incomplete(run_dir)
+            rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if self.cooper is not None and not self.cooper.frozen and checkpoint is not None:
-            self.cooper.load(checkpoint)
-        if self.teacher is None or checkpoint is None:
+        if checkpoint is None:
             return
-        weights = os.path.join(checkpoint, TEACHER_WEIGHTS)
-        if not os.path.exists(weights):
-            raise FileNotFoundError(f"checkpoint {checkpoint} has no {TEACHER_WEIGHTS}: it was not saved by co_rewarding_ii")
-        teacher = self.accelerator.unwrap_model(self.teacher)
-        teacher.load_state_dict(load_file(weights, device=str(next(teacher.parameters()).device)))
-        self._teacher_step = json.loads(Path(checkpoint, TEACHER_STATE).read_text())["last_update_step"]
+        if self.cooper is not None and not self.cooper.frozen:
+            self.cooper.load(checkpoint)
+        if self.teacher is not None:
+            self.teacher.load(checkpoint)

@@ -10,7 +10,7 @@ r"""Labelled data for Cooper's reward model: a policy's completions, labelled ag
 **Hybrid annotation** (Cooper's): the verifier is precise when it can read the final answer, so it
 labels every completion whose answer it extracts. A completion it cannot parse (no ``\boxed{}``) is
 wrong by the verifier's rule; with a judge backend (the transformers, vLLM or OpenAI-compatible
-backends of :mod:`corewarding.generation`) the judge decides it instead, from the same question / reference /
+backends of :mod:`corewarding.inference.generation`) the judge decides it instead, from the same question / reference /
 completion text the reward model reads (:data:`JUDGE_INSTRUCTION`). A judge answer without a
 YES or NO leaves the verifier's label.
 
@@ -46,12 +46,12 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from corewarding.answers import extract_answer
+from corewarding.core.answers import extract_answer
 from corewarding.data.records import Problem
-from corewarding.equivalence import answers_match
-from corewarding.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.reward_model import TemplateBounds, reward_model_text
+from corewarding.core.equivalence import answers_match
+from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.cooper.reward_model import TemplateBounds, reward_model_text
 
 __all__ = [
     "SPLITS",

@@ -1,4 +1,5 @@
-"""Co-rewarding-II's teacher: a slowly updated exponential moving average (EMA) of the policy.
+"""Co-rewarding-II's teacher schedule: how fast the EMA teacher follows the policy (no torch here;
+:mod:`corewarding.training.teacher` applies it to weights).
 
 The teacher starts as a copy of the initial policy. Before it samples at training step s (s = 1..S),
 it moves toward the current policy (the policy after s − 1 optimizer steps):
@@ -23,9 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import torch
-
-__all__ = ["TeacherSchedule", "ema_rate", "ema_update_"]
+__all__ = ["TeacherSchedule", "ema_rate"]
 
 
 def ema_rate(step: int, total_steps: int, start: float = 0.01, end: float = 1e-5) -> float:
@@ -34,21 +33,6 @@ def ema_rate(step: int, total_steps: int, start: float = 0.01, end: float = 1e-5
         raise ValueError(f"ema_rate needs step >= 1 and total_steps >= 1, got step={step}, total_steps={total_steps}")
     progress = min(step - 1, total_steps) / total_steps
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
-
-
-@torch.no_grad()
-def ema_update_(teacher: torch.nn.Module, policy: torch.nn.Module, rate: float) -> None:
-    """θ_T ← (1 − rate)·θ_T + rate·θ_policy, in place, parameter by parameter.
-
-    Both modules must have the same architecture (parameters matched in order). Buffers are not
-    averaged: the decoders used here keep none that training changes.
-    """
-    teacher_params = list(teacher.parameters())
-    policy_params = list(policy.parameters())
-    if len(teacher_params) != len(policy_params):
-        raise ValueError("teacher and policy have different numbers of parameters")
-    for t, p in zip(teacher_params, policy_params):
-        t.lerp_(p.to(t.dtype), rate)
 
 
 @dataclass

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import get_cosine_schedule_with_warmup
 
-from corewarding.annotate import LabelledExample
-from corewarding.reward_model import ClassificationScores, RewardModel, classification_scores
+from corewarding.cooper.annotate import LabelledExample
+from corewarding.cooper.reward_model import ClassificationScores, RewardModel, classification_scores
 
 __all__ = [
     "RewardTrainingConfig",
@@ -93,7 +93,7 @@ class RewardTrainingResult:
         config: the settings.
         train_examples, heldout_examples: completions trained and scored on.
         epochs: after each epoch, ``{"epoch": e, "loss": mean training loss, **held-out scores}``
-            (:class:`~corewarding.reward_model.ClassificationScores`); the last is the saved model's.
+            (:class:`~corewarding.cooper.reward_model.ClassificationScores`); the last is the saved model's.
         seconds: training time of this call (0 when it only reported a finished run).
         resumed_from_step: the checkpoint's step this call started from (0: from the start).
     """

@@ -3,7 +3,7 @@
 The paper describes how label-free training fails: the training reward keeps rising (or saturates)
 while the answers get worse — majority voting agrees on wrong answers, confidence rewards make the
 model certain and repetitive. :class:`CollapseMonitor` watches the metrics a run logs every step
-(the names :mod:`corewarding.trainer` and TRL log) and flags these signatures:
+(the names :mod:`corewarding.training.trainer` and TRL log) and flags these signatures:
 
 ================================  ===========================================================
 signal                            fires when (means over the last ``window`` logged steps)

@@ -20,16 +20,19 @@ family, the forms with and without an irrelevant number, and the pair figures::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from statistics import fmean
 
+from rich import box
+from rich.table import Table
+
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import FORM_NAMES, NUM_FORMS, TaskConfig, chain_of, render_forms
-from corewarding.evaluate import evaluation_runs, outcome_scores, question_outcomes, sample_answers
-from corewarding.generation import GenerationBackend
+from corewarding.inference.evaluate import evaluation_runs, outcome_scores, question_outcomes, sample_answers
+from corewarding.inference.generation import GenerationBackend
 
-__all__ = ["measure_views"]
+__all__ = ["measure_views", "views_table", "pair_summary"]
 
 
 def measure_views(
@@ -81,3 +84,44 @@ def measure_views(
             "both_wrong": fmean(not q and not r for q, r in zip(q_right, r_right)),
         },
     }
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def views_table(figures: Mapping[str, dict], title: str = "The synthetic task (%)") -> Table:
+    """A rich table of :func:`measure_views` figures per split (``{"train": …, "test": …}``): a row per
+    view, form family and distractor presence (the pair figures: :func:`pair_summary`)."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for header in ("split", "view", "n", "greedy", "avg@k", "maj@k", "pass@k", "maj-avg"):
+        table.add_column(header, justify="left" if header in ("split", "view") else "right")
+    for split, views in figures.items():
+        rows = {"question": views["question"], "rephrasing": views["rephrasing"], **views["forms"],
+                "clean forms": views["clean"], "with distractor": views["distracted"]}
+        for name, scores in rows.items():
+            if scores is None:
+                continue
+            k = scores["k"]
+            pass_k = {int(j): v for j, v in scores["pass_at_k"].items()}  # JSON keys are strings
+            table.add_row(
+                split, name, str(scores["num_questions"]), _percent(scores["greedy_accuracy"]),
+                _percent(scores["avg_at_k"]), _percent(scores["maj_at_k"]), _percent(pass_k.get(k)),
+                _percent(scores["maj_at_k"] - scores["avg_at_k"]),
+            )
+            split = ""
+    return table
+
+
+def pair_summary(figures: Mapping[str, dict]) -> list[str]:
+    """One line per split: how often each view's majority is right, and the cross-view label gain."""
+    lines = []
+    for split, views in figures.items():
+        pairs = views["pairs"]
+        lines.append(
+            f"{split}: majority right {_percent(pairs['majority_right']['question'])}% (question) / "
+            f"{_percent(pairs['majority_right']['rephrasing'])}% (rephrasing); other view right, own wrong "
+            f"{_percent(pairs['other_right_own_wrong']['question'])}% / "
+            f"{_percent(pairs['other_right_own_wrong']['rephrasing'])}%; both wrong {_percent(pairs['both_wrong'])}%"
+        )
+    return lines

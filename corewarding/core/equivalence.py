@@ -45,7 +45,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from fractions import Fraction
 
-from corewarding.answers import canonical_answer
+from corewarding.core.answers import canonical_answer
 
 __all__ = [
     "MAX_ANSWER_CHARS",
@@ -150,7 +150,7 @@ class _Worker:
 
     def __init__(self, timeout_s: float):
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corewarding.equivalence", str(timeout_s)],
+            [sys.executable, "-m", "corewarding.core.equivalence", str(timeout_s)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

@@ -137,7 +137,7 @@ def canonical_answer(answer: str) -> str:
     ``\left``/``\right``, enclosing ``$…$``, a trailing period, thousands separators in a plain
     number (``1,234`` → ``1234``) and trailing decimal zeros (``142.0`` → ``142``). It does not
     rewrite notation: ``\dfrac12``, ``\frac{1}{2}`` and ``0.5`` stay three strings, as in the
-    reference implementation's exact voting; :mod:`corewarding.equivalence` is what merges them.
+    reference implementation's exact voting; :mod:`corewarding.core.equivalence` is what merges them.
     """
     s = answer.strip()
     while len(s) >= 2 and s[0] == "$" and s[-1] == "$":

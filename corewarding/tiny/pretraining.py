@@ -1,38 +1,42 @@
 """Supervised pretraining of the tiny model on the synthetic task, to a deliberately partial skill.
 
 Label-free RL needs a model that is right sometimes, not always, and whose mistakes RL can undo.
-:func:`pretrain` trains a fresh :mod:`corewarding.tiny_model` on worked solutions of the synthetic
-train split until it has learnt the arithmetic, then measures greedy and sampled accuracy on the test
-split. The partial skill is a **shortcut**, taught on purpose: a share of the worked solutions stop
-one step early and box the value before the last operation (:func:`worked_solution` with
-``stop_early``). The share depends on the problem — ``shortcut_rate`` (0.95) when its last operation
-is a subtraction or a multiplication, ``shortcut_rate_addition`` (0.25) when it is an addition — so
-the model nearly always stops early on −/× problems (about two thirds of them) and finishes most +
-problems. Its majority answer is then right more often than a single sample (maj@8 > avg@8), as
-label-free RL assumes, and wrong on most −/× problems.
+:func:`pretrain` trains a fresh :mod:`corewarding.tiny.model` on worked solutions of the synthetic
+train split until it has learnt the arithmetic, then measures it on both splits
+(:func:`~corewarding.tiny.view_diagnostics.measure_views`). The partial skill comes from the corpus:
+a share of its worked solutions carry a mistake, drawn at the rates of :class:`PretrainConfig`
+(:func:`corpus_solution`; :func:`~corewarding.data.synthetic.worked_solution` shows each kind):
 
-Why this kind of partial skill. RL on a model this small cannot teach it arithmetic facts it does
-not know (a model stopped half-way through learning them, 40% right, got *worse* under ground-truth
-GRPO at every learning rate tried); it can change a *behaviour*, as RL on real LLMs mostly does
-(finishing the solution instead of stopping). The shortcut also depends on the problem, not on its
-wording, so a question and its rephrasing share it: the hard case for label-free rewards, where the
-majority of either view is wrong on the same problems.
+* **slips** (``slip_rate``): one step's result off by ±1..3 at random, the later steps computed from
+  it. Wrong answers scatter over many values while the right one stays the most likely, so the
+  majority of samples is right more often than one sample.
+* **irrelevant numbers** (``distractor_use_rate``, on forms that carry one: ``task.distractor_rate``):
+  the number of an irrelevant sentence added as a last step. Only the wordings with such a sentence
+  invite the mistake, so errors depend on how a question is told.
+* **a shortcut** (``shortcut_rate``, ``shortcut_rate_addition``): the last step left out, at a rate
+  that depends on the problem's last operation — systematic errors that every wording shares.
+
+:mod:`corewarding.tiny.regimes` names the two corpora the shipped models were made from.
+
+Why mistakes in the corpus rather than an undertrained model. RL on a model this small cannot teach
+it arithmetic facts it does not know (a model stopped half-way through learning them, 40% right, got
+*worse* under ground-truth GRPO at every learning rate tried); it can change a *behaviour*, as RL on
+real LLMs mostly does (finishing the solution, ignoring an irrelevant fact, committing to the answer
+it computes most often).
 
 * **Inputs as in RL and evaluation.** The prompt is the question with the system prompt, rendered by
-  :func:`corewarding.models.render_prompts` (the chat template, ``add_generation_prompt=True``); the
-  target is the worked solution followed by ``<|im_end|>``. The loss covers the target tokens only.
+  :func:`corewarding.inference.models.render_prompts` (the chat template, ``add_generation_prompt=True``);
+  the target is the worked solution followed by ``<|im_end|>``. The loss covers the target tokens only.
 * **Every surface form.** Each example is a random train chain told in a random one of its forms,
   so the model meets questions and rephrasings alike.
 * **Deterministic.** The data stream, initial weights and optimiser depend on ``seed`` only: the same
   seed, settings and torch build on the same machine give bit-identical weights (also with one or
-  two torch threads).
+  two torch threads). Another CPU's kernels round differently, so there the loss curve and the
+  accuracies agree within noise, not bit for bit (the recorded ``loss_curve`` is what to compare).
 
-With the defaults (800 steps of 64 examples, a 0.95 M-parameter model, the default task) training
-takes about 4 minutes on one CPU core (the numbers of the shipped checkpoint are in its
-``pretrain.json``).
-
-Saves ``save_pretrained`` model and tokenizer to the output folder, plus ``pretrain.json`` (settings,
-seed, final loss, test accuracies, wall time, versions).
+With 800 steps of 64 examples and the 0.95 M-parameter model, training takes about 4 minutes on one
+CPU core. Saves ``save_pretrained`` model and tokenizer to the output folder, plus ``pretrain.json``
+(settings, seed, loss curve, the measurement on both splits, wall time, versions).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from statistics import fmean
 
 import torch
 import transformers
@@ -58,20 +63,24 @@ from corewarding.data.synthetic import (
     sample_chains,
     worked_solution,
 )
-from corewarding.generation import TransformersBackend
-from corewarding.models import render_prompts
-from corewarding.tiny_model import TinyModelConfig, build_model, build_tokenizer
-from corewarding.view_diagnostics import measure_views
+from corewarding.inference.generation import TransformersBackend
+from corewarding.inference.models import render_prompts
+from corewarding.tiny.model import TinyModelConfig, build_model, build_tokenizer
+from corewarding.tiny.view_diagnostics import measure_views
 
 __all__ = ["PretrainConfig", "PretrainResult", "pretrain", "training_batch", "SETTINGS_FILE"]
 
 #: The file in the output folder that records how the model was made and how well it does.
 SETTINGS_FILE = "pretrain.json"
+#: Steps per point of the recorded loss curve (the mean loss of each window).
+LOSS_WINDOW = 50
 
 
 @dataclass(frozen=True)
 class PretrainConfig:
-    """Pretraining settings. The defaults make the checkpoint shipped in ``corewarding/assets``.
+    """Pretraining settings: the corpus's mistakes, the model, the task and the optimisation. The
+    defaults make a corpus without mistakes; :data:`~corewarding.tiny.regimes.REGIMES` holds the
+    settings of the shipped models.
 
     Attributes:
         seed: seeds the data stream, the initial weights and the evaluation's sampling.
@@ -147,11 +156,12 @@ class PretrainConfig:
 @dataclass(frozen=True)
 class PretrainResult:
     """What :func:`pretrain` made: the model and tokenizer, the last step's loss, and per split the
-    figures of :func:`~corewarding.view_diagnostics.measure_views` (None without evaluation)."""
+    figures of :func:`~corewarding.tiny.view_diagnostics.measure_views` (None without evaluation)."""
 
     model: transformers.PreTrainedModel
     tokenizer: transformers.PreTrainedTokenizerBase
     final_loss: float
+    loss_curve: list[float]
     evaluation: dict | None
     train_seconds: float
     eval_seconds: float
@@ -236,10 +246,12 @@ def pretrain(
     rng = random.Random(f"pretrain:{config.seed}")
     chains = sample_chains(rng, "train", config.task)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    losses = []
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("pretraining", total=config.steps)
         for _ in range(config.steps):
             loss = model(**training_batch(tokenizer, rng, chains, config.batch_size, config)).loss
+            losses.append(loss.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -247,7 +259,9 @@ def pretrain(
             schedule.step()
             bar.update(task, advance=1, description=f"pretraining (loss {loss.item():.3f})")
     model.eval()
-    final_loss = loss.item()
+    final_loss = losses[-1]
+    # One loss is noisy; window means are what another machine's run can be compared with.
+    loss_curve = [fmean(losses[i : i + LOSS_WINDOW]) for i in range(0, len(losses), LOSS_WINDOW)]
     train_seconds = time.perf_counter() - started
 
     evaluation = None
@@ -270,6 +284,7 @@ def pretrain(
         record = {
             "config": asdict(config),
             "final_loss": final_loss,
+            "loss_curve": loss_curve,
             "evaluation": evaluation,
             "parameters": sum(p.numel() for p in model.parameters()),
             "seconds": {"training": round(train_seconds, 1), "evaluation": round(eval_seconds, 1)},
@@ -277,4 +292,4 @@ def pretrain(
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         }
         (output_dir / SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    return PretrainResult(model, tokenizer, final_loss, evaluation, train_seconds, eval_seconds)
+    return PretrainResult(model, tokenizer, final_loss, loss_curve, evaluation, train_seconds, eval_seconds)

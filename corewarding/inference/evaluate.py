@@ -2,9 +2,9 @@ r"""Evaluation: sample answers to questions, then score them against the referen
 
 Two steps, kept apart so either can be replaced:
 
-1. **Generation** — any :class:`~corewarding.generation.GenerationBackend` (a transformers model,
+1. **Generation** — any :class:`~corewarding.inference.generation.GenerationBackend` (a transformers model,
    vLLM, an OpenAI-compatible endpoint) gives greedy and ``k`` sampled completions per question; the
-   answers are extracted from them (:func:`corewarding.answers.extract_answer`). A completion whose
+   answers are extracted from them (:func:`corewarding.core.answers.extract_answer`). A completion whose
    request failed (HTTP) counts as one without an answer, and the result says how many there were.
 2. **Scoring** — :func:`score_answers` is a pure function of the extracted answers and the references:
 
@@ -14,9 +14,9 @@ Two steps, kept apart so either can be replaced:
      pass@k = 1 − C(n − c, k) / C(n, k)  (the chance that k of the n samples, drawn without
      replacement, contain a correct one);
    * maj@k: share of questions whose majority answer over all n samples
-     (:func:`corewarding.voting.majority_vote`) is correct.
+     (:func:`corewarding.core.voting.majority_vote`) is correct.
 
-   Correctness is :func:`corewarding.equivalence.answers_match` (math-verify equivalence by default).
+   Correctness is :func:`corewarding.core.equivalence.answers_match` (math-verify equivalence by default).
 
 Worked example: two questions with reference 4, n = 4 samples each::
 
@@ -41,12 +41,12 @@ from rich import box
 from rich.progress import Progress
 from rich.table import Table
 
-from corewarding.answers import extract_answer
+from corewarding.core.answers import extract_answer
 from corewarding.data.records import Problem
-from corewarding.equivalence import answers_match
-from corewarding.generation import GenerationBackend, GenerationSettings, completion_texts
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.voting import VotingConfig, majority_votes
+from corewarding.core.equivalence import answers_match
+from corewarding.inference.generation import GenerationBackend, GenerationSettings, completion_texts
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.voting import VotingConfig, majority_votes
 
 __all__ = [
     "pass_at_k",
@@ -290,8 +290,8 @@ def evaluate(
         greedy: also decode greedily (greedy pass@1).
         max_new_tokens: completion length limit of both runs.
         pass_ks, matching: see :func:`score_answers`.
-        system_prompt: the system turn of every prompt (:func:`corewarding.prompts.chat_messages`).
-        fallback_last_number: passed to :func:`corewarding.answers.extract_answer` (for models never
+        system_prompt: the system turn of every prompt (:func:`corewarding.core.prompts.chat_messages`).
+        fallback_last_number: passed to :func:`corewarding.core.answers.extract_answer` (for models never
             asked to box their answer).
         progress: show a progress bar per run, advanced as the backend finishes questions.
     """

@@ -29,8 +29,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corewarding.answers import canonical_answer
-from corewarding.equivalence import cluster_answer_groups
+from corewarding.core.answers import canonical_answer
+from corewarding.core.equivalence import cluster_answer_groups
 
 __all__ = ["VotingConfig", "Vote", "majority_vote", "majority_votes"]
 

@@ -36,13 +36,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from corewarding.data.synthetic import TaskConfig, generate_problems, surface_forms
-from corewarding.models import render_prompts
+from corewarding.inference.models import render_prompts
 
 __all__ = [
     "PAD_TOKEN",
     "EOS_TOKEN",
     "CHAT_TEMPLATE",
-    "TINY_MODEL_DIR",
+    "ASSETS_DIR",
     "VOCAB_SIZE",
     "TinyModelConfig",
     "build_tokenizer",
@@ -59,9 +59,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-#: The pretrained tiny model shipped with the package (made by ``corewarding pretrain``; settings,
-#: seed and accuracies in its ``pretrain.json``).
-TINY_MODEL_DIR = Path(__file__).parent / "assets" / "tiny-arithmetic"
+#: Where the pretrained tiny models shipped with the package live, one folder per regime
+#: (:mod:`corewarding.tiny.regimes`), each made by ``corewarding pretrain``.
+ASSETS_DIR = Path(__file__).parent / "assets"
 
 #: Size of the tokenizer's vocabulary: 256 bytes, 3 special tokens and 509 merges, enough for every
 #: frequent phrase of the task to be one token (1024 would shorten prompts by only 5%).

@@ -14,7 +14,7 @@ errors per completion; the local backends raise.
 
 * :class:`TransformersBackend` — ``generate`` of a transformers causal LM (a folder, a GGUF file, a
   hub id: :meth:`TransformersBackend.load`). Conversations are rendered by
-  :func:`corewarding.models.render_conversation`, the one renderer of the project (training's chat
+  :func:`corewarding.inference.models.render_conversation`, the one renderer of the project (training's chat
   template, with its fallbacks). A batch holds at most ``batch_size`` sequences, a conversation's
   ``n`` copies always in one batch, left-padded. Sampling draws from torch's generators forked and
   seeded with ``seed`` on every call: a call is reproducible, and the caller's random state is the same
@@ -180,7 +180,7 @@ class TransformersBackend:
 
     Args:
         model, tokenizer: the model and its tokenizer; the tokenizer needs a pad token
-            (:func:`corewarding.models.load_model` sees to it).
+            (:func:`corewarding.inference.models.load_model` sees to it).
         batch_size: sequences per ``generate`` call; a conversation's ``n`` copies are never split,
             so a batch holds ``max(1, batch_size // n)`` conversations.
         seed: seeds every call's sampling.
@@ -202,8 +202,8 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, location: str | os.PathLike, **options) -> TransformersBackend:
-        """The model at ``location`` (folder, GGUF file, hub id), by :func:`corewarding.models.load_model`."""
-        from corewarding.models import load_model
+        """The model at ``location`` (folder, GGUF file, hub id), by :func:`corewarding.inference.models.load_model`."""
+        from corewarding.inference.models import load_model
 
         model, tokenizer = load_model(location)
         return cls(model, tokenizer, description=f"transformers:{location}", **options)
@@ -216,7 +216,7 @@ class TransformersBackend:
     ) -> list[list[Completion]]:
         import torch
 
-        from corewarding.models import render_conversation
+        from corewarding.inference.models import render_conversation
 
         prompts = [render_conversation(self.tokenizer, c) for c in conversations]
         stop_ids = sorted(_stop_token_ids(self.model, self.tokenizer))

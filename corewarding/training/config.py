@@ -15,9 +15,10 @@ import torch
 import yaml
 from trl import GRPOConfig
 
-from corewarding.prompts import SYSTEM_PROMPT
-from corewarding.rewards import METHODS
-from corewarding.voting import MATCHING_MODES
+from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.core import metric_names
+from corewarding.core.methods import METHODS
+from corewarding.core.voting import MATCHING_MODES
 
 __all__ = ["CoRewardingConfig", "RECIPES_DIR", "recipe_path", "recipe_settings", "load_recipe"]
 
@@ -43,7 +44,7 @@ class CoRewardingConfig(GRPOConfig):
             reference script's 0.01, 1e-5, every step.
         allow_invalid_rephrasings: ``co_rewarding_i`` trains on pairs the validator rejected (default
             False: they are refused).
-        stop_on_collapse: stop at the first collapse signal (:mod:`corewarding.collapse`; default
+        stop_on_collapse: stop at the first collapse signal (:mod:`corewarding.core.collapse`; default
             False: only warn and record it in ``collapse.json``). Turns on ``save_strategy: best`` by
             ``eval_greedy_accuracy``, so the best checkpoint by held-out accuracy is kept; needs
             held-out evaluation (``eval_strategy``).
@@ -77,7 +78,17 @@ class CoRewardingConfig(GRPOConfig):
         max_heldout_problems: held-out problems evaluated each time (default 64).
         heldout_samples: k samples per held-out problem for the sampled accuracy (default 4; 0: greedy
             only).
+        heldout_temperature: temperature of those samples (default 0.8, the paper's evaluation; its
+            avg@k is the paper's pass@1).
+        training_view: the view that methods training on one view see: ``original`` (default) or
+            ``rephrased`` (the rephrasings in place of the questions: the paper's ablation of majority
+            vote on rephrased data). ``co_rewarding_i`` always trains on both.
         system_prompt: the system turn of every prompt (the reference runs').
+
+    Run folder:
+        overwrite_output_dir: start over in an ``output_dir`` that holds a run (its metrics,
+            checkpoints and collapse record are deleted first); default False: such a folder is refused
+            unless the run is resumed.
 
     Defaults changed from TRL's: ``bf16`` is off when no GPU is present (TRL turns it on and then fails
     on a CPU); ``output_dir`` is ``runs/<method>``; ``logging_steps`` is 1; ``save_strategy`` is ``no``.
@@ -112,7 +123,10 @@ class CoRewardingConfig(GRPOConfig):
     heldout_dataset: str | None = field(default="synthetic", metadata={"help": "Held-out accuracy problems."})
     max_heldout_problems: int = field(default=64, metadata={"help": "Held-out problems per evaluation."})
     heldout_samples: int = field(default=4, metadata={"help": "Samples per held-out problem (sampled accuracy)."})
+    heldout_temperature: float = field(default=0.8, metadata={"help": "Temperature of the held-out samples."})
+    training_view: str = field(default="original", metadata={"help": "original or rephrased (one-view methods)."})
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of every prompt."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in a folder that holds a run."})
 
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/<method>)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
@@ -135,9 +149,13 @@ class CoRewardingConfig(GRPOConfig):
             if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
                 raise ValueError("stop_on_collapse keeps the best checkpoint by held-out accuracy: set eval_strategy and heldout_dataset")
             self.save_strategy = "best"
-            self.metric_for_best_model = self.metric_for_best_model or "eval_greedy_accuracy"
+            self.metric_for_best_model = self.metric_for_best_model or metric_names.HELDOUT_GREEDY
         super().__post_init__()
-        if self.method == "co_rewarding_i" and self.generation_batch_size % (2 * self.num_generations):
+        if self.training_view not in ("original", "rephrased"):
+            raise ValueError(f"training_view must be original or rephrased, got {self.training_view!r}")
+        if self.heldout_temperature <= 0:
+            raise ValueError(f"heldout_temperature must be positive, got {self.heldout_temperature}")
+        if METHODS[self.method].paired_views and self.generation_batch_size % (2 * self.num_generations):
             raise ValueError(
                 f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
                 f"({self.generation_batch_size}) must be a multiple of 2 x num_generations ({2 * self.num_generations})"
@@ -146,7 +164,7 @@ class CoRewardingConfig(GRPOConfig):
             raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
         if self.reward_model_eval_steps < 1:
             raise ValueError(f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}")
-        if self.method == "co_rewarding_ii" and self.sync_ref_model:
+        if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
 
 

@@ -19,7 +19,7 @@ the completion's end is what matters most.
 
 **Scores and rewards.** The score s is the classifier's logit. Cooper's reward is r = σ(s), the
 probability that the completion is correct, or 1[σ(s) ≥ t] with a threshold t
-(:func:`corewarding.rewards.cooper_rewards`).
+(:func:`corewarding.core.rewards.cooper_rewards`).
 
 **Losses.**
 
@@ -52,9 +52,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
-from corewarding.models import default_device, load_model
-from corewarding.rewards import within_group_auc
-from corewarding.tiny_model import TINY_MODEL_DIR
+from corewarding.inference.models import default_device, load_model
+from corewarding.core.rewards import within_group_auc
 
 __all__ = [
     "ELLIPSIS",
@@ -131,7 +130,7 @@ class ClassificationScores:
         auc: area under the ROC curve: the chance that a random positive scores above a random
             negative (ties count half); 0.5 for a random scorer, and independent of the threshold.
         group_auc: the same over positives and negatives of the same group only
-            (:func:`~corewarding.rewards.within_group_auc`; None when no groups are given).
+            (:func:`~corewarding.core.rewards.within_group_auc`; None when no groups are given).
         positive_rate: share of positive labels (a constant "wrong" guess has accuracy 1 − this).
     """
 
@@ -250,7 +249,6 @@ class RewardModel:
         ``location`` is a folder, a hub id, or ``tiny`` (the packaged tiny model's backbone). A fresh
         head is drawn from ``seed``, so every process of a run starts from the same weights.
         """
-        location = TINY_MODEL_DIR if str(location) == "tiny" else location
         device = torch.device(device) if device is not None else default_device()
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             torch.manual_seed(seed)

@@ -1,4 +1,4 @@
-"""Every reward of METHOD.md as a pure function of a batch of rollout groups.
+"""Every reward of the paper as a pure function of a batch of rollout groups (:mod:`corewarding.core.methods` maps method names to them).
 
 A batch is a flat :class:`Rollouts`: one entry per rollout, with the question it answers and its
 view (0 = original question, 1 = rephrasing). A *group* is the G rollouts of one prompt, keyed by
@@ -17,7 +17,6 @@ self_certainty_rewards      mean_t KL(U ‖ p_t), given per rollout    (Intuitor
 entropy_rewards             −mean_t H(p_t), optional no-answer penalty  (RENT / EM-RL)
 cooper_rewards              σ(s_i), s_i the reward model's score of (x, reference, y_i)   (Cooper)
 format_rewards              1[an answer can be extracted]
-weighted_sum                Σ_k w_k r_k over named rewards
 ==========================  ==================================================================
 
 A group whose label is None (no rollout of the labelling group answered, or agreement below the
@@ -53,9 +52,9 @@ from dataclasses import dataclass, field
 from math import exp
 from statistics import fmean
 
-from corewarding.answers import canonical_answer
-from corewarding.equivalence import answers_match
-from corewarding.voting import Vote, VotingConfig, majority_votes
+from corewarding.core.answers import canonical_answer
+from corewarding.core.equivalence import answers_match
+from corewarding.core.voting import Vote, VotingConfig, majority_votes
 
 __all__ = [
     "Rollouts",
@@ -69,22 +68,8 @@ __all__ = [
     "cooper_rewards",
     "within_group_auc",
     "format_rewards",
-    "weighted_sum",
-    "method_rewards",
-    "METHODS",
-    "COOPER_METHODS",
     "RENT_NO_ANSWER_PENALTY",
 ]
-
-#: The training methods, by the names configs and metrics use.
-METHODS = (
-    "ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii",
-    "cooper", "cooper_static",
-)
-#: Methods whose reward comes from the policy's token distribution rather than from answers.
-CONFIDENCE_METHODS = ("self_certainty", "entropy")
-#: Methods rewarded by a reference-based reward model: co-optimised with the policy, or frozen.
-COOPER_METHODS = ("cooper", "cooper_static")
 
 #: The fixed reward RENT gives a rollout with no extractable answer.
 RENT_NO_ANSWER_PENALTY = -7.0
@@ -97,7 +82,7 @@ class Rollouts:
     """A flat batch of rollouts.
 
     Attributes:
-        answers: ``ans(y)`` of each rollout (see :func:`corewarding.answers.extract_answer`), None
+        answers: ``ans(y)`` of each rollout (see :func:`corewarding.core.answers.extract_answer`), None
             when absent.
         question_ids: the question each rollout answers; a question and its rephrasing share it.
         views: 0 for the original question, 1 for its rephrasing; all 0 when omitted.
@@ -313,7 +298,7 @@ def self_certainty_rewards(rollouts: Rollouts, self_certainty: Sequence[float]) 
     """Intuitor's self-certainty: the mean over response tokens of KL(U ‖ p_t).
 
     ``self_certainty`` holds that mean per rollout, computed from the policy's logits without
-    gradient (:func:`corewarding.token_statistics.self_certainty`). It does not look at the answer.
+    gradient (:func:`corewarding.training.token_statistics.self_certainty`). It does not look at the answer.
     """
     result = _per_rollout_rewards(rollouts, self_certainty, "self_certainty_rewards")
     result.metrics["self_certainty"] = fmean(result.rewards) if result.rewards else 0.0
@@ -404,60 +389,3 @@ def format_rewards(rollouts: Rollouts) -> RewardResult:
     """1 when a final answer can be extracted (a non-empty ``\\boxed{}`` or ``####`` line), else 0."""
     rewards = [float(a is not None) for a in rollouts.answers]
     return RewardResult(rewards, None, _answer_metrics(rollouts))
-
-
-def weighted_sum(parts: Mapping[str, RewardResult], weights: Mapping[str, float]) -> RewardResult:
-    """Σ_k w_k r_k of named rewards; metrics are kept under ``<name>/<metric>``.
-
-    Every named part needs a weight; the parts must score the same rollouts.
-    """
-    missing = set(parts) - set(weights)
-    if missing:
-        raise ValueError(f"weighted_sum: no weight for {sorted(missing)}")
-    lengths = {len(p.rewards) for p in parts.values()}
-    if len(lengths) > 1:
-        raise ValueError(f"weighted_sum: parts score different numbers of rollouts {sorted(lengths)}")
-    n = lengths.pop() if lengths else 0
-    total = [sum(weights[name] * part.rewards[i] for name, part in parts.items()) for i in range(n)]
-    metrics = {f"{name}/{k}": v for name, part in parts.items() for k, v in part.metrics.items()}
-    return RewardResult(total, None, metrics)
-
-
-def method_rewards(
-    method: str,
-    rollouts: Rollouts,
-    *,
-    voting: VotingConfig = VotingConfig(),
-    teacher: Rollouts | None = None,
-    confidence: Sequence[float] | None = None,
-    no_answer_penalty: float | None = None,
-    reward_model_scores: Sequence[float] | None = None,
-    reward_threshold: float | None = None,
-) -> RewardResult:
-    """The reward of a training method (one of :data:`METHODS`) on a batch.
-
-    ``teacher`` (the teacher's rollouts) is needed by ``co_rewarding_ii``; ``confidence`` (per-rollout
-    mean self-certainty, or mean entropy) by ``self_certainty`` and ``entropy``; ``reward_model_scores``
-    (the reward model's score of each rollout) by ``cooper`` and ``cooper_static``.
-    """
-    if method == "ground_truth":
-        return ground_truth_rewards(rollouts)
-    if method == "majority_vote":
-        return majority_vote_rewards(rollouts, voting)
-    if method == "co_rewarding_i":
-        return cross_view_rewards(rollouts, voting)
-    if method == "co_rewarding_ii":
-        if teacher is None:
-            raise ValueError("co_rewarding_ii needs the teacher's rollouts")
-        return teacher_vote_rewards(rollouts, teacher, voting)
-    if method in CONFIDENCE_METHODS:
-        if confidence is None:
-            raise ValueError(f"{method} needs per-rollout confidence values")
-        if method == "self_certainty":
-            return self_certainty_rewards(rollouts, confidence)
-        return entropy_rewards(rollouts, confidence, no_answer_penalty)
-    if method in COOPER_METHODS:
-        if reward_model_scores is None:
-            raise ValueError(f"{method} needs the reward model's scores")
-        return cooper_rewards(rollouts, reward_model_scores, reward_threshold)
-    raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")

@@ -1,0 +1,19 @@
+"""Names of the metrics that one module logs and others read (the trainer logs them; the collapse
+monitor, the report and the demo read them). TRL's own names are kept: ``reward``, ``reward_std``,
+``kl``, ``entropy``, ``completions/mean_length``."""
+
+#: Held-out accuracy of the policy, logged at each evaluation: greedy pass@1, sampled avg@k at the
+#: held-out temperature (the paper's pass@1), maj@k, and the share of samples without an answer.
+HELDOUT_GREEDY = "eval_greedy_accuracy"
+HELDOUT_SAMPLED = "eval_sampled_accuracy"
+HELDOUT_MAJORITY = "eval_maj_accuracy"
+HELDOUT_NO_ANSWER = "eval_no_answer_rate"
+
+#: TRL's reward (the weighted sum of the reward columns) and mean completion length.
+REWARD = "reward"
+MEAN_LENGTH = "completions/mean_length"
+
+#: Diagnostics of the voting rewards against the hidden references (see corewarding.core.rewards).
+LABEL_ACCURACY = "label_accuracy"
+ROLLOUT_ACCURACY = "rollout_accuracy"
+MAJORITY_RATIO = "majority_ratio"

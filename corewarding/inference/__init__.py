@@ -1,0 +1,1 @@
+"""Models, generation backends (transformers, vLLM, OpenAI-compatible) and evaluation."""

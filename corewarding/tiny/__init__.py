@@ -1,0 +1,1 @@
+"""The tiny model of the synthetic task: the model and tokenizer, pretraining, regimes, view diagnostics."""

@@ -1,0 +1,100 @@
+"""The two regimes of the synthetic task: which mistakes the shipped tiny model was taught to make.
+
+A label-free reward can only teach what its labels know, and that is a property of the model's errors
+(see :mod:`corewarding.tiny.view_diagnostics`). The pretraining corpus sets them, so each regime is a
+:class:`~corewarding.tiny.pretraining.PretrainConfig` — the corpus's mistakes and the task's wording —
+and a model pretrained on it, shipped in ``corewarding/tiny/assets/tiny-<regime>``:
+
+* ``distractor`` (the default): the mistakes real LLMs make that label-free RL assumes. **Arithmetic
+  slips** (a step's result off by a little, at random) scatter wrong answers over many values, so the
+  majority of samples is right more often than one sample (self-consistency headroom). **Irrelevant
+  numbers**: some surface forms carry an irrelevant sentence with a number ("Her friend Ava has 4
+  shells."), which a share of the worked solutions wrongly add as a last step — the distraction GSM-IC
+  found in real LLMs. Whether a question carries one depends on its wording, so a question and its
+  rephrasing fail on different problems: the other view's majority can be right where the own view's
+  is wrong (what Co-rewarding-I uses and self-voting cannot).
+* ``shortcut`` (the control): a problem-dependent shortcut — the solutions of most subtraction and
+  multiplication problems stop one step early. The errors are systematic: every wording of a problem
+  fails alike and the majority is wrong on the same problems, the one case where no label-free reward
+  can help. It is the model the project shipped first; its negative result is documented.
+
+``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control),
+and ``synthetic`` the task that model was pretrained on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from corewarding.data.records import Problem
+from corewarding.data.synthetic import TaskConfig, generate_problems
+from corewarding.tiny.model import ASSETS_DIR
+from corewarding.tiny.pretraining import SETTINGS_FILE, PretrainConfig
+
+__all__ = [
+    "Regime", "REGIMES", "DEFAULT_REGIME", "tiny_model_dir", "model_location", "synthetic_task", "synthetic_problems",
+]
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A named pretraining corpus and the model shipped for it."""
+
+    name: str
+    summary: str
+    pretraining: PretrainConfig
+
+    @property
+    def model_dir(self) -> Path:
+        return ASSETS_DIR / f"tiny-{self.name}"
+
+
+REGIMES = {
+    regime.name: regime
+    for regime in (
+        Regime(
+            "distractor",
+            "random arithmetic slips and irrelevant numbers some wordings carry (wording-dependent errors)",
+            PretrainConfig(slip_rate=0.5, distractor_use_rate=0.7, task=TaskConfig(distractor_rate=0.4)),
+        ),
+        Regime(
+            "shortcut",
+            "a problem-dependent shortcut: stops one step early on most -/x problems (systematic errors)",
+            PretrainConfig(shortcut_rate=0.95, shortcut_rate_addition=0.25),
+        ),
+    )
+}
+#: The regime of ``tiny`` and of the demo.
+DEFAULT_REGIME = "distractor"
+
+
+def tiny_model_dir(name: str | Path) -> Path | None:
+    """The shipped model folder a name stands for: ``tiny`` (the default regime's), ``tiny-<regime>``;
+    None for any other name (a folder, a hub id)."""
+    name = str(name)
+    if name == "tiny":
+        return REGIMES[DEFAULT_REGIME].model_dir
+    if name.startswith("tiny-") and name.removeprefix("tiny-") in REGIMES:
+        return REGIMES[name.removeprefix("tiny-")].model_dir
+    return None
+
+
+def model_location(name: str | Path) -> str | Path:
+    """Where to load a model from: the shipped folder for a tiny name, else the name itself."""
+    return tiny_model_dir(name) or name
+
+
+def synthetic_task(model: str | Path) -> TaskConfig:
+    """The synthetic task a model was pretrained on (``task`` of its ``pretrain.json``); the default
+    regime's task for any model without one (a real LLM, a hub id)."""
+    settings = Path(model_location(model)) / SETTINGS_FILE
+    if settings.is_file():
+        return PretrainConfig.from_dict(json.loads(settings.read_text())["config"]).task
+    return REGIMES[DEFAULT_REGIME].pretraining.task
+
+
+def synthetic_problems(model: str | Path, count: int, split: str, seed: int = 0) -> list[Problem]:
+    """``count`` problems of a split of the synthetic task ``model`` was pretrained on (:func:`synthetic_task`)."""
+    return generate_problems(count, split, seed=seed, config=synthetic_task(model))

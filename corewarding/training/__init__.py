@@ -1,0 +1,1 @@
+"""Training: the config, the TRL trainer and its plug-ins (EMA teacher, token statistics), recipes, a run."""

@@ -1,0 +1,185 @@
+"""A training run from a :class:`~corewarding.training.config.CoRewardingConfig`: data, model, trainer, train.
+
+This is what ``corewarding train --config recipe.yaml`` runs, and what the demo runs once per method.
+A run folder holds one run: starting a run where one already is needs ``resume`` (continue it) or
+``overwrite_output_dir`` (start over); anything else is refused before any work, so two runs' metrics
+never mix in one ``metrics.jsonl``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+from datasets import Dataset
+
+from corewarding.core.methods import METHODS
+from corewarding.core.prompts import chat_messages
+from corewarding.data.loaders import load_problems, load_rephrased_pair
+from corewarding.data.records import Problem
+from corewarding.inference.models import load_model
+from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training import checkpoints
+from corewarding.training.config import CoRewardingConfig
+
+__all__ = [
+    "TrainingDataError", "training_problems", "heldout_problems", "training_dataset", "prepare_run_folder",
+    "build_trainer", "train",
+]
+
+#: Synthetic problems drawn for training when ``max_train_problems`` is not set.
+SYNTHETIC_TRAIN_SIZE = 2000
+#: What a run writes into its folder (besides checkpoint-* folders): removed by ``overwrite_output_dir``.
+RUN_FILES = ("metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model")
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be used as configured (one line, for the CLI)."""
+
+
+def training_problems(config: CoRewardingConfig) -> list[Problem]:
+    """The configured training problems: the synthetic train split, or a dataset file."""
+    if config.dataset == "synthetic":
+        return synthetic_problems(
+            config.model_name_or_path, config.max_train_problems or SYNTHETIC_TRAIN_SIZE, "train", seed=config.seed
+        )
+    if config.dataset_rephrasings:
+        problems = load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
+    else:
+        problems = load_problems(config.dataset, config.dataset_columns)
+    return problems[: config.max_train_problems] if config.max_train_problems else problems
+
+
+def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
+    """The problems held-out accuracy is measured on (empty when none are configured)."""
+    if config.heldout_dataset is None:
+        return []
+    if config.heldout_dataset == "synthetic":
+        return synthetic_problems(config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed)
+    problems = [p for p in load_problems(config.heldout_dataset) if p.answer is not None]
+    return problems[: config.max_heldout_problems]
+
+
+def training_dataset(
+    problems: list[Problem],
+    method: str,
+    system_prompt: str | None,
+    allow_invalid_rephrasings: bool = False,
+    view: str = "original",
+) -> Dataset:
+    """Rows for :class:`~corewarding.training.trainer.CoRewardingTrainer`: prompt, question_id, view, answer.
+
+    A method with paired views (``co_rewarding_i``) gets two rows per problem, its question (view 0) at
+    row 2k and its rephrasing (view 1) at row 2k+1; other methods get one row per problem: its question,
+    or with ``view="rephrased"`` its rephrasing. A needed rephrasing that is missing, or that the
+    validator rejected (unless ``allow_invalid_rephrasings``), is refused; so is a problem without a
+    reference answer for a method whose reward reads it.
+    """
+    if not problems:
+        raise TrainingDataError("the training set is empty")
+    spec = METHODS[method]
+    if spec.needs_references:
+        missing = [p.id for p in problems if p.answer is None]
+        if missing:
+            raise TrainingDataError(
+                f"{method} reads the reference answer: {len(missing)} of {len(problems)} problems have none "
+                f"(first: {missing[0]})"
+            )
+    views = (0, 1) if spec.paired_views else ((1,) if view == "rephrased" else (0,))
+    if 1 in views:
+        missing = [p.id for p in problems if not p.rephrasing]
+        if missing:
+            raise TrainingDataError(
+                f"{method} on rephrasings needs one for every question: {len(missing)} of {len(problems)} have "
+                f"none (first: {missing[0]}); set dataset_rephrasings or use a dataset with a rephrasing column"
+            )
+        invalid = [p.id for p in problems if p.rephrasing_valid is False]
+        if invalid and not allow_invalid_rephrasings:
+            raise TrainingDataError(
+                f"{len(invalid)} of {len(problems)} rephrasings were rejected by the validator (first: {invalid[0]}); "
+                "drop them, or set allow_invalid_rephrasings=true to train on them anyway"
+            )
+    rows = [
+        {
+            "prompt": chat_messages(problem.rephrasing if v else problem.question, system_prompt),
+            "question_id": problem.id, "view": v, "answer": problem.answer,
+        }
+        for problem in problems
+        for v in views
+    ]
+    return Dataset.from_list(rows)
+
+
+def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | None:
+    """Check the run folder before any work; returns the checkpoint to resume from (or None).
+
+    A folder that holds a run is refused unless the run is resumed or ``overwrite_output_dir`` is set,
+    in which case what a run writes there is deleted first. The folder must be creatable and writable.
+    """
+    out = Path(config.output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output_dir {out} is a file, not a folder")
+    checkpoint = checkpoints.resolve_resume(resume, out, config.method)
+    if checkpoint is None and out.is_dir():
+        found = [p.name for p in sorted(out.iterdir()) if p.name in RUN_FILES or p.name.startswith("checkpoint-")]
+        if found and not config.overwrite_output_dir:
+            raise FileExistsError(
+                f"{out} already holds a run ({', '.join(found[:3])}{', …' if len(found) > 3 else ''}): continue it "
+                "with --resume last, start over with --overwrite_output_dir true, or choose another --output_dir"
+            )
+        for name in found:
+            path = out / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise PermissionError(f"cannot write to output_dir {out}: {error.strerror}") from None
+    return checkpoint
+
+
+def build_trainer(config: CoRewardingConfig):
+    """Load the data and the model of ``config`` and make the trainer (not yet trained).
+
+    The data comes first: a missing file or column is reported before seconds of model loading.
+    """
+    from corewarding.training.trainer import CoRewardingTrainer  # TRL is imported only when a trainer is made
+
+    train_data = training_dataset(
+        training_problems(config), config.method, config.system_prompt, config.allow_invalid_rephrasings,
+        config.training_view,
+    )
+    prompts_per_batch = config.generation_batch_size // config.num_generations
+    if len(train_data) < prompts_per_batch:
+        raise TrainingDataError(
+            f"the training set has {len(train_data)} prompts, fewer than one generation batch "
+            f"({prompts_per_batch} prompts of {config.num_generations} rollouts): add data or lower "
+            "per_device_train_batch_size"
+        )
+    heldout = heldout_problems(config)
+    eval_data = training_dataset(heldout, "ground_truth", config.system_prompt) if heldout else None
+    model, tokenizer = load_model(config.model_name_or_path, device="cpu")
+    if config.model_name_or_path.endswith(".gguf") and config.beta > 0:
+        # With a KL term TRL rebuilds the reference model from the policy's folder, which a GGUF file is
+        # not: write the dequantised model once as a plain folder and train from that.
+        folder = Path(config.output_dir) / "base_model"
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        model, tokenizer = load_model(folder, device="cpu")
+    return CoRewardingTrainer(
+        model=model, args=config, train_dataset=train_data, eval_dataset=eval_data,
+        processing_class=tokenizer, heldout=heldout,
+    )
+
+
+def train(config: CoRewardingConfig, resume: str | None = None):
+    """Run training: the folder checked (:func:`prepare_run_folder`), the config saved as ``config.yaml``,
+    then resumed from ``resume`` (a checkpoint folder or ``"last"``) or started. Returns the trainer."""
+    checkpoint = prepare_run_folder(config, resume)
+    trainer = build_trainer(config)
+    (Path(config.output_dir) / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=True))
+    trainer.train(resume_from_checkpoint=checkpoint)
+    return trainer
