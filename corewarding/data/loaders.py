@@ -32,18 +32,12 @@ column may hold chat messages: the last user message is the question, the system
 ``Body`` + ``Question``) is joined with a space, and a part that ends without punctuation gets a
 period (SVAMP writes 358 of its 1,000 bodies without one).
 
-Worked examples::
+Examples (GSM8K's JSONL, SVAMP's columns, Co-rewarding's MATH release with its rephrasings)::
 
-    >>> problems = load_problems("../shared/data/benchmarks/gsm8k.jsonl")   # preset "qa"
-    >>> problems[0].answer, problems[0].id
-    ('18', '0')
-    >>> svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
-    >>> load_problems("../shared/data/benchmarks/svamp.jsonl", svamp)[0].answer   # written as 145.0
-    '145'
-    >>> math = "../shared/data/corewarding-math/"
-    >>> pairs = load_rephrased_pair(math + "train.parquet", math + "train_rewrite_Qwen3-32B.parquet")
-    >>> pairs[0].rephrasing[:40]
-    'A transportation company uses a function'
+    problems = load_problems("gsm8k.jsonl")                 # preset "qa"; problems[0].answer == "18"
+    svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
+    load_problems("svamp.jsonl", svamp)[0].answer           # "145", written 145.0 in the file
+    pairs = load_rephrased_pair("train.parquet", "train_rewrite_Qwen3-32B.parquet")
 
 Every user mistake (a missing file, an unknown format, a missing column, an empty dataset, two files
 that do not pair up) raises :class:`DatasetError` with a one-line message.
