@@ -582,7 +582,7 @@ def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, 
 
 
 def test_the_rm_commands_defaults_are_the_settings_defaults():
-    from corewarding.cli import rm_annotate, rm_train
+    from corewarding.cli.reward_model import rm_annotate, rm_train
 
     def defaults(command):
         return {name: p.default for name, p in inspect.signature(command).parameters.items()}

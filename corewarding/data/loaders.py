@@ -64,12 +64,19 @@ __all__ = [
     "DatasetError",
     "Preset",
     "detect_columns",
+    "parse_columns",
+    "QUESTION_COLUMNS",
     "load_problems",
     "load_rephrased_pair",
     "read_rows",
 ]
 
 Row = dict
+
+
+#: Column names taken as the question of a file that fits no preset and has no answer column.
+QUESTION_COLUMNS = ("question", "problem", "prompt", "query")
+_MAPPED_FIELDS = ("question", "answer", "id", "rephrasing", "rephrasing_valid")
 
 
 class DatasetError(ValueError):
@@ -207,9 +214,37 @@ def detect_columns(columns: Collection[str]) -> ColumnMap:
         column_map = preset.resolve(columns)
         if column_map is not None:
             return column_map
+    question = _first_present(QUESTION_COLUMNS, columns)
+    if question is not None:  # a file of questions without answers: what label-free training is for
+        return ColumnMap(question=question, answer=None)
     raise DatasetError(
-        f"no preset ({', '.join(PRESETS)}) fits the columns {', '.join(columns)}: pass a ColumnMap"
+        f"no preset ({', '.join(PRESETS)}) fits the columns {', '.join(columns)}: name them with "
+        "question=COL[,answer=COL] (--columns, or dataset_columns for training)"
     )
+
+
+def parse_columns(spec: ColumnMap | str | None) -> ColumnMap | str | None:
+    """A column spec as commands and configs write it: None (detect), a preset name, or
+    ``question=COL[,answer=COL][,id=COL][,rephrasing=COL][,rephrasing_valid=COL]`` (``question=A+B``
+    joins two columns).
+
+    >>> parse_columns("question=problem,answer=solution")
+    ColumnMap(question=('problem',), answer='solution', id=None, rephrasing=None, rephrasing_valid=None, meta=())
+    """
+    if spec is None or isinstance(spec, ColumnMap) or "=" not in spec:
+        return spec
+    named = {}
+    for part in spec.split(","):
+        name, _, column = (text.strip() for text in part.partition("="))
+        if name not in _MAPPED_FIELDS or not column:
+            raise DatasetError(
+                f"columns: cannot read {part.strip()!r}; expected field=column with a field among "
+                f"{', '.join(_MAPPED_FIELDS)}"
+            )
+        named[name] = tuple(column.split("+")) if name == "question" else column
+    if "question" not in named:
+        raise DatasetError(f"columns {spec!r} name no question column (question=COL)")
+    return ColumnMap(**{"answer": None, **named})
 
 
 def read_rows(
@@ -255,8 +290,9 @@ def load_problems(
 
     Args:
         location: the file, folder or hub id.
-        columns: a :class:`ColumnMap`, a preset name from :data:`PRESETS`, or None to detect a preset
-            from the columns present.
+        columns: a :class:`ColumnMap`, a preset name from :data:`PRESETS`, a mapping string
+            (:func:`parse_columns`), or None to detect a preset (or a lone question column) from the
+            columns present.
         split, subset: as in :func:`read_rows`.
         source: ``Problem.source``; defaults to the file's folder and stem, e.g. ``benchmarks/gsm8k``.
 
@@ -317,6 +353,7 @@ def _first_present(candidates: Sequence[str], columns: Collection[str]) -> str |
 
 
 def _column_map(columns: ColumnMap | str | None, present: list[str], label: str) -> ColumnMap:
+    columns = parse_columns(columns)
     if isinstance(columns, ColumnMap):
         return columns
     if columns is None:

@@ -3,24 +3,32 @@
 A YAML recipe maps key for key onto :class:`CoRewardingConfig`: the keys below, and every
 ``GRPOConfig`` / ``TrainingArguments`` key under TRL's own name (``learning_rate``, ``beta``,
 ``num_generations``, ``loss_type``, ``use_vllm``, ``report_to``, …). Defaults that differ from TRL's
-are marked; everything else is TRL's default.
+are marked; everything else is TRL's default. :func:`config_from_args` reads a recipe and
+``--key value`` overrides the way ``corewarding train`` does (an unknown key gets a close-match
+suggestion), and :func:`settings_help` prints every setting by group.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import argparse
+import difflib
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
 import yaml
 from trl import GRPOConfig
 
-from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core import metric_names
 from corewarding.core.methods import METHODS
-from corewarding.core.voting import MATCHING_MODES
+from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.core.teacher_schedule import TeacherSchedule
+from corewarding.core.voting import MATCHING_MODES, VotingConfig
 
-__all__ = ["CoRewardingConfig", "RECIPES_DIR", "recipe_path", "recipe_settings", "load_recipe"]
+__all__ = [
+    "CoRewardingConfig", "RECIPES_DIR", "SETTING_GROUPS", "recipe_path", "recipe_settings", "load_recipe",
+    "config_from_args", "settings_help",
+]
 
 #: The recipes shipped with the package (``configs/tiny`` in the repository points here).
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -71,7 +79,8 @@ class CoRewardingConfig(GRPOConfig):
         dataset_rephrasings: for ``co_rewarding_i`` on a file dataset: a file aligned row by row with
             ``dataset`` holding the rephrasings (Co-rewarding's released ``*_rewrite_*.parquet``);
             not needed when the dataset itself has a rephrasing column.
-        dataset_columns: a column preset or mapping name for the loader (None: detected).
+        dataset_columns: the columns, ``question=COL[,answer=COL]`` (as ``--columns`` of the other
+            commands), or a preset name; None: detected (a lone question column is enough).
         max_train_problems: use at most this many training problems (None: all).
         heldout_dataset: problems for held-out accuracy (``synthetic``: the synthetic test split;
             ``none``: no held-out evaluation).
@@ -91,7 +100,10 @@ class CoRewardingConfig(GRPOConfig):
             unless the run is resumed.
 
     Defaults changed from TRL's: ``bf16`` is off when no GPU is present (TRL turns it on and then fails
-    on a CPU); ``output_dir`` is ``runs/<method>``; ``logging_steps`` is 1; ``save_strategy`` is ``no``.
+    on a CPU) and so is ``dataloader_pin_memory`` (nothing to pin to); ``output_dir`` is
+    ``runs/<method>``; ``logging_steps`` is 1; checkpoints every ``save_steps`` = 50 steps and at the
+    last step, the newest ``save_total_limit`` = 2 kept, so ``--resume last`` works on a default run.
+    ``max_steps`` must be positive, or -1 to train ``num_train_epochs`` epochs (the paper's recipes).
     """
 
     method: str = field(default="co_rewarding_ii", metadata={"help": f"One of {', '.join(METHODS)}."})
@@ -118,7 +130,9 @@ class CoRewardingConfig(GRPOConfig):
     model_name_or_path: str = field(default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."})
     dataset: str = field(default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."})
     dataset_rephrasings: str | None = field(default=None, metadata={"help": "Row-aligned rephrasings file."})
-    dataset_columns: str | None = field(default=None, metadata={"help": "Column preset of the loader."})
+    dataset_columns: str | None = field(
+        default=None, metadata={"help": "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa)."}
+    )
     max_train_problems: int | None = field(default=None, metadata={"help": "Cap on training problems."})
     heldout_dataset: str | None = field(default="synthetic", metadata={"help": "Held-out accuracy problems."})
     max_heldout_problems: int = field(default=64, metadata={"help": "Held-out problems per evaluation."})
@@ -130,7 +144,9 @@ class CoRewardingConfig(GRPOConfig):
 
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/<method>)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
-    save_strategy: str = field(default="no", metadata={"help": "TrainingArguments.save_strategy."})
+    save_strategy: str = field(default="steps", metadata={"help": "When to save checkpoints: steps, epoch, best, no."})
+    save_steps: float = field(default=50, metadata={"help": "Steps between checkpoints (and one at the end)."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Newest checkpoints kept (None: all)."})
 
     def __post_init__(self):
         # On the command line an optional setting is switched off with `--key none`.
@@ -143,8 +159,23 @@ class CoRewardingConfig(GRPOConfig):
             raise ValueError(f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}")
         if self.output_dir is None:
             self.output_dir = f"runs/{self.method}"
-        if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
-            self.bf16 = False
+        if not torch.cuda.is_available():
+            if self.bf16 is None and not self.fp16:
+                self.bf16 = False
+            self.dataloader_pin_memory = False
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(
+                f"max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; got {self.max_steps}"
+            )
+        # The settings the trainer will build objects from are checked now, before any model is loaded.
+        VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
+        TeacherSchedule(self.teacher_rate_start, self.teacher_rate_end, self.teacher_update_interval)
+        for name in ("learning_rate", "reward_model_learning_rate", "heldout_temperature", "temperature"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name, least in (("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2)):
+            if getattr(self, name) is not None and getattr(self, name) < least:
+                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if self.stop_on_collapse:
             if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
                 raise ValueError("stop_on_collapse keeps the best checkpoint by held-out accuracy: set eval_strategy and heldout_dataset")
@@ -153,8 +184,6 @@ class CoRewardingConfig(GRPOConfig):
         super().__post_init__()
         if self.training_view not in ("original", "rephrased"):
             raise ValueError(f"training_view must be original or rephrased, got {self.training_view!r}")
-        if self.heldout_temperature <= 0:
-            raise ValueError(f"heldout_temperature must be positive, got {self.heldout_temperature}")
         if METHODS[self.method].paired_views and self.generation_batch_size % (2 * self.num_generations):
             raise ValueError(
                 f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
@@ -166,6 +195,52 @@ class CoRewardingConfig(GRPOConfig):
             raise ValueError(f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}")
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
+
+
+#: How ``corewarding train --help`` groups the settings: every field of :class:`CoRewardingConfig` that
+#: this project adds, and the TRL / transformers fields most runs set. Any other field of TRL's
+#: ``GRPOConfig`` and transformers' ``TrainingArguments`` is accepted under its own name too.
+SETTING_GROUPS = {
+    "method": (
+        "method", "answer_matching", "min_agreement_count", "min_agreement_ratio", "no_answer_penalty",
+        "stop_on_collapse",
+    ),
+    "data": (
+        "dataset", "dataset_columns", "dataset_rephrasings", "max_train_problems", "training_view",
+        "allow_invalid_rephrasings", "system_prompt",
+    ),
+    "model": ("model_name_or_path", "bf16", "gradient_checkpointing"),
+    "held-out evaluation": (
+        "heldout_dataset", "max_heldout_problems", "heldout_samples", "heldout_temperature", "eval_strategy",
+        "eval_steps", "eval_on_start",
+    ),
+    "teacher (co_rewarding_ii)": ("teacher_rate_start", "teacher_rate_end", "teacher_update_interval"),
+    "reward model (cooper, cooper_static)": (
+        "reward_model_path", "reward_model_learning_rate", "reward_threshold", "reward_model_batch_size",
+        "reward_model_question_chars", "reward_model_reference_chars", "reward_model_completion_chars",
+        "reward_model_eval_data", "reward_model_eval_size", "reward_model_eval_steps",
+    ),
+    "GRPO (TRL)": (
+        "num_generations", "per_device_train_batch_size", "generation_batch_size", "max_completion_length",
+        "temperature", "top_p", "beta", "loss_type", "epsilon", "num_iterations", "reward_weights", "use_vllm",
+        "vllm_mode",
+    ),
+    "optimisation (transformers)": (
+        "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "max_steps",
+        "num_train_epochs", "gradient_accumulation_steps", "seed",
+    ),
+    "run folder and logging": (
+        "output_dir", "overwrite_output_dir", "save_strategy", "save_steps", "save_total_limit", "logging_steps",
+        "report_to", "run_name",
+    ),
+}
+_FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
+
+
+def _unknown_key_error(key: str, where: str) -> ValueError:
+    close = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else " (corewarding train --help lists the settings)"
+    return ValueError(f"{where}: unknown setting {key}{hint}")
 
 
 def recipe_path(name: str | Path) -> Path:
@@ -185,7 +260,8 @@ def recipe_path(name: str | Path) -> Path:
 def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
     """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names.
 
-    ``base`` is a file path relative to the recipe; bases may have bases. Shared settings live in one
+    ``base`` is a file path relative to the recipe, or a shipped recipe's name (``tiny/_common``); bases
+    may have bases; a key that is not a setting is refused with a close match. Shared settings live in one
     file (``tiny/_common.yaml``, ``paper/_reference.yaml``) and each method's recipe states only what
     differs, e.g.::
 
@@ -202,14 +278,86 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
         raise ValueError(f"recipe {path} cannot be read: {error}") from None
     if not isinstance(settings, dict):
         raise ValueError(f"recipe {path} must be a YAML mapping of settings")
+    for key in settings:
+        if key != "base" and key not in _FIELDS:
+            raise _unknown_key_error(key, f"recipe {path}")
     base = settings.pop("base", None)
     if base is None:
         return settings
-    if not (path.parent / base).is_file():
-        raise FileNotFoundError(f"recipe {path}: its base {base} does not exist")
-    return {**recipe_settings(path.parent / base, (*_within, path)), **settings}
+    if (path.parent / base).is_file():
+        base_path = path.parent / base
+    else:
+        try:  # a shipped recipe's name: `base: tiny/_common`
+            base_path = recipe_path(str(base).removesuffix(".yaml"))
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"recipe {path}: its base {base} is neither a file beside it nor a shipped recipe"
+            ) from None
+    return {**recipe_settings(base_path, (*_within, path)), **settings}
 
 
 def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
     """The config of a recipe (:func:`recipe_settings`), with ``overrides`` applied."""
     return CoRewardingConfig(**{**recipe_settings(name), **overrides})
+
+
+def _argument_parser(defaults: dict) -> argparse.ArgumentParser:
+    from trl import TrlParser
+
+    parser = TrlParser([CoRewardingConfig], exit_on_error=False)
+    parser.set_defaults(**defaults)
+    return parser
+
+
+def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingConfig:
+    """The config of ``corewarding train``: a recipe's settings, then ``--key value`` (or ``--key=value``)
+    overrides. An unknown key gets a close-match suggestion; a value of the wrong type or out of range is a
+    one-line ValueError, raised before any model or data is loaded."""
+    settings = recipe_settings(recipe) if recipe is not None else {}
+    for token in args:
+        if token.startswith("--"):
+            key = token[2:].split("=", 1)[0]
+            if key not in _FIELDS and not (key.startswith("no_") and key[3:] in _FIELDS):
+                raise _unknown_key_error("--" + key, "command line")
+        elif token.startswith("-") and not _is_number(token):
+            raise ValueError(f"command line: settings are given as --key value, got {token}")
+    parser = _argument_parser(settings)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=args)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"command line: {error}") from None
+    return config
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def settings_help(recipe: str | Path | None = None) -> str:
+    """Every setting of ``corewarding train`` by group, with its value (the recipe's, when one is given,
+    else the default) and one line of help."""
+    settings = recipe_settings(recipe) if recipe is not None else {}
+    lines = [
+        "Settings (--key value; a recipe's YAML uses the same keys)"
+        + (f", with the values of {recipe}:" if recipe is not None else ", with their defaults:"),
+    ]
+    for group, names in SETTING_GROUPS.items():
+        lines.append(f"\n{group}:")
+        for name in names:
+            f = _FIELDS[name]
+            value = settings.get(name, f.default if f.default is not MISSING else "–")
+            if name == "output_dir" and value is None:
+                value = "runs/<method>"
+            help_text = " ".join(str(f.metadata.get("help", "")).split())
+            first = help_text.split(". ")[0].rstrip(".")
+            shown = str(value) if len(str(value)) <= 18 else str(value)[:17] + "…"
+            lines.append(f"  --{name:<30} {shown:<18}  {first[:70]}")
+    lines.append(
+        "\nAny other field of TRL's GRPOConfig or transformers' TrainingArguments is accepted under its own "
+        "name (see their documentation)."
+    )
+    return "\n".join(lines)

@@ -175,11 +175,17 @@ def build_trainer(config: CoRewardingConfig):
     )
 
 
-def train(config: CoRewardingConfig, resume: str | None = None):
+def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     """Run training: the folder checked (:func:`prepare_run_folder`), the config saved as ``config.yaml``,
-    then resumed from ``resume`` (a checkpoint folder or ``"last"``) or started. Returns the trainer."""
+    then resumed from ``resume`` (a checkpoint folder or ``"last"``) or started. With ``progress`` (a
+    :func:`~corewarding.training.progress.progress_display`) the run shows there instead of TRL's
+    per-step printing. Returns the trainer."""
     checkpoint = prepare_run_folder(config, resume)
     trainer = build_trainer(config)
+    if progress is not None:
+        from corewarding.training.progress import show_progress
+
+        show_progress(trainer, progress, config.method)
     (Path(config.output_dir) / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=True))
     trainer.train(resume_from_checkpoint=checkpoint)
     return trainer

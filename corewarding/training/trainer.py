@@ -198,6 +198,15 @@ class CollapseCallback(TrainerCallback):
             control.should_training_stop = True
 
 
+class FinalCheckpointCallback(TrainerCallback):
+    """With ``save_strategy: steps``, also saves at the last step, so every finished run can be resumed
+    (``--resume last`` with a larger ``max_steps`` extends it)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.save_strategy == "steps" and state.global_step >= state.max_steps:
+            control.should_save = True
+
+
 class CoRewardingTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose rewards are one of the methods of :data:`~corewarding.core.methods.METHODS`.
 
@@ -263,6 +272,7 @@ class CoRewardingTrainer(GRPOTrainer):
         self.heldout = list(heldout)
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
+        self.add_callback(FinalCheckpointCallback())
 
     # ----------------------------------------------------------------------------------- setup
 
@@ -470,6 +480,38 @@ class CoRewardingTrainer(GRPOTrainer):
         return metrics
 
     # ----------------------------------------------------------------------------------- checkpoints
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
+        """``README.md`` of the run folder: what was trained from what, how, and how it did."""
+        if not self.is_world_process_zero():
+            return
+        from corewarding import __version__
+
+        args = self.args
+        heldout = [r for r in self.state.log_history if metric_names.HELDOUT_GREEDY in r]
+        scores = ""
+        if heldout:
+            first, last = heldout[0], heldout[-1]
+            scores = (
+                f"\nHeld-out greedy accuracy {100 * first[metric_names.HELDOUT_GREEDY]:.1f}% at step "
+                f"{first.get('step', 0)} → {100 * last[metric_names.HELDOUT_GREEDY]:.1f}% at step {last.get('step', '?')} "
+                f"({len(self.heldout)} problems of {args.heldout_dataset}).\n"
+            )
+        card = f"""---
+base_model: {args.model_name_or_path}
+library_name: corewarding
+tags: [corewarding, grpo, {args.method}]
+---
+
+# {Path(args.output_dir).name}
+
+{args.model_name_or_path} trained with **{args.method}** (reward label from {self.method.label_from}) on
+{args.dataset}, {self.state.global_step} steps, by corewarding {__version__} on TRL's GRPOTrainer.
+{scores}
+Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs: `corewarding report {args.output_dir}`.
+"""
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(args.output_dir) / "README.md").write_text(card)
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)

@@ -1,0 +1,129 @@
+"""``corewarding eval``: accuracy of any model on any dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from corewarding.cli.app import app, handles_errors
+from corewarding.cli.options import BackendOptions, Columns, make_backend, option_group
+from corewarding.core.prompts import SYSTEM_PROMPT
+
+
+@app.command("eval")
+@handles_errors("interrupted")
+@option_group(BackendOptions, "backend")
+def eval_command(
+    model: Annotated[
+        str,
+        typer.Argument(
+            help="tiny (the shipped tiny model; tiny-shortcut the control regime's), a model folder, a .gguf "
+            "file or a hub id; with --backend vllm or openai, the model's name there."
+        ),
+    ],
+    dataset: Annotated[
+        str,
+        typer.Argument(help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."),
+    ] = "synthetic",
+    columns: Columns = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Evaluate the first N questions (synthetic: N of them, 500 by default)."),
+    ] = None,
+    samples: Annotated[
+        int,
+        typer.Option("--samples", "-k", min=0, help="Sampled answers per question (avg@k, pass@k, maj@k)."),
+    ] = 0,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature of the k samples.")] = 1.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
+    greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
+    system_prompt: Annotated[str, typer.Option(help="The system turn of every prompt ('' for none).")] = SYSTEM_PROMPT,
+    fallback_last_number: Annotated[
+        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
+    ] = False,
+    matching: Annotated[str, typer.Option(help="equivalence (math-verify) or exact answer matching.")] = "equivalence",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
+    backend: BackendOptions = BackendOptions(),
+) -> None:
+    """Accuracy of a model on a dataset: greedy pass@1; with -k, avg@k, pass@k and maj@k at --temperature.
+
+    Example: corewarding eval tiny synthetic --limit 200 -k 8 --max-new-tokens 48 -o tiny.json
+    """
+    import time
+
+    import torch
+    from rich.console import Console
+
+    from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
+
+    if matching not in ("equivalence", "exact"):
+        raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
+    # Checked now, before a model is loaded or a question asked.
+    evaluation_runs(k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens)
+    if output is not None:
+        _check_writable(output)
+    problems = evaluation_problems(model, dataset, columns, limit, seed)
+    # One thread by default: on shared cores more threads slowed small models down.
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    engine = make_backend(model, backend, seed)
+    result = evaluate(
+        problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
+        max_new_tokens=max_new_tokens, matching=matching, system_prompt=system_prompt or None,
+        fallback_last_number=fallback_last_number, progress=True,
+    )
+    seconds = time.perf_counter() - started
+    Console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
+    typer.echo(f"{len(problems):,} questions in {seconds:.1f} s ({engine.description})")
+    if result.failed:
+        typer.echo(f"note: {result.failed:,} completions failed and were scored as no answer", err=True)
+    if output is not None:
+        record = {
+            "model": model, "backend": engine.description, "dataset": dataset, "seed": seed,
+            "system_prompt": system_prompt or None, "fallback_last_number": fallback_last_number,
+            "seconds": round(seconds, 1), "evaluation": json.loads(result.to_json()),
+        }
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2) + "\n")
+        typer.echo(f"results in {output}")
+
+
+def _check_writable(path: Path) -> None:
+    """Fail now, not after the evaluation, when the results could not be written."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {path} is a folder: give a file name, e.g. {path / 'results.json'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--output {path}: {folder} is a file, not a folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise PermissionError(f"--output {path} cannot be written")
+
+
+def evaluation_problems(model: str, dataset: str, columns, limit: int | None, seed: int):
+    """The questions of ``corewarding eval``: those with a reference answer, the first ``limit`` of them."""
+    if dataset == "synthetic":
+        from corewarding.tiny.regimes import synthetic_problems
+
+        return synthetic_problems(model, limit or 500, "test", seed=seed)
+    from corewarding.data.loaders import load_problems
+
+    problems = load_problems(dataset, columns)
+    scorable = [p for p in problems if p.answer is not None]
+    if not scorable:
+        raise ValueError(f"{dataset}: no question has a reference answer (name its column with --columns)")
+    if len(scorable) < len(problems):
+        typer.echo(
+            f"note: {len(problems) - len(scorable):,} of {len(problems):,} questions have no reference "
+            "answer and are left out",
+            err=True,
+        )
+    return scorable[:limit] if limit else scorable

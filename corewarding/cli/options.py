@@ -1,0 +1,136 @@
+"""Options several commands share, declared once: each group is a dataclass whose fields are the
+options (name, type, help, default), handed to a command as one object by :func:`option_group`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import typing
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+
+from corewarding.data.rephrasing_checks import ValidationSettings
+
+__all__ = ["option_group", "BackendOptions", "ValidationOptions", "Columns", "make_backend"]
+
+Columns = Annotated[
+    str | None,
+    typer.Option(
+        help="Column preset (verl, pairs, svamp, asdiv, qa), or the columns: "
+        "question=COL[,answer=COL][,id=COL] (question=A+B joins two). Detected when not given."
+    ),
+]
+
+
+def option_group(cls, parameter: str, prefix: str = "", **defaults):
+    """Decorate a command: the fields of the dataclass ``cls`` become its options (named ``prefix`` +
+    field, defaults overridable by ``defaults``), and the command receives them as ``parameter=cls(…)``."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    group = [
+        inspect.Parameter(
+            prefix + f.name, inspect.Parameter.KEYWORD_ONLY, default=defaults.get(f.name, f.default),
+            annotation=hints[f.name],
+        )
+        for f in dataclasses.fields(cls)
+    ]
+
+    def decorate(command):
+        signature = inspect.signature(command, eval_str=True)
+
+        @functools.wraps(command)
+        def wrapper(*args, **kwargs):
+            values = {f.name: kwargs.pop(prefix + f.name) for f in dataclasses.fields(cls)}
+            return command(*args, **{parameter: cls(**values)}, **kwargs)
+
+        own = [p for p in signature.parameters.values() if p.name != parameter]
+        wrapper.__signature__ = signature.replace(parameters=own + group)
+        wrapper.__annotations__ = {p.name: p.annotation for p in own + group}
+        return wrapper
+
+    return decorate
+
+
+@dataclass(frozen=True)
+class BackendOptions:
+    """Where generations come from: ``--backend`` and the settings of each kind."""
+
+    backend: Annotated[str, typer.Option(help="transformers, vllm or openai (an OpenAI-compatible endpoint).")] = "transformers"
+    base_url: Annotated[str, typer.Option(help="Endpoint root, /v1 included (openai).")] = "http://localhost:8000/v1"
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key (openai; not set: no key).")
+    ] = "OPENAI_API_KEY"
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once (openai).")] = 8
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for one request (openai).")] = 300.0
+    max_attempts: Annotated[int, typer.Option(help="Attempts per request before it fails (openai).")] = 6
+    extra_body: Annotated[
+        str,
+        typer.Option(help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'),
+    ] = "{}"
+    batch_size: Annotated[int, typer.Option(help="Sequences per generate call (transformers).")] = 64
+
+
+def make_backend(model: str, options: BackendOptions, seed: int = 0):
+    """The generation backend the options name, for ``model`` (``tiny`` is the shipped tiny model)."""
+    from corewarding.inference.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
+
+    if options.backend == "openai":
+        try:
+            body = json.loads(options.extra_body)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--extra-body is not JSON: {error}") from None
+        if not isinstance(body, dict):
+            raise ValueError("--extra-body must be a JSON object")
+        return OpenAIBackend(
+            options.base_url, model, api_key_env=options.api_key_env or None, concurrency=options.concurrency,
+            timeout_s=options.timeout, retry=RetryPolicy(max_attempts=options.max_attempts), extra_body=body,
+        )
+    if options.backend == "transformers":
+        return TransformersBackend.load(model, batch_size=options.batch_size, seed=seed)
+    if options.backend == "vllm":
+        return VLLMBackend(model, seed=seed)
+    raise ValueError(f"unknown backend {options.backend!r}: expected openai, transformers or vllm")
+
+
+_DEFAULT_CHECKS = ValidationSettings()
+
+
+@dataclass(frozen=True)
+class ValidationOptions:
+    """The rephrasing checks of ``rephrase`` and ``validate-pairs`` (defaults: ValidationSettings')."""
+
+    max_similarity: Annotated[
+        float, typer.Option(help="Prose-word similarity at or above which a rephrasing is a near-copy.")
+    ] = _DEFAULT_CHECKS.max_similarity
+    min_length_ratio: Annotated[
+        float, typer.Option(help="Shortest rephrasing, as a share of the original's length.")
+    ] = _DEFAULT_CHECKS.min_length_ratio
+    max_length_ratio: Annotated[
+        float, typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack.")
+    ] = _DEFAULT_CHECKS.max_length_ratio
+    length_slack: Annotated[
+        int, typer.Option(help="Characters a rephrasing may add beyond --max-length-ratio.")
+    ] = _DEFAULT_CHECKS.length_slack
+    reject_missing_numbers: Annotated[
+        bool, typer.Option(help="Reject, not just report, rephrasings missing a number of the original.")
+    ] = False
+    reject_dropped_figures: Annotated[
+        bool, typer.Option(help="Reject, not just report, rephrasings that drop the original's figure code.")
+    ] = False
+    only_valid: Annotated[bool, typer.Option(help="Write only the pairs that passed every rejecting check.")] = False
+
+    def settings(self, placeholders: tuple[str, ...] = (), answer_samples: int = 0) -> ValidationSettings:
+        rejected = {"numbers": self.reject_missing_numbers, "figure": self.reject_dropped_figures}
+        defaults = _DEFAULT_CHECKS
+        return ValidationSettings(
+            max_similarity=self.max_similarity,
+            min_length_ratio=self.min_length_ratio,
+            max_length_ratio=self.max_length_ratio,
+            length_slack=self.length_slack,
+            placeholders=defaults.placeholders + tuple(p for p in placeholders if p not in defaults.placeholders),
+            report_only=frozenset(name for name in defaults.report_only if not rejected.get(name)),
+            answer_samples=answer_samples or defaults.answer_samples,
+        )

@@ -1,0 +1,191 @@
+"""Commands that train: ``demo``, ``train``, ``pretrain``, and ``report`` on what they wrote."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from corewarding.cli.app import app, handles_errors, quiet_libraries
+
+
+@app.command()
+@handles_errors("interrupted: the finished methods' runs are in the output folder")
+def demo(
+    quick: bool = typer.Option(False, "--quick", help="A short budget (about 3 minutes instead of 10)."),
+    regime: str = typer.Option(
+        "distractor", help="The tiny model's regime: distractor (errors label-free RL can fix) or shortcut (the control)."
+    ),
+    methods: str = typer.Option(
+        None, "--methods", help="Comma-separated methods (default: the paper's six; cooper and cooper_static on request)."
+    ),
+    steps: int = typer.Option(None, "--steps", min=1, help="Training steps per method (overrides the budget)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for the runs and the report (default runs/demo-<regime>)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in the output folder."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch."),
+) -> None:
+    """Train the tiny model with every method on the synthetic task; compare them in a table and a figure."""
+    import torch
+
+    from corewarding.demo import DEMO_METHODS, budget_for, run_demo
+
+    quiet_libraries()
+    # One thread by default: on a 2-core machine two torch threads wait on each other for a model this small.
+    torch.set_num_threads(threads)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEMO_METHODS)
+    run_demo(chosen, budget_for(quick, steps), output or Path(f"runs/demo-{regime}"), seed, regime=regime,
+             overwrite=overwrite)
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
+@handles_errors("interrupted: run the same command with --resume last to go on from the last complete checkpoint")
+def train(
+    ctx: typer.Context,
+    config: str = typer.Option(
+        None, "--config", help="A recipe: a YAML file (`base:` a recipe it builds on) or a shipped one, "
+        "tiny/<method> or paper/<method>."
+    ),
+    resume: str = typer.Option(
+        None, "--resume", help="Go on from a checkpoint folder, or 'last': the newest complete one in output_dir."
+    ),
+    threads: int = typer.Option(
+        None, "--threads", min=1, help="CPU threads for torch (default: torch's; 1 is best for the tiny model "
+        "on a busy machine)."
+    ),
+    show_help: bool = typer.Option(False, "--help", "-h", help="Show every setting, by group, and exit."),
+) -> None:
+    """Label-free GRPO with any method: a recipe's settings, then `--key value` overrides.
+
+    Example: corewarding train --config tiny/co_rewarding_ii --dataset questions.jsonl --dataset_columns question=text
+    """
+    from corewarding.training.config import config_from_args, settings_help
+
+    if show_help:
+        typer.echo(ctx.get_help())
+        typer.echo("\n" + settings_help(config))
+        raise typer.Exit()
+    settings = config_from_args(config, list(ctx.args))
+    import time
+
+    import torch
+
+    from corewarding.training.progress import progress_display
+    from corewarding.training.run import train as run_training
+
+    quiet_libraries()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    with progress_display() as progress:
+        trainer = run_training(settings, resume, progress=progress)
+    # Under torchrun / accelerate launch: close the trackers and leave the process group before exit.
+    trainer.accelerator.end_training()
+    if trainer.is_world_process_zero():
+        typer.echo(run_summary(trainer, time.perf_counter() - started))
+
+
+def run_summary(trainer, seconds: float) -> str:
+    """The closing lines of a run: where it is, how it ended, what to run next."""
+    from corewarding.training import checkpoints
+
+    out = Path(trainer.args.output_dir)
+    saved = checkpoints.complete_checkpoints(out)
+    lines = [
+        f"{trainer.args.method}: {trainer.state.global_step} steps in {seconds:.0f} s; run folder {out} "
+        f"(metrics.jsonl{', ' + saved[-1].name if saved else ''}, config.yaml, README.md)"
+    ]
+    collapse = out / "collapse.json"
+    if collapse.is_file():
+        lines.append(f"collapse flagged: see {collapse}")
+    lines.append(f"table and curves: corewarding report {out}")
+    return "\n".join(lines)
+
+
+@app.command()
+@handles_errors()
+def pretrain(
+    regime: str = typer.Option("distractor", help="Corpus of a shipped model: distractor or shortcut (the control)."),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Folder for model, tokenizer and pretrain.json (default runs/pretrain-<regime>)."
+    ),
+    seed: int = typer.Option(0, help="Seeds data, initial weights and evaluation sampling."),
+    steps: int | None = typer.Option(None, help="Optimiser steps (default: the regime's)."),
+    batch_size: int | None = typer.Option(None, help="Examples per step (default: the regime's)."),
+    learning_rate: float | None = typer.Option(None, help="Peak learning rate (default: the regime's)."),
+    slip_rate: float | None = typer.Option(None, help="Share of solutions with an arithmetic slip."),
+    slip_max: int | None = typer.Option(None, help="Largest slip (a step's result off by 1..this)."),
+    distractor_rate: float | None = typer.Option(None, help="Share of surface forms with an irrelevant number."),
+    distractor_use_rate: float | None = typer.Option(
+        None, help="Share of their solutions that wrongly add the irrelevant number."
+    ),
+    shortcut_rate: float | None = typer.Option(None, help="Share of -/x solutions that stop one step early."),
+    eval_problems: int | None = typer.Option(
+        None, help="Problems per split measured at the end; 0: none (default: the regime's)."
+    ),
+    threads: int = typer.Option(1, min=1, help="CPU threads for torch (1 and 2 gave identical weights)."),
+) -> None:
+    """Pretrain the tiny model on the synthetic task to a partial skill; measure and save it.
+
+    The defaults remake the regime's shipped model (corewarding/tiny/assets/tiny-<regime>); the corpus
+    options change its mistakes, to explore other regimes.
+    """
+    from dataclasses import replace
+
+    import torch
+    from rich.console import Console
+
+    from corewarding.tiny.pretraining import pretrain as run_pretraining
+    from corewarding.tiny.regimes import REGIMES
+    from corewarding.tiny.view_diagnostics import pair_summary, views_table
+
+    if regime not in REGIMES:
+        raise ValueError(f"unknown --regime {regime!r}: expected one of {', '.join(REGIMES)}")
+    base = REGIMES[regime].pretraining
+    overrides = {
+        "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "slip_rate": slip_rate,
+        "slip_max": slip_max, "distractor_use_rate": distractor_use_rate, "shortcut_rate": shortcut_rate,
+        "eval_problems": eval_problems,
+    }
+    task = base.task if distractor_rate is None else replace(base.task, distractor_rate=distractor_rate)
+    config = replace(base, seed=seed, task=task, **{k: v for k, v in overrides.items() if v is not None})
+    output = output or Path(f"runs/pretrain-{regime}")
+    try:  # before minutes of training, not after
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot write to {output}: {error.strerror}") from None
+    # One thread by default: on a 2-core machine shared with other processes, two torch threads made a
+    # step of this model ten times slower (the threads wait on each other), while on idle cores they
+    # saved only about 40%.
+    torch.set_num_threads(threads)
+    result = run_pretraining(config, output)
+    console = Console()
+    if result.evaluation is not None:
+        console.print(views_table(result.evaluation, title=f"{output.name}: the synthetic task (%)"))
+        for line in pair_summary(result.evaluation):
+            typer.echo(line)
+    console.print(
+        f"final loss {result.final_loss:.4f}; training {result.train_seconds:.0f} s, "
+        f"evaluation {result.eval_seconds:.0f} s; saved to {output}"
+    )
+
+
+@app.command()
+@handles_errors()
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders (with metrics.jsonl), or folders holding them."),
+    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for report.md and curves.png."),
+) -> None:
+    """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
+    from rich.console import Console
+
+    from corewarding.report import load_runs, rich_table, summarize, write_report
+
+    if output.exists() and not output.is_dir():
+        raise NotADirectoryError(f"--output {output} is a file, not a folder")
+    markdown, figure = write_report(runs, output)
+    console = Console()
+    console.print(rich_table([summarize(run) for run in load_runs(runs)]))
+    console.print(f"wrote {markdown} and {figure}")
