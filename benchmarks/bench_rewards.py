@@ -1,11 +1,13 @@
 """Time the voting rewards on a realistic batch: 128 groups x 8 rollouts of MATH-style answers.
 
-Answers are MATH train ground truths (from ../shared/data when present, else a built-in sample),
-written in equivalent forms (``\\dfrac``, decimals, spacing, ``1/2``), mixed with wrong answers,
-missing answers (10%) and hostile strings (5%: a 200,000-character answer, 5,000 nested parentheses,
-code, power towers). Reports the time of majority-vote and Co-rewarding-I cross-view rewards in
-equivalence and exact mode, with a cold cache (the math-verify worker already started) and a warm
-one, and the ratios the issue sets targets for: equivalence < 1 s cold, warm equivalence < 3x exact.
+Answers are MATH train ground truths (from the Co-rewarding MATH release, its ``train.parquet`` in
+``corewarding-math/`` under ``$COREWARDING_SHARED_DATA`` (default: ``../shared/data`` beside the
+repository), when present; else a built-in sample), written in equivalent forms (``\\dfrac``,
+decimals, spacing, ``1/2``), mixed with wrong answers, missing answers (10%) and hostile strings (5%:
+a 200,000-character answer, 5,000 nested parentheses, code, power towers). Reports the time of
+majority-vote and Co-rewarding-I cross-view rewards in equivalence and exact mode, with a cold cache
+(the math-verify worker already started) and a warm one, and the ratios the issue sets targets for:
+equivalence < 1 s cold, warm equivalence < 3x exact.
 
     python benchmarks/bench_rewards.py [--groups 128] [--rollouts 8] [--seed 0]
 """
@@ -13,6 +15,7 @@ one, and the ratios the issue sets targets for: equivalence < 1 s cold, warm equ
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import re
 import time
@@ -27,7 +30,10 @@ from corewarding.core.equivalence import EquivalenceChecker, set_default_checker
 from corewarding.core.rewards import Rollouts, cross_view_rewards, majority_vote_rewards
 from corewarding.core.voting import VotingConfig
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "corewarding-math" / "train.parquet"
+# The data folder the tests read (tests/conftest.py): $COREWARDING_SHARED_DATA, else ../shared/data
+# beside the repository.
+DATA = Path(os.environ.get("COREWARDING_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+SHARED = DATA / "corewarding-math" / "train.parquet"
 BUILT_IN = ["12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720"]
 HOSTILE = [
     "x" * 200_000,

@@ -1,4 +1,4 @@
-r"""Cooper: the reward model is optimised together with the policy (METHOD.md, the Cooper row).
+r"""Cooper: the reward model is optimised together with the policy (docs/method.md, "Cooper").
 
 Each training step, on the rollouts of one generation batch:
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-#: The system prompt of the reference runs (METHOD.md).
+#: The system prompt of the reference runs (docs/method.md, "Optimisation settings of the reference runs").
 SYSTEM_PROMPT = "Let's think step by step and output the final answer within \\boxed{}."
 
 

@@ -1,8 +1,9 @@
 """Majority vote over a group of answers: the pseudo-label of every label-free method here.
 
-``maj(S)`` in METHOD.md: the most common answer of a set, None answers dropped, None when nothing is
-left. Answers are grouped into clusters first — by math-verify equivalence (default) or by canonical
-string (``matching="exact"``, the reference implementation's behaviour) — and clusters vote.
+``maj(S)`` of docs/method.md ("Answers, equivalence and voting"): the most common answer of a set,
+None answers dropped, None when nothing is left. Answers are grouped into clusters first — by
+math-verify equivalence (default) or by canonical string (``matching="exact"``, the reference
+implementation's behaviour) — and clusters vote.
 
 Rules, all deterministic:
 

@@ -32,12 +32,32 @@ column may hold chat messages: the last user message is the question, the system
 ``Body`` + ``Question``) is joined with a space, and a part that ends without punctuation gets a
 period (SVAMP writes 358 of its 1,000 bodies without one).
 
-Examples (GSM8K's JSONL, SVAMP's columns, Co-rewarding's MATH release with its rephrasings)::
+Worked examples (on small files written here; the same calls read GSM8K's ``test.jsonl``, SVAMP,
+and the Co-rewarding release's ``train.parquet`` + ``train_rewrite_Qwen3-32B.parquet``)::
 
-    problems = load_problems("gsm8k.jsonl")                 # preset "qa"; problems[0].answer == "18"
-    svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
-    load_problems("svamp.jsonl", svamp)[0].answer           # "145", written 145.0 in the file
-    pairs = load_rephrased_pair("train.parquet", "train_rewrite_Qwen3-32B.parquet")
+    >>> import json, tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> def write(name, *rows):
+    ...     (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    ...     return folder / name
+    >>> gsm8k = write("gsm8k.jsonl", {"question": "Janet's ducks lay 16 eggs ...", "answer": "... 9 * 2 = 18\n#### 18"})
+    >>> problems = load_problems(gsm8k)   # preset "qa"
+    >>> problems[0].answer, problems[0].id
+    ('18', '0')
+    >>> svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
+    >>> rows = write("svamp.jsonl", {"Body": "There are 290 bananas in 2 groups", "Question": "How big is each group?",
+    ...                              "Answer": 145.0, "ID": "chal-777"})
+    >>> problem = load_problems(rows, svamp)[0]
+    >>> problem.question, problem.answer   # the answer is written as 145.0
+    ('There are 290 bananas in 2 groups. How big is each group?', '145')
+    >>> def verl(question):
+    ...     return {"prompt": [{"role": "user", "content": question}], "reward_model": {"ground_truth": "4"},
+    ...             "extra_info": {"index": 0}}
+    >>> original = write("train.jsonl", verl("What is 2+2?"))
+    >>> rephrased = write("train_rewrite.jsonl", verl("Ann has 2 pens and gets 2 more. How many?"))
+    >>> load_rephrased_pair(original, rephrased)[0].rephrasing
+    'Ann has 2 pens and gets 2 more. How many?'
+    >>> import shutil; shutil.rmtree(folder)
 
 Every user mistake (a missing file, an unknown format, a missing column, an empty dataset, two files
 that do not pair up) raises :class:`DatasetError` with a one-line message.

@@ -1,6 +1,7 @@
 """Per-token confidence statistics of a policy's logits, averaged over the response.
 
-The two confidence rewards of METHOD.md need, for every response token t with logits z_t ∈ R^V:
+The two confidence rewards of docs/method.md ("Rewards") need, for every response token t with
+logits z_t ∈ R^V:
 
 * **self-certainty** (Intuitor): KL(U ‖ p_t) = −log V − (1/V) Σ_j log p_tj = logsumexp(z_t) − mean(z_t) − log V.
   A uniform distribution scores 0 and a confident one scores high. (The constant log V cancels in

@@ -248,7 +248,8 @@ class CoRewardingTrainer(GRPOTrainer):
         if self.method.needs_teacher and is_peft_model(model):
             raise ValueError(f"{args.method} does not support PEFT models: the EMA teacher needs full weights")
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
-        # term TRL's reference model is that copy already, and the teacher is the KL anchor (METHOD.md).
+        # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
+        # "Co-rewarding-II's teacher").
         teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
         if args.reward_weights is None:
             args.reward_weights = [1.0, 0.0]
