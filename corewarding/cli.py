@@ -444,6 +444,8 @@ def rephrase(
     typer.echo(
         f"{len(problems):,} questions: {run.cached:,} cached, {run.sent - run.failed:,} rephrased now ({cache})"
     )
+    if run.skipped_cache_lines:
+        typer.echo(f"note: {run.cache_summary()}", err=True)
     if run.other_backends:
         typer.echo(
             f"note: {run.other_backends:,} cached rephrasings were written by another backend than "
@@ -453,10 +455,7 @@ def rephrase(
         run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, only_valid
     )
     if run.failed:
-        typer.echo(
-            f"{run.failed:,} requests failed (see the output check); run the same command to retry them",
-            err=True,
-        )
+        typer.echo(f"{run.failure_summary()}; run the same command to retry them", err=True)
         raise typer.Exit(1)
 
 
@@ -620,7 +619,7 @@ def _generation_backend(
     seed: int = 0,
 ):
     """The backend named by ``--backend``; ``tiny`` is the shipped tiny model for transformers."""
-    from corewarding.inference.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
+    from corewarding.inference.generation import OpenAIBackend, TransformersBackend, VLLMBackend
 
     if kind == "openai":
         try:
@@ -635,7 +634,7 @@ def _generation_backend(
             api_key_env=api_key_env or None,
             concurrency=concurrency,
             timeout_s=timeout,
-            retry=RetryPolicy(max_attempts=max_attempts),
+            max_attempts=max_attempts,
             extra_body=body,
         )
     if kind == "transformers":
