@@ -3,8 +3,9 @@
 Questions in these tests are written ``Q-<pair id>: …`` and their rephrasings ``R-<pair id>: …`` so
 the server can tell what a request is for: a request to rephrase is keyed by the pair id, a request
 to solve (it has a system prompt) by ``Q-<pair id>`` or ``R-<pair id>``. The server counts requests
-received and answered (status 200) per key, and the most in flight at once. A script
-``(key, attempt) -> Reply`` decides each answer; by default a valid rephrasing.
+received and answered (status 200) per key, records when each request arrived, and the most in
+flight at once. A script ``(key, attempt) -> Reply`` decides each answer; by default a valid
+rephrasing.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import re
 import threading
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,7 +36,8 @@ def problems(count: int) -> list[Problem]:
 
 @dataclass
 class Reply:
-    """One answer: a status, a chat message (``content``) or a raw ``body``, headers, a delay first."""
+    """One answer: a status, a chat message (``content``) or a raw ``body``, headers, a delay first;
+    ``drop``: close the connection without answering (a server that crashed)."""
 
     status: int = 200
     content: str | None = None
@@ -43,6 +45,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay_s: float = 0.0
     finish_reason: str = "stop"
+    drop: bool = False
 
 
 def good(pair: str, attempt: int) -> Reply:
@@ -55,6 +58,7 @@ class StubServer:
     def __init__(self, script: Callable[[str, int], Reply] = good):
         self.script = script
         self.received: Counter[str] = Counter()
+        self.arrived: defaultdict[str, list[float]] = defaultdict(list)
         self.answered: Counter[str] = Counter()
         self.bodies: list[dict] = []
         self.headers: list[dict] = []
@@ -88,6 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
             pair = f"{view}-{pair}"
         with stub.lock:
             stub.received[pair] += 1
+            stub.arrived[pair].append(time.monotonic())
             attempt = stub.received[pair]
             stub.bodies.append(body)
             stub.headers.append(dict(self.headers))
@@ -100,6 +105,9 @@ class _Handler(BaseHTTPRequestHandler):
             # it has the answer, before this thread would get to count it down.
             with stub.lock:
                 stub.in_flight -= 1
+            if reply.drop:
+                self.close_connection = True
+                return
             payload = reply.body
             if payload is None:
                 message = {"role": "assistant", "content": reply.content}

@@ -4,9 +4,10 @@ and 2-step runs of ``cooper`` and ``cooper_static`` with checkpoints."""
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -277,6 +278,18 @@ def test_annotate_writes_labelled_rows_and_resumes(tmp_path):
 
     with pytest.raises(ValueError, match="other settings"):
         annotate(PROBLEMS, sampler, out, AnnotationSettings(samples=4), policy="scripted", progress=False)
+
+
+def test_read_labelled_skips_a_last_line_cut_inside_a_character_and_refuses_a_junk_byte(tmp_path):
+    row = LabelledExample("0", "Combien font 2 et 2 ?", "4", "Ça fait \\boxed{4}.", "4", True, "verifier", "")
+    rows = [replace(row, question_id=str(i), split="train") for i in range(3)]
+    lines = [(json.dumps(asdict(row), ensure_ascii=False) + "\n").encode() for row in rows]
+    path = tmp_path / "data.jsonl"
+    path.write_bytes(lines[0] + lines[1] + lines[2][: lines[2].index("Ç".encode()) + 1])
+    assert read_labelled(path) == rows[:2]
+    path.write_bytes(lines[0] + lines[1].replace(b"2 et 2", b"2 \xff 2") + lines[2])
+    with pytest.raises(ValueError, match=re.escape(f"{path}:2 is not a labelled completion (not UTF-8;")):
+        read_labelled(path)
 
 
 def test_annotate_command_reports_a_bad_file_in_one_line(tmp_path):

@@ -1,11 +1,8 @@
 """Generation backends: the HTTP one against a local stub server (answers, retries, timeouts, limits,
-n samples), the transformers one on tiny models (n samples, batches, seeding, stops), vLLM's absence."""
+n samples, connection errors), the transformers one on tiny models (n samples, batches, seeding,
+stops), vLLM's absence."""
 
 from __future__ import annotations
-
-import email.utils
-import random
-import time
 
 import pytest
 import torch
@@ -19,7 +16,6 @@ from corewarding.inference.generation import (
     Completion,
     GenerationSettings,
     OpenAIBackend,
-    RetryPolicy,
     TransformersBackend,
     VLLMBackend,
 )
@@ -29,20 +25,11 @@ from corewarding.tiny.regimes import tiny_model_dir
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 
-FAST_RETRIES = RetryPolicy(max_attempts=3, base_delay_s=0.0, max_delay_s=0.0)
-
-
-def http_backend(server: StubServer, **options) -> tuple[OpenAIBackend, list[float]]:
-    """A backend on the stub whose waits are recorded instead of slept."""
-    waits: list[float] = []
-    options = {
-        "retry": FAST_RETRIES,
-        "timeout_s": 10.0,
-        "api_key_env": None,
-        "sleep": waits.append,
-        **options,
-    }
-    return OpenAIBackend(server.url, "stub-model", **options), waits
+def http_backend(server: StubServer, **options) -> OpenAIBackend:
+    """A backend on the stub: 3 attempts per request (the client's waits are short: 0.5 s, then 1 s)."""
+    return OpenAIBackend(
+        server.url, "stub-model", **{"max_attempts": 3, "timeout_s": 10.0, "api_key_env": None, **options}
+    )
 
 
 def generate(
@@ -62,14 +49,20 @@ def scripted(replies: dict[tuple[str, int], Reply]):
     return lambda pair, attempt: replies.get((pair, attempt)) or good(pair, attempt)
 
 
+def gaps(server: StubServer, pair: str) -> list[float]:
+    """Seconds between the attempts of a request, as the server saw them."""
+    times = server.arrived[pair]
+    return [later - earlier for earlier, later in zip(times, times[1:])]
+
+
 def test_success_and_the_request_sent(monkeypatch):
     monkeypatch.setenv("STUB_KEY", "sk-test")
     with StubServer() as server:
-        backend, waits = http_backend(server, api_key_env="STUB_KEY", extra_body={"seed": 3})
+        backend = http_backend(server, api_key_env="STUB_KEY", extra_body={"seed": 3})
         settings = GenerationSettings(temperature=0.7, top_p=0.8, max_new_tokens=99)
         results = generate(backend, ["a", "b", "c"], settings)
     assert results["b"] == Completion(f"[REPHRASED]\n{rephrasing('b')}\n[/REPHRASED]")
-    assert server.received == {"a": 1, "b": 1, "c": 1} and waits == []
+    assert server.received == {"a": 1, "b": 1, "c": 1}
     body = server.bodies[0]
     assert {k: body[k] for k in ("model", "temperature", "top_p", "max_tokens", "seed")} == {
         "model": "stub-model",
@@ -79,14 +72,15 @@ def test_success_and_the_request_sent(monkeypatch):
         "seed": 3,
     }
     assert body["messages"][0]["role"] == "user"
-    assert server.headers[0]["Authorization"] == "Bearer sk-test"
+    headers = {name.lower(): value for name, value in server.headers[0].items()}
+    assert headers["authorization"] == "Bearer sk-test"
 
 
 def test_no_key_when_the_variable_is_unset(monkeypatch):
     monkeypatch.delenv("STUB_KEY", raising=False)
     with StubServer() as server:
-        generate(http_backend(server, api_key_env="STUB_KEY")[0], ["a"])
-    assert "Authorization" not in server.headers[0]
+        generate(http_backend(server, api_key_env="STUB_KEY"), ["a"])
+    assert "authorization" not in {name.lower() for name in server.headers[0]}
 
 
 def test_base_url_forms():
@@ -94,6 +88,8 @@ def test_base_url_forms():
         assert OpenAIBackend(url, "m").url == "http://h:1/v1/chat/completions"
     with pytest.raises(ValueError, match="must be an http"):
         OpenAIBackend("localhost:8000/v1", "m")
+    with pytest.raises(ValueError, match="max_attempts must be at least 1"):
+        OpenAIBackend("http://h:1/v1", "m", max_attempts=0)
 
 
 def test_malformed_answers():
@@ -102,81 +98,67 @@ def test_malformed_answers():
         ("empty", 1): Reply(content=""),
         ("null", 1): Reply(content=None),
         ("cut", 1): Reply(content="[REPHRASED]\nAna owns", finish_reason="length"),
-        ("json", 1): Reply(body=b"<html>proxy error</html>"),  # not a chat completion: retried
+        ("html", 1): Reply(body=b"<html>proxy error</html>"),  # not a chat completion: fails at once
         ("shape", 1): Reply(body=b'{"choices": []}'),
         ("broken", 1): Reply(body=b"{"),
-        ("broken", 2): Reply(body=b"{"),
-        ("broken", 3): Reply(body=b"{"),
     }
     with StubServer(scripted(replies)) as server:
-        results = generate(
-            http_backend(server)[0], ["none", "empty", "null", "cut", "json", "shape", "broken"]
-        )
+        results = generate(http_backend(server), ["none", "empty", "null", "cut", "html", "shape", "broken"])
     assert results["none"] == Completion("Ana owns 7 pens and gets 3 more.")
     assert results["empty"] == results["null"] == Completion("")
     assert results["cut"] == Completion("[REPHRASED]\nAna owns", truncated=True)
-    assert results["json"].text.startswith("[REPHRASED]") and server.received["json"] == 2
-    assert results["shape"].text.startswith("[REPHRASED]") and server.received["shape"] == 2
-    assert results["broken"].text is None
-    assert results["broken"].error == "the answer is not a chat completion: b'{' (after 3 attempts)"
+    not_one = "the answer is not a chat completion: "
+    assert results["html"] == Completion(None, error=not_one + "b'<html>proxy error</html>'")
+    assert results["shape"] == Completion(None, error=not_one + "b'{\"choices\": []}'")
+    assert results["broken"] == Completion(None, error=not_one + "b'{'")
+    assert server.received["html"] == server.received["shape"] == server.received["broken"] == 1
 
 
 def test_a_timeout_is_retried():
     replies = {("slow", 1): Reply(delay_s=3.0)}
     with StubServer(scripted(replies)) as server:
-        backend, waits = http_backend(server, timeout_s=0.5)
-        results = generate(backend, ["slow"])
+        results = generate(http_backend(server, timeout_s=0.5), ["slow"])
     assert results["slow"] == Completion(f"[REPHRASED]\n{rephrasing('slow')}\n[/REPHRASED]")
-    assert server.received["slow"] == 2 and len(waits) == 1
+    assert server.received["slow"] == 2
 
 
 def test_a_row_that_always_times_out_fails():
     with StubServer(lambda pair, attempt: Reply(delay_s=3.0)) as server:
-        backend, _ = http_backend(server, timeout_s=0.3, retry=RetryPolicy(max_attempts=2, base_delay_s=0))
-        results = generate(backend, ["slow"])
+        results = generate(http_backend(server, timeout_s=0.3, max_attempts=2), ["slow"])
     assert results["slow"] == Completion(None, error="no answer within 0.3 s (after 2 attempts)")
 
 
-def test_429_honours_retry_after():
-    later = email.utils.formatdate(time.time() + 3600, usegmt=True)
+def test_retries_honour_retry_after_and_back_off():
     replies = {
-        ("seconds", 1): Reply(status=429, headers={"Retry-After": "7"}),
-        ("date", 1): Reply(status=429, headers={"Retry-After": later}),
+        ("seconds", 1): Reply(status=429, headers={"Retry-After": "1.5"}),
+        ("hour", 1): Reply(status=429, headers={"Retry-After": "3600"}),
         ("backoff", 1): Reply(status=503),
         ("backoff", 2): Reply(status=502),
     }
-    policy = RetryPolicy(max_attempts=3, base_delay_s=2.0, max_delay_s=30.0)
-    for pair, expected in (("seconds", [7.0]), ("date", [30.0])):
-        with StubServer(scripted(replies)) as server:
-            backend, waits = http_backend(server, retry=policy)
-            assert generate(backend, [pair])[pair].text is not None
-        assert waits == expected and server.received[pair] == 2
     with StubServer(scripted(replies)) as server:
-        backend, waits = http_backend(server, retry=policy)
-        assert generate(backend, ["backoff"])["backoff"].text is not None
-    assert len(waits) == 2 and 1.0 <= waits[0] <= 2.0 and 2.0 <= waits[1] <= 4.0  # base·2^(n-1)·U(0.5, 1)
-
-
-def test_retry_delay_formula():
-    policy = RetryPolicy(base_delay_s=1.0, max_delay_s=10.0)
-    rng = random.Random(0)
-    delays = [policy.delay(attempt, None, rng) for attempt in range(1, 7)]
-    for attempt, delay in enumerate(delays, start=1):
-        cap = min(10.0, 2 ** (attempt - 1))
-        assert cap / 2 <= delay <= cap
-    assert (
-        policy.delay(1, 3.5, rng) == 3.5
-        and policy.delay(1, 99, rng) == 10.0
-        and policy.delay(1, -5, rng) == 0.0
-    )
+        results = generate(http_backend(server), ["seconds", "hour", "backoff"])
+    assert results["seconds"].text is not None and server.received["seconds"] == 2
+    assert gaps(server, "seconds")[0] >= 1.5  # the client's own first wait would be at most 0.5 s
+    # A server asking to wait for an hour is not retried: the request fails, a later run sends it again.
+    assert results["hour"] == Completion(None, error="HTTP 429 Too Many Requests")
+    assert server.received["hour"] == 1
+    assert results["backoff"].text is not None and server.received["backoff"] == 3
+    first, second = gaps(server, "backoff")
+    assert 0.3 < first < second  # exponential backoff: 0.5 s then 1 s, less up to 25 %
 
 
 def test_client_errors_fail_the_row_without_retrying():
-    with StubServer(scripted({("long", 1): Reply(status=400)})) as server:
-        results = generate(http_backend(server)[0], ["long", "fine"])
+    # vLLM's error body; the line break in its message becomes a space
+    too_long = b'{"object": "error", "message": "The context length is 4096 tokens.\\n(5000 asked)"}'
+    replies = {("long", 1): Reply(status=400), ("longer", 1): Reply(status=400, body=too_long)}
+    with StubServer(scripted(replies)) as server:
+        results = generate(http_backend(server), ["long", "longer", "fine"])
     assert results["long"] == Completion(None, error="HTTP 400 Bad Request")
+    assert results["longer"].error == (
+        "HTTP 400 Bad Request: The context length is 4096 tokens. (5000 asked)"
+    )
     assert results["fine"].text is not None
-    assert server.received["long"] == 1
+    assert server.received["long"] == server.received["longer"] == 1
 
 
 @pytest.mark.parametrize(
@@ -184,7 +166,7 @@ def test_client_errors_fail_the_row_without_retrying():
 )
 def test_a_wrong_key_or_url_stops_the_run(status, hint):
     with StubServer(lambda pair, attempt: Reply(status=status)) as server:
-        backend, _ = http_backend(server, concurrency=1)
+        backend = http_backend(server, concurrency=1)
         with pytest.raises(BackendError) as excinfo:
             generate(backend, [str(i) for i in range(20)])
     message = str(excinfo.value)
@@ -194,32 +176,45 @@ def test_a_wrong_key_or_url_stops_the_run(status, hint):
 
 def test_a_dead_server_stops_the_run():
     with StubServer(lambda pair, attempt: Reply(status=503)) as server:
-        backend, _ = http_backend(server, concurrency=1, max_consecutive_failures=3)
-        with pytest.raises(BackendError, match="3 requests failed in a row, stopping; last: HTTP 503"):
+        backend = http_backend(server, concurrency=1, max_attempts=2, max_consecutive_failures=3)
+        with pytest.raises(BackendError) as excinfo:
             generate(backend, [str(i) for i in range(20)])
-    assert sum(server.received.values()) == 3 * FAST_RETRIES.max_attempts
+    assert str(excinfo.value) == (
+        f"{backend.url}: 3 requests failed in a row, stopping; "
+        "last: HTTP 503 Service Unavailable (after 2 attempts)"
+    )
+    assert sum(server.received.values()) == 3 * 2
 
 
 def test_a_refused_connection_is_retried_then_fails_the_row():
     with StubServer() as server:
         url = server.url
-    backend = OpenAIBackend(url, "m", retry=RetryPolicy(max_attempts=2, base_delay_s=0), sleep=lambda s: None)
+    backend = OpenAIBackend(url, "m", api_key_env=None, max_attempts=2)
     results = generate(backend, ["a"])
-    assert results["a"].text is None and results["a"].error.startswith("cannot connect")
+    assert results["a"].error == f"cannot connect to {url}: connection refused (after 2 attempts)"
+
+
+def test_a_dropped_connection_is_retried():
+    replies = {("a", 1): Reply(drop=True), ("b", 1): Reply(drop=True), ("b", 2): Reply(drop=True)}
+    with StubServer(scripted(replies)) as server:
+        results = generate(http_backend(server, max_attempts=2), ["a", "b"])
+    assert results["a"].text is not None and server.received["a"] == 2
+    assert results["b"].text is None and results["b"].error.startswith(f"connection to {server.url} lost: ")
+    assert results["b"].error.endswith("(after 2 attempts)")
 
 
 def test_concurrency_limit():
     with StubServer(
         lambda pair, attempt: Reply(content="[REPHRASED]\nx\n[/REPHRASED]", delay_s=0.05)
     ) as server:
-        generate(http_backend(server, concurrency=3)[0], [str(i) for i in range(15)])
+        generate(http_backend(server, concurrency=3), [str(i) for i in range(15)])
     assert 1 <= server.max_in_flight <= 3
     assert sum(server.received.values()) == 15
 
 
 def test_n_samples_are_n_requests_and_one_callback_per_conversation():
     with StubServer(scripted({("b", 2): Reply(status=400)})) as server:
-        backend, _ = http_backend(server, concurrency=4)
+        backend = http_backend(server, concurrency=4)
         conversations = [[{"role": "user", "content": question(p)}] for p in ("a", "b")]
         calls: list[tuple[int, list[Completion]]] = []
         returned = backend.generate(

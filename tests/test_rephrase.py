@@ -24,13 +24,14 @@ from corewarding.data.rephrase import (
 )
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
-from corewarding.inference.generation import GenerationSettings, OpenAIBackend, RetryPolicy
-
-NO_WAIT = RetryPolicy(max_attempts=2, base_delay_s=0.0, max_delay_s=0.0)
+from corewarding.inference.generation import GenerationSettings, OpenAIBackend
 
 
 def backend(server: StubServer, **options) -> OpenAIBackend:
-    return OpenAIBackend(server.url, "stub-model", api_key_env=None, retry=NO_WAIT, timeout_s=10.0, **options)
+    """A backend on the stub: 2 attempts per request (the client waits 0.5 s before the second)."""
+    return OpenAIBackend(
+        server.url, "stub-model", **{"api_key_env": None, "max_attempts": 2, "timeout_s": 10.0, **options}
+    )
 
 
 def cache_lines(path) -> list[dict]:
@@ -95,10 +96,9 @@ def test_an_outage_then_a_rerun_sends_only_what_failed(tmp_path):
 
     with StubServer(script) as server:
         server.after_answer = lambda answered: answered == 5 and down.set()
-        first = rephrase_problems(
-            problems(12), backend(server, concurrency=1), tmp_path / "cache.jsonl", progress=False
-        )
-        assert first.failed == 7 and len(first.output_problems) == 7
+        once = backend(server, concurrency=1, max_attempts=1)
+        first = rephrase_problems(problems(12), once, tmp_path / "cache.jsonl", progress=False)
+        assert first.failures == {"HTTP 503 Service Unavailable": 7} and len(first.output_problems) == 7
         down.clear()
         second = rephrase_problems(
             problems(12), backend(server, concurrency=1), tmp_path / "cache.jsonl", progress=False
@@ -128,9 +128,39 @@ def test_the_cache_skips_a_line_cut_by_a_killed_run(tmp_path):
     )
     path.write_text(json.dumps(entry.__dict__) + "\n" + '{"id": "1", "fingerpr', encoding="utf-8")
     cache = CompletionCache(path)
-    assert len(cache) == 1 and cache.skipped_lines == 1 and cache.get("0", "f") == entry
+    assert len(cache) == 1 and len(cache.skipped_lines) == 1 and cache.get("0", "f") == entry
     cache.add(CachedCompletion("2", "f", "y", True, "b", "t"))
     assert CompletionCache(path).get("2", "f").truncated is True
+
+
+def cached_line(pair: str, text: str) -> bytes:
+    fingerprint = DEFAULT_INSTRUCTION.fingerprint(question(pair))
+    entry = CachedCompletion(pair, fingerprint, text, False, "openai:m@u", "2026-01-01T00:00:00+00:00")
+    return (json.dumps(entry.__dict__, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def test_undecodable_cache_lines_are_skipped_and_reported(tmp_path):
+    """A junk byte in one line, and a last line cut inside a multibyte character: the other lines are
+    read, the two questions are sent again, the run names the file and the lines it skipped."""
+    path = tmp_path / "cache.jsonl"
+    good_line = cached_line("0", f"[REPHRASED]\n{rephrasing('0')}\n[/REPHRASED]")
+    junk = cached_line("1", "[REPHRASED]\nx\n[/REPHRASED]").replace(b"x", b"\xe6", 1)
+    cut = cached_line("2", "[REPHRASED]\n两个苹果\n[/REPHRASED]")
+    cut = cut[: cut.index("个".encode()) + 1]  # in the middle of a three-byte character
+    path.write_bytes(good_line + junk + cut)
+    with StubServer() as server:
+        run = rephrase_problems(problems(3), backend(server), path, progress=False)
+    assert server.received == {"1": 1, "2": 1} and (run.cached, run.sent, run.failed) == (1, 2, 0)
+    assert all(p.rephrasing == rephrasing(p.id) for p in run.problems)
+    assert [(line.number, line.reason, line.last) for line in run.skipped_cache_lines] == [
+        (2, "not UTF-8", False),
+        (3, "not UTF-8", True),
+    ]
+    assert run.cache_summary() == (
+        f"skipped 2 unreadable lines of {path} (line 2: not UTF-8; line 3: not UTF-8, cut off)"
+    )
+    again = CompletionCache(path)  # the answers were appended on lines of their own
+    assert len(again) == 3 and len(again.skipped_lines) == 2
 
 
 def test_cached_rows_from_another_backend_are_counted(tmp_path):
@@ -244,11 +274,14 @@ def test_rephrase_command_is_resumable(tmp_path):
         result = runner.invoke(app, [*args, "--base-url", server.url])
         assert result.exit_code == 0, result.output
         assert "placeholder" in result.output and "3 of 4" in result.output
+        cache = tmp_path / "pairs.parquet.cache.jsonl"
+        with cache.open("ab") as file:
+            file.write(b'{"id": "\xff"}\n')
         again = runner.invoke(app, [*args, "--base-url", server.url, "--only-valid"])
     assert again.exit_code == 0 and "4 cached, 0 rephrased now" in again.output
+    assert f"note: skipped 1 unreadable line of {cache} (line 5: not UTF-8)" in again.output
     assert server.received == {str(i): 1 for i in range(4)}
     assert [p.id for p in load_problems(out)] == ["0", "1", "3"]  # --only-valid
-    assert (tmp_path / "pairs.parquet.cache.jsonl").is_file()
 
 
 def test_rephrase_command_checks_answers(tmp_path):
@@ -303,8 +336,33 @@ def test_rephrase_command_reports_failed_requests(tmp_path):
             ],
         )
     assert result.exit_code == 1
-    assert "1 requests failed" in result.output
+    assert "1 request failed: HTTP 503 Service Unavailable; run the same command" in result.output
     assert [p.rephrasing_valid for p in load_problems(tmp_path / "p.jsonl")] == [True, False]
+
+
+def test_rephrase_command_names_the_causes_of_failed_requests(tmp_path):
+    write_questions(tmp_path / "questions.jsonl", 3)
+    with StubServer() as server:
+        url = server.url  # closed: nothing listens there any more
+    args = ["-o", str(tmp_path / "p.jsonl"), "--model", "m", "--base-url", url, "--max-attempts", "1"]
+    result = CliRunner().invoke(app, ["rephrase", str(tmp_path / "questions.jsonl"), *args])
+    assert result.exit_code == 1
+    expected = (
+        f"3 requests failed: cannot connect to {url}: connection refused; run the same command to retry them"
+    )
+    assert [line for line in result.output.splitlines() if "requests failed" in line] == [expected]
+
+
+def test_a_run_counts_each_cause_of_failure(tmp_path):
+    replies = {"1": Reply(status=400), "2": Reply(status=503), "3": Reply(status=503)}
+    with StubServer(lambda pair, attempt: replies.get(pair) or good(pair, attempt)) as server:
+        run = rephrase_problems(
+            problems(4), backend(server, max_attempts=1), tmp_path / "cache.jsonl", progress=False
+        )
+    assert run.failures == {"HTTP 503 Service Unavailable": 2, "HTTP 400 Bad Request": 1}
+    summary = "3 requests failed: 2x HTTP 503 Service Unavailable"
+    assert run.failure_summary() == f"{summary}; 1x HTTP 400 Bad Request"
+    assert run.failure_summary(shown=1) == f"{summary}; 1 other causes"
 
 
 def test_rephrase_command_stops_on_a_wrong_key(tmp_path):

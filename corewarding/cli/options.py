@@ -75,7 +75,7 @@ class BackendOptions:
 
 def make_backend(model: str, options: BackendOptions, seed: int = 0):
     """The generation backend the options name, for ``model`` (``tiny`` is the shipped tiny model)."""
-    from corewarding.inference.generation import OpenAIBackend, RetryPolicy, TransformersBackend, VLLMBackend
+    from corewarding.inference.generation import OpenAIBackend, TransformersBackend, VLLMBackend
 
     if options.backend == "openai":
         try:
@@ -86,7 +86,7 @@ def make_backend(model: str, options: BackendOptions, seed: int = 0):
             raise ValueError("--extra-body must be a JSON object")
         return OpenAIBackend(
             options.base_url, model, api_key_env=options.api_key_env or None, concurrency=options.concurrency,
-            timeout_s=options.timeout, retry=RetryPolicy(max_attempts=options.max_attempts), extra_body=body,
+            timeout_s=options.timeout, max_attempts=options.max_attempts, extra_body=body,
         )
     if options.backend == "transformers":
         return TransformersBackend.load(model, batch_size=options.batch_size, seed=seed)

@@ -127,6 +127,8 @@ def rephrase(
     typer.echo(
         f"{len(problems):,} questions: {run.cached:,} cached, {run.sent - run.failed:,} rephrased now ({cache})"
     )
+    if run.skipped_cache_lines:
+        typer.echo(f"note: {run.cache_summary()}", err=True)
     if run.other_backends:
         typer.echo(
             f"note: {run.other_backends:,} cached rephrasings were written by another backend than "
@@ -134,7 +136,5 @@ def rephrase(
         )
     _report_and_write(run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, checks.only_valid)
     if run.failed:
-        typer.echo(
-            f"{run.failed:,} requests failed (see the output check); run the same command to retry them",
-            err=True,
-        )
+        typer.echo(f"{run.failure_summary()}; run the same command to retry them", err=True)
+        raise typer.Exit(1)

@@ -47,6 +47,7 @@ from pathlib import Path
 from rich.progress import Progress
 
 from corewarding.core.answers import extract_answer
+from corewarding.core.jsonl import read_jsonl, unterminated
 from corewarding.data.records import Problem
 from corewarding.core.equivalence import answers_match
 from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
@@ -237,7 +238,7 @@ def _complete_questions(output: Path, samples: int) -> set[str]:
     rows = read_labelled(output)
     counts = Counter(row.question_id for row in rows)
     complete = {q for q, n in counts.items() if n >= samples}
-    if len(complete) < len(counts) or output.read_bytes()[-1:] not in (b"", b"\n"):
+    if len(complete) < len(counts) or unterminated(output):
         kept = [row for row in rows if row.question_id in complete]
         partial = output.with_name(output.name + ".partial")
         partial.write_text("".join(map(_json_line, kept)))
@@ -320,17 +321,10 @@ def read_labelled(path: str | os.PathLike, split: str | None = None) -> list[Lab
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no labelled data at {path}")
-    rows = []
-    with path.open(encoding="utf-8") as lines:
-        for number, line in enumerate(lines, 1):
-            try:
-                row = LabelledExample(**json.loads(line))
-            except (ValueError, TypeError):
-                if line.endswith("\n"):
-                    raise ValueError(
-                        f"{path}:{number} is not a labelled completion (made by rm annotate?)"
-                    ) from None
-                continue  # the last line, cut off by a killed run
-            if split is None or row.split == split:
-                rows.append(row)
-    return rows
+    rows, skipped = read_jsonl(path, lambda row: LabelledExample(**row))
+    for line in skipped:
+        if not line.last:  # only the last line can be cut off by a killed run; others mean a wrong file
+            raise ValueError(
+                f"{path}:{line.number} is not a labelled completion ({line.reason}; made by rm annotate?)"
+            )
+    return [row for row in rows if split is None or row.split == split]

@@ -37,11 +37,12 @@ Worked example (a reward that keeps climbing while the labels turn wrong)::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import fmean
+
+from corewarding.core.jsonl import read_jsonl
 
 __all__ = ["CollapseThresholds", "CollapseReport", "CollapseMonitor", "detect_collapse", "read_metrics"]
 
@@ -161,7 +162,11 @@ def detect_collapse(records: Iterable[Mapping], thresholds: CollapseThresholds =
     return monitor.report
 
 
-def read_metrics(path: str | Path) -> list[dict]:
-    """The records of a ``metrics.jsonl`` (one JSON object per line)."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def read_metrics(path: str | Path, up_to_step: int | None = None) -> list[dict]:
+    """The step records of a ``metrics.jsonl`` (one JSON object per line), up to a step: not the
+    end-of-training summary, and not a line a crash cut off (:func:`~corewarding.core.jsonl.read_jsonl`)."""
+    records, _ = read_jsonl(path)
+    return [
+        r for r in records
+        if isinstance(r, dict) and "train_runtime" not in r and (up_to_step is None or r.get("step", 0) <= up_to_step)
+    ]

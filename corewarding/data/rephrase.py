@@ -11,7 +11,9 @@ A row is looked up by its pair id *and* :meth:`~corewarding.data.rephrasing_prom
 (a hash of the instruction, its markers and the original text), so an interrupted run sends only
 what it has no completion for, and an edited question or instruction is sent again. A failed request
 is not cached: the next run retries it. Completions are cached raw, so parsing and the checks can
-change without sending anything again. A cache line cut off by a killed process is skipped.
+change without sending anything again. A cache line that cannot be read (cut off by a killed process,
+possibly inside a multibyte character; a junk byte) is skipped, its question sent again, and the run
+says how many lines of which file it skipped (:meth:`RephrasingRun.cache_summary`).
 
 **The pair dataset** (:func:`pair_rows`, written as JSONL or parquet by :func:`write_pair_dataset`)
 has one row per question, with the columns of the ``pairs`` preset of
@@ -38,6 +40,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -45,6 +48,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from corewarding.core.jsonl import SkippedLine, describe_skipped, read_jsonl, unterminated
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import PairReport, Solver
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
@@ -83,29 +87,21 @@ class CompletionCache:
     """An append-only JSONL file of completions, looked up by (pair id, instruction fingerprint).
 
     Appends are thread-safe and reach the file at once (opened, written, closed per line), so a
-    killed run keeps everything it had received.
+    killed run keeps everything it had received. Lines that cannot be read (cut off by a killed run,
+    a junk byte, not a cached completion) are skipped and listed in ``skipped_lines``
+    (:func:`~corewarding.core.jsonl.read_jsonl`); their questions are sent again.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str], CachedCompletion] = {}
-        self.skipped_lines = 0
+        self.skipped_lines: list[SkippedLine] = []
         # A line cut off by a killed run has no newline: the next append must not be glued to it.
-        self._cut_off = False
+        self._cut_off = unterminated(self.path)
         if self.path.is_file():
-            self._read()
-
-    def _read(self) -> None:
-        with self.path.open(encoding="utf-8") as lines:
-            for line in lines:
-                self._cut_off = not line.endswith("\n")
-                try:
-                    entry = CachedCompletion(**json.loads(line))
-                except (ValueError, TypeError):  # a line cut off by a killed run, or not ours
-                    self.skipped_lines += 1
-                    continue
-                self._entries[entry.id, entry.fingerprint] = entry
+            entries, self.skipped_lines = read_jsonl(self.path, lambda row: CachedCompletion(**row))
+            self._entries = {(entry.id, entry.fingerprint): entry for entry in entries}
 
     def get(self, id: str, fingerprint: str) -> CachedCompletion | None:
         return self._entries.get((id, fingerprint))
@@ -133,16 +129,44 @@ class RephrasingRun:
         output_problems: pair id → why it has no rephrasing (failed request, unparsable output),
             for :func:`~corewarding.data.rephrasing_checks.validate_pairs`.
         sent: completions asked for in this run; ``failed`` of them did not come back.
+        failures: why they did not: each distinct error → how many requests failed with it, the
+            most frequent first.
         cached: rows answered from the cache.
         other_backends: cached rows written by another backend than this run's.
+        cache: the cache file.
+        skipped_cache_lines: the cache's lines that could not be read (their questions were sent again).
     """
 
     problems: list[Problem]
     output_problems: dict[str, str]
     sent: int
-    failed: int
+    failures: dict[str, int]
     cached: int
     other_backends: int
+    cache: Path
+    skipped_cache_lines: list[SkippedLine]
+
+    @property
+    def failed(self) -> int:
+        return sum(self.failures.values())
+
+    def failure_summary(self, shown: int = 3) -> str:
+        """One line: how many requests failed and why (the ``shown`` most frequent causes, counted
+        when there are several), e.g. ``3 requests failed: cannot connect to http://localhost:8000/v1:
+        connection refused (after 6 attempts)``."""
+        causes = list(self.failures.items())
+        if len(causes) == 1:
+            reasons = causes[0][0]
+        else:
+            reasons = "; ".join(f"{count:,}x {cause}" for cause, count in causes[:shown])
+            if len(causes) > shown:
+                reasons += f"; {len(causes) - shown:,} other causes"
+        noun = "request" if self.failed == 1 else "requests"
+        return f"{self.failed:,} {noun} failed: {reasons}"
+
+    def cache_summary(self) -> str | None:
+        """One line naming the cache file and the lines of it that were skipped; None when none were."""
+        return describe_skipped(self.cache, self.skipped_cache_lines) if self.skipped_cache_lines else None
 
 
 def rephrase_problems(
@@ -208,9 +232,11 @@ def rephrase_problems(
         problems=rephrased,
         output_problems=output_problems,
         sent=len(pending),
-        failed=len(errors),
+        failures=dict(Counter(errors.values()).most_common()),
         cached=len(reused),
         other_backends=sum(entry.backend != backend.description for entry in reused),
+        cache=cache.path,
+        skipped_cache_lines=cache.skipped_lines,
     )
 
 

@@ -23,29 +23,25 @@ errors per completion; the local backends raise.
   stop token (the tokenizer's end of sequence or one of the generation config's).
 * :class:`VLLMBackend` — ``vllm.LLM.chat`` in chunks, ``n`` through ``SamplingParams``; vLLM is
   imported only when this backend is made. Untested here (no vLLM in CI): it stays thin.
-* :class:`OpenAIBackend` — ``POST {base_url}/chat/completions`` from a pool of at most
-  ``concurrency`` threads (standard library only). ``n`` completions are ``n`` requests, not one
-  request with the API's ``n`` field: every OpenAI-compatible server answers them (llama.cpp's
+* :class:`OpenAIBackend` — ``POST {base_url}/chat/completions`` through the official ``openai``
+  client, from a pool of at most ``concurrency`` threads. ``n`` completions are ``n`` requests, not
+  one request with the API's ``n`` field: every OpenAI-compatible server answers them (llama.cpp's
   server ignores ``n``), each sample is retried or fails on its own, and servers with prefix caching
   (vLLM, SGLang) can reuse the shared prompt. A conversation's requests are queued one after another.
 
-**Retry policy of the HTTP backend** (:class:`RetryPolicy`). A request is retried on HTTP 408, 409,
-425, 429 and every 5xx, on a timeout, on a dropped or refused connection, and on a 200 answer whose
-body is not the JSON of a chat completion (a proxy's error page, a cut-off body). Attempt n (n = 1, 2,
-…) that fails waits
-
-    d_n = min(max_delay_s, base_delay_s · 2^(n−1)) · U(0.5, 1)
-
-seconds before the next (exponential backoff; the random factor spreads out the retries of
-concurrent requests), or the server's ``Retry-After`` (seconds or an HTTP date) when it sends one,
-capped at ``max_delay_s``. After ``max_attempts`` attempts the request fails: its completion has an
-error (the rephrasing pipeline does not cache it, so the next run sends it again; evaluation counts it
-as a completion without an answer). A timeout is handled like a 503: retried, and the request fails
-when every attempt timed out. Other 4xx answers are not retried: 400, 413 and 422 fail the request (a
-prompt the model refuses, e.g. too long for its context); 401, 403 and 404 stop the run with a
-one-line :class:`BackendError` (a wrong key, URL or model name fails every request alike). So does a
-run of ``max_consecutive_failures`` failed requests in a row: a server that is down would otherwise
-be retried request after request for hours.
+**Retry policy of the HTTP backend.** The ``openai`` client retries a request up to
+``max_attempts − 1`` times, on HTTP 408, 409, 429 and every 5xx, on a timeout and on a dropped or
+refused connection. Its waits (openai 3.x) double from 0.5 s up to 8 s, shortened by a random 0–25 %
+to spread out the retries of concurrent requests, or follow the server's ``Retry-After`` (seconds or
+an HTTP date) when it asks for at most 2 minutes; a server asking for longer is not retried. After
+the last attempt the request fails: its completion has an error (the rephrasing pipeline does not
+cache it, so the next run sends it again; evaluation counts it as a completion without an answer).
+A 200 answer whose body is not the JSON of a chat completion (a proxy's page) fails the request at
+once. Other 4xx answers are not retried: 400, 413 and 422 fail the request (a prompt the model
+refuses, e.g. too long for its context; the server's message is in the error); 401, 403 and 404 stop
+the run with a one-line :class:`BackendError` (a wrong key, URL or model name fails every request
+alike). So does a run of ``max_consecutive_failures`` failed requests in a row: a server that is
+down would otherwise be retried request after request for hours.
 
 Worked example (no network needed to make one)::
 
@@ -55,29 +51,24 @@ Worked example (no network needed to make one)::
     >>> backend = OpenAIBackend("http://localhost:8000/v1", "Qwen/Qwen3-32B", api_key_env=None)
     >>> backend.url, backend.description
     ('http://localhost:8000/v1/chat/completions', 'openai:Qwen/Qwen3-32B@http://localhost:8000/v1')
-    >>> RetryPolicy().delay(attempt=3, retry_after=None, rng=random.Random(0)) <= 4.0
-    True
     >>> completion_texts([[Completion("\\boxed{4}"), Completion(None, error="HTTP 400 Bad Request")]])
     [['\\boxed{4}', '']]
 """
 
 from __future__ import annotations
 
-import email.utils
-import http.client
 import json
 import os
-import random
 import threading
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import openai
 
 __all__ = [
     "BackendError",
@@ -87,7 +78,6 @@ __all__ = [
     "GenerationSettings",
     "OnResult",
     "OpenAIBackend",
-    "RetryPolicy",
     "TransformersBackend",
     "VLLMBackend",
     "completion_texts",
@@ -319,43 +309,11 @@ class VLLMBackend:
         return results
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a failed request is retried (formula in the module docstring)."""
-
-    max_attempts: int = 6
-    base_delay_s: float = 1.0
-    max_delay_s: float = 60.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0:
-            raise ValueError("retry delays must be non-negative")
-
-    def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay_s)
-        return min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
-
-
-_RETRIED_STATUSES = {408, 409, 425, 429}
 _FATAL_STATUSES = {
     401: "check the API key",
     403: "check the API key",
     404: "check the base URL and the model name",
 }
-
-
-class _RetryableError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-class _RequestError(Exception):
-    """A request the server refuses for this prompt only: the request fails, the run goes on."""
 
 
 @dataclass
@@ -377,15 +335,16 @@ class OpenAIBackend:
         base_url: the API root, ``/v1`` included (``http://localhost:8000/v1``); a URL ending in
             ``/chat/completions`` is accepted too.
         model: the model name the endpoint knows.
-        api_key_env: the environment variable holding the API key, sent as a bearer token; None, or
-            a variable that is not set, sends no key (local servers need none).
+        api_key_env: the environment variable holding the API key, read when the backend is made and
+            sent as a bearer token; None, or a variable that is not set, sends no key (local servers
+            need none).
         concurrency: requests in flight at once, at most.
-        timeout_s: per-request socket timeout, for connecting and for each read.
-        retry: the :class:`RetryPolicy`.
+        timeout_s: per-request timeout for connecting and for each read (not for the whole answer).
+        max_attempts: attempts per request, the first included, before it fails (retry policy in the
+            module docstring).
         max_consecutive_failures: failed requests in a row that stop the run.
         extra_body: more fields for every request body, e.g.
             ``{"chat_template_kwargs": {"enable_thinking": False}}`` (vLLM, Qwen3: no thinking).
-        sleep, rng: how to wait and where the jitter comes from (tests record the waits).
     """
 
     base_url: str
@@ -393,11 +352,9 @@ class OpenAIBackend:
     api_key_env: str | None = "OPENAI_API_KEY"
     concurrency: int = 8
     timeout_s: float = 300.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    max_attempts: int = 6
     max_consecutive_failures: int = 32
     extra_body: Mapping = field(default_factory=dict)
-    sleep: Callable[[float], None] = time.sleep
-    rng: random.Random = field(default_factory=random.Random)
 
     def __post_init__(self) -> None:
         root = self.base_url.rstrip("/").removesuffix("/chat/completions")
@@ -412,9 +369,22 @@ class OpenAIBackend:
             raise ValueError(f"concurrency must be at least 1, got {self.concurrency}")
         if self.timeout_s <= 0:
             raise ValueError(f"the timeout must be positive, got {self.timeout_s}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
         self.base_url = root
         self.url = root + "/chat/completions"
         self.description = f"openai:{self.model}@{root}"
+
+        import openai  # here, not at the top: 0.4 s that the local backends' users need not wait
+
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        # The client refuses to be made without a key; without one, every request omits the header
+        # instead of sending a made-up key (a local server started with --api-key would reject it).
+        self._headers = {} if key else {"Authorization": openai.omit}
+        # Its default connection pool (100 kept alive) exceeds any sensible concurrency.
+        self._client = openai.OpenAI(
+            base_url=root, api_key=key or "none", timeout=self.timeout_s, max_retries=self.max_attempts - 1
+        )
 
     def generate(
         self,
@@ -429,16 +399,15 @@ class OpenAIBackend:
         complete, handed to ``on_result`` (at most ``concurrency`` of them, each bounded by the retry
         policy), so an interrupted run does not pay twice for what it had already asked.
         """
-        headers = {"Content-Type": "application/json"}
-        key = os.environ.get(self.api_key_env) if self.api_key_env else None
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        body = {
+        # The synchronous client in a pool of threads rather than AsyncOpenAI under asyncio.run: a
+        # Ctrl-C lands in the main thread while the workers' requests go on, so the pool can wait for
+        # those in flight (asyncio.run would cancel them: paid for, and lost), and on_result runs in
+        # worker threads as the module docstring promises.
+        request = {
             "model": self.model,
             "temperature": settings.temperature,
             "top_p": settings.top_p,
             "max_tokens": settings.max_new_tokens,
-            **self.extra_body,
         }
         n = settings.n
         results: list[list[Completion | None]] = [[None] * n for _ in conversations]
@@ -448,7 +417,7 @@ class OpenAIBackend:
             if state.stopping is not None:  # another request stopped the run: send nothing more
                 return
             try:
-                completion = self._complete({**body, "messages": conversations[index]}, headers, state)
+                completion = self._complete({**request, "messages": conversations[index]}, state)
             except BackendError as error:
                 state.stopping = error
                 raise
@@ -472,24 +441,32 @@ class OpenAIBackend:
             pool.shutdown(wait=True, cancel_futures=True)
         return results
 
-    def _complete(self, body: dict, headers: dict, state: _RunState) -> Completion:
-        """One request, retried per the policy; a failure is a :class:`Completion` without text."""
-        data = json.dumps(body).encode("utf-8")
-        attempt = 1
-        while True:
-            try:
-                completion = self._post(data, headers)
-            except _RequestError as error:
-                return self._failed(str(error), state)
-            except _RetryableError as error:
-                if attempt == self.retry.max_attempts:
-                    return self._failed(f"{error} (after {attempt} attempts)", state)
-                self.sleep(self.retry.delay(attempt, error.retry_after, self.rng))
-                attempt += 1
-            else:
-                with state.lock:
-                    state.consecutive_failures = 0
-                return completion
+    def _complete(self, request: dict, state: _RunState) -> Completion:
+        """One request, retried by the client; a failure is a :class:`Completion` without text."""
+        import openai
+
+        try:
+            # The raw response: the body is read here, so one that is not a chat completion (a proxy's
+            # page) fails this request with its first bytes as the error.
+            response = self._client.chat.completions.with_raw_response.create(
+                **request, extra_body=dict(self.extra_body), extra_headers=self._headers
+            )
+        except openai.APIStatusError as error:
+            message = _status_message(error)
+            if error.status_code in _FATAL_STATUSES:
+                hint = _FATAL_STATUSES[error.status_code]
+                raise BackendError(f"{self.url} answered {message}: {hint}") from None
+            return self._failed(message + _attempts(error), state)
+        except openai.APITimeoutError as error:
+            return self._failed(f"no answer within {self.timeout_s:g} s{_attempts(error)}", state)
+        except openai.APIConnectionError as error:
+            return self._failed(self._connection_message(error) + _attempts(error), state)
+        completion = _completion_from_body(response.http_response.content)
+        if completion.text is None:
+            return self._failed(completion.error, state)
+        with state.lock:
+            state.consecutive_failures = 0
+        return completion
 
     def _failed(self, error: str, state: _RunState) -> Completion:
         with state.lock:
@@ -502,55 +479,46 @@ class OpenAIBackend:
             )
         return Completion(None, error=error)
 
-    def _post(self, data: bytes, headers: dict) -> Completion:
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as error:
-            raise self._status_error(error) from None
-        except TimeoutError:
-            raise _RetryableError(f"no answer within {self.timeout_s:g} s") from None
-        except urllib.error.URLError as error:
-            if isinstance(error.reason, TimeoutError):
-                raise _RetryableError(f"no answer within {self.timeout_s:g} s") from None
-            raise _RetryableError(f"cannot connect: {error.reason}") from None
-        except (ConnectionError, http.client.HTTPException) as error:
-            raise _RetryableError(f"connection lost: {type(error).__name__}: {error}") from None
-        return _completion_from_body(raw)
+    def _connection_message(self, error: openai.APIConnectionError) -> str:
+        """``cannot connect to <root>: connection refused``, or ``connection to <root> lost: …``."""
+        import httpx2
 
-    def _status_error(self, error: urllib.error.HTTPError) -> Exception:
-        status = error.code
-        message = f"HTTP {status} {error.reason}"
-        if status in _FATAL_STATUSES:
-            return BackendError(f"{self.url} answered {message}: {_FATAL_STATUSES[status]}")
-        if status in _RETRIED_STATUSES or status >= 500:
-            return _RetryableError(message, _retry_after(error.headers.get("Retry-After")))
-        return _RequestError(message)
+        cause = error
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+        detail = cause.strerror if isinstance(cause, OSError) and cause.strerror else str(cause).rstrip(".")
+        detail = detail or type(cause).__name__
+        if detail[1:2].islower():  # "Connection refused" reads "connection refused"; "SSL: …" stays
+            detail = detail[0].lower() + detail[1:]
+        if isinstance(error.__cause__, httpx2.ConnectError):
+            return f"cannot connect to {self.base_url}: {detail}"
+        return f"connection to {self.base_url} lost: {detail}"
+
+
+def _status_message(error: openai.APIStatusError) -> str:
+    """``HTTP 400 Bad Request``, and the server's error message when its body has one (one line)."""
+    message = f"HTTP {error.status_code} {error.response.reason_phrase}".rstrip()
+    body = error.body.get("error", error.body) if isinstance(error.body, dict) else None
+    said = body.get("message") if isinstance(body, dict) else None
+    if isinstance(said, str) and said.strip():
+        said = " ".join(said.split())
+        message += f": {said[:200]}{'…' if len(said) > 200 else ''}"
+    return message
+
+
+def _attempts(error: openai.APIError) -> str:
+    """`` (after n attempts)`` when the client retried the request, from the retry count it sends."""
+    attempts = int(error.request.headers.get("x-stainless-retry-count", "0")) + 1
+    return f" (after {attempts} attempts)" if attempts > 1 else ""
 
 
 def _completion_from_body(raw: bytes) -> Completion:
-    """The completion of a chat-completions response body; a body that is not one is worth a retry."""
+    """The completion of a chat-completions response body; one without text when the body is not one."""
     try:
         choice = json.loads(raw)["choices"][0]
         content = choice["message"]["content"]
         if not isinstance(content, (str, type(None))):
             raise TypeError("content is not text")
     except (ValueError, KeyError, IndexError, TypeError):
-        raise _RetryableError(f"the answer is not a chat completion: {raw[:80]!r}") from None
+        return Completion(None, error=f"the answer is not a chat completion: {raw[:80]!r}")
     return Completion(content or "", truncated=choice.get("finish_reason") == "length")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds: a number of seconds, or an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        pass
-    try:
-        moment = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return moment.timestamp() - time.time()

@@ -51,7 +51,7 @@ from corewarding.cooper.reward_model import RewardModel, TemplateBounds
 from corewarding.cooper.supervised import evaluate_reward_model
 from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
-from corewarding.core.collapse import CollapseMonitor
+from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.equivalence import answers_match
 from corewarding.core.methods import METHODS, RewardInputs, method_rewards
 from corewarding.core.prompts import question_text
@@ -127,23 +127,6 @@ class _GatheredReward:
         raise RuntimeError(f"the {self.__name__} reward is computed on the gathered batch by CoRewardingTrainer")
 
 
-def read_metrics_file(path: str | Path, up_to_step: int | None = None) -> list[dict]:
-    """The step records of a ``metrics.jsonl`` (not the end-of-training summary), up to a step."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue  # a line cut by a crash
-        if "train_runtime" in record or (up_to_step is not None and record.get("step", 0) > up_to_step):
-            continue
-        records.append(record)
-    return records
-
-
 class MetricsFileCallback(TrainerCallback):
     """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``.
 
@@ -153,7 +136,7 @@ class MetricsFileCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         path = Path(args.output_dir) / METRICS_FILE
         if state.is_world_process_zero and state.global_step > 0 and path.is_file():
-            kept = read_metrics_file(path, up_to_step=state.global_step)
+            kept = read_metrics(path, up_to_step=state.global_step)
             path.write_text("".join(json.dumps(record) + "\n" for record in kept))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -181,7 +164,7 @@ class CollapseCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         self.monitor = CollapseMonitor()
         if state.global_step > 0:
-            for record in read_metrics_file(Path(args.output_dir) / METRICS_FILE, up_to_step=state.global_step):
+            for record in read_metrics(Path(args.output_dir) / METRICS_FILE, up_to_step=state.global_step):
                 self.monitor.update(record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
