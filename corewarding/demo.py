@@ -1,13 +1,15 @@
 """``corewarding demo``: every method on the same tiny model, data, budget and seed; then the report.
 
-The small analogue of the paper's stability study. Each method trains the shipped pretrained tiny
-model (:mod:`corewarding.tiny.model`) on the synthetic task with its recipe from
-``corewarding/training/recipes/tiny`` (the files ``configs/tiny/*.yaml`` point to), for the same number of
-steps, evaluating held-out accuracy at regular intervals; then :func:`corewarding.report.write_report`
-writes ``report.md`` and ``curves.png`` beside each method's ``metrics.jsonl``.
+The small analogue of the paper's stability study. Each method trains a shipped pretrained tiny model
+(:mod:`corewarding.tiny.regimes`: ``distractor`` by default, ``shortcut`` the control) on the synthetic
+task it was pretrained on, with its recipe from ``corewarding/training/recipes/tiny`` (the files
+``configs/tiny/*.yaml`` point to), for the same number of steps, evaluating held-out accuracy at
+regular intervals; then :func:`corewarding.report.write_report` writes ``report.md`` and ``curves.png``
+beside each method's run folder.
 
-    corewarding demo                   # the six methods of the paper, about 15 minutes on 2 CPU cores
-    corewarding demo --quick           # a shorter budget, about 3 minutes
+    corewarding demo                      # the six methods of the paper, distractor regime, ≤ 10 minutes
+    corewarding demo --quick              # a shorter budget, ≤ 3 minutes
+    corewarding demo --regime shortcut    # the control: systematic errors no label-free reward can fix
     corewarding demo --methods co_rewarding_i,majority_vote --steps 60
     corewarding demo --methods ground_truth,cooper,cooper_static
 
@@ -15,29 +17,32 @@ writes ``report.md`` and ``curves.png`` beside each method's ``metrics.jsonl``.
 when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
 ``rm train`` with their defaults; a few minutes).
+
+An output folder that holds a demo is refused unless ``overwrite`` is set; then the previous demo's
+runs, report and figure are deleted first, so nothing of it is mixed into the new one.
 """
 
 from __future__ import annotations
 
+import shutil
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from transformers import TrainerCallback
 
-from corewarding.training.config import load_recipe
-from corewarding.report import load_runs, rich_table, summarize, write_report
-from corewarding.core import metric_names
 from corewarding.core.methods import METHODS
+from corewarding.report import load_runs, rich_table, summarize, write_report
+from corewarding.tiny.regimes import REGIMES
+from corewarding.training.config import load_recipe
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
 
 #: The methods the demo runs unless told otherwise: the paper's six.
 DEMO_METHODS = tuple(name for name, method in METHODS.items() if method.reward_model is None)
+#: What a demo writes into its folder besides one run folder per method.
+DEMO_FILES = ("report.md", "curves.png", "reward_model", "reward_model_data.jsonl")
 
 
 @dataclass(frozen=True)
@@ -57,28 +62,10 @@ class DemoBudget:
     heldout_samples: int
 
 
-#: The default demo: about 15 minutes for the six methods on 2 CPU cores.
+#: The default demo: under 10 minutes for the six methods on 2 CPU cores.
 DEFAULT_BUDGET = DemoBudget(steps=60, eval_steps=10, heldout_problems=128, heldout_samples=4)
-#: ``--quick``: about 3 minutes.
-QUICK_BUDGET = DemoBudget(steps=12, eval_steps=6, heldout_problems=48, heldout_samples=2)
-
-
-class _StepProgress(TrainerCallback):
-    """Advances the demo's progress bar at every step and shows the latest reward and accuracy."""
-
-    def __init__(self, progress: Progress, task, method: str):
-        self.progress, self.task, self.method = progress, task, method
-        self.latest: dict[str, float] = {}
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        for key in (metric_names.REWARD, metric_names.HELDOUT_GREEDY):
-            if logs and key in logs:
-                self.latest[key] = logs[key]
-        shown = ", ".join(f"{k.removeprefix('eval_')} {v:.2f}" for k, v in self.latest.items())
-        self.progress.update(self.task, description=f"{self.method:<16} {shown}")
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.progress.update(self.task, completed=state.global_step)
+#: ``--quick``: under 3 minutes.
+QUICK_BUDGET = DemoBudget(steps=24, eval_steps=8, heldout_problems=64, heldout_samples=4)
 
 
 def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -> tuple[Path, Path]:
@@ -100,55 +87,69 @@ def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -
     return folder, data
 
 
+def _clear(output_dir: Path, methods: Sequence[str], overwrite: bool) -> None:
+    """Refuse a folder holding a demo, or (``overwrite``) delete what a demo wrote there."""
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
+    if not output_dir.is_dir():
+        return
+    written = [p for p in output_dir.iterdir() if p.name in DEMO_FILES or (p / "metrics.jsonl").exists()]
+    if written and not overwrite:
+        raise FileExistsError(
+            f"{output_dir} already holds a demo ({', '.join(sorted(p.name for p in written)[:3])}, …): "
+            "pass --overwrite to replace it, or choose another --output"
+        )
+    for path in written:
+        if path.name in ("reward_model", "reward_model_data.jsonl") and any(METHODS[m].reward_model for m in methods):
+            continue  # the reward model depends on the regime and seed only: keep it for the next demo
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
 def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     budget: DemoBudget = DEFAULT_BUDGET,
-    output_dir: str | Path = "runs/demo",
+    output_dir: str | Path = "runs/demo-distractor",
     seed: int = 0,
     console: Console | None = None,
+    regime: str = "distractor",
+    overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Train each method in turn, then write the report; returns the paths of report.md and curves.png."""
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-    from transformers.utils import logging as hf_logging
-
+    from corewarding.training.progress import progress_display, show_progress
     from corewarding.training.run import build_trainer
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method {unknown[0]!r}: expected some of {', '.join(METHODS)}")
+    if regime not in REGIMES:
+        raise ValueError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
     console = console or Console()
     output_dir = Path(output_dir)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # "Loading weights" bars would break the progress display
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    _clear(output_dir, methods, overwrite)
+    model = f"tiny-{regime}"
     started = time.perf_counter()
     extra: dict[str, str] = {}
     if any(METHODS[m].reward_model for m in methods):
         console.print("making the reward model for Cooper (once; a few minutes)")
-        folder, data = prepare_reward_model(output_dir, seed)
+        folder, data = prepare_reward_model(output_dir, model, seed)
         extra = {"reward_model_path": str(folder), "reward_model_eval_data": str(data)}
-    with Progress(*columns, console=console) as progress:
+    with progress_display(console) as progress:
         for method in methods:
-            task = progress.add_task(method, total=budget.steps)
             config = load_recipe(
                 f"tiny/{method}",
-                max_steps=budget.steps, eval_steps=budget.eval_steps, max_heldout_problems=budget.heldout_problems,
-                heldout_samples=budget.heldout_samples, output_dir=str(output_dir / method), seed=seed,
-                disable_tqdm=True, **(extra if METHODS[method].reward_model else {}),
+                model_name_or_path=model, max_steps=budget.steps, eval_steps=budget.eval_steps,
+                max_heldout_problems=budget.heldout_problems, heldout_samples=budget.heldout_samples,
+                output_dir=str(output_dir / method), seed=seed, save_strategy="no", disable_tqdm=True,
+                **(extra if METHODS[method].reward_model else {}),
             )
             trainer = build_trainer(config)
-            trainer.remove_callback(PrinterCallback)
-            trainer.remove_callback(ProgressCallback)
-            trainer.add_callback(_StepProgress(progress, task, method))
-            (output_dir / method / "metrics.jsonl").unlink(missing_ok=True)
+            show_progress(trainer, progress, method)
             trainer.train()
+    runs = [output_dir / m for m in methods]
     report, figure = write_report(
-        [output_dir / m for m in methods], output_dir,
-        title=f"corewarding demo: {budget.steps} steps per method, seed {seed}",
+        runs, output_dir, title=f"corewarding demo: {regime} regime, {budget.steps} steps per method, seed {seed}"
     )
-    console.print(rich_table([summarize(run) for run in load_runs([output_dir / m for m in methods])]))
+    console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}")
     return report, figure
 

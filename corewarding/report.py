@@ -1,12 +1,14 @@
 """Tables and a figure for a set of training runs: which methods improve, which collapse, and when.
 
 A run is an output folder of ``corewarding train`` (or of the demo): its ``metrics.jsonl`` and its
-``config.yaml``. :func:`write_report` writes ``report.md`` (a table per method: held-out accuracy
-at the start, best and final, final label accuracy and training reward, the collapse step and its
-signals) and ``curves.png`` (held-out accuracy, training reward, label accuracy and mean completion
-length against step — the small analogue of the paper's Figures 3, 4 and 6). Runs of the same method
-(several seeds) are drawn as their mean with a band from the lowest to the highest run, and the
-table adds a ``mean ± std`` row.
+``config.yaml``. :func:`write_report` writes ``report.md`` (a table per method: held-out sampled
+accuracy — the paper's pass@1, avg@k at the held-out temperature — at the start and the end, greedy
+accuracy at the start, best and end, final label accuracy and training reward, the collapse step and
+its signals) and ``curves.png`` (both held-out accuracies, training reward, label accuracy, rollout
+accuracy and mean completion length against step — the small analogue of the paper's Figures 3, 4
+and 6). Runs of the same method (several seeds) are drawn as their mean with a band from the lowest to
+the highest run, and the table adds a ``mean ± std`` row; runs of different lengths are said to be so
+in that row.
 
     corewarding report runs/demo -o runs/demo      # every run folder inside runs/demo
 """
@@ -21,22 +23,28 @@ from statistics import fmean, pstdev
 
 import yaml
 
+from corewarding.core import metric_names
 from corewarding.core.collapse import CollapseReport, detect_collapse, read_metrics
 
 __all__ = ["RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
 
-HELDOUT = "eval_greedy_accuracy"
-SAMPLED = "eval_sampled_accuracy"
+HELDOUT = metric_names.HELDOUT_GREEDY
+SAMPLED = metric_names.HELDOUT_SAMPLED
 #: Training metrics averaged over the last logged steps for the "final" columns.
 FINAL_WINDOW = 5
 #: Steps of the trailing mean that smooths the training curves of the figure.
 SMOOTHING = 5
+#: The figure's panels: metric, title, y-axis label, whether it is a share (drawn in %).
 PANELS = (
-    (HELDOUT, "held-out accuracy (greedy)"),
-    ("reward", "training reward"),
-    ("label_accuracy", "label accuracy (pseudo-label = reference)"),
-    ("completions/mean_length", "mean completion length (tokens)"),
+    (SAMPLED, "held-out accuracy, sampled (the paper's pass@1)", "avg@k (%)", True),
+    (HELDOUT, "held-out accuracy, greedy", "greedy pass@1 (%)", True),
+    (metric_names.REWARD, "training reward", "reward", False),
+    (metric_names.LABEL_ACCURACY, "label accuracy (pseudo-label = reference)", "label accuracy (%)", True),
+    (metric_names.ROLLOUT_ACCURACY, "training rollouts that are right", "rollout accuracy (%)", True),
+    (metric_names.MEAN_LENGTH, "completion length", "mean tokens", False),
 )
+#: Metrics logged at evaluations only (drawn as points, not smoothed).
+_EVALUATED = (SAMPLED, HELDOUT)
 
 
 @dataclass
@@ -62,6 +70,7 @@ class RunSummary:
     heldout_start: float | None
     heldout_best: float | None
     heldout_final: float | None
+    sampled_start: float | None
     sampled_final: float | None
     label_accuracy: float | None
     reward: float | None
@@ -118,9 +127,10 @@ def summarize(run: Run) -> RunSummary:
         heldout_start=heldout[0] if heldout else None,
         heldout_best=max(heldout) if heldout else None,
         heldout_final=heldout[-1] if heldout else None,
+        sampled_start=sampled[0] if sampled else None,
         sampled_final=sampled[-1] if sampled else None,
-        label_accuracy=final("label_accuracy"),
-        reward=final("reward"),
+        label_accuracy=final(metric_names.LABEL_ACCURACY),
+        reward=final(metric_names.REWARD),
         collapse=detect_collapse(run.records),
     )
 
@@ -137,8 +147,8 @@ def _mean_std(values: Sequence[float | None], scale: float = 100.0, digits: int 
 
 
 COLUMNS = (
-    "run", "method", "steps", "held-out start %", "best %", "final %", "sampled final %",
-    "label acc. %", "reward", "collapse",
+    "run", "method", "steps", "sampled start %", "sampled final %", "greedy start %", "greedy best %",
+    "greedy final %", "label acc. %", "reward", "collapse",
 )
 
 
@@ -152,15 +162,18 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
         for s in runs:
             collapse = f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
             reward = "–" if s.reward is None else f"{s.reward:.3f}"
-            rows.append([s.name, method, str(s.steps), _percent(s.heldout_start), _percent(s.heldout_best),
-                         _percent(s.heldout_final), _percent(s.sampled_final), _percent(s.label_accuracy), reward, collapse])
+            rows.append([s.name, method, str(s.steps), _percent(s.sampled_start), _percent(s.sampled_final),
+                         _percent(s.heldout_start), _percent(s.heldout_best), _percent(s.heldout_final),
+                         _percent(s.label_accuracy), reward, collapse])
         if len(runs) > 1:
             collapsed = sum(s.collapse.collapsed for s in runs)
-            rows.append([f"**{method}** (mean ± std)", method, str(max(s.steps for s in runs)),
+            lengths = sorted({s.steps for s in runs})
+            steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
+            rows.append([f"**{method}** (mean ± std)", method, steps,
+                         _mean_std([s.sampled_start for s in runs]), _mean_std([s.sampled_final for s in runs]),
                          _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
-                         _mean_std([s.heldout_final for s in runs]), _mean_std([s.sampled_final for s in runs]),
-                         _mean_std([s.label_accuracy for s in runs]), _mean_std([s.reward for s in runs], scale=1.0, digits=3),
-                         f"{collapsed} of {len(runs)} runs"])
+                         _mean_std([s.heldout_final for s in runs]), _mean_std([s.label_accuracy for s in runs]),
+                         _mean_std([s.reward for s in runs], scale=1.0, digits=3), f"{collapsed} of {len(runs)} runs"])
     return rows
 
 
@@ -171,7 +184,7 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
 
 
 #: The terminal table's headers for :data:`COLUMNS` without method and steps, short enough for 80 columns.
-SHORT_COLUMNS = ("run", "start", "best", "final", "sampled", "label", "reward", "collapse")
+SHORT_COLUMNS = ("run", "sampled", "→", "greedy", "best", "→", "label", "reward", "collapse")
 
 
 def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
@@ -181,8 +194,8 @@ def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
 
     table = Table(
         title=title,
-        caption="held-out greedy accuracy % at the start, best and final evaluation; sampled: avg@k %; "
-        "label: label accuracy %; label and reward: mean of the last steps",
+        caption="held-out accuracy %: sampled (avg@k, the paper's pass@1) at the start → end; greedy at the "
+        "start, best, → end; label: label accuracy %; label and reward: mean of the last steps",
     )
     for column in SHORT_COLUMNS:
         table.add_column(column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run")
@@ -197,18 +210,19 @@ def _trailing_mean(values: list[float], window: int) -> list[float]:
 
 
 def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
-    """Four panels (see :data:`PANELS`) against step, one colour per method, a band across its runs."""
+    """Six panels (see :data:`PANELS`) against step, one colour per method, a band across its runs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     by_method: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_method[run.method].append(run)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8), constrained_layout=True)
+    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), constrained_layout=True)
     colours = plt.get_cmap("tab10")
-    for (key, title), ax in zip(PANELS, axes.flat):
+    for (key, title, ylabel, share), ax in zip(PANELS, axes.flat):
         for index, (method, group) in enumerate(by_method.items()):
             curves = [dict(zip(*run.series(key))) for run in group]
             steps = sorted(set().union(*curves))
@@ -216,24 +230,29 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
                 continue
             values = [[c[s] for c in curves if s in c] for s in steps]
             mean, low, high = ([f(v) for v in values] for f in (fmean, min, max))
-            if key != HELDOUT:  # per-step training metrics are noisy: a trailing mean shows the trend
+            if key not in _EVALUATED:  # per-step training metrics are noisy: a trailing mean shows the trend
                 mean, low, high = (_trailing_mean(series, SMOOTHING) for series in (mean, low, high))
+            if share:
+                mean, low, high = ([100 * v for v in series] for series in (mean, low, high))
             colour = colours(index % 10)
-            ax.plot(steps, mean, label=method, color=colour, marker="o" if key == HELDOUT else None, markersize=3)
+            ax.plot(steps, mean, label=method, color=colour, marker="o" if key in _EVALUATED else None, markersize=3)
             if len(group) > 1:
                 ax.fill_between(steps, low, high, color=colour, alpha=0.15)
             for run in group:
                 report = detect_collapse(run.records)
                 if report.collapsed:
                     ax.axvline(report.step, color=colour, linestyle=":", linewidth=1)
-        ax.set_title(title if key == HELDOUT else f"{title}, mean of {SMOOTHING} steps")
+        ax.set_title(title if key in _EVALUATED else f"{title}, mean of {SMOOTHING} steps")
         low_y, high_y = ax.get_ylim()
         if key == "reward" and max(abs(low_y), abs(high_y)) > 4:
             # Confidence rewards (self-certainty ~ 13) would flatten the 0/1 rewards to a line: keep
             # [-1, 1] linear and compress what lies beyond it.
             ax.set_yscale("symlog", linthresh=1.0)
             ax.set_title(f"{title}, mean of {SMOOTHING} steps (linear in [-1, 1], log beyond)")
-        ax.set_xlabel("step")
+        if share:
+            ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+        ax.set_xlabel("training step")
+        ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Label-free RL on the same model and data (dotted lines: detected collapse)")
@@ -254,8 +273,9 @@ def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str 
     table = markdown_table([summarize(r) for r in runs])
     text = (
         f"# {title}\n\n{table}\n\n"
-        "Held-out accuracy: greedy pass@1 on held-out problems (start, best, final evaluation); sampled: "
-        "avg@k at the training temperature. Label accuracy and reward: mean of the last "
+        "Held-out accuracy on held-out problems: sampled, avg@k at the held-out temperature (the paper's "
+        "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation. "
+        "Label accuracy and reward: mean of the last "
         f"{FINAL_WINDOW} logged steps. Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
         f"![curves]({figure.name})\n"
     )

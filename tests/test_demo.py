@@ -9,17 +9,8 @@ from corewarding.cli import app
 from corewarding.demo import DEFAULT_BUDGET, DEMO_METHODS, QUICK_BUDGET, budget_for
 
 
-def number(cell: str) -> float:
-    return float(cell)
-
-
-@pytest.mark.slow
-def test_quick_demo_writes_a_report_with_every_method_and_a_figure(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--quick", "--steps", "2", "-o", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    assert f"{len(DEMO_METHODS)} methods in" in result.output
-
-    lines = (tmp_path / "report.md").read_text().splitlines()
+def report_rows(path) -> dict[str, dict[str, str]]:
+    lines = path.read_text().splitlines()
     header = next(line for line in lines if line.startswith("| run |"))
     columns = [c.strip() for c in header.strip("|").split("|")]
     rows = {}
@@ -27,25 +18,48 @@ def test_quick_demo_writes_a_report_with_every_method_and_a_figure(tmp_path):
         cells = [c.strip() for c in line.strip("|").split("|")]
         if line.startswith("| ") and len(cells) == len(columns) and cells[0] != "run":
             rows[cells[1]] = dict(zip(columns, cells))
+    return rows
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_a_report_with_every_method_and_a_figure_and_refuses_to_mix_runs(tmp_path):
+    result = CliRunner().invoke(app, ["demo", "--quick", "--steps", "2", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert f"{len(DEMO_METHODS)} methods in" in result.output
+
+    rows = report_rows(tmp_path / "report.md")
     assert sorted(rows) == sorted(DEMO_METHODS)
     for method, row in rows.items():
-        assert number(row["steps"]) == 2
-        # Evaluated before training and at the end: the same start for every method (same model, seed).
-        start, best, final = (number(row[c]) for c in ("held-out start %", "best %", "final %"))
-        assert 0 <= start <= best <= 100 and 0 <= final <= best
-        assert start == number(rows["ground_truth"]["held-out start %"])
-        assert 0 <= number(row["sampled final %"]) <= 100
-        number(row["reward"])
-        assert row["collapse"] == "no" or row["collapse"].startswith("step ")
-        if method not in ("self_certainty", "entropy"):  # these do not vote, so there is no label
-            assert 0 <= number(row["label acc. %"]) <= 100
+        records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in records if "reward" in r] == [1, 2]
+        evaluations = [r for r in records if "eval_greedy_accuracy" in r]
+        assert [r["step"] for r in evaluations] == [0, 2]
+        # The report's cells are the run's numbers, in %.
+        assert float(row["steps"]) == 2
+        assert float(row["greedy start %"]) == pytest.approx(100 * evaluations[0]["eval_greedy_accuracy"], abs=0.05)
+        assert float(row["greedy final %"]) == pytest.approx(100 * evaluations[-1]["eval_greedy_accuracy"], abs=0.05)
+        assert float(row["sampled final %"]) == pytest.approx(100 * evaluations[-1]["eval_sampled_accuracy"], abs=0.05)
+        rewards = [r["reward"] for r in records if "reward" in r]
+        assert float(row["reward"]) == pytest.approx(sum(rewards) / len(rewards), abs=5e-4)
+        # Same model, data and seed: every method starts from the same held-out accuracy.
+        assert row["greedy start %"] == rows["ground_truth"]["greedy start %"]
+        assert row["sampled start %"] == rows["ground_truth"]["sampled start %"]
+        assert (row["label acc. %"] == "–") == (method in ("self_certainty", "entropy"))  # no vote, no label
 
     figure = tmp_path / "curves.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
-    for method in DEMO_METHODS:
-        records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in records if "reward" in r] == [1, 2]
-        assert [r["step"] for r in records if "eval_greedy_accuracy" in r] == [0, 2]
+
+    # A second demo into the same folder is refused in one line; with --overwrite the old runs are gone.
+    again = CliRunner().invoke(app, ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "-o", str(tmp_path)])
+    assert again.exit_code == 2 and "already holds a demo" in again.output and "--overwrite" in again.output
+    (tmp_path / "majority_vote" / "collapse.json").write_text("{}")  # a stale file of the old run
+    replaced = CliRunner().invoke(
+        app, ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "--overwrite", "-o", str(tmp_path)]
+    )
+    assert replaced.exit_code == 0, replaced.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["majority_vote"]
+    assert not (tmp_path / "majority_vote" / "collapse.json").exists()
+    assert list(report_rows(tmp_path / "report.md")) == ["majority_vote"]
 
 
 def test_budgets_are_identical_across_methods_and_steps_override_length_only():
@@ -54,7 +68,20 @@ def test_budgets_are_identical_across_methods_and_steps_override_length_only():
     assert custom.steps == 5 and custom.eval_steps == QUICK_BUDGET.eval_steps
 
 
-def test_demo_refuses_an_unknown_method(tmp_path):
-    result = CliRunner().invoke(app, ["demo", "--methods", "ground_truth,vibes", "-o", str(tmp_path)])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--methods", "ground_truth,vibes"], "error: unknown method 'vibes'"),
+        (["--regime", "noisy"], "error: unknown regime 'noisy'"),
+    ],
+)
+def test_demo_refuses_bad_input_in_one_line(tmp_path, args, message):
+    result = CliRunner().invoke(app, ["demo", *args, "-o", str(tmp_path)])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].startswith("error: unknown method 'vibes'")
+    assert result.output.strip().splitlines()[-1].startswith(message)
+
+
+def test_demo_into_a_file_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("")
+    result = CliRunner().invoke(app, ["demo", "--methods", "majority_vote", "-o", str(tmp_path / "a-file")])
+    assert result.exit_code == 2 and result.output.strip() == f"error: demo output {tmp_path / 'a-file'} is a file, not a folder"

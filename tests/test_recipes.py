@@ -32,8 +32,11 @@ def test_recipe_bases_that_cycle_or_are_missing_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cycle"):
         recipe_settings(tmp_path / "a.yaml")
     write(tmp_path / "c.yaml", {"base": "gone.yaml"})
-    with pytest.raises(FileNotFoundError, match="gone.yaml does not exist"):
+    with pytest.raises(FileNotFoundError, match="its base gone.yaml is neither a file beside it nor a shipped recipe"):
         recipe_settings(tmp_path / "c.yaml")
+    # A shipped recipe's name works as a base from anywhere.
+    write(tmp_path / "mine.yaml", {"base": "tiny/_common", "method": "majority_vote", "max_steps": 3})
+    assert load_recipe(tmp_path / "mine.yaml").max_steps == 3
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match="YAML mapping"):
         recipe_settings(tmp_path / "list.yaml")
@@ -76,4 +79,46 @@ def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
     recipe = write(tmp_path / "r.yaml", {"base": str(RECIPES_DIR / "tiny" / "majority_vote.yaml"), "lerning_rate": 1})
     result = CliRunner().invoke(app, ["train", "--config", str(recipe)])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == f"error: recipe {recipe} has settings CoRewardingConfig does not know: --lerning_rate"
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: recipe {recipe.resolve()}: unknown setting lerning_rate (did you mean learning_rate?)"
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--max_stpes", "3"], "error: command line: unknown setting --max_stpes (did you mean max_steps?)"),
+        (["--max_steps", "-1"], None),  # TRL's "train num_train_epochs epochs": allowed
+        (["--max_steps", "0"], "error: max_steps must be a positive number of steps, or -1"),
+        (["--max_steps", "-5"], "error: max_steps must be a positive number of steps, or -1"),
+        (["--teacher_rate_start", "1.5"], "error: rate_start must be in [0, 1], got 1.5"),
+        (["--min_agreement_ratio", "2"], "error: min_ratio must be in [0, 1], got 2.0"),
+        (["--learning_rate", "-0.0001"], "error: learning_rate must be positive, got -0.0001"),
+        (["--max_steps", "ten"], "error: command line: argument --max_steps"),
+        (["--method", "vibes"], "error: method must be one of"),
+    ],
+)
+def test_train_refuses_bad_settings_in_one_line_before_any_work(tmp_path, args, message):
+    # The dataset is missing on purpose: a bad setting must be reported before the data is even read.
+    result = CliRunner().invoke(
+        app, ["train", "--config", "tiny/co_rewarding_ii", "--dataset", str(tmp_path / "missing.jsonl"),
+              "--output_dir", str(tmp_path / "run"), *args],
+    )
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    if message is None:
+        assert "missing.jsonl" in last  # the settings were fine; the data was the next thing checked
+    else:
+        assert last.startswith(message), last
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_help_lists_every_setting_by_group_with_the_recipes_values():
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/co_rewarding_ii", "--help"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    for group in ("method:", "data:", "teacher (co_rewarding_ii):", "optimisation (transformers):"):
+        assert group in lines
+    values = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  --") and len(line.split()) > 1}
+    assert values["--max_steps"] == "40" and values["--learning_rate"] == "0.0001"
+    assert values["--teacher_rate_start"] == "0.01" and values["--method"] == "co_rewarding_ii"

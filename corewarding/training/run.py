@@ -8,6 +8,7 @@ never mix in one ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -115,7 +116,8 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
     """Check the run folder before any work; returns the checkpoint to resume from (or None).
 
     A folder that holds a run is refused unless the run is resumed or ``overwrite_output_dir`` is set,
-    in which case what a run writes there is deleted first. The folder must be creatable and writable.
+    in which case what a run writes there is deleted first. The folder must be creatable and writable;
+    it is created when the run starts (:func:`train`), after the data and the model have loaded.
     """
     out = Path(config.output_dir)
     if out.exists() and not out.is_dir():
@@ -131,13 +133,13 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
         for name in found:
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise PermissionError(f"cannot write to output_dir {out}: {error.strerror}") from None
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output_dir {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"cannot write to output_dir {out}: {existing} is read-only")
     return checkpoint
 
 
@@ -182,6 +184,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     per-step printing. Returns the trainer."""
     checkpoint = prepare_run_folder(config, resume)
     trainer = build_trainer(config)
+    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
     if progress is not None:
         from corewarding.training.progress import show_progress
 
