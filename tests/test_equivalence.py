@@ -285,6 +285,15 @@ def test_in_process_decisions_do_not_wait_for_busy_workers():
     checker.close()
 
 
+def test_a_message_deferred_after_its_time_slice_is_answered_later(monkeypatch):
+    monkeypatch.setattr("corewarding.core.equivalence._SLICE_S", 0.0)  # one comparison per slice
+    checker = EquivalenceChecker()
+    pairs = [("(x+1)^2", "x^2+2x+1"), (r"\sqrt{8}", r"2\sqrt{2}"), ("x^3", "x^2"), (r"\pi", "3.14")]
+    assert checker.equivalent_many(pairs) == [True, True, False, False]
+    assert checker.comparisons == len(pairs)
+    checker.close()
+
+
 def test_a_returned_worker_goes_to_the_caller_that_waited_longest():
     slots = _Slots(1)
     order = []
@@ -339,12 +348,17 @@ def test_byte_lru_holds_its_byte_cap():
 
 def test_answer_caches_are_bounded_in_bytes():
     checker = EquivalenceChecker(cache_bytes=1 << 20)
-    long_answers = [f"{i}+" + "x+" * 400 + "1" for i in range(5000)]  # over MAX_ANSWER_CHARS: in-process
-    growth = traced_growth(lambda: checker.equivalent_many([(a, "1") for a in long_answers]))
+    # 5,000 pairs of 60-digit numbers, decided in-process, each result some 450 bytes in the cache.
+    pairs = [(f"{i:060d}", f"{i + 1:060d}") for i in range(5000)]
+    growth = traced_growth(lambda: checker.equivalent_many(pairs))
     assert checker._cache.nbytes <= 1 << 20
-    assert _CANONICAL_CACHE.nbytes <= CANONICAL_CACHE_BYTES
+    assert 1000 < len(checker._cache) < 5000
     assert checker._workers == [None] * len(checker._workers)
     assert growth < 1.25 * ((1 << 20) + CANONICAL_CACHE_BYTES)
+    # Answers too long for math-verify are decided at a glance, and their verdicts are not kept.
+    long_answer = "2+" + "x+" * 400 + "1"
+    assert checker.equivalent(long_answer, "1") is False
+    assert checker._cache.get((long_answer, "1")) is None
 
     def canonical_forms_of_long_answers():
         for i in range(2000):

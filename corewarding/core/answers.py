@@ -142,7 +142,7 @@ def _without_trailing_unit(text: str) -> str:
 
 
 #: Bytes of canonical forms kept by :func:`canonical_answer` (keys and values, see :class:`ByteLRU`).
-CANONICAL_CACHE_BYTES = 16 << 20
+CANONICAL_CACHE_BYTES = 8 << 20
 # The same answers recur across a group, its views and its diagnostics.
 _CANONICAL_CACHE = ByteLRU(CANONICAL_CACHE_BYTES)
 

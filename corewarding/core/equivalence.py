@@ -23,8 +23,9 @@ The reference implementation compares raw ``\\boxed{}`` strings, so ``\\frac{1}{
   :data:`MAX_COMPARISON_SECONDS`), is only a safety net on top: it depends on timing, and honest
   groups never reach it.
 * **No global lock.** Cache look-ups and in-process decisions wait on nothing but the cache's own
-  short lock. A worker is lent to one caller at a time, first come first served, for a message of at
-  most 8 comparisons, so a call waits behind at most one such message of another caller per worker.
+  short lock. A worker is lent to one caller at a time, first come first served, for a time slice
+  (0.5 s, then the comparison under way is finished and the rest deferred), so a call waits for a
+  worker behind at most one slice of each caller that was waiting before it.
 * **Bounded memory.** Results are cached on canonical strings up to ``cache_bytes`` (default
   :data:`CACHE_BYTES`, counted by :class:`~corewarding.core.lru.ByteLRU`); a worker keeps at most
   4,096 parsed answers, each at most :data:`MAX_ANSWER_CHARS` characters, under its 2 GiB cap.
@@ -94,12 +95,17 @@ MAX_NESTING = 10
 #: up to 16 rollouts is compared in full.
 MAX_COMPARED_ANSWERS = 16
 #: Seconds of math-verify work per group by default, a safety net (see
-#: :meth:`EquivalenceChecker.cluster_groups`).
-MAX_COMPARISON_SECONDS = 10.0
-#: Bytes of comparison results an :class:`EquivalenceChecker` caches by default.
-CACHE_BYTES = 64 << 20
-# Comparisons per message to a worker: a caller holds a worker for one message at a time.
+#: :meth:`EquivalenceChecker.cluster_groups`): honest groups take well under a second, while every
+#: comparison with an answer such as ``\sin(10^{99999})`` runs into the 1 s timeout.
+MAX_COMPARISON_SECONDS = 5.0
+#: Bytes of comparison results an :class:`EquivalenceChecker` caches by default (some 100,000 pairs of
+#: short answers).
+CACHE_BYTES = 32 << 20
+# Comparisons per message to a worker, the unit of parallel work.
 _CHUNK = 8
+# Seconds after which a worker defers the rest of a message: a caller holds a worker for one slice at a
+# time, then waits for one again behind the callers already waiting.
+_SLICE_S = 0.5
 # Parsed answers a worker keeps.
 _PARSE_CACHE_ENTRIES = 4096
 
@@ -261,6 +267,37 @@ class _Slots:
                 self._free.append(slot)
 
 
+class _TimeBudgets:
+    """Seconds of worker time left to each group of one batch, charged as the workers report them.
+
+    The time left to a group is shared among its messages not yet answered, so that workers comparing
+    one group in parallel do not each spend all of it.
+    """
+
+    def __init__(self, tags: list[int], seconds_left: list[float], chunks: Sequence[range]):
+        self.tags = tags
+        self.seconds_left = seconds_left
+        self._unanswered = Counter(t for chunk in chunks for t in {tags[i] for i in chunk})
+        self._lock = threading.Lock()
+
+    def message(self, pairs: range) -> tuple[list[int], list[float]]:
+        """For a message of these pairs: each pair's budget number, and the seconds of each budget."""
+        numbers: dict[int, int] = {}
+        for i in pairs:
+            numbers.setdefault(self.tags[i], len(numbers))
+        with self._lock:
+            seconds = [self.seconds_left[t] / self._unanswered[t] for t in numbers]
+        return [numbers[self.tags[i]] for i in pairs], seconds
+
+    def charge(self, pair: int, seconds: float) -> None:
+        with self._lock:
+            self.seconds_left[self.tags[pair]] -= seconds
+
+    def answered(self, pairs: range) -> None:
+        with self._lock:
+            self._unanswered.subtract({self.tags[i] for i in pairs})
+
+
 class EquivalenceChecker:
     """Math-verify answer equivalence, bounded in input size, time and memory, cached, thread-safe.
 
@@ -371,9 +408,11 @@ class EquivalenceChecker:
         (max_compared - 1) / 2`` verifications per worker, each bounded by ``timeout_s``.
 
         **Time cap (a safety net).** Once a group's comparisons have taken ``max_seconds`` of worker
-        time (as the workers measure it, checked before each comparison), the group's remaining
-        comparisons are skipped and its forms not yet placed fall back as in step 3 (None: no cap).
-        Where it acts, the clusters depend on timing; :attr:`groups_out_of_time` counts those groups.
+        time, its remaining comparisons are skipped and its forms not yet placed fall back as in
+        step 3 (None: no cap). The workers measure the time and check it before each comparison
+        (the time left shared among the group's messages in flight), so a group overruns the cap by
+        at most one comparison per worker. Where the cap acts, the clusters depend on timing;
+        :attr:`groups_out_of_time` counts those groups.
         """
         if max_compared is not None and max_compared < 1:
             raise ValueError(f"max_compared must be at least 1 (or None), got {max_compared}")
@@ -455,7 +494,7 @@ class EquivalenceChecker:
                 verdict = _decide_in_process(*key)
                 if verdict is None:
                     pending.setdefault(key, []).append(i)
-                else:
+                elif max(map(len, key)) <= MAX_ANSWER_CHARS:  # a longer answer is decided at a glance
                     self._cache.put(key, verdict)
             results.append(verdict)
         if pending:
@@ -474,19 +513,26 @@ class EquivalenceChecker:
         # Messages of _CHUNK contiguous pairs (a group's pairs share forms, so mostly one worker's parse
         # cache), each sent by whichever helper thread gets a worker next.
         verdicts: list[bool | None] = [None] * len(todo)
-        chunks = deque(range(k, min(k + _CHUNK, len(todo))) for k in range(0, len(todo), _CHUNK))
+        chunks = deque((range(k, min(k + _CHUNK, len(todo))), 0) for k in range(0, len(todo), _CHUNK))
+        budgets = None if tags is None else _TimeBudgets(tags, seconds_left, [c for c, _ in chunks])
 
         def send_chunks() -> None:
             while True:
                 try:
-                    chunk = chunks.popleft()
+                    chunk, start = chunks.popleft()
                 except IndexError:
                     return
                 slot = self._slots.acquire()
                 try:
-                    self._ask_worker(slot, chunk, todo, tags, seconds_left, verdicts)
+                    start = self._ask_worker(slot, chunk, start, todo, budgets, verdicts)
                 finally:
                     self._slots.release(slot)
+                if start < len(chunk):
+                    # Its time slice used up, the rest of the chunk waits for a worker again, behind
+                    # any caller that was already waiting.
+                    chunks.appendleft((chunk, start))
+                elif budgets is not None:
+                    budgets.answered(chunk)
 
         helpers = min(len(self._workers), len(chunks))
         if helpers == 1:
@@ -501,24 +547,21 @@ class EquivalenceChecker:
         self,
         slot: int,
         chunk: range,
+        start: int,
         todo: list[tuple[str, str]],
-        tags: list[int] | None,
-        seconds_left: list[float] | None,
+        budgets: _TimeBudgets | None,
         verdicts: list[bool | None],
-    ) -> None:
-        answered = 0
+    ) -> int:
+        """Have the worker in ``slot`` compare ``chunk[start:]`` for one time slice; the position in
+        ``chunk`` of the first pair left unanswered (``len(chunk)`` when none is)."""
+        answered = start
         while answered < len(chunk):
             rest = chunk[answered:]
             worker = self._live_worker(slot)
-            # The message numbers its own budgets: the tags of its pairs, in order of first use.
-            local: dict[int, int] = {}
-            if tags is not None:
-                for i in rest:
-                    local.setdefault(tags[i], len(local))
-            with self._stats_lock:
-                budgets = [seconds_left[t] for t in local]
-            pairs = [[*todo[i], local[tags[i]] if tags is not None else -1] for i in rest]
-            worker.send({"pairs": pairs, "budgets": budgets})
+            local_tags, seconds = budgets.message(rest) if budgets is not None else ([-1] * len(rest), [])
+            pairs = [[*todo[i], t] for i, t in zip(rest, local_tags)]
+            worker.send({"pairs": pairs, "budgets": seconds, "slice": _SLICE_S})
+            deferred = False
             for i in rest:
                 reply = worker.read_line(deadline=time.monotonic() + self.hard_timeout_s)
                 if reply is None:
@@ -527,16 +570,22 @@ class EquivalenceChecker:
                     worker.kill()
                     self._workers[slot] = None
                     reply = {"eq": False, "timeout": True, "s": self.hard_timeout_s}
+                if reply.get("deferred", False):  # this and every later pair of the message
+                    deferred = True
+                    continue
                 skipped = reply.get("skipped", False)
                 with self._stats_lock:
                     self.timeouts += reply.get("timeout", False)
                     self.comparisons += not skipped
-                    if tags is not None:
-                        seconds_left[tags[i]] -= reply["s"]
+                if budgets is not None:
+                    budgets.charge(i, reply["s"])
                 verdicts[i] = None if skipped else reply["eq"]
                 answered += 1
                 if self._workers[slot] is None:
                     break
+            if deferred:
+                break
+        return answered
 
     def _live_worker(self, slot: int) -> _Worker:
         worker = self._workers[slot]
@@ -636,11 +685,12 @@ def cluster_answer_groups(
 def _serve(timeout_s: float) -> None:
     """The worker's loop: one message per line, one reply per pair.
 
-    A message is ``{"pairs": [[gold, pred, tag], ...], "budgets": [seconds, ...]}``; a reply is
-    ``{"eq": bool, "s": seconds taken}``, with ``"timeout": true`` when a parse or the verification
-    ran out of time. A pair with ``tag >= 0`` is charged to ``budgets[tag]``; once that is spent, the
-    tag's remaining pairs are not compared and get ``{"eq": false, "skipped": true, "s": 0}``. A tag
-    of -1 has no budget.
+    A message is ``{"pairs": [[gold, pred, tag], ...], "budgets": [seconds, ...], "slice": seconds}``;
+    a reply is ``{"eq": bool, "s": seconds taken}``, with ``"timeout": true`` when a parse or the
+    verification ran out of time. A pair with ``tag >= 0`` is charged to ``budgets[tag]``; once that
+    is spent, the tag's remaining pairs are not compared and get ``{"eq": false, "skipped": true, "s":
+    0}``. A tag of -1 has no budget. Once the message has taken ``slice`` seconds, its remaining pairs
+    get ``{"eq": false, "deferred": true, "s": 0}``: the caller sends them again later.
     """
     import logging
     import resource
@@ -711,13 +761,16 @@ def _serve(timeout_s: float) -> None:
     for line in sys.stdin:
         message = json.loads(line)
         seconds_left = message["budgets"]
-        for gold, pred, tag in message["pairs"]:
-            if tag >= 0 and seconds_left[tag] <= 0:
+        started = time.perf_counter()
+        for n, (gold, pred, tag) in enumerate(message["pairs"]):
+            if n and time.perf_counter() - started >= message["slice"]:  # the first pair always runs
+                reply = {"eq": False, "deferred": True, "s": 0.0}
+            elif tag >= 0 and seconds_left[tag] <= 0:
                 reply = {"eq": False, "skipped": True, "s": 0.0}
             else:
-                started = time.perf_counter()
+                began = time.perf_counter()
                 reply = compare(gold, pred)
-                reply["s"] = time.perf_counter() - started
+                reply["s"] = time.perf_counter() - began
                 if tag >= 0:
                     seconds_left[tag] -= reply["s"]
             out.write(json.dumps(reply) + "\n")

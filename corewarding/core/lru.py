@@ -3,7 +3,7 @@
 A cache capped by its number of entries holds as many 200,000-character answers as 3-character ones;
 :class:`ByteLRU` counts what it holds instead::
 
-    >>> cache = ByteLRU(max_bytes=4096)
+    >>> cache = ByteLRU(max_bytes=65536)
     >>> cache.put("1/2", "0.5")
     >>> cache.get("1/2"), cache.get("missing")
     ('0.5', None)
@@ -81,11 +81,6 @@ class ByteLRU:
             while self.nbytes > self.max_bytes:
                 _, (_, dropped) = self._entries.popitem(last=False)
                 self.nbytes -= dropped
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-            self.nbytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -57,7 +57,7 @@ class VotingConfig:
         max_comparison_seconds: seconds of math-verify work per group after which its remaining
             answers are clustered by canonical string only. A safety net that depends on timing, not
             reached by honest answers (default
-            :data:`~corewarding.core.equivalence.MAX_COMPARISON_SECONDS`, 10 s; None: no cap).
+            :data:`~corewarding.core.equivalence.MAX_COMPARISON_SECONDS`, 5 s; None: no cap).
     """
 
     matching: str = "equivalence"

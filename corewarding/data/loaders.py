@@ -314,8 +314,8 @@ def load_rephrased_pair(
     This is how Co-rewarding releases its rephrasings (``train.parquet`` +
     ``train_rewrite_Qwen3-32B.parquet``, the same for DAPO and AMC). Both files are read with the same
     column map and question length limit; the pairing is refused unless they have as many rows and
-    every row has the same id and the same reference answer in both. The rephrasings are not validated here (the released ones
-    include placeholder echoes): ``rephrasing_valid`` stays None.
+    every row has the same id and the same reference answer in both. The rephrasings are not
+    validated here (the released ones include placeholder echoes): ``rephrasing_valid`` stays None.
     """
     options = {"split": split, "source": source, "max_question_chars": max_question_chars}
     originals = load_problems(original, columns, **options)
