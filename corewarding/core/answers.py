@@ -130,7 +130,7 @@ def _without_trailing_unit(text: str) -> str:
     """``"9 (apples)"`` → ``"9"``: a number followed by a parenthesised unit, as ASDiv writes its answers.
 
     Found with ``rfind`` rather than a regular expression: a pattern such as ``[^()]*[A-Za-z][^()]*``
-    backtracks quadratically on a long cell (a 200,000-character one took 83 s).
+    backtracks quadratically on a long cell (seconds to minutes at 200,000 characters).
     """
     if not text.endswith(")"):
         return text

@@ -13,7 +13,8 @@ Rules, all deterministic:
 * **Bounded work.** At most ``max_compared_answers`` distinct answers of a group (the most frequent)
   are compared by equivalence; the others vote by canonical string only (see
   :meth:`corewarding.core.equivalence.EquivalenceChecker.cluster_groups`). The default, 16, compares
-  every group of up to 16 rollouts in full.
+  every group of up to 16 rollouts in full. (``max_comparison_seconds``, 5 s of math-verify work per
+  group, is a safety net against hostile answers on top: where it acts, clusters depend on timing.)
 * **Minimum agreement.** With ``min_count`` and/or ``min_ratio`` set, a winner with fewer votes, or a
   smaller share of the *whole* group (no-answer rollouts included), gives no label (``label=None``).
   The default (1 vote, ratio 0) is the reference's plain plurality: 1 of 8 can win.
