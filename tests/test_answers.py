@@ -104,6 +104,22 @@ def test_hostile_completions_are_handled_quickly(text):
     assert time.perf_counter() - start < 2.0  # linear scans: a hang would be the bug
 
 
+@pytest.mark.timeout(30)  # a guard against a hang: linear scans take milliseconds, the old pattern a minute
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        ("9" * 100_000 + " (" + "a" * 99_998 + ")", "9" * 100_000),  # a number and a unit, both huge
+        ("9 (" + "a" * 199_997, "9(" + "a" * 199_997),  # the unit never closed
+        ("x" * 200_000 + r" so \boxed{7}", "7"),
+        ("$" * 100_000 + "12" + "$" * 100_000, "12"),
+        ("1 (" + "a(" * 100_000 + ")", "1(" + "a(" * 100_000 + ")"),  # brackets inside: not a unit
+    ],
+    ids=["unit", "unclosed-unit", "boxed", "dollars", "nested"],
+)
+def test_reference_answer_of_a_200k_character_cell(cell, expected):
+    assert reference_answer(cell) == expected
+
+
 def test_shared_reference_answers(shared_data):
     """Reference answers of the shared benchmark files come out in canonical form."""
     benchmarks = shared_data / "benchmarks"

@@ -127,6 +127,14 @@ def test_bad_input_is_a_clear_value_error(call, message):
         call()
 
 
+def test_a_question_over_the_length_limit_is_refused_before_generation():
+    backend = StubBackend()
+    too_long = [*PROBLEMS, Problem(id="d", question="x" * 40_000, answer="1")]
+    with pytest.raises(ValueError, match="1 question\\(s\\) longer than 32,768 characters"):
+        evaluate(too_long, backend, k=2)
+    assert backend.calls == []
+
+
 def test_result_json_round_trip_and_table():
     result = evaluate(PROBLEMS, StubBackend(), k=4)
     again = EvaluationResult.from_json(result.to_json())

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from corewarding.data.loaders import (
+    MAX_QUESTION_CHARS,
     PRESETS,
     ColumnMap,
     DatasetError,
@@ -399,6 +400,23 @@ def test_row_without_question_and_duplicate_ids(tmp_path):
         "0",
         "1",
     ]
+
+
+def test_a_question_over_the_length_limit_is_refused_in_one_line(tmp_path):
+    long_question = "How many? " + "x" * MAX_QUESTION_CHARS
+    rows = [{"question": "1+1?", "answer": "2"}, {"question": long_question, "answer": "3"}]
+    path = write_jsonl(tmp_path / "q.jsonl", rows)
+    with pytest.raises(DatasetError) as excinfo:
+        load_problems(path)
+    assert f"row 1 has a question of {len(long_question):,} characters" in one_line_error(excinfo)
+    assert len(load_problems(path, max_question_chars=None)) == 2
+    pairs = write_parquet(
+        tmp_path / "pairs.parquet",
+        [{"original_question": "1+1?", "rephrased_question": long_question, "solution": "2", "idx": 0}],
+    )
+    with pytest.raises(DatasetError) as excinfo:
+        load_problems(pairs)
+    assert "row 0 has a rephrasing of" in one_line_error(excinfo)
 
 
 def test_hub_id_offline_is_one_line(monkeypatch):

@@ -56,8 +56,26 @@ def test_minimum_ratio_counts_no_answer_rollouts():
     assert majority_vote(answers, VotingConfig(min_ratio=0.5)).label is None
 
 
+def test_the_budget_of_compared_answers_is_a_setting():
+    answers = ["7", "7", r"\frac{1}{2}", "0.5", r"\dfrac12"]
+    assert majority_vote(answers).label == r"\frac{1}{2}"  # three forms of one half outvote two 7s
+    # Only 7 and \frac{1}{2} are compared: 0.5 and \dfrac12 vote on their own, and the 7s win.
+    vote = majority_vote(answers, VotingConfig(max_compared_answers=2))
+    assert (vote.label, vote.members, vote.num_clusters) == ("7", (0, 1), 4)
+    unbounded = VotingConfig(max_compared_answers=None, max_comparison_seconds=None)
+    assert majority_vote(answers, unbounded) == majority_vote(answers)
+
+
 @pytest.mark.parametrize(
-    "kwargs", [{"matching": "fuzzy"}, {"min_count": 0}, {"min_ratio": 1.5}, {"min_ratio": -0.1}]
+    "kwargs",
+    [
+        {"matching": "fuzzy"},
+        {"min_count": 0},
+        {"min_ratio": 1.5},
+        {"min_ratio": -0.1},
+        {"max_compared_answers": 0},
+        {"max_comparison_seconds": 0.0},
+    ],
 )
 def test_invalid_config(kwargs):
     with pytest.raises(ValueError):

@@ -20,7 +20,8 @@ Worked examples::
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+
+from corewarding.core.lru import ByteLRU
 
 __all__ = ["extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
 
@@ -31,8 +32,7 @@ _NUMBER_RE = re.compile(_NUMBER)
 _GSM8K_RE = re.compile(r"####[ \t]*([^\n]*)")
 _THOUSANDS_RE = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
 _DECIMAL_RE = re.compile(r"-?\d+\.\d*")
-# "9 (apples)": a number followed by a parenthesised unit, as ASDiv writes its answers.
-_TRAILING_UNIT_RE = re.compile(r"^(\S+?)\s*\([^()]*[A-Za-z][^()]*\)$")
+_LETTER_RE = re.compile(r"[A-Za-z]")
 _SPACING_RE = re.compile(r"\\[,;:! ]|\\(?:left|right)(?![A-Za-z])|\s+")
 
 
@@ -123,13 +123,30 @@ def reference_answer(raw: object) -> str | None:
     answer = extract_answer(text)
     if answer is not None:
         return answer
-    unit = _TRAILING_UNIT_RE.match(text)
-    if unit and _NUMBER_RE.fullmatch(unit.group(1)):
-        text = unit.group(1)
-    return canonical_answer(text) or None
+    return canonical_answer(_without_trailing_unit(text)) or None
 
 
-@lru_cache(maxsize=1 << 16)  # the same answers recur across a group, its views and its diagnostics
+def _without_trailing_unit(text: str) -> str:
+    """``"9 (apples)"`` → ``"9"``: a number followed by a parenthesised unit, as ASDiv writes its answers.
+
+    Found with ``rfind`` rather than a regular expression: a pattern such as ``[^()]*[A-Za-z][^()]*``
+    backtracks quadratically on a long cell (seconds to minutes at 200,000 characters).
+    """
+    if not text.endswith(")"):
+        return text
+    start = text.rfind("(")
+    unit, number = text[start + 1 : -1], text[:start].rstrip()
+    if start <= 0 or ")" in unit or not _LETTER_RE.search(unit) or not _NUMBER_RE.fullmatch(number):
+        return text
+    return number
+
+
+#: Bytes of canonical forms kept by :func:`canonical_answer` (keys and values, see :class:`ByteLRU`).
+CANONICAL_CACHE_BYTES = 8 << 20
+# The same answers recur across a group, its views and its diagnostics.
+_CANONICAL_CACHE = ByteLRU(CANONICAL_CACHE_BYTES)
+
+
 def canonical_answer(answer: str) -> str:
     r"""A normal form for display, exact-string voting and cache keys.
 
@@ -138,11 +155,27 @@ def canonical_answer(answer: str) -> str:
     number (``1,234`` → ``1234``) and trailing decimal zeros (``142.0`` → ``142``). It does not
     rewrite notation: ``\dfrac12``, ``\frac{1}{2}`` and ``0.5`` stay three strings, as in the
     reference implementation's exact voting; :mod:`corewarding.core.equivalence` is what merges them.
+    Results are cached, up to :data:`CANONICAL_CACHE_BYTES`.
     """
-    s = answer.strip()
-    while len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s[1:-1].strip()
-    s = _SPACING_RE.sub("", s)
+    canonical = _CANONICAL_CACHE.get(answer)
+    if canonical is None:
+        canonical = _canonical(answer)
+        _CANONICAL_CACHE.put(answer, canonical)
+    return canonical
+
+
+def _canonical(answer: str) -> str:
+    # Enclosing dollars are peeled by moving two ends inward: slicing once per pair would be quadratic.
+    start, end = 0, len(answer)
+    while True:
+        while start < end and answer[start].isspace():
+            start += 1
+        while end > start and answer[end - 1].isspace():
+            end -= 1
+        if end - start < 2 or answer[start] != "$" or answer[end - 1] != "$":
+            break
+        start, end = start + 1, end - 1
+    s = _SPACING_RE.sub("", answer[start:end])
     s = s.rstrip(".")
     if _THOUSANDS_RE.fullmatch(s):
         s = s.replace(",", "")

@@ -11,6 +11,11 @@ Rules, all deterministic:
   group's order wins. (The reference takes whichever its shuffled batch showed first.)
 * **Label text.** The winning cluster's label is its most frequent canonical form, ties again to the
   first seen: ``["0.5", "\\frac{1}{2}", "\\frac{1}{2}"]`` votes ``\\frac{1}{2}``.
+* **Bounded work.** At most ``max_compared_answers`` distinct answers of a group (the most frequent)
+  are compared by equivalence; the others vote by canonical string only (see
+  :meth:`corewarding.core.equivalence.EquivalenceChecker.cluster_groups`). The default, 16, compares
+  every group of up to 16 rollouts in full. (``max_comparison_seconds``, 5 s of math-verify work per
+  group, is a safety net against hostile answers on top: where it acts, clusters depend on timing.)
 * **Minimum agreement.** With ``min_count`` and/or ``min_ratio`` set, a winner with fewer votes, or a
   smaller share of the *whole* group (no-answer rollouts included), gives no label (``label=None``).
   The default (1 vote, ratio 0) is the reference's plain plurality: 1 of 8 can win.
@@ -31,7 +36,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from corewarding.core.answers import canonical_answer
-from corewarding.core.equivalence import cluster_answer_groups
+from corewarding.core.equivalence import MAX_COMPARED_ANSWERS, MAX_COMPARISON_SECONDS, cluster_answer_groups
 
 __all__ = ["VotingConfig", "Vote", "majority_vote", "majority_votes"]
 
@@ -48,11 +53,20 @@ class VotingConfig:
         min_count: fewest votes the winner needs (default 1: plain plurality).
         min_ratio: smallest share of the group (rollouts without an answer included) the winner needs
             (default 0.0).
+        max_compared_answers: distinct answers per group compared by equivalence, the most frequent
+            first; the others are clustered by canonical string only. A deterministic budget (default
+            :data:`~corewarding.core.equivalence.MAX_COMPARED_ANSWERS`, 16; None: no budget).
+        max_comparison_seconds: seconds of math-verify work per group after which its remaining
+            answers are clustered by canonical string only. A safety net that depends on timing, not
+            reached by honest answers (default
+            :data:`~corewarding.core.equivalence.MAX_COMPARISON_SECONDS`, 5 s; None: no cap).
     """
 
     matching: str = "equivalence"
     min_count: int = 1
     min_ratio: float = 0.0
+    max_compared_answers: int | None = MAX_COMPARED_ANSWERS
+    max_comparison_seconds: float | None = MAX_COMPARISON_SECONDS
 
     def __post_init__(self):
         if self.matching not in MATCHING_MODES:
@@ -61,6 +75,11 @@ class VotingConfig:
             raise ValueError(f"min_count must be at least 1, got {self.min_count}")
         if not 0.0 <= self.min_ratio <= 1.0:
             raise ValueError(f"min_ratio must be in [0, 1], got {self.min_ratio}")
+        compared, seconds = self.max_compared_answers, self.max_comparison_seconds
+        if compared is not None and compared < 1:
+            raise ValueError(f"max_compared_answers must be at least 1 or None, got {compared}")
+        if seconds is not None and seconds <= 0:
+            raise ValueError(f"max_comparison_seconds must be positive or None, got {seconds}")
 
 
 @dataclass(frozen=True)
@@ -108,5 +127,10 @@ def majority_vote(answers: Sequence[str | None], config: VotingConfig = VotingCo
 
 def majority_votes(groups: Sequence[Sequence[str | None]], config: VotingConfig = VotingConfig()) -> list[Vote]:
     """:func:`majority_vote` of many groups, clustered in one batch."""
-    clusters = cluster_answer_groups(groups, mode=config.matching)
+    clusters = cluster_answer_groups(
+        groups,
+        mode=config.matching,
+        max_compared=config.max_compared_answers,
+        max_seconds=config.max_comparison_seconds,
+    )
     return [_vote_from_clusters(g, c, config) for g, c in zip(groups, clusters)]

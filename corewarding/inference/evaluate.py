@@ -42,6 +42,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from corewarding.core.answers import extract_answer
+from corewarding.data.loaders import MAX_QUESTION_CHARS
 from corewarding.data.records import Problem
 from corewarding.core.equivalence import answers_match
 from corewarding.inference.generation import GenerationBackend, GenerationSettings, completion_texts
@@ -248,9 +249,18 @@ def sample_answers(
     system_prompt: str | None = SYSTEM_PROMPT,
     fallback_last_number: bool = False,
     progress: bool = False,
+    max_question_chars: int | None = MAX_QUESTION_CHARS,
 ) -> tuple[dict[str, list[list[str | None]]], int]:
     """The extracted answers of each run of :func:`evaluation_runs` to each question, and the number
     of completions that failed (scored as no answer); arguments as in :func:`evaluate`."""
+    if max_question_chars is not None:
+        too_long = [i for i, question in enumerate(questions) if len(question) > max_question_chars]
+        if too_long:
+            raise ValueError(
+                f"{len(too_long)} question(s) longer than {max_question_chars:,} characters (the first: "
+                f"question {too_long[0]}, {len(questions[too_long[0]]):,}); shorten them or raise "
+                "max_question_chars"
+            )
     conversations = [chat_messages(question, system_prompt) for question in questions]
     answers, failed = {}, 0
     with Progress(disable=not progress) as bar:
@@ -280,6 +290,7 @@ def evaluate(
     system_prompt: str | None = SYSTEM_PROMPT,
     fallback_last_number: bool = False,
     progress: bool = False,
+    max_question_chars: int | None = MAX_QUESTION_CHARS,
 ) -> EvaluationResult:
     """Greedy and/or ``k`` sampled answers to each problem's question, scored against ``problem.answer``.
 
@@ -294,13 +305,16 @@ def evaluate(
         fallback_last_number: passed to :func:`corewarding.core.answers.extract_answer` (for models never
             asked to box their answer).
         progress: show a progress bar per run, advanced as the backend finishes questions.
+        max_question_chars: longest question accepted, in characters: a longer one is a ValueError,
+            raised before anything is generated (default
+            :data:`~corewarding.data.loaders.MAX_QUESTION_CHARS`; None: no limit).
     """
     runs = evaluation_runs(
         k=k, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
     )
     answers, failed = sample_answers(
         [p.question for p in problems], backend, runs, system_prompt=system_prompt,
-        fallback_last_number=fallback_last_number, progress=progress,
+        fallback_last_number=fallback_last_number, progress=progress, max_question_chars=max_question_chars,
     )
     scores = score_answers(
         [p.answer for p in problems],
