@@ -10,8 +10,9 @@ The reference implementation compares raw ``\\boxed{}`` strings, so ``\\frac{1}{
 * **Bounded time per comparison, from any thread or process.** math-verify's own timeout uses
   ``signal.alarm``, which raises outside the main thread. Parsing and comparison therefore run in
   worker processes (started on first use, per checker and per process that uses it), in *their* main
-  thread, under a memory cap and an interval timer: each parse and each verification gets
-  ``timeout_s`` (default 1 s). A parse that runs out of time is remembered, so a hostile answer costs
+  thread, under a memory cap and an interval timer of CPU time: each parse and each verification gets
+  ``timeout_s`` (default 1 s) of the worker's CPU time, so a verdict does not depend on how busy the
+  machine is. A parse that runs out of time is remembered, so a hostile answer costs
   one timeout per worker, not one per comparison. A worker silent for ``hard_timeout_s`` (default 5 s)
   is killed and restarted, and that comparison is False.
 * **Bounded work per group.** :meth:`EquivalenceChecker.cluster_groups` compares at most
@@ -19,7 +20,7 @@ The reference implementation compares raw ``\\boxed{}`` strings, so ``\\frac{1}{
   :data:`MAX_COMPARED_ANSWERS`, the most frequent first); the others are grouped by canonical string
   only. That bound is deterministic: clusters depend on the group alone. It caps a group at
   ``max_compared`` parses and ``max_compared * (max_compared - 1) / 2`` verifications, each bounded
-  as above. A time cap, ``max_seconds`` of worker time per group (default
+  as above. A time cap, ``max_seconds`` of worker CPU time per group (default
   :data:`MAX_COMPARISON_SECONDS`), is only a safety net on top: it depends on timing, and honest
   groups never reach it.
 * **No global lock.** Cache look-ups and in-process decisions wait on nothing but the cache's own
@@ -710,17 +711,19 @@ def _serve(timeout_s: float) -> None:
     def on_alarm(signum, frame):
         raise _Timeout
 
-    signal.signal(signal.SIGALRM, on_alarm)
+    # CPU time, not wall time: on a loaded machine a comparison still gets its full budget of work, so
+    # its verdict does not depend on what else the machine is doing.
+    signal.signal(signal.SIGPROF, on_alarm)
     extraction = [LatexExtractionConfig()]
     # Answer -> its parse, or None when parsing it ran out of time: a hostile answer costs one timeout.
     parses: OrderedDict[str, list | None] = OrderedDict()
 
     def bounded(function, *args, **kwargs):
-        signal.setitimer(signal.ITIMER_REAL, timeout_s)
+        signal.setitimer(signal.ITIMER_PROF, timeout_s)
         try:
             return function(*args, **kwargs)
         finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.setitimer(signal.ITIMER_PROF, 0)
 
     def parsed(answer: str) -> tuple[list | None, bool]:
         """The parse of ``answer`` (None: out of time, now or before), and whether it timed out now."""
@@ -768,9 +771,9 @@ def _serve(timeout_s: float) -> None:
             elif tag >= 0 and seconds_left[tag] <= 0:
                 reply = {"eq": False, "skipped": True, "s": 0.0}
             else:
-                began = time.perf_counter()
+                began = time.process_time()
                 reply = compare(gold, pred)
-                reply["s"] = time.perf_counter() - began
+                reply["s"] = time.process_time() - began
                 if tag >= 0:
                     seconds_left[tag] -= reply["s"]
             out.write(json.dumps(reply) + "\n")
