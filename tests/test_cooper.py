@@ -491,10 +491,9 @@ def test_cooper_logs_its_metrics_and_updates_the_reward_model(cooper_run, model_
     assert [r["step"] for r in steps] == [1, 2]
     for key in ["reward", "rewards/cooper/mean", *EVERY_STEP, *UPDATES]:
         assert all(key in r for r in steps), key
-    assert all(0.0 <= r["rewards/cooper/mean"] <= 1.0 for r in steps)
     # every group of 4 has 2 right and 2 wrong rollouts: one pair per group, one update per step
     assert all((r["rm/pairs"], r["rm/skipped_groups"]) == (4, 0) and r["rm/loss"] > 0 for r in steps)
-    assert all(r["rm/rule_agreement"] <= 1.0 and r["rollout_accuracy"] == 0.5 for r in steps)
+    assert all(r["rollout_accuracy"] == 0.5 for r in steps)
     states = [json.loads((out / f"checkpoint-{s}" / "reward_model_state.json").read_text()) for s in (1, 2)]
     assert [state["steps"] for state in states] == [1, 2]
     start = RewardModel.load(model_dir).model.state_dict()

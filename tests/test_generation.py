@@ -240,8 +240,20 @@ def test_transformers_backend_on_a_tiny_model(tmp_path):
     results: dict[int, list[Completion]] = {}
     backend.generate(conversations, GenerationSettings(max_new_tokens=4), results.__setitem__)
     assert sorted(results) == [0, 1, 2, 3]
-    assert all(isinstance(c.text, str) and c.error is None for [c] in results.values())
     assert backend.description.startswith("transformers:")
+    # Batched and left-padded (two per call), each greedy completion is what the model writes alone.
+    import torch
+
+    from corewarding.inference.models import render_conversation
+
+    for i, conversation in enumerate(conversations):
+        ids = backend.tokenizer(render_conversation(backend.tokenizer, conversation), return_tensors="pt",
+                                add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            alone = backend.model.generate(ids, max_new_tokens=4, do_sample=False)[0, ids.shape[1]:]
+        [completion] = results[i]
+        assert completion.error is None
+        assert completion.text == backend.tokenizer.decode(alone, skip_special_tokens=True), i
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,6 @@ def test_every_task_text_round_trips_without_unknown_tokens(tokenizer):
     assert tokenizer.unk_token is None
     for text in task_texts() + ["Any other text: ünïcödé, tabs\tand 1234567890 #!"]:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        assert all(0 <= i < len(tokenizer) for i in ids)
         assert tokenizer.decode(ids) == text
 
 

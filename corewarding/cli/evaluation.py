@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from corewarding.cli.app import app, handles_errors
-from corewarding.cli.options import BackendOptions, Columns, make_backend, option_group
+from corewarding.cli.options import BackendOptions, Columns, check_writable, make_backend, option_group
 from corewarding.core.prompts import SYSTEM_PROMPT
 
 
@@ -68,7 +67,7 @@ def eval_command(
     # Checked now, before a model is loaded or a question asked.
     evaluation_runs(k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens)
     if output is not None:
-        _check_writable(output)
+        check_writable(output, "--output")
     problems = evaluation_problems(model, dataset, columns, limit, seed)
     # One thread by default: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
@@ -93,19 +92,6 @@ def eval_command(
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(record, indent=2) + "\n")
         typer.echo(f"results in {output}")
-
-
-def _check_writable(path: Path) -> None:
-    """Fail now, not after the evaluation, when the results could not be written."""
-    if path.is_dir():
-        raise IsADirectoryError(f"--output {path} is a folder: give a file name, e.g. {path / 'results.json'}")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise NotADirectoryError(f"--output {path}: {folder} is a file, not a folder")
-    if not os.access(path if path.exists() else folder, os.W_OK):
-        raise PermissionError(f"--output {path} cannot be written")
 
 
 def evaluation_problems(model: str, dataset: str, columns, limit: int | None, seed: int):

@@ -7,15 +7,17 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
 import typing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from corewarding.data.rephrasing_checks import ValidationSettings
 
-__all__ = ["option_group", "BackendOptions", "ValidationOptions", "Columns", "make_backend"]
+__all__ = ["option_group", "BackendOptions", "ValidationOptions", "Columns", "make_backend", "check_writable"]
 
 Columns = Annotated[
     str | None,
@@ -24,6 +26,19 @@ Columns = Annotated[
         "question=COL[,answer=COL][,id=COL] (question=A+B joins two). Detected when not given."
     ),
 ]
+
+
+def check_writable(path: Path, option: str) -> None:
+    """Fail now, not after the work, when a result file could not be written there."""
+    if path.is_dir():
+        raise IsADirectoryError(f"{option} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {folder} is a file, not a folder")
+    if not os.access(path if path.exists() else folder, os.W_OK):
+        raise PermissionError(f"{option} {path} cannot be written")
 
 
 def option_group(cls, parameter: str, prefix: str = "", **defaults):

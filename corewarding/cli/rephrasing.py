@@ -99,7 +99,7 @@ def rephrase(
 
     Example: corewarding rephrase train.parquet -o pairs.parquet --model Qwen/Qwen3-32B --base-url http://gpu:8000/v1
     """
-    from corewarding.cli.options import make_backend
+    from corewarding.cli.options import check_writable, make_backend
     from corewarding.data.loaders import load_problems
     from corewarding.data.rephrase import backend_solver, rephrase_problems
     from corewarding.data.rephrasing_checks import validate_pairs
@@ -110,6 +110,9 @@ def rephrase(
         raise ValueError("give at least one --output file (.jsonl or .parquet)")
     if not model:
         raise ValueError("give the rephrasing model with --model")
+    cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
+    for path in (*output, cache):  # before any request is paid for
+        check_writable(path, "--output" if path != cache else "--cache")
     markers = {"start_marker": start_marker, "end_marker": end_marker, "placeholder": placeholder}
     if instruction is not None:
         prompt = Instruction.from_file(instruction, **markers)
@@ -119,7 +122,6 @@ def rephrase(
     settings = checks.settings(placeholders=(prompt.placeholder,), answer_samples=check_answers)
     problems = load_problems(dataset, columns)
     problems = problems[:limit] if limit else problems
-    cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
     engine = make_backend(model, backend)
     run = rephrase_problems(problems, engine, cache, instruction=prompt, settings=generation)
     solver = backend_solver(engine, generation) if check_answers else None

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -507,12 +508,17 @@ Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs: `corew
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
             super()._save_checkpoint(model, trial)
+            if self.teacher is not None:
+                self.teacher.save(folder, write=self.args.should_save)
+            if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
+                self.cooper.save(folder)
+        except OSError:
+            # A full disk, a vanished folder: what was written is no checkpoint, and the previous one stays.
+            if self.args.should_save:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
         finally:
             self.args.save_total_limit = limit
-        if self.teacher is not None:
-            self.teacher.save(folder, write=self.args.should_save)
-        if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
-            self.cooper.save(folder)
         self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         if self.args.should_save:
             checkpoints.mark_complete(folder, self.state.global_step, self.args.method)
