@@ -12,7 +12,9 @@ beside each method's run folder.
     corewarding demo --regime shortcut    # the control: systematic errors no label-free reward can fix
     corewarding demo --methods co_rewarding_i,majority_vote --steps 60
     corewarding demo --methods ground_truth,cooper,cooper_static
+    corewarding demo --methods majority_vote,majority_vote_rephrased,co_rewarding_ii_frozen_teacher
 
+``--methods`` takes the name of any recipe in ``recipes/tiny`` (the paper's two ablations among them).
 ``cooper`` and ``cooper_static`` (the co-trained and the frozen reference-based reward model) run only
 when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
@@ -87,7 +89,7 @@ def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -
     return folder, data
 
 
-def _clear(output_dir: Path, methods: Sequence[str], overwrite: bool) -> None:
+def _clear(output_dir: Path, overwrite: bool) -> None:
     """Refuse a folder holding a demo, or (``overwrite``) delete what a demo wrote there."""
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
@@ -100,8 +102,6 @@ def _clear(output_dir: Path, methods: Sequence[str], overwrite: bool) -> None:
             "pass --overwrite to replace it, or choose another --output"
         )
     for path in written:
-        if path.name in ("reward_model", "reward_model_data.jsonl") and any(METHODS[m].reward_model for m in methods):
-            continue  # the reward model depends on the regime and seed only: keep it for the next demo
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
@@ -118,18 +118,20 @@ def run_demo(
     from corewarding.training.progress import progress_display, show_progress
     from corewarding.training.run import build_trainer
 
-    unknown = [m for m in methods if m not in METHODS]
+    variants = tiny_recipes()
+    unknown = [m for m in methods if m not in variants]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}: expected some of {', '.join(METHODS)}")
+        raise ValueError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
     if regime not in REGIMES:
         raise ValueError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
     console = console or Console()
     output_dir = Path(output_dir)
-    _clear(output_dir, methods, overwrite)
+    _clear(output_dir, overwrite)
     model = f"tiny-{regime}"
     started = time.perf_counter()
     extra: dict[str, str] = {}
-    if any(METHODS[m].reward_model for m in methods):
+    needs_reward_model = [m for m in methods if METHODS[variants[m]].reward_model]
+    if needs_reward_model:
         console.print("making the reward model for Cooper (once; a few minutes)")
         folder, data = prepare_reward_model(output_dir, model, seed)
         extra = {"reward_model_path": str(folder), "reward_model_eval_data": str(data)}
@@ -140,7 +142,7 @@ def run_demo(
                 model_name_or_path=model, max_steps=budget.steps, eval_steps=budget.eval_steps,
                 max_heldout_problems=budget.heldout_problems, heldout_samples=budget.heldout_samples,
                 output_dir=str(output_dir / method), seed=seed, save_strategy="no", disable_tqdm=True,
-                **(extra if METHODS[method].reward_model else {}),
+                **(extra if method in needs_reward_model else {}),
             )
             trainer = build_trainer(config)
             show_progress(trainer, progress, method)
@@ -152,6 +154,18 @@ def run_demo(
     console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}")
     return report, figure
+
+
+def tiny_recipes() -> dict[str, str]:
+    """The shipped tiny recipes the demo can run, by name: their method (the paper's six, Cooper's two, and
+    the ablations, e.g. ``majority_vote_rephrased`` → ``majority_vote``)."""
+    from corewarding.training.config import RECIPES_DIR, recipe_settings
+
+    return {
+        path.stem: recipe_settings(path)["method"]
+        for path in sorted((RECIPES_DIR / "tiny").glob("*.yaml"))
+        if not path.name.startswith("_")
+    }
 
 
 def budget_for(quick: bool, steps: int | None) -> DemoBudget:

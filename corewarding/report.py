@@ -15,6 +15,7 @@ in that row.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -49,11 +50,18 @@ _EVALUATED = (SAMPLED, HELDOUT)
 
 @dataclass
 class Run:
-    """A run folder's name, method and logged records."""
+    """A run folder's name, method and logged records. ``variant`` groups runs: the folder's name without
+    a trailing seed (``cr2-seed0`` and ``cr2-seed1`` are ``cr2``), so the same recipe over several seeds
+    (``seed-0/majority_vote``, ``seed-1/majority_vote``) is one group, and two recipes of one method
+    (``majority_vote``, ``majority_vote_rephrased``) are two."""
 
     name: str
     method: str
     records: list[dict]
+    variant: str = ""
+
+    def __post_init__(self):
+        self.variant = self.variant or re.sub(r"[-_.]?seed[-_]?\d+$", "", self.name) or self.name
 
     def series(self, key: str) -> tuple[list[int], list[float]]:
         points = [(r["step"], r[key]) for r in self.records if r.get(key) is not None]
@@ -66,6 +74,7 @@ class RunSummary:
 
     name: str
     method: str
+    variant: str
     steps: int
     heldout_start: float | None
     heldout_best: float | None
@@ -123,6 +132,7 @@ def summarize(run: Run) -> RunSummary:
     return RunSummary(
         name=run.name,
         method=run.method,
+        variant=run.variant,
         steps=steps,
         heldout_start=heldout[0] if heldout else None,
         heldout_best=max(heldout) if heldout else None,
@@ -157,8 +167,9 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
     rows = []
     by_method: dict[str, list[RunSummary]] = defaultdict(list)
     for s in summaries:
-        by_method[s.method].append(s)
-    for method, runs in by_method.items():
+        by_method[s.variant].append(s)
+    for variant, runs in by_method.items():
+        method = runs[0].method
         for s in runs:
             collapse = f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
             reward = "–" if s.reward is None else f"{s.reward:.3f}"
@@ -169,7 +180,7 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
             collapsed = sum(s.collapse.collapsed for s in runs)
             lengths = sorted({s.steps for s in runs})
             steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
-            rows.append([f"**{method}** (mean ± std)", method, steps,
+            rows.append([f"**{variant}** (mean ± std)", method, steps,
                          _mean_std([s.sampled_start for s in runs]), _mean_std([s.sampled_final for s in runs]),
                          _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
                          _mean_std([s.heldout_final for s in runs]), _mean_std([s.label_accuracy for s in runs]),
@@ -219,7 +230,7 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
 
     by_method: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
-        by_method[run.method].append(run)
+        by_method[run.variant].append(run)
     fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), constrained_layout=True)
     colours = plt.get_cmap("tab10")
     for (key, title, ylabel, share), ax in zip(PANELS, axes.flat):

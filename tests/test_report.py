@@ -49,7 +49,9 @@ def test_markdown_table_has_a_row_per_run_and_a_mean_row_per_repeated_method(run
     table = markdown_table([summarize(load_run(r)) for r in runs])
     rows = table.splitlines()[2:]
     assert len(rows) == 4
-    assert rows[2].startswith("| **co_rewarding_ii** (mean ± std) | co_rewarding_ii | 20 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |")
+    assert rows[2].startswith(
+        "| **cr2** (mean ± std) | co_rewarding_ii | 20 | 20.0 ± 0.0 | 20.0 ± 5.0 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |"
+    )
     assert "0 of 2 runs" in rows[2]
     assert rows[3].startswith("| mv | majority_vote |") and "step 17: reward_up_label_accuracy_down" in rows[3]
 
@@ -79,5 +81,17 @@ def test_runs_of_one_method_in_seed_folders_are_told_apart(tmp_path):
     runs = load_runs([tmp_path / "seed-0", tmp_path / "seed-1"])
     assert [r.name for r in runs] == ["seed-0/co_rewarding_i", "majority_vote", "seed-1/co_rewarding_i"]
     rows = markdown_table([summarize(r) for r in runs]).splitlines()[2:]
-    assert rows[2].startswith("| **co_rewarding_i** (mean ± std) | co_rewarding_i | 20 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |")
+    assert rows[2].startswith(
+        "| **co_rewarding_i** (mean ± std) | co_rewarding_i | 20 | 20.0 ± 0.0 | 20.0 ± 5.0 | 40.0 ± 0.0 | 45.0 ± 5.0 | 40.0 ± 10.0 |"
+    )
     assert "| 0.900 ± 0.000 |" in rows[2]
+
+
+def test_recipes_of_one_method_stay_apart_and_unequal_lengths_are_said(tmp_path):
+    make_run(tmp_path / "seed-0" / "majority_vote", "majority_vote", {0: 0.4, 20: 0.4}, [0.8] * 20, [0.5] * 20)
+    make_run(tmp_path / "seed-1" / "majority_vote", "majority_vote", {0: 0.4, 10: 0.4}, [0.8] * 10, [0.5] * 10)
+    make_run(tmp_path / "seed-0" / "majority_vote_rephrased", "majority_vote", {0: 0.4, 20: 0.2}, [0.8] * 20, [0.5] * 20)
+    rows = markdown_table([summarize(r) for r in load_runs([tmp_path / "seed-0", tmp_path / "seed-1"])]).splitlines()[2:]
+    mean = next(row for row in rows if row.startswith("| **majority_vote** (mean ± std)"))
+    assert "| 10–20 (unequal!) |" in mean
+    assert any(row.startswith("| majority_vote_rephrased | majority_vote | 20 |") for row in rows)
