@@ -23,11 +23,11 @@ from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 
 from corewarding.core.answers import extract_answer
-from corewarding.training.config import CoRewardingConfig
 from corewarding.core.equivalence import answers_match
-from corewarding.inference.models import load_model
 from corewarding.core.methods import METHODS
+from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training.config import CoRewardingConfig
 from corewarding.training.run import training_dataset
 from corewarding.training.trainer import CoRewardingTrainer, completion_text
 

@@ -13,8 +13,8 @@ import torch
 from test_cooper import scripted_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.training.config import CoRewardingConfig
 from corewarding.data.synthetic import generate_problems
+from corewarding.training.config import CoRewardingConfig
 from corewarding.training.run import training_dataset
 from corewarding.training.trainer import CoRewardingTrainer
 

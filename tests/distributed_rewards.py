@@ -14,9 +14,9 @@ import zlib
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from corewarding.data.synthetic import generate_problems
 from corewarding.training import trainer as trainer_module
 from corewarding.training.config import CoRewardingConfig
-from corewarding.data.synthetic import generate_problems
 from corewarding.training.run import training_dataset
 from corewarding.training.trainer import CoRewardingTrainer
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from corewarding.cli import app
 from corewarding.cooper import supervised as reward_model_training
 from corewarding.cooper.annotate import (
     AnnotationSettings,
@@ -23,10 +24,7 @@ from corewarding.cooper.annotate import (
     read_labelled,
     split_of_question,
 )
-from corewarding.cli import app
 from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs
-from corewarding.data.synthetic import generate_problems
-from corewarding.inference.generation import Completion
 from corewarding.cooper.reward_model import (
     ELLIPSIS,
     RewardModel,
@@ -39,6 +37,8 @@ from corewarding.cooper.reward_model import (
 from corewarding.cooper.supervised import RewardTrainingConfig, evaluate_reward_model, train_reward_model
 from corewarding.core.methods import RewardInputs, method_rewards
 from corewarding.core.rewards import Rollouts, cooper_rewards
+from corewarding.data.synthetic import generate_problems
+from corewarding.inference.generation import Completion
 from corewarding.tiny.model import build_model, build_tokenizer
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
 from corewarding.training.trainer import CoRewardingTrainer

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from corewarding.core.answers import CANONICAL_CACHE_BYTES, _CANONICAL_CACHE, canonical_answer
+from corewarding.core.answers import _CANONICAL_CACHE, CANONICAL_CACHE_BYTES, canonical_answer
 from corewarding.core.equivalence import (
     MAX_ANSWER_CHARS,
     MAX_COMPARED_ANSWERS,

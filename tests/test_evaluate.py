@@ -7,11 +7,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from corewarding.cli import app
+from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
 from corewarding.inference.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
 from corewarding.inference.generation import Completion, GenerationSettings, TransformersBackend
-from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")

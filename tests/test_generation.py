@@ -10,6 +10,7 @@ from stub_openai_server import Reply, StubServer, good, question, rephrasing
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.core.answers import extract_answer
+from corewarding.core.prompts import chat_messages
 from corewarding.data.synthetic import generate_problems
 from corewarding.inference.generation import (
     BackendError,
@@ -19,7 +20,6 @@ from corewarding.inference.generation import (
     TransformersBackend,
     VLLMBackend,
 )
-from corewarding.core.prompts import chat_messages
 from corewarding.tiny.model import TinyModelConfig, build_model, build_tokenizer
 from corewarding.tiny.regimes import tiny_model_dir
 

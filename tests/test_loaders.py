@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.data.loaders import (
     MAX_QUESTION_CHARS,
     PRESETS,
@@ -18,7 +19,6 @@ from corewarding.data.loaders import (
     load_problems,
     load_rephrased_pair,
 )
-from corewarding.core.prompts import SYSTEM_PROMPT
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

@@ -14,8 +14,14 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.trainer_utils import validate_quantization_for_training
 
 from corewarding.core.answers import extract_answer
-from corewarding.inference.models import ModelLoadError, default_dtype, load_model, render_conversation, render_prompts
 from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.inference.models import (
+    ModelLoadError,
+    default_dtype,
+    load_model,
+    render_conversation,
+    render_prompts,
+)
 
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"

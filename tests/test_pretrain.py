@@ -11,11 +11,24 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.data.synthetic import Chain, SurfaceForm, TaskConfig, generate_problems, sample_chains, worked_solution
+from corewarding.data.synthetic import (
+    Chain,
+    SurfaceForm,
+    TaskConfig,
+    generate_problems,
+    sample_chains,
+    worked_solution,
+)
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend
 from corewarding.tiny.model import TinyModelConfig, build_tokenizer
-from corewarding.tiny.pretraining import SETTINGS_FILE, PretrainConfig, corpus_solution, pretrain, training_batch
+from corewarding.tiny.pretraining import (
+    SETTINGS_FILE,
+    PretrainConfig,
+    corpus_solution,
+    pretrain,
+    training_batch,
+)
 from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task, tiny_model_dir
 
 SMALL_MODEL = TinyModelConfig(

@@ -18,8 +18,8 @@ from corewarding.core.rewards import (
     self_certainty_rewards,
     teacher_vote_rewards,
 )
-from corewarding.training.token_statistics import entropy, self_certainty
 from corewarding.core.voting import VotingConfig
+from corewarding.training.token_statistics import entropy, self_certainty
 
 # Question 1 (reference 1/2) and question 2 (reference 12), four rollouts each.
 COMPLETIONS = [

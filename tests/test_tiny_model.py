@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.data.synthetic import generate_problems, surface_forms
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.data.synthetic import generate_problems, surface_forms
 from corewarding.tiny.model import EOS_TOKEN, PAD_TOKEN, TinyModelConfig, build_model, build_tokenizer
 
 

@@ -46,13 +46,18 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from corewarding.core.answers import extract_answer
-from corewarding.core.jsonl import read_jsonl, unterminated
-from corewarding.data.records import Problem
-from corewarding.core.equivalence import answers_match
-from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
-from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.cooper.reward_model import TemplateBounds, reward_model_text
+from corewarding.core.answers import extract_answer
+from corewarding.core.equivalence import answers_match
+from corewarding.core.jsonl import read_jsonl, unterminated
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.data.records import Problem
+from corewarding.inference.generation import (
+    Completion,
+    GenerationBackend,
+    GenerationSettings,
+    completion_texts,
+)
 
 __all__ = [
     "SPLITS",

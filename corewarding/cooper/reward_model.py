@@ -52,8 +52,8 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
-from corewarding.inference.models import default_device, load_model
 from corewarding.core.rewards import within_group_auc
+from corewarding.inference.models import default_device, load_model
 
 __all__ = [
     "ELLIPSIS",

@@ -49,11 +49,16 @@ from pathlib import Path
 from rich.progress import Progress
 
 from corewarding.core.jsonl import SkippedLine, describe_skipped, read_jsonl, unterminated
+from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import PairReport, Solver
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
-from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings, completion_texts
-from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.inference.generation import (
+    Completion,
+    GenerationBackend,
+    GenerationSettings,
+    completion_texts,
+)
 
 __all__ = [
     "REPHRASING_SETTINGS",

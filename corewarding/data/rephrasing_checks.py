@@ -82,10 +82,10 @@ from typing import Protocol
 from rich.table import Table
 
 from corewarding.core.answers import extract_answer
-from corewarding.data.records import Problem
-from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, REFERENCE_PLACEHOLDER
 from corewarding.core.equivalence import answers_match
 from corewarding.core.voting import VotingConfig, majority_votes
+from corewarding.data.records import Problem
+from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, REFERENCE_PLACEHOLDER
 
 __all__ = [
     "CHECKS",

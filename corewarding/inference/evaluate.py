@@ -42,12 +42,12 @@ from rich.progress import Progress
 from rich.table import Table
 
 from corewarding.core.answers import extract_answer
-from corewarding.data.loaders import MAX_QUESTION_CHARS
-from corewarding.data.records import Problem
 from corewarding.core.equivalence import answers_match
-from corewarding.inference.generation import GenerationBackend, GenerationSettings, completion_texts
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.core.voting import VotingConfig, majority_votes
+from corewarding.data.loaders import MAX_QUESTION_CHARS
+from corewarding.data.records import Problem
+from corewarding.inference.generation import GenerationBackend, GenerationSettings, completion_texts
 
 __all__ = [
     "pass_at_k",

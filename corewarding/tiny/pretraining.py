@@ -54,9 +54,9 @@ import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corewarding.data.synthetic import (
+    SPLITS,
     Chain,
     SurfaceForm,
-    SPLITS,
     TaskConfig,
     generate_problems,
     render_forms,
