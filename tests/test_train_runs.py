@@ -97,3 +97,21 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
     result = train("--config", "tiny/majority_vote", "--output_dir", str(tmp_path / "a-file"), *FAST)
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == f"error: output_dir {tmp_path / 'a-file'} is a file, not a folder"
+
+
+def test_pairs_nobody_checked_are_validated_before_co_rewarding_i_trains_on_them(tmp_path):
+    from corewarding.data.rephrasing_prompt import REFERENCE_PLACEHOLDER
+
+    pairs = tmp_path / "pairs.jsonl"
+    rows = [
+        {"question": f"Start with {n}. Add 2. What is the result?", "rephrasing": f"Begin at {n} and add 2. Result?"}
+        for n in range(1, 12)
+    ]
+    rows[3]["rephrasing"] = REFERENCE_PLACEHOLDER  # the release's placeholder echo
+    pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = train("--config", "tiny/co_rewarding_i", "--dataset", str(pairs), "--dataset_columns",
+                   "question=question,rephrasing=rephrasing", "--output_dir", str(tmp_path / "run"), *FAST)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(
+        "error: 1 of 11 rephrasings fail the validator (first: 3: placeholder"
+    )

@@ -19,6 +19,7 @@ from corewarding.core.methods import METHODS
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
+from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training import checkpoints
@@ -95,11 +96,17 @@ def training_dataset(
                 f"{method} on rephrasings needs one for every question: {len(missing)} of {len(problems)} have "
                 f"none (first: {missing[0]}); set dataset_rephrasings or use a dataset with a rephrasing column"
             )
-        invalid = [p.id for p in problems if p.rephrasing_valid is False]
-        if invalid and not allow_invalid_rephrasings:
+        # Pairs nobody checked yet (a rephrasings file aligned row by row) get the validator's text checks
+        # now: a placeholder echo or an unchanged copy is no second view.
+        unchecked = [p for p in problems if p.rephrasing_valid is None]
+        reasons = {r.id: ", ".join(r.rejected_by) for r in validate_pairs(unchecked) if not r.valid} if unchecked else {}
+        reasons.update({p.id: "rejected when the pairs were made" for p in problems if p.rephrasing_valid is False})
+        if reasons and not allow_invalid_rephrasings:
+            first = next(iter(reasons.items()))
             raise TrainingDataError(
-                f"{len(invalid)} of {len(problems)} rephrasings were rejected by the validator (first: {invalid[0]}); "
-                "drop them, or set allow_invalid_rephrasings=true to train on them anyway"
+                f"{len(reasons)} of {len(problems)} rephrasings fail the validator (first: {first[0]}: {first[1]}); "
+                "drop them (corewarding validate-pairs … --only-valid), or set allow_invalid_rephrasings=true "
+                "to train on them anyway"
             )
     rows = [
         {

@@ -21,7 +21,8 @@ along explicitly.
 each normalised on its own by TRL's per-group advantage. Both views' completions enter one loss,
 aggregated by ``loss_type`` over all their tokens (TRL's default ``dapo``: a token mean over the whole
 batch). The reference implementation instead *sums* the two views' token-mean losses, so its gradient
-is about twice ours for the same learning rate: double ``learning_rate`` to match it.
+is about twice ours. AdamW is invariant to a constant scale of the loss, so both take the same steps at
+the same learning rate, except where gradient clipping acts (it clips the doubled gradient sooner).
 
 **Cooper's reward model** (:mod:`corewarding.cooper.co_training`) is updated right after it has scored
 the batch: the rewards of a batch always come from the reward model *before* its update on that batch.
