@@ -259,3 +259,22 @@ def test_eval_command_reproduces_the_shipped_checkpoints_recorded_evaluation(tmp
     )
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["evaluation"]["scores"] == recorded["evaluation"]["scores"]
+
+
+def test_eval_views_measures_every_form_and_the_pairs(tmp_path):
+    out = tmp_path / "views.json"
+    result = run_eval("tiny", "synthetic", "--views", "--limit", "6", "-k", "2", "--max-new-tokens", "48",
+                      "-o", str(out))
+    assert result.exit_code == 0, result.output
+    assert "other view right, own wrong" in result.output
+    figures = json.loads(out.read_text())["views"]["test"]
+    assert figures["question"]["num_questions"] == 6 and figures["question"]["k"] == 2
+    assert sum(figures["forms"][name]["num_questions"] for name in figures["forms"]) == 24  # 4 forms each
+    pairs = figures["pairs"]
+    # Each pair is one of: both right, both wrong, or one right: the four shares add up.
+    both_right = 1 - pairs["both_wrong"] - sum(pairs["other_right_own_wrong"].values())
+    assert both_right == pytest.approx(
+        pairs["majority_right"]["question"] - pairs["other_right_own_wrong"]["rephrasing"], abs=1e-9
+    )
+    refused = run_eval("tiny", "synthetic", "--views", "--limit", "2")
+    assert refused.exit_code == 2 and "use it with synthetic and -k" in refused.output

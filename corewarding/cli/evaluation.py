@@ -47,6 +47,11 @@ def eval_command(
     ] = False,
     matching: Annotated[str, typer.Option(help="equivalence (math-verify) or exact answer matching.")] = "equivalence",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+    views: Annotated[
+        bool,
+        typer.Option(help="synthetic only: every surface form of each question, with and without an irrelevant "
+                     "number, and the cross-view label gain of its (question, rephrasing) pairs (needs -k)."),
+    ] = False,
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
     backend: BackendOptions = BackendOptions(),
@@ -68,11 +73,26 @@ def eval_command(
     evaluation_runs(k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens)
     if output is not None:
         check_writable(output, "--output")
+    if views and (dataset != "synthetic" or not samples):
+        raise ValueError("--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k")
     problems = evaluation_problems(model, dataset, columns, limit, seed)
     # One thread by default: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
     started = time.perf_counter()
     engine = make_backend(model, backend, seed)
+    if views:
+        from corewarding.tiny.regimes import synthetic_task
+        from corewarding.tiny.view_diagnostics import measure_views, pair_summary, views_table
+
+        figures = {"test": measure_views(problems, engine, synthetic_task(model), k=samples, temperature=temperature,
+                                         max_new_tokens=max_new_tokens, progress=True)}
+        Console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
+        typer.echo("\n".join(pair_summary(figures)))
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(json.dumps({"model": model, "seed": seed, "views": figures}, indent=2) + "\n")
+            typer.echo(f"results in {output}")
+        return
     result = evaluate(
         problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
         max_new_tokens=max_new_tokens, matching=matching, system_prompt=system_prompt or None,
