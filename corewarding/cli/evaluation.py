@@ -26,7 +26,9 @@ def eval_command(
     ],
     dataset: Annotated[
         str,
-        typer.Argument(help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."),
+        typer.Argument(
+            help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."
+        ),
     ] = "synthetic",
     columns: Columns = None,
     limit: Annotated[
@@ -41,11 +43,15 @@ def eval_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
-    system_prompt: Annotated[str, typer.Option(help="The system turn of every prompt ('' for none).")] = SYSTEM_PROMPT,
+    system_prompt: Annotated[
+        str, typer.Option(help="The system turn of every prompt ('' for none).")
+    ] = SYSTEM_PROMPT,
     fallback_last_number: Annotated[
         bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
     ] = False,
-    matching: Annotated[str, typer.Option(help="equivalence (math-verify) or exact answer matching.")] = "equivalence",
+    matching: Annotated[
+        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
+    ] = "equivalence",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
@@ -65,7 +71,9 @@ def eval_command(
     if matching not in ("equivalence", "exact"):
         raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
     # Checked now, before a model is loaded or a question asked.
-    evaluation_runs(k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens)
+    evaluation_runs(
+        k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
+    )
     if output is not None:
         check_writable(output, "--output")
     problems = evaluation_problems(model, dataset, columns, limit, seed)
