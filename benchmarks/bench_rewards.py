@@ -32,9 +32,13 @@ from corewarding.core.voting import VotingConfig
 
 # The data folder the tests read (tests/conftest.py): $COREWARDING_SHARED_DATA, else ../shared/data
 # beside the repository.
-DATA = Path(os.environ.get("COREWARDING_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+DATA = Path(
+    os.environ.get("COREWARDING_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+)
 SHARED = DATA / "corewarding-math" / "train.parquet"
-BUILT_IN = ["12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720"]
+BUILT_IN = [
+    "12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720",
+]
 HOSTILE = [
     "x" * 200_000,
     "(" * 5000 + ")" * 5000,
@@ -60,7 +64,12 @@ def references(n: int, rng: random.Random) -> list[str]:
 def equivalent_form(answer: str, rng: random.Random) -> str:
     """The same answer as a model might write it differently."""
     frac = re.fullmatch(r"(-?)\\frac\{(\d+)\}\{(\d+)\}", answer)
-    options = [answer, answer.replace(r"\frac", r"\dfrac"), answer.replace(",", ", ").replace("}{", "} {"), answer + "."]
+    options = [
+        answer,
+        answer.replace(r"\frac", r"\dfrac"),
+        answer.replace(",", ", ").replace("}{", "} {"),
+        answer + ".",
+    ]
     if frac:
         sign, num, den = frac.groups()
         options += [f"{sign}{num}/{den}", rf"{sign}\tfrac{{{num}}}{{{den}}}"]
@@ -122,7 +131,9 @@ def main() -> None:
 
     exact = VotingConfig(matching="exact")
     rows = []
-    for name, fn, rollouts in (("majority vote", majority_vote_rewards, single), ("cross-view (I)", cross_view_rewards, batch)):
+    for name, fn, rollouts in (
+        ("majority vote", majority_vote_rewards, single), ("cross-view (I)", cross_view_rewards, batch)
+    ):
         # A fresh checker: empty result cache and empty parse caches in its workers, started untimed.
         checker = EquivalenceChecker()
         startup = timed(checker.start)
@@ -133,15 +144,20 @@ def main() -> None:
         rows.append((name, cold, warm, exact_t, checker.timeouts))
 
     table = Table(title=f"Voting rewards on {len(groups)} groups x {g} rollouts ({len(answers)} answers)")
-    columns = ("reward", "equivalence, cold (s)", "equivalence, warm (s)", "exact (s)", "warm / exact", "timeouts")
+    columns = (
+        "reward", "equivalence, cold (s)", "equivalence, warm (s)", "exact (s)", "warm / exact", "timeouts"
+    )
     for col in columns:
         table.add_column(col, justify="right")
     for name, cold, warm, exact_t, timeouts in rows:
-        table.add_row(name, f"{cold:.3f}", f"{warm:.4f}", f"{exact_t:.4f}", f"{warm / exact_t:.2f}x", str(timeouts))
+        table.add_row(
+            name, f"{cold:.3f}", f"{warm:.4f}", f"{exact_t:.4f}", f"{warm / exact_t:.2f}x", str(timeouts)
+        )
     console = Console()
     console.print(table)
     console.print(
-        f"math-verify workers: {len(checker._workers)}, started in {startup:.2f} s (once per process, not timed above)\n"
+        f"math-verify workers: {len(checker._workers)}, started in {startup:.2f} s "
+        "(once per process, not timed above)\n"
         "targets: equivalence cold < 1 s; warm equivalence < 3x exact"
     )
 

@@ -117,14 +117,20 @@ def main() -> None:
         step = median(timer.times[1:])
         by_design = trainer.timings["by_design"]
         rewards = trainer.timings["rewards"]
-        overhead = median(r - (by_design[i] if by_design else 0.0) for i, r in enumerate(rewards[1:], start=1))
+        overhead = median(
+            r - (by_design[i] if by_design else 0.0) for i, r in enumerate(rewards[1:], start=1)
+        )
         rows.append((method, step, step / base, overhead / step))
 
-    table = Table(title=f"Seconds per step, tiny model, {args.prompts} prompts x {args.generations} rollouts (median)")
+    table = Table(
+        title=f"Seconds per step, tiny model, {args.prompts} prompts x {args.generations} rollouts (median)"
+    )
     for column in ("trainer / method", "s / step", "ratio to TRL", "reward overhead / step"):
         table.add_column(column, justify="right")
     for name, step, ratio, overhead in rows:
-        table.add_row(name, f"{step:.2f}", f"{ratio:.2f}x", "–" if overhead is None else f"{100 * overhead:.1f}%")
+        table.add_row(
+            name, f"{step:.2f}", f"{ratio:.2f}x", "–" if overhead is None else f"{100 * overhead:.1f}%"
+        )
     Console().print(table)
     Console().print(
         "Co-rewarding-I trains both views of each pair: per step it has the same rollouts as the others but "

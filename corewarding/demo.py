@@ -82,8 +82,8 @@ def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -
     data, folder = output_dir / "reward_model_data.jsonl", output_dir / "reward_model"
     if not (folder / RESULT_FILE).is_file():
         policy, tokenizer = load_model(model)
-        annotate(synthetic_problems(model, 500, "train", seed=seed), TransformersBackend(policy, tokenizer, seed=seed),
-                 data, AnnotationSettings(), policy=model)
+        annotate(synthetic_problems(model, 500, "train", seed=seed),
+                 TransformersBackend(policy, tokenizer, seed=seed), data, AnnotationSettings(), policy=model)
         train_reward_model(RewardModel.load(model, seed=seed), read_labelled(data, "train"),
                            read_labelled(data, "heldout"), folder)
     return folder, data
@@ -149,10 +149,14 @@ def run_demo(
             trainer.train()
     runs = [output_dir / m for m in methods]
     report, figure = write_report(
-        runs, output_dir, title=f"corewarding demo: {regime} regime, {budget.steps} steps per method, seed {seed}"
+        runs,
+        output_dir,
+        title=f"corewarding demo: {regime} regime, {budget.steps} steps per method, seed {seed}",
     )
     console.print(rich_table([summarize(run) for run in load_runs(runs)]))
-    console.print(f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}")
+    console.print(
+        f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}"
+    )
     return report, figure
 
 

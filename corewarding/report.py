@@ -27,7 +27,10 @@ import yaml
 from corewarding.core import metric_names
 from corewarding.core.collapse import CollapseReport, detect_collapse, read_metrics
 
-__all__ = ["RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table", "rich_table", "plot_curves", "write_report"]
+__all__ = [
+    "RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table",
+    "rich_table", "plot_curves", "write_report",
+]
 
 HELDOUT = metric_names.HELDOUT_GREEDY
 SAMPLED = metric_names.HELDOUT_SAMPLED
@@ -163,7 +166,8 @@ COLUMNS = (
 
 
 def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
-    """The cells of :data:`COLUMNS`: one row per run, plus a ``mean ± std`` row per method with several runs."""
+    """The cells of :data:`COLUMNS`: one row per run, plus a ``mean ± std`` row per method with several
+    runs."""
     rows = []
     by_method: dict[str, list[RunSummary]] = defaultdict(list)
     for s in summaries:
@@ -171,7 +175,9 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
     for variant, runs in by_method.items():
         method = runs[0].method
         for s in runs:
-            collapse = f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
+            collapse = (
+                f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
+            )
             reward = "–" if s.reward is None else f"{s.reward:.3f}"
             rows.append([s.name, method, str(s.steps), _percent(s.sampled_start), _percent(s.sampled_final),
                          _percent(s.heldout_start), _percent(s.heldout_best), _percent(s.heldout_final),
@@ -181,10 +187,14 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
             lengths = sorted({s.steps for s in runs})
             steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
             rows.append([f"**{variant}** (mean ± std)", method, steps,
-                         _mean_std([s.sampled_start for s in runs]), _mean_std([s.sampled_final for s in runs]),
-                         _mean_std([s.heldout_start for s in runs]), _mean_std([s.heldout_best for s in runs]),
-                         _mean_std([s.heldout_final for s in runs]), _mean_std([s.label_accuracy for s in runs]),
-                         _mean_std([s.reward for s in runs], scale=1.0, digits=3), f"{collapsed} of {len(runs)} runs"])
+                         _mean_std([s.sampled_start for s in runs]),
+                         _mean_std([s.sampled_final for s in runs]),
+                         _mean_std([s.heldout_start for s in runs]),
+                         _mean_std([s.heldout_best for s in runs]),
+                         _mean_std([s.heldout_final for s in runs]),
+                         _mean_std([s.label_accuracy for s in runs]),
+                         _mean_std([s.reward for s in runs], scale=1.0, digits=3),
+                         f"{collapsed} of {len(runs)} runs"])
     return rows
 
 
@@ -209,7 +219,9 @@ def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
         "start, best, → end; label: label accuracy %; label and reward: mean of the last steps",
     )
     for column in SHORT_COLUMNS:
-        table.add_column(column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run")
+        table.add_column(
+            column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run"
+        )
     for row in table_rows(summaries):
         name = row[0].replace("**", "").replace(" (mean ± std)", " (mean)")
         table.add_row(name, *row[3:-1], row[-1].split(":")[0])
@@ -246,7 +258,8 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
             if share:
                 mean, low, high = ([100 * v for v in series] for series in (mean, low, high))
             colour = colours(index % 10)
-            ax.plot(steps, mean, label=method, color=colour, marker="o" if key in _EVALUATED else None, markersize=3)
+            ax.plot(steps, mean, label=method, color=colour, marker="o" if key in _EVALUATED else None,
+                    markersize=3)
             if len(group) > 1:
                 ax.fill_between(steps, low, high, color=colour, alpha=0.15)
             for run in group:
@@ -273,7 +286,9 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
     return path
 
 
-def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs") -> tuple[Path, Path]:
+def write_report(
+    folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs"
+) -> tuple[Path, Path]:
     """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
     runs = load_runs(folders)
     if not runs:
@@ -287,7 +302,8 @@ def write_report(folders: Sequence[str | Path], out_dir: str | Path, title: str 
         "Held-out accuracy on held-out problems: sampled, avg@k at the held-out temperature (the paper's "
         "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation. "
         "Label accuracy and reward: mean of the last "
-        f"{FINAL_WINDOW} logged steps. Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
+        f"{FINAL_WINDOW} logged steps. "
+        "Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
         f"![curves]({figure.name})\n"
     )
     report = out_dir / "report.md"

@@ -21,7 +21,8 @@ model, tokenizer = load_model(model_name)
 config = CoRewardingConfig(
     method="co_rewarding_ii", output_dir="runs/my-questions", overwrite_output_dir=True, max_steps=steps,
     num_generations=8, per_device_train_batch_size=16, max_completion_length=256, learning_rate=1e-5,
-    teacher_rate_start=0.01, teacher_rate_end=1e-5, heldout_dataset=None, eval_strategy="no", report_to="none",
+    teacher_rate_start=0.01, teacher_rate_end=1e-5, heldout_dataset=None, eval_strategy="no",
+    report_to="none",
 )
 dataset = training_dataset(problems, config.method, config.system_prompt)
 trainer = CoRewardingTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)

@@ -24,7 +24,9 @@ ANSWER_FORMS = ["1", "1.0", r"\frac{2}{2}", "2", "3", None]
 
 
 class ScriptedTrainer(CoRewardingTrainer):
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
         tokenizer = self.processing_class
         teacher = int(self.model_wrapped is self.teacher)
         completions = []
@@ -52,7 +54,9 @@ def main(model_dir: str, out: str, processes: int) -> None:
 
     trainer_module.method_rewards = capture
     problems = generate_problems(12, "train", seed=0)
-    for method, batch in (("majority_vote", 12), ("co_rewarding_i", 8), ("co_rewarding_ii", 12), ("self_certainty", 12)):
+    for method, batch in (
+        ("majority_vote", 12), ("co_rewarding_i", 8), ("co_rewarding_ii", 12), ("self_certainty", 12)
+    ):
         config = CoRewardingConfig(
             method=method, output_dir=f"{out}.{method}", max_steps=1, num_generations=4,
             per_device_train_batch_size=batch // processes, max_completion_length=16, report_to=[],

@@ -52,7 +52,9 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
 
     # Kill points spread over the run: before and inside the first checkpoint, between checkpoints, and
     # inside the later ones (with save_total_limit 1, where rotation used to delete the last good one).
-    kill_points = sorted({2, 5, 9, 13, writes // 3, writes // 2, writes // 2 + 3, 2 * writes // 3, writes - 6, writes - 2})
+    kill_points = sorted(
+        {2, 5, 9, 13, writes // 3, writes // 2, writes // 2 + 3, 2 * writes // 3, writes - 6, writes - 2}
+    )
     for kill_at in kill_points:
         out = tmp_path / f"killed-{kill_at}"
         killed = run(kill_at, out)
@@ -66,7 +68,9 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
         for name, expected in (("model.safetensors", reference), ("teacher.safetensors", reference_teacher)):
             got = load_file(final / name)
             for key in expected:
-                torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=f"kill {kill_at}: {name}:{key}")
+                torch.testing.assert_close(
+                    got[key], expected[key], rtol=0, atol=1e-6, msg=f"kill {kill_at}: {name}:{key}"
+                )
         assert steps_logged(out) == [1, 2, 3, 4, 5, 6], kill_at
 
 
@@ -79,7 +83,9 @@ def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_meth
         checkpoints.verify(folder, "co_rewarding_ii")
     checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
     checkpoints.verify(folder, "co_rewarding_ii")
-    with pytest.raises(checkpoints.CheckpointError, match="saved by a co_rewarding_ii run; this run's method is entropy"):
+    with pytest.raises(
+        checkpoints.CheckpointError, match="saved by a co_rewarding_ii run; this run's method is entropy"
+    ):
         checkpoints.verify(folder, "entropy")
     os.truncate(folder / "optimizer.pt", 20)
     with pytest.raises(checkpoints.CheckpointError, match=r"optimizer.pt is damaged: 20 bytes, saved as 50"):

@@ -111,7 +111,9 @@ def test_cooper_reward_is_the_probability_or_its_threshold():
     # verdicts at 0.5: accept, accept (wrong), reject (right), reject -> 2 of 4 agree with the verifier
     assert soft.metrics["rm/rule_agreement"] == 0.5 and soft.metrics["rm/false_positive_rate"] == 0.5
     hard = method_rewards(
-        "cooper_static", batch, RewardInputs(reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9)
+        "cooper_static",
+        batch,
+        RewardInputs(reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9),
     )
     assert hard.rewards == [0.0, 1.0, 0.0, 0.0]
     assert hard.metrics["rm/rule_agreement"] == 0.25
@@ -424,7 +426,9 @@ EVERY_STEP = [
 ]
 UPDATES = ["rm/pairs", "rm/skipped_groups"]
 # FAST's problems: a model folder without a pretrain.json trains on the default regime's synthetic task.
-TRAINING_ANSWERS = {p.question: int(p.answer) for p in synthetic_problems("not-a-tiny-model", 32, "train", seed=0)}
+TRAINING_ANSWERS = {
+    p.question: int(p.answer) for p in synthetic_problems("not-a-tiny-model", 32, "train", seed=0)
+}
 
 
 def scripted_rollouts(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):

@@ -30,15 +30,23 @@ def test_quick_demo_writes_a_report_with_every_method_and_a_figure_and_refuses_t
     rows = report_rows(tmp_path / "report.md")
     assert sorted(rows) == sorted(DEMO_METHODS)
     for method, row in rows.items():
-        records = [json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()]
+        records = [
+            json.loads(line) for line in (tmp_path / method / "metrics.jsonl").read_text().splitlines()
+        ]
         assert [r["step"] for r in records if "reward" in r] == [1, 2]
         evaluations = [r for r in records if "eval_greedy_accuracy" in r]
         assert [r["step"] for r in evaluations] == [0, 2]
         # The report's cells are the run's numbers, in %.
         assert float(row["steps"]) == 2
-        assert float(row["greedy start %"]) == pytest.approx(100 * evaluations[0]["eval_greedy_accuracy"], abs=0.05)
-        assert float(row["greedy final %"]) == pytest.approx(100 * evaluations[-1]["eval_greedy_accuracy"], abs=0.05)
-        assert float(row["sampled final %"]) == pytest.approx(100 * evaluations[-1]["eval_sampled_accuracy"], abs=0.05)
+        assert float(row["greedy start %"]) == pytest.approx(
+            100 * evaluations[0]["eval_greedy_accuracy"], abs=0.05
+        )
+        assert float(row["greedy final %"]) == pytest.approx(
+            100 * evaluations[-1]["eval_greedy_accuracy"], abs=0.05
+        )
+        assert float(row["sampled final %"]) == pytest.approx(
+            100 * evaluations[-1]["eval_sampled_accuracy"], abs=0.05
+        )
         rewards = [r["reward"] for r in records if "reward" in r]
         assert float(row["reward"]) == pytest.approx(sum(rewards) / len(rewards), abs=5e-4)
         # Same model, data and seed: every method starts from the same held-out accuracy.
@@ -50,11 +58,14 @@ def test_quick_demo_writes_a_report_with_every_method_and_a_figure_and_refuses_t
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 20_000
 
     # A second demo into the same folder is refused in one line; with --overwrite the old runs are gone.
-    again = CliRunner().invoke(app, ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "-o", str(tmp_path)])
+    again = CliRunner().invoke(
+        app, ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "-o", str(tmp_path)]
+    )
     assert again.exit_code == 2 and "already holds a demo" in again.output and "--overwrite" in again.output
     (tmp_path / "majority_vote" / "collapse.json").write_text("{}")  # a stale file of the old run
     replaced = CliRunner().invoke(
-        app, ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "--overwrite", "-o", str(tmp_path)]
+        app,
+        ["demo", "--quick", "--steps", "1", "--methods", "majority_vote", "--overwrite", "-o", str(tmp_path)],
     )
     assert replaced.exit_code == 0, replaced.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.is_dir()) == ["majority_vote"]
@@ -84,4 +95,7 @@ def test_demo_refuses_bad_input_in_one_line(tmp_path, args, message):
 def test_demo_into_a_file_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("")
     result = CliRunner().invoke(app, ["demo", "--methods", "majority_vote", "-o", str(tmp_path / "a-file")])
-    assert result.exit_code == 2 and result.output.strip() == f"error: demo output {tmp_path / 'a-file'} is a file, not a folder"
+    assert (
+        result.exit_code == 2
+        and result.output.strip() == f"error: demo output {tmp_path / 'a-file'} is a file, not a folder"
+    )

@@ -27,17 +27,24 @@ def test_two_processes_give_the_rewards_and_labels_of_one(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     one, two = tmp_path / "one.json", tmp_path / "two.json"
     run([sys.executable, str(SCRIPT), str(model_dir), str(one), "1"], env)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    torchrun = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"
+    ]
     run([*torchrun, str(SCRIPT), str(model_dir), str(two), "2"], env)
     single, double = json.loads(one.read_text()), json.loads(two.read_text())
 
-    assert set(single) == set(double) == {"majority_vote", "co_rewarding_i", "co_rewarding_ii", "self_certainty"}
+    assert (
+        set(single)
+        == set(double)
+        == {"majority_vote", "co_rewarding_i", "co_rewarding_ii", "self_certainty"}
+    )
     for method in single:
         a, b = single[method], double[method]
         assert a["question_ids"] == b["question_ids"] and a["answers"] == b["answers"], method
         assert a["labels"] == b["labels"], method
         assert a["teacher_answers"] == b["teacher_answers"], method
-        assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-5), method  # logits: padding differs by process
+        # logits: padding differs by process
+        assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-5), method
 
     # The 2-process layout really splits: majority voting's second group (rows 4-7) straddles the
     # two processes' halves (rows 0-5 and 6-11), and each view of a Co-rewarding-I pair is on its own

@@ -17,7 +17,9 @@ MODULES = sorted(
 
 
 def test_the_modules_with_worked_examples_are_found():
-    assert {"corewarding.core.rewards", "corewarding.core.methods", "corewarding.training.trainer"} <= set(MODULES)
+    assert {
+        "corewarding.core.rewards", "corewarding.core.methods", "corewarding.training.trainer"
+    } <= set(MODULES)
 
 
 @pytest.mark.parametrize("name", MODULES)

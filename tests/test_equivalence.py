@@ -80,7 +80,9 @@ def test_cluster_answer_groups_matches_one_group_at_a_time():
 
 
 def test_answers_match_none_never_matches():
-    assert answers_match([("1", None), (None, "1"), (None, None), ("1", "1.0")]) == [False, False, False, True]
+    assert answers_match([("1", None), (None, "1"), (None, None), ("1", "1.0")]) == [
+        False, False, False, True
+    ]
     assert answers_match([(r"\frac{1}{2}", "0.5")], mode="exact") == [False]
     with pytest.raises(ValueError, match="matching mode"):
         answers_match([("1", "1")], mode="fuzzy")

@@ -52,7 +52,9 @@ class StubBackend:
         return groups
 
     def completion(self, question_id: str, sample: int, text: str) -> Completion:
-        return Completion(None, error="HTTP 500") if (question_id, sample) in self.failed else Completion(text)
+        return (
+            Completion(None, error="HTTP 500") if (question_id, sample) in self.failed else Completion(text)
+        )
 
 
 def test_pass_at_k_estimator_by_hand():
@@ -176,7 +178,10 @@ def test_eval_command_on_the_synthetic_test_split(tmp_path):
     assert (evaluation.temperature, evaluation.max_new_tokens, evaluation.failed) == (1.0, 48, 0)
     # The same as the library on the same questions, model and seed: the command adds nothing of its own.
     again = evaluate(
-        synthetic_problems("tiny", 8, "test"), TransformersBackend.load(TINY_MODEL_DIR), k=2, max_new_tokens=48
+        synthetic_problems("tiny", 8, "test"),
+        TransformersBackend.load(TINY_MODEL_DIR),
+        k=2,
+        max_new_tokens=48,
     )
     assert again == evaluation
 

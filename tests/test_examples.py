@@ -17,7 +17,10 @@ def test_train_your_questions_script(tmp_path):
     rows = [{"question": f"Start with {n}. Add {n % 5 + 1}. What is the result?"} for n in range(1, 21)]
     questions.write_text("".join(json.dumps(row) + "\n" for row in rows))
     done = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "examples" / "train_your_questions.py"), str(questions), "tiny", "2"],
+        [
+            sys.executable, str(REPO_ROOT / "examples" / "train_your_questions.py"), str(questions), "tiny",
+            "2",
+        ],
         cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"},
         capture_output=True, text=True, timeout=600,
     )

@@ -19,7 +19,9 @@ sys.meta_path.insert(0, Blocked())
 
 
 def test_the_core_and_the_synthetic_task_import_without_torch_or_trl():
-    modules = sorted(f"corewarding.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__")
+    modules = sorted(
+        f"corewarding.core.{p.stem}" for p in (PACKAGE / "core").glob("*.py") if p.stem != "__init__"
+    )
     modules += ["corewarding.data.synthetic", "corewarding.data.records"]
     code = BLOCKER + "".join(f"import {m}\n" for m in modules) + "print('ok')"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)

@@ -157,7 +157,8 @@ def test_load_gguf_file(tiny_model_dir, tmp_path):
     assert tokenizer.decode(tokenizer(text).input_ids) == text
     assert (tokenizer.pad_token, tokenizer.padding_side) == ("<|endoftext|>", "left")
     assert render_prompts(tokenizer, ["2+3?"]) == render_prompts(expected_tokenizer, ["2+3?"])
-    # Dequantised weights are ordinary tensors: the Trainer must accept them, and a saved copy is a plain model.
+    # Dequantised weights are ordinary tensors: the Trainer must accept them, and a saved copy is a plain
+    # model.
     validate_quantization_for_training(model)
     model.save_pretrained(tmp_path / "plain")
     assert "quantization_config" not in json.loads((tmp_path / "plain" / "config.json").read_text())

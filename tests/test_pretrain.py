@@ -1,4 +1,5 @@
-"""Pretraining the tiny model: the corpus's mistakes, determinism, what it saves, the CLI, the shipped models."""
+"""Pretraining the tiny model: the corpus's mistakes, determinism, what it saves, the CLI, the shipped
+models."""
 
 import json
 import random
@@ -62,7 +63,8 @@ def test_loss_covers_the_worked_solution_and_end_token_only():
     for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
         target = labels[labels != -100].tolist()
         chain = next(replay)
-        assert tokenizer.decode(target) == worked_solution(chain) + tokenizer.eos_token  # no mistakes by default
+        # no mistakes by default
+        assert tokenizer.decode(target) == worked_solution(chain) + tokenizer.eos_token
         end = int(mask.sum())
         assert ids[:end].tolist()[-len(target) :] == target  # the target closes the sequence
         prompt = tokenizer.decode(ids[: end - len(target)])
@@ -81,7 +83,9 @@ def test_shortcut_solutions_come_at_the_configured_rates(rates):
     for labels in batch["labels"]:
         chain = next(replay)
         text = tokenizer.decode(labels[labels != -100].tolist())
-        stopped["+" if chain.steps[-1][0] == "+" else "-*"].append(text.startswith(worked_solution(chain, stop_early=True)))
+        stopped["+" if chain.steps[-1][0] == "+" else "-*"].append(
+            text.startswith(worked_solution(chain, stop_early=True))
+        )
     # About 400 "+" and 800 "-"/"*" problems: within 0.07 of the rates (more than 3 standard deviations).
     assert sum(stopped["-*"]) / len(stopped["-*"]) == pytest.approx(rates[0], abs=0.07)
     assert sum(stopped["+"]) / len(stopped["+"]) == pytest.approx(rates[1], abs=0.07)
@@ -93,9 +97,14 @@ def test_slips_and_irrelevant_numbers_come_at_the_configured_rates():
     right = worked_solution(chain)
     distracted = [corpus_solution(chain, SurfaceForm("…", 0, distractor=4), rng, config) for _ in range(2000)]
     clean = [corpus_solution(chain, SurfaceForm("…", 0), rng, config) for _ in range(2000)]
-    uses = [s.endswith("\\boxed{" + s.split("=")[-1].split(".")[0] + "}") and "+4=" in s.split(". ")[-2] for s in distracted]
+    uses = [
+        s.endswith("\\boxed{" + s.split("=")[-1].split(".")[0] + "}") and "+4=" in s.split(". ")[-2]
+        for s in distracted
+    ]
     # 2,000 draws: within 0.04 (more than 3 standard deviations).
-    assert fmean("24+4=" in s or ". 2" in s and "+4=" in s for s in distracted) == pytest.approx(0.7, abs=0.04)
+    assert fmean("24+4=" in s or ". 2" in s and "+4=" in s for s in distracted) == pytest.approx(
+        0.7, abs=0.04
+    )
     assert fmean(s != right for s in clean) == pytest.approx(0.4, abs=0.04)
     assert all("+4=" not in s for s in clean)  # a form without an irrelevant number is never distracted
     assert any(uses)
@@ -124,7 +133,11 @@ def test_saves_a_loadable_model_tokenizer_and_settings(tmp_path):
         assert sum(figures["forms"][name]["num_questions"] for name in figures["forms"]) == 16
     assert record["parameters"] == sum(p.numel() for p in result.model.parameters())
     assert same_weights(AutoModelForCausalLM.from_pretrained(tmp_path), result.model)
-    assert AutoTokenizer.from_pretrained(tmp_path).get_vocab() == result.tokenizer.get_vocab() == build_tokenizer(task).get_vocab()
+    assert (
+        AutoTokenizer.from_pretrained(tmp_path).get_vocab()
+        == result.tokenizer.get_vocab()
+        == build_tokenizer(task).get_vocab()
+    )
     assert synthetic_task(tmp_path) == task  # `synthetic` means the task a model was pretrained on
 
 
@@ -149,7 +162,9 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert ran.exit_code == 0, ran.output
     assert "greedy" in ran.output and "other view right, own wrong" in ran.output
     record = json.loads((out / SETTINGS_FILE).read_text())
-    expected = replace(REGIMES[DEFAULT_REGIME].pretraining, steps=2, batch_size=4, eval_problems=2, slip_rate=0.2)
+    expected = replace(
+        REGIMES[DEFAULT_REGIME].pretraining, steps=2, batch_size=4, eval_problems=2, slip_rate=0.2
+    )
     assert PretrainConfig.from_dict(record["config"]) == expected
 
 

@@ -19,7 +19,9 @@ from corewarding.cli import app
 GGUF = os.environ.get("COREWARDING_SMOLLM2_GGUF")
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not GGUF or not Path(GGUF).is_file(), reason="set COREWARDING_SMOLLM2_GGUF to the SmolLM2 .gguf file"),
+    pytest.mark.skipif(
+        not GGUF or not Path(GGUF).is_file(), reason="set COREWARDING_SMOLLM2_GGUF to the SmolLM2 .gguf file"
+    ),
 ]
 
 
@@ -45,8 +47,9 @@ def test_rephrase_train_and_evaluate_with_smollm2(shared_file, tmp_path):
            shared_file("corewarding-math/train_rewrite_Qwen3-32B.parquet"), "-o", math_pairs, "--only-valid")
     run = tmp_path / "run"
     invoke("train", "--config", "tiny/co_rewarding_i", "--model_name_or_path", GGUF, "--dataset", math_pairs,
-           "--max_train_problems", 4, "--max_steps", 2, "--num_generations", 2, "--per_device_train_batch_size", 4,
-           "--max_completion_length", 128, "--heldout_dataset", "none", "--eval_strategy", "no",
+           "--max_train_problems", 4, "--max_steps", 2, "--num_generations", 2,
+           "--per_device_train_batch_size", 4, "--max_completion_length", 128, "--heldout_dataset", "none",
+           "--eval_strategy", "no",
            "--output_dir", run, "--threads", 2)
     steps = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]

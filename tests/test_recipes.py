@@ -21,7 +21,9 @@ def test_a_recipe_overrides_its_base_and_the_base_its_own_base(tmp_path):
     (tmp_path / "shared").mkdir()
     write(tmp_path / "shared" / "mid.yaml", {"base": "../root.yaml", "beta": 0.1, "max_steps": 7})
     top = write(tmp_path / "top.yaml", {"base": "shared/mid.yaml", "method": "majority_vote", "max_steps": 9})
-    assert recipe_settings(top) == {"learning_rate": 1.0, "beta": 0.1, "seed": 3, "max_steps": 9, "method": "majority_vote"}
+    assert recipe_settings(top) == {
+        "learning_rate": 1.0, "beta": 0.1, "seed": 3, "max_steps": 9, "method": "majority_vote"
+    }
     config = load_recipe(top, seed=5)
     assert (config.learning_rate, config.beta, config.max_steps, config.seed) == (1.0, 0.1, 9, 5)
 
@@ -32,7 +34,9 @@ def test_recipe_bases_that_cycle_or_are_missing_are_refused(tmp_path):
     with pytest.raises(ValueError, match="cycle"):
         recipe_settings(tmp_path / "a.yaml")
     write(tmp_path / "c.yaml", {"base": "gone.yaml"})
-    with pytest.raises(FileNotFoundError, match="its base gone.yaml is neither a file beside it nor a shipped recipe"):
+    with pytest.raises(
+        FileNotFoundError, match="its base gone.yaml is neither a file beside it nor a shipped recipe"
+    ):
         recipe_settings(tmp_path / "c.yaml")
     # A shipped recipe's name works as a base from anywhere.
     write(tmp_path / "mine.yaml", {"base": "tiny/_common", "method": "majority_vote", "max_steps": 3})
@@ -76,7 +80,9 @@ def test_paper_recipes_restate_the_reference_runs(method):
 
 
 def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
-    recipe = write(tmp_path / "r.yaml", {"base": str(RECIPES_DIR / "tiny" / "majority_vote.yaml"), "lerning_rate": 1})
+    recipe = write(
+        tmp_path / "r.yaml", {"base": str(RECIPES_DIR / "tiny" / "majority_vote.yaml"), "lerning_rate": 1}
+    )
     result = CliRunner().invoke(app, ["train", "--config", str(recipe)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
@@ -119,6 +125,10 @@ def test_train_help_lists_every_setting_by_group_with_the_recipes_values():
     lines = result.output.splitlines()
     for group in ("method:", "data:", "teacher (co_rewarding_ii):", "optimisation (transformers):"):
         assert group in lines
-    values = {line.split()[0]: line.split()[1] for line in lines if line.startswith("  --") and len(line.split()) > 1}
+    values = {
+        line.split()[0]: line.split()[1]
+        for line in lines
+        if line.startswith("  --") and len(line.split()) > 1
+    }
     assert values["--max_steps"] == "40" and values["--learning_rate"] == "0.0001"
     assert values["--teacher_rate_start"] == "0.01" and values["--method"] == "co_rewarding_ii"

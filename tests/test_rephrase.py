@@ -443,7 +443,8 @@ def test_validate_pairs_command_user_errors(tmp_path):
     runner = CliRunner()
     no_pairs = runner.invoke(app, ["validate-pairs", str(tmp_path / "questions.jsonl")])
     assert (
-        no_pairs.exit_code == 2 and "has no rephrasing column: name it with --columns question=COL,rephrasing=COL" in no_pairs.output
+        no_pairs.exit_code == 2
+        and "has no rephrasing column: name it with --columns question=COL,rephrasing=COL" in no_pairs.output
     )
     write_questions(tmp_path / "three.jsonl", 3)
     misaligned = runner.invoke(

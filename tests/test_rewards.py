@@ -33,7 +33,9 @@ COMPLETIONS = [
     r"3*4 = 12.\n#### 12",
 ]
 ANSWERS = [extract_answer(c) for c in COMPLETIONS]
-BATCH = Rollouts(answers=ANSWERS, question_ids=[1] * 4 + [2] * 4, references=[r"\frac{1}{2}"] * 4 + ["12"] * 4)
+BATCH = Rollouts(
+    answers=ANSWERS, question_ids=[1] * 4 + [2] * 4, references=[r"\frac{1}{2}"] * 4 + ["12"] * 4
+)
 
 
 def test_ground_truth_rewards():

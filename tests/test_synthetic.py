@@ -180,7 +180,9 @@ def test_a_share_of_forms_carries_an_irrelevant_number_and_reads_as_the_clean_fo
             assert 1 <= noisy.distractor <= 9
             # The clean form is the noisy one without one inserted sentence, which holds the number.
             prefix = len(os.path.commonprefix([noisy.text, clean.text]))
-            suffix = min(len(os.path.commonprefix([noisy.text[::-1], clean.text[::-1]])), len(clean.text) - prefix)
+            suffix = min(
+                len(os.path.commonprefix([noisy.text[::-1], clean.text[::-1]])), len(clean.text) - prefix
+            )
             inserted = noisy.text[prefix : len(noisy.text) - suffix]
             assert len(noisy.text) - len(inserted) == len(clean.text)
             assert re.findall(r"\d+", inserted) == [str(noisy.distractor)]
@@ -190,7 +192,9 @@ def test_a_share_of_forms_carries_an_irrelevant_number_and_reads_as_the_clean_fo
         assert problem.meta["distractors"] == [forms[qf].distractor, forms[rf].distractor]
     # 1,200 forms: the share within 0.05 of the rate (more than 3 standard deviations).
     assert counts[1] / sum(counts) == pytest.approx(0.5, abs=0.05)
-    assert all(f.distractor is None for p in generate_problems(50, "test") for f in render_forms(chain_of(p), 0))
+    assert all(
+        f.distractor is None for p in generate_problems(50, "test") for f in render_forms(chain_of(p), 0)
+    )
 
 
 def test_worked_solutions_with_a_slip_an_irrelevant_number_or_both():

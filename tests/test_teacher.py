@@ -29,7 +29,9 @@ def test_schedule_is_monotone_and_uses_its_endpoints():
 
 def test_schedule_update_interval():
     schedule = TeacherSchedule(update_interval=3)
-    assert [schedule.rate(s, 10) is not None for s in range(1, 8)] == [True, False, False, True, False, False, True]
+    assert [schedule.rate(s, 10) is not None for s in range(1, 8)] == [
+        True, False, False, True, False, False, True
+    ]
     assert schedule.rate(4, 10) == pytest.approx(ema_rate(4, 10))
 
 
@@ -68,4 +70,6 @@ def test_update_with_rate_one_copies_and_rate_zero_keeps():
 
 def test_update_refuses_different_architectures():
     with pytest.raises(ValueError):
-        ema_update_(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), 0.1)
+        ema_update_(
+            torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), 0.1
+        )

@@ -11,8 +11,11 @@ from corewarding.training.token_statistics import STATISTICS, rollout_statistic
 def test_batched_padded_statistic_equals_each_rollout_alone(name):
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, TinyModelConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                                   num_key_value_heads=2, intermediate_size=64), seed=3).eval()
-    prompts = [tokenizer.encode(t) for t in ("Start with 7. Add 5.", "A jar holds 3 pens. 4 more are added. How")]
+                                                   num_key_value_heads=2, intermediate_size=64),
+                        seed=3).eval()
+    prompts = [
+        tokenizer.encode(t) for t in ("Start with 7. Add 5.", "A jar holds 3 pens. 4 more are added. How")
+    ]
     completions = [tokenizer.encode(t) for t in ("7+5=12. \\boxed{12}", "3+4=7", "")]
     prompt_ids = [prompts[0], prompts[1], prompts[0]]
     values = rollout_statistic(model, prompt_ids, completions, name, pad_token_id=tokenizer.pad_token_id,

@@ -27,7 +27,9 @@ def steps(out) -> list[int]:
 def questions(tmp_path):
     """A questions-only JSONL, as a user brings it: no answers, their own column name."""
     path = tmp_path / "questions.jsonl"
-    rows = [{"text": f"Start with {n}. Add {n % 5 + 1}. Multiply by 2. What is the result?"} for n in range(1, 13)]
+    rows = [
+        {"text": f"Start with {n}. Add {n % 5 + 1}. Multiply by 2. What is the result?"} for n in range(1, 13)
+    ]
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
 
@@ -38,20 +40,27 @@ def test_label_free_training_on_a_questions_only_file_logs_what_it_can(questions
     result = train("--config", "tiny/co_rewarding_ii", "--dataset", str(questions), "--dataset_columns",
                    "question=text", "--output_dir", str(out), *FAST)
     assert result.exit_code == 0, result.output
-    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"reward"' in line]
+    records = [
+        json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"reward"' in line
+    ]
     assert [r["step"] for r in records] == [1, 2]
     for record in records:  # without references: no label accuracy, but what a label-free run can know
         assert "label_accuracy" not in record and "rollout_accuracy" not in record
         assert {"majority_ratio", "no_answer_rate", "teacher_policy_agreement"} <= set(record)
     assert f"corewarding report {out}" in result.output and "2 steps" in result.output
     card = (out / "README.md").read_text()
-    assert "base_model: tiny" in card and "co_rewarding_ii" in card and str(questions) in card and "None" not in card
+    assert (
+        "base_model: tiny" in card
+        and "co_rewarding_ii" in card
+        and str(questions) in card
+        and "None" not in card
+    )
 
 
 def test_methods_that_need_references_say_so_in_one_line(questions, tmp_path):
     for method in ("ground_truth", "cooper"):
-        result = train("--config", f"tiny/{method}", "--dataset", str(questions), "--dataset_columns", "question=text",
-                       "--output_dir", str(tmp_path / method), *FAST)
+        result = train("--config", f"tiny/{method}", "--dataset", str(questions), "--dataset_columns",
+                       "question=text", "--output_dir", str(tmp_path / method), *FAST)
         assert result.exit_code == 2
         assert result.output.strip().splitlines()[-1] == (
             f"error: {method} reads the reference answer: 12 of 12 problems have none (first: 0)"
@@ -73,7 +82,9 @@ def test_a_default_run_can_be_resumed_and_extended_and_is_never_mixed_with_anoth
     assert extended.exit_code == 0, extended.output
     assert steps(out) == [1, 2, 3, 4]  # each step once, across the two sessions
 
-    fresh = train("--config", "tiny/majority_vote", "--output_dir", str(out), *FAST, "--overwrite_output_dir", "true")
+    fresh = train(
+        "--config", "tiny/majority_vote", "--output_dir", str(out), *FAST, "--overwrite_output_dir", "true"
+    )
     assert fresh.exit_code == 0, fresh.output
     assert steps(out) == [1, 2] and not (out / "checkpoint-4").exists()
 
@@ -82,7 +93,10 @@ def test_a_default_run_can_be_resumed_and_extended_and_is_never_mixed_with_anoth
     "args, message",
     [
         (["--resume", "last"], "--resume last: {out} has no complete checkpoint yet"),
-        (["--max_train_problems", "3"], "the training set has 3 prompts, fewer than one generation batch (4 prompts"),
+        (
+            ["--max_train_problems", "3"],
+            "the training set has 3 prompts, fewer than one generation batch (4 prompts",
+        ),
     ],
 )
 def test_nothing_to_resume_or_too_little_data_is_one_line(tmp_path, args, message):
@@ -96,7 +110,10 @@ def test_an_output_dir_that_is_a_file_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("")
     result = train("--config", "tiny/majority_vote", "--output_dir", str(tmp_path / "a-file"), *FAST)
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1] == f"error: output_dir {tmp_path / 'a-file'} is a file, not a folder"
+    assert (
+        result.output.strip().splitlines()[-1]
+        == f"error: output_dir {tmp_path / 'a-file'} is a file, not a folder"
+    )
 
 
 def test_pairs_nobody_checked_are_validated_before_co_rewarding_i_trains_on_them(tmp_path):
@@ -104,13 +121,15 @@ def test_pairs_nobody_checked_are_validated_before_co_rewarding_i_trains_on_them
 
     pairs = tmp_path / "pairs.jsonl"
     rows = [
-        {"question": f"Start with {n}. Add 2. What is the result?", "rephrasing": f"Begin at {n} and add 2. Result?"}
+        {"question": f"Start with {n}. Add 2. What is the result?", "rephrasing": f"Begin at {n}, add 2."}
         for n in range(1, 12)
     ]
     rows[3]["rephrasing"] = REFERENCE_PLACEHOLDER  # the release's placeholder echo
     pairs.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    result = train("--config", "tiny/co_rewarding_i", "--dataset", str(pairs), "--dataset_columns",
-                   "question=question,rephrasing=rephrasing", "--output_dir", str(tmp_path / "run"), *FAST)
+    result = train(
+        "--config", "tiny/co_rewarding_i", "--dataset", str(pairs), "--dataset_columns",
+        "question=question,rephrasing=rephrasing", "--output_dir", str(tmp_path / "run"), *FAST,
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith(
         "error: 1 of 11 rephrasings fail the validator (first: 3: placeholder"

@@ -24,8 +24,12 @@ METHOD_METRICS = {
     "majority_vote": ["label_accuracy", "reward_accuracy", "majority_ratio", "no_answer_rate"],
     "self_certainty": ["self_certainty", "rollout_accuracy"],
     "entropy": ["mean_entropy", "rollout_accuracy"],
-    "co_rewarding_i": ["label_accuracy", "original/label_accuracy", "rephrased/label_accuracy", "view_agreement"],
-    "co_rewarding_ii": ["label_accuracy", "teacher/rate", "teacher_policy_agreement", "teacher/no_answer_rate"],
+    "co_rewarding_i": [
+        "label_accuracy", "original/label_accuracy", "rephrased/label_accuracy", "view_agreement"
+    ],
+    "co_rewarding_ii": [
+        "label_accuracy", "teacher/rate", "teacher_policy_agreement", "teacher/no_answer_rate"
+    ],
 }
 
 
@@ -38,7 +42,9 @@ START_GREEDY = evaluate(
 def test_train_runs_every_method(method, tmp_path):
     """The shipped recipe on the shipped pretrained tiny model, as a user runs it, for 2 steps."""
     out = tmp_path / method
-    result = CliRunner().invoke(app, ["train", "--config", f"configs/tiny/{method}.yaml", *FAST, "--output_dir", str(out)])
+    result = CliRunner().invoke(
+        app, ["train", "--config", f"configs/tiny/{method}.yaml", *FAST, "--output_dir", str(out)]
+    )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "reward" in r]
@@ -54,7 +60,9 @@ def test_train_runs_every_method(method, tmp_path):
 
 
 def test_train_reports_a_bad_setting_in_one_line(tmp_path):
-    result = CliRunner().invoke(app, ["train", "--config", "configs/tiny/majority_vote.yaml", "--method", "vibes"])
+    result = CliRunner().invoke(
+        app, ["train", "--config", "configs/tiny/majority_vote.yaml", "--method", "vibes"]
+    )
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("error: method must be one of")
 
@@ -69,4 +77,6 @@ def test_train_without_trl_says_which_python_it_needs(monkeypatch):
     monkeypatch.setitem(sys.modules, "trl", None)
     result = CliRunner().invoke(app, ["train", "--config", "tiny/majority_vote"])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].startswith("error: this command trains with TRL 1.16, which needs Python >= 3.11")
+    assert result.output.strip().splitlines()[-1].startswith(
+        "error: this command trains with TRL 1.16, which needs Python >= 3.11"
+    )

@@ -29,7 +29,8 @@ app.add_typer(rm_app, name="rm")
 
 def _message(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror and error.filename:
-        return f"{error.filename}: {error.strerror}"  # e.g. a full disk: "runs/x/optimizer.pt: No space left on device"
+        # e.g. a full disk: "runs/x/optimizer.pt: No space left on device"
+        return f"{error.filename}: {error.strerror}"
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 

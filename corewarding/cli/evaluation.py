@@ -26,7 +26,9 @@ def eval_command(
     ],
     dataset: Annotated[
         str,
-        typer.Argument(help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."),
+        typer.Argument(
+            help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."
+        ),
     ] = "synthetic",
     columns: Columns = None,
     limit: Annotated[
@@ -41,16 +43,22 @@ def eval_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
-    system_prompt: Annotated[str, typer.Option(help="The system turn of every prompt ('' for none).")] = SYSTEM_PROMPT,
+    system_prompt: Annotated[
+        str, typer.Option(help="The system turn of every prompt ('' for none).")
+    ] = SYSTEM_PROMPT,
     fallback_last_number: Annotated[
         bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
     ] = False,
-    matching: Annotated[str, typer.Option(help="equivalence (math-verify) or exact answer matching.")] = "equivalence",
+    matching: Annotated[
+        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
+    ] = "equivalence",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
     views: Annotated[
         bool,
-        typer.Option(help="synthetic only: every surface form of each question, with and without an irrelevant "
-                     "number, and the cross-view label gain of its (question, rephrasing) pairs (needs -k)."),
+        typer.Option(
+            help="synthetic only: every surface form of each question, with and without an irrelevant "
+            "number, and the cross-view label gain of its (question, rephrasing) pairs (needs -k)."
+        ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
@@ -70,11 +78,15 @@ def eval_command(
     if matching not in ("equivalence", "exact"):
         raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
     # Checked now, before a model is loaded or a question asked.
-    evaluation_runs(k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens)
+    evaluation_runs(
+        k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
+    )
     if output is not None:
         check_writable(output, "--output")
     if views and (dataset != "synthetic" or not samples):
-        raise ValueError("--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k")
+        raise ValueError(
+            "--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k"
+        )
     problems = evaluation_problems(model, dataset, columns, limit, seed)
     # One thread by default: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
@@ -84,8 +96,12 @@ def eval_command(
         from corewarding.tiny.regimes import synthetic_task
         from corewarding.tiny.view_diagnostics import measure_views, pair_summary, views_table
 
-        figures = {"test": measure_views(problems, engine, synthetic_task(model), k=samples, temperature=temperature,
-                                         max_new_tokens=max_new_tokens, progress=True)}
+        figures = {
+            "test": measure_views(
+                problems, engine, synthetic_task(model), k=samples, temperature=temperature,
+                max_new_tokens=max_new_tokens, progress=True,
+            )
+        }
         Console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
         typer.echo("\n".join(pair_summary(figures)))
         if output is not None:

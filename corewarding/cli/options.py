@@ -31,7 +31,9 @@ Columns = Annotated[
 def check_writable(path: Path, option: str) -> None:
     """Fail now, not after the work, when a result file could not be written there."""
     if path.is_dir():
-        raise IsADirectoryError(f"{option} {path} is a folder: give a file name, e.g. {path / 'results.json'}")
+        raise IsADirectoryError(
+            f"{option} {path} is a folder: give a file name, e.g. {path / 'results.json'}"
+        )
     folder = path.parent
     while not folder.exists():
         folder = folder.parent
@@ -73,7 +75,9 @@ def option_group(cls, parameter: str, prefix: str = "", **defaults):
 class BackendOptions:
     """Where generations come from: ``--backend`` and the settings of each kind."""
 
-    backend: Annotated[str, typer.Option(help="transformers, vllm or openai (an OpenAI-compatible endpoint).")] = "transformers"
+    backend: Annotated[
+        str, typer.Option(help="transformers, vllm or openai (an OpenAI-compatible endpoint).")
+    ] = "transformers"
     base_url: Annotated[str, typer.Option(help="Endpoint root, /v1 included (openai).")] = "http://localhost:8000/v1"
     api_key_env: Annotated[
         str, typer.Option(help="Environment variable holding the API key (openai; not set: no key).")
@@ -83,7 +87,9 @@ class BackendOptions:
     max_attempts: Annotated[int, typer.Option(help="Attempts per request before it fails (openai).")] = 6
     extra_body: Annotated[
         str,
-        typer.Option(help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'),
+        typer.Option(
+            help='JSON added to every request, e.g. {"chat_template_kwargs": {"enable_thinking": false}}.'
+        ),
     ] = "{}"
     batch_size: Annotated[int, typer.Option(help="Sequences per generate call (transformers).")] = 64
 
@@ -124,7 +130,8 @@ class ValidationOptions:
         float, typer.Option(help="Shortest rephrasing, as a share of the original's length.")
     ] = _DEFAULT_CHECKS.min_length_ratio
     max_length_ratio: Annotated[
-        float, typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack.")
+        float,
+        typer.Option(help="Longest rephrasing: this many times the original's length, plus --length-slack."),
     ] = _DEFAULT_CHECKS.max_length_ratio
     length_slack: Annotated[
         int, typer.Option(help="Characters a rephrasing may add beyond --max-length-ratio.")
@@ -135,7 +142,9 @@ class ValidationOptions:
     reject_dropped_figures: Annotated[
         bool, typer.Option(help="Reject, not just report, rephrasings that drop the original's figure code.")
     ] = False
-    only_valid: Annotated[bool, typer.Option(help="Write only the pairs that passed every rejecting check.")] = False
+    only_valid: Annotated[
+        bool, typer.Option(help="Write only the pairs that passed every rejecting check.")
+    ] = False
 
     def settings(self, placeholders: tuple[str, ...] = (), answer_samples: int = 0) -> ValidationSettings:
         rejected = {"numbers": self.reject_missing_numbers, "figure": self.reject_dropped_figures}
@@ -145,7 +154,8 @@ class ValidationOptions:
             min_length_ratio=self.min_length_ratio,
             max_length_ratio=self.max_length_ratio,
             length_slack=self.length_slack,
-            placeholders=defaults.placeholders + tuple(p for p in placeholders if p not in defaults.placeholders),
+            placeholders=defaults.placeholders
+            + tuple(p for p in placeholders if p not in defaults.placeholders),
             report_only=frozenset(name for name in defaults.report_only if not rejected.get(name)),
             answer_samples=answer_samples or defaults.answer_samples,
         )

@@ -63,7 +63,9 @@ def validate_pairs_command(
             )
     settings = checks.settings(placeholders=tuple(placeholder or ()))
     reports = validate_pairs(problems, settings)
-    _report_and_write(problems, reports, settings, f"Rephrasing checks: {pairs.name}", output, checks.only_valid)
+    _report_and_write(
+        problems, reports, settings, f"Rephrasing checks: {pairs.name}", output, checks.only_valid
+    )
 
 
 @app.command()
@@ -73,14 +75,18 @@ def validate_pairs_command(
 def rephrase(
     dataset: Annotated[Path, typer.Argument(help="Questions to rephrase (any format the loaders read).")],
     output: Outputs = None,
-    model: Annotated[str, typer.Option(help="Model name at the endpoint; a folder, GGUF file or hub id.")] = "",
+    model: Annotated[
+        str, typer.Option(help="Model name at the endpoint; a folder, GGUF file or hub id.")
+    ] = "",
     instruction: Annotated[
         Path | None,
         typer.Option(help="Instruction file: {question} once, and the markers. Default: built in."),
     ] = None,
     start_marker: Annotated[str, typer.Option(help="What the rephrasing follows.")] = "[REPHRASED]",
     end_marker: Annotated[str, typer.Option(help="What the rephrasing is followed by.")] = "[/REPHRASED]",
-    placeholder: Annotated[str, typer.Option(help="The instruction's stand-in for the answer.")] = "<rewritten problem>",
+    placeholder: Annotated[
+        str, typer.Option(help="The instruction's stand-in for the answer.")
+    ] = "<rewritten problem>",
     temperature: Annotated[float, typer.Option(help="Sampling temperature (the paper: 0.7).")] = 0.7,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold (the paper: 0.8).")] = 0.8,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, thinking included.")] = 4096,
@@ -89,7 +95,10 @@ def rephrase(
     ] = None,
     limit: Annotated[int, typer.Option(help="Rephrase only the first N questions (0: all).")] = 0,
     check_answers: Annotated[
-        int, typer.Option(help="Solve both views K times with the same model; reject differing majorities (0: off).")
+        int,
+        typer.Option(
+            help="Solve both views K times with the same model; reject differing majorities (0: off)."
+        ),
     ] = 0,
     columns: Columns = None,
     backend: BackendOptions = BackendOptions(),
@@ -127,7 +136,8 @@ def rephrase(
     solver = backend_solver(engine, generation) if check_answers else None
     reports = validate_pairs(run.problems, settings, solver=solver, output_problems=run.output_problems)
     typer.echo(
-        f"{len(problems):,} questions: {run.cached:,} cached, {run.sent - run.failed:,} rephrased now ({cache})"
+        f"{len(problems):,} questions: {run.cached:,} cached, "
+        f"{run.sent - run.failed:,} rephrased now ({cache})"
     )
     if run.skipped_cache_lines:
         typer.echo(f"note: {run.cache_summary()}", err=True)
@@ -136,7 +146,9 @@ def rephrase(
             f"note: {run.other_backends:,} cached rephrasings were written by another backend than "
             f"{engine.description}"
         )
-    _report_and_write(run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, checks.only_valid)
+    _report_and_write(
+        run.problems, reports, settings, f"Rephrasing checks: {dataset.name}", output, checks.only_valid
+    )
     if run.failed:
         typer.echo(f"{run.failure_summary()}; run the same command to retry them", err=True)
         raise typer.Exit(1)

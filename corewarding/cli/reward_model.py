@@ -22,9 +22,12 @@ def rm_annotate(
     output: Annotated[
         Path, typer.Argument(help="Labelled completions to write (JSONL); appended to when it exists.")
     ],
-    model: Annotated[str, typer.Option(help="The policy that samples: tiny, a folder, a GGUF file or a hub id.")] = "tiny",
+    model: Annotated[
+        str, typer.Option(help="The policy that samples: tiny, a folder, a GGUF file or a hub id.")
+    ] = "tiny",
     dataset: Annotated[
-        str, typer.Option(help="synthetic (the train split of MODEL's task), or a dataset file/folder/hub id.")
+        str,
+        typer.Option(help="synthetic (the train split of MODEL's task), or a dataset file/folder/hub id."),
     ] = "synthetic",
     columns: Columns = None,
     problems: Annotated[
@@ -33,13 +36,18 @@ def rm_annotate(
     samples: Annotated[int, typer.Option(help="Completions sampled per question.")] = 8,
     temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion (raise it for an LLM).")] = 48,
-    heldout_fraction: Annotated[float, typer.Option(help="Share of the questions held out for evaluation.")] = 0.1,
+    heldout_fraction: Annotated[
+        float, typer.Option(help="Share of the questions held out for evaluation.")
+    ] = 0.1,
     batch_size: Annotated[int, typer.Option(help="Sequences per generate call.")] = 64,
     seed: Annotated[int, typer.Option(help="Seeds the synthetic questions and the sampling.")] = 0,
     judge: Annotated[
-        str, typer.Option(help="LLM judge for completions the verifier cannot parse (model name; empty: none).")
+        str,
+        typer.Option(help="LLM judge for completions the verifier cannot parse (model name; empty: none)."),
     ] = "",
-    judge_max_new_tokens: Annotated[int, typer.Option(help="Longest judge answer, thinking included.")] = 1024,
+    judge_max_new_tokens: Annotated[
+        int, typer.Option(help="Longest judge answer, thinking included.")
+    ] = 1024,
     judge_backend: BackendOptions = BackendOptions(),
 ) -> None:
     """Sample completions from a policy and label them with the rule-based verifier (and a judge). Resumable.
@@ -55,7 +63,8 @@ def rm_annotate(
     from corewarding.training.run import SYNTHETIC_TRAIN_SIZE
 
     settings = AnnotationSettings(
-        samples=samples, temperature=temperature, max_new_tokens=max_new_tokens, heldout_fraction=heldout_fraction
+        samples=samples, temperature=temperature, max_new_tokens=max_new_tokens,
+        heldout_fraction=heldout_fraction,
     )
     if dataset == "synthetic":
         questions = synthetic_problems(model, problems or SYNTHETIC_TRAIN_SIZE, "train", seed=seed)
@@ -91,16 +100,28 @@ def rm_train(
     ] = Path("runs/tiny/reward_model"),
     model: Annotated[
         str,
-        typer.Option(help="Starting point: tiny (the tiny backbone, fresh head), a causal LM, or a reward model."),
+        typer.Option(
+            help="Starting point: tiny (the tiny backbone, fresh head), a causal LM, or a reward model."
+        ),
     ] = "tiny",
     epochs: Annotated[int, typer.Option(help="Passes over the training completions.")] = 4,
     batch_size: Annotated[int, typer.Option(help="Completions per optimizer step.")] = 32,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate (about 1e-5 for an LLM backbone).")] = 1e-3,
-    save_steps: Annotated[int, typer.Option(help="Steps between checkpoints (a rerun resumes from the last).")] = 100,
+    learning_rate: Annotated[
+        float, typer.Option(help="Peak learning rate (about 1e-5 for an LLM backbone).")
+    ] = 1e-3,
+    save_steps: Annotated[
+        int, typer.Option(help="Steps between checkpoints (a rerun resumes from the last).")
+    ] = 100,
     seed: Annotated[int, typer.Option(help="Seeds the fresh head and the order of the examples.")] = 0,
-    question_chars: Annotated[int, typer.Option(help="Longest question in the template (characters).")] = 2000,
-    reference_chars: Annotated[int, typer.Option(help="Longest reference answer in the template (characters).")] = 200,
-    completion_chars: Annotated[int, typer.Option(help="Longest completion in the template (characters).")] = 4000,
+    question_chars: Annotated[
+        int, typer.Option(help="Longest question in the template (characters).")
+    ] = 2000,
+    reference_chars: Annotated[
+        int, typer.Option(help="Longest reference answer in the template (characters).")
+    ] = 200,
+    completion_chars: Annotated[
+        int, typer.Option(help="Longest completion in the template (characters).")
+    ] = 4000,
 ) -> None:
     """Train the reward model (binary cross-entropy); report held-out accuracy, precision, recall. Resumable.
 

@@ -14,13 +14,20 @@ from corewarding.cli.app import app, handles_errors, quiet_libraries
 def demo(
     quick: bool = typer.Option(False, "--quick", help="A short budget (about 3 minutes instead of 10)."),
     regime: str = typer.Option(
-        "distractor", help="The tiny model's regime: distractor (errors label-free RL can fix) or shortcut (the control)."
+        "distractor",
+        help="The tiny model's regime: distractor (errors label-free RL can fix) or shortcut (the control).",
     ),
     methods: str = typer.Option(
-        None, "--methods", help="Comma-separated methods (default: the paper's six; cooper and cooper_static on request)."
+        None,
+        "--methods",
+        help="Comma-separated methods (default: the paper's six; cooper and cooper_static on request).",
     ),
-    steps: int = typer.Option(None, "--steps", min=1, help="Training steps per method (overrides the budget)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Folder for the runs and the report (default runs/demo-<regime>)."),
+    steps: int = typer.Option(
+        None, "--steps", min=1, help="Training steps per method (overrides the budget)."
+    ),
+    output: Path = typer.Option(
+        None, "--output", "-o", help="Folder for the runs and the report (default runs/demo-<regime>)."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in the output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
     threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch."),
@@ -41,7 +48,9 @@ def demo(
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
 )
-@handles_errors("interrupted: run the same command with --resume last to go on from the last complete checkpoint")
+@handles_errors(
+    "interrupted: run the same command with --resume last to go on from the last complete checkpoint"
+)
 def train(
     ctx: typer.Context,
     config: str = typer.Option(
@@ -49,11 +58,13 @@ def train(
         "tiny/<method> or paper/<method>."
     ),
     resume: str = typer.Option(
-        None, "--resume", help="Go on from a checkpoint folder, or 'last': the newest complete one in output_dir."
+        None,
+        "--resume",
+        help="Go on from a checkpoint folder, or 'last': the newest complete one in output_dir.",
     ),
     threads: int = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (default: torch's; 1 is best for the tiny model "
-        "on a busy machine)."
+        None, "--threads", min=1, help="CPU threads for torch (default: torch's; 1 is best for the tiny "
+        "model on a busy machine)."
     ),
     show_help: bool = typer.Option(False, "--help", "-h", help="Show every setting, by group, and exit."),
 ) -> None:
@@ -107,9 +118,14 @@ def run_summary(trainer, seconds: float) -> str:
 @app.command()
 @handles_errors()
 def pretrain(
-    regime: str = typer.Option("distractor", help="Corpus of a shipped model: distractor or shortcut (the control)."),
+    regime: str = typer.Option(
+        "distractor", help="Corpus of a shipped model: distractor or shortcut (the control)."
+    ),
     output: Path = typer.Option(
-        None, "--output", "-o", help="Folder for model, tokenizer and pretrain.json (default runs/pretrain-<regime>)."
+        None,
+        "--output",
+        "-o",
+        help="Folder for model, tokenizer and pretrain.json (default runs/pretrain-<regime>).",
     ),
     seed: int = typer.Option(0, help="Seeds data, initial weights and evaluation sampling."),
     steps: int | None = typer.Option(None, help="Optimiser steps (default: the regime's)."),
@@ -117,7 +133,9 @@ def pretrain(
     learning_rate: float | None = typer.Option(None, help="Peak learning rate (default: the regime's)."),
     slip_rate: float | None = typer.Option(None, help="Share of solutions with an arithmetic slip."),
     slip_max: int | None = typer.Option(None, help="Largest slip (a step's result off by 1..this)."),
-    distractor_rate: float | None = typer.Option(None, help="Share of surface forms with an irrelevant number."),
+    distractor_rate: float | None = typer.Option(
+        None, help="Share of surface forms with an irrelevant number."
+    ),
     distractor_use_rate: float | None = typer.Option(
         None, help="Share of their solutions that wrongly add the irrelevant number."
     ),

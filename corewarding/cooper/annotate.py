@@ -10,9 +10,9 @@ r"""Labelled data for Cooper's reward model: a policy's completions, labelled ag
 **Hybrid annotation** (Cooper's): the verifier is precise when it can read the final answer, so it
 labels every completion whose answer it extracts. A completion it cannot parse (no ``\boxed{}``) is
 wrong by the verifier's rule; with a judge backend (the transformers, vLLM or OpenAI-compatible
-backends of :mod:`corewarding.inference.generation`) the judge decides it instead, from the same question / reference /
-completion text the reward model reads (:data:`JUDGE_INSTRUCTION`). A judge answer without a
-YES or NO leaves the verifier's label.
+backends of :mod:`corewarding.inference.generation`) the judge decides it instead, from the same
+question / reference / completion text the reward model reads (:data:`JUDGE_INSTRUCTION`). A judge
+answer without a YES or NO leaves the verifier's label.
 
 **The file** has one JSON object per completion (:class:`LabelledExample`): ``question_id``,
 ``question``, ``reference``, ``completion``, ``answer`` (extracted, or null), ``label`` (true when

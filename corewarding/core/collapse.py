@@ -137,7 +137,12 @@ class CollapseMonitor:
 
         signals = []
         reward, label = pair("reward"), pair("label_accuracy")
-        if None not in reward + label and reward[1] >= reward[0] and label[0] > 0 and label[1] < t.drop * label[0]:
+        if (
+            None not in reward + label
+            and reward[1] >= reward[0]
+            and label[0] > 0
+            and label[1] < t.drop * label[0]
+        ):
             signals.append("reward_up_label_accuracy_down")
         entropy = pair("entropy")
         if None not in entropy and entropy[0] > 0 and entropy[1] < t.entropy_floor * entropy[0]:
@@ -154,7 +159,9 @@ class CollapseMonitor:
         return signals
 
 
-def detect_collapse(records: Iterable[Mapping], thresholds: CollapseThresholds = CollapseThresholds()) -> CollapseReport:
+def detect_collapse(
+    records: Iterable[Mapping], thresholds: CollapseThresholds = CollapseThresholds()
+) -> CollapseReport:
     """The collapse report of a whole metric history (the records of a ``metrics.jsonl``)."""
     monitor = CollapseMonitor(thresholds)
     for record in records:
@@ -168,5 +175,7 @@ def read_metrics(path: str | Path, up_to_step: int | None = None) -> list[dict]:
     records, _ = read_jsonl(path)
     return [
         r for r in records
-        if isinstance(r, dict) and "train_runtime" not in r and (up_to_step is None or r.get("step", 0) <= up_to_step)
+        if isinstance(r, dict)
+        and "train_runtime" not in r
+        and (up_to_step is None or r.get("step", 0) <= up_to_step)
     ]

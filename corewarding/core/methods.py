@@ -97,7 +97,9 @@ def _given(value, what: str, method: str):
 
 
 def _teacher_vote(rollouts: Rollouts, inputs: RewardInputs) -> RewardResult:
-    return teacher_vote_rewards(rollouts, _given(inputs.teacher, "the teacher's rollouts", "co_rewarding_ii"), inputs.voting)
+    return teacher_vote_rewards(
+        rollouts, _given(inputs.teacher, "the teacher's rollouts", "co_rewarding_ii"), inputs.voting
+    )
 
 
 def _cooper(name: str) -> Callable[[Rollouts, RewardInputs], RewardResult]:
@@ -115,7 +117,9 @@ METHODS: dict[str, Method] = {
                needs_references=True),
         Method("majority_vote", lambda r, i: majority_vote_rewards(r, i.voting), "its own group's majority"),
         Method("self_certainty",
-               lambda r, i: self_certainty_rewards(r, _given(i.token_statistics, "token statistics", "self_certainty")),
+               lambda r, i: self_certainty_rewards(
+                   r, _given(i.token_statistics, "token statistics", "self_certainty")
+               ),
                "the policy's confidence", token_statistic="self_certainty"),
         Method("entropy",
                lambda r, i: entropy_rewards(r, _given(i.token_statistics, "token statistics", "entropy"),
@@ -124,8 +128,8 @@ METHODS: dict[str, Method] = {
         Method("co_rewarding_i", lambda r, i: cross_view_rewards(r, i.voting),
                "the other view's majority (the rephrasing's, or the question's)", paired_views=True),
         Method("co_rewarding_ii", _teacher_vote, "an EMA teacher's majority", needs_teacher=True),
-        Method("cooper", _cooper("cooper"), "a reward model co-trained with the policy", needs_references=True,
-               reward_model="co_trained"),
+        Method("cooper", _cooper("cooper"), "a reward model co-trained with the policy",
+               needs_references=True, reward_model="co_trained"),
         Method("cooper_static", _cooper("cooper_static"), "a frozen reward model", needs_references=True,
                reward_model="frozen"),
     )

@@ -1,4 +1,5 @@
-"""The prompt every model sees: the reference runs' system prompt plus the question, as chat messages; and back."""
+"""The prompt every model sees: the reference runs' system prompt plus the question, as chat messages;
+and back."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every reward of the paper as a pure function of a batch of rollout groups (:mod:`corewarding.core.methods` maps method names to them).
+"""Every reward of the paper as a pure function of a batch of rollout groups (:mod:`corewarding.core.methods`
+maps method names to them).
 
 A batch is a flat :class:`Rollouts`: one entry per rollout, with the question it answers and its
 view (0 = original question, 1 = rephrasing). A *group* is the G rollouts of one prompt, keyed by
@@ -196,7 +197,8 @@ def _rewards_against_labels(
 
 
 def ground_truth_rewards(rollouts: Rollouts) -> RewardResult:
-    """RLVR: 1[ans(y_i) ≡ reference], by math equivalence. A rollout whose question has no reference gets 0."""
+    """RLVR: 1[ans(y_i) ≡ reference], by math equivalence. A rollout whose question has no reference
+    gets 0."""
     if rollouts.references is None:
         raise ValueError("ground_truth_rewards needs reference answers (Rollouts.references)")
     labels = {key: rollouts.references[members[0]] for key, members in rollouts.groups().items()}
@@ -237,13 +239,17 @@ def cross_view_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()
         subset = _subset(rollouts, members)
         sub_labels = {k: lab for k, lab in labels.items() if k[1] == view}
         sub_votes = {k: vt for k, vt in partner_votes.items() if k[1] == view}
-        part = _rewards_against_labels(subset, sub_labels, sub_votes, voting, [result.rewards[i] == 1.0 for i in members])
+        part = _rewards_against_labels(
+            subset, sub_labels, sub_votes, voting, [result.rewards[i] == 1.0 for i in members]
+        )
         result.metrics.update({f"{name}/{k}": v for k, v in part.metrics.items()})
         result.metrics[f"{name}/reward"] = fmean(result.rewards[i] for i in members)
 
     pairs = [q for q, v in groups if v == 0 and (q, 1) in groups]
     if pairs:
-        agree = answers_match([(votes[(q, 0)].label, votes[(q, 1)].label) for q in pairs], mode=voting.matching)
+        agree = answers_match(
+            [(votes[(q, 0)].label, votes[(q, 1)].label) for q in pairs], mode=voting.matching
+        )
         result.metrics["view_agreement"] = fmean(agree)
     return result
 
@@ -266,7 +272,9 @@ def teacher_vote_rewards(
     result = _rewards_against_labels(rollouts, labels, label_votes, voting)
 
     policy_votes = majority_votes(rollouts.group_answers(groups), voting)
-    agree = answers_match([(labels[k], pv.label) for k, pv in zip(groups, policy_votes)], mode=voting.matching)
+    agree = answers_match(
+        [(labels[k], pv.label) for k, pv in zip(groups, policy_votes)], mode=voting.matching
+    )
     result.metrics["teacher_policy_agreement"] = fmean(agree) if agree else 0.0
     result.metrics["teacher/no_answer_rate"] = _no_answer_rate(teacher)
     return result

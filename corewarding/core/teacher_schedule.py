@@ -30,7 +30,9 @@ __all__ = ["TeacherSchedule", "ema_rate"]
 def ema_rate(step: int, total_steps: int, start: float = 0.01, end: float = 1e-5) -> float:
     """a_s: the cosine-scheduled EMA rate at training step ``step`` (1-based) of ``total_steps``."""
     if step < 1 or total_steps < 1:
-        raise ValueError(f"ema_rate needs step >= 1 and total_steps >= 1, got step={step}, total_steps={total_steps}")
+        raise ValueError(
+            f"ema_rate needs step >= 1 and total_steps >= 1, got step={step}, total_steps={total_steps}"
+        )
     progress = min(step - 1, total_steps) / total_steps
     return end + 0.5 * (start - end) * (1.0 + math.cos(math.pi * progress))
 

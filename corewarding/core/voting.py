@@ -25,7 +25,8 @@ Worked example::
     >>> vote = majority_vote(["7", r"\\frac{1}{2}", "0.5", None, "7", r"\\dfrac12"])
     >>> vote.label, vote.members, vote.count, round(vote.ratio, 3)
     ('\\\\frac{1}{2}', (1, 2, 5), 3, 0.5)
-    >>> majority_vote(["7", r"\\frac{1}{2}", "0.5", None, "7", r"\\dfrac12"], VotingConfig(matching="exact")).label
+    >>> majority_vote(["7", r"\\frac{1}{2}", "0.5", None, "7", r"\\dfrac12"],
+    ...               VotingConfig(matching="exact")).label
     '7'
 """
 
@@ -104,7 +105,9 @@ class Vote:
     num_clusters: int
 
 
-def _vote_from_clusters(answers: Sequence[str | None], clusters: Sequence[int | None], config: VotingConfig) -> Vote:
+def _vote_from_clusters(
+    answers: Sequence[str | None], clusters: Sequence[int | None], config: VotingConfig
+) -> Vote:
     votes = Counter(c for c in clusters if c is not None)
     if not votes:
         return Vote(None, (), 0, 0.0, 0, 0)
@@ -125,7 +128,9 @@ def majority_vote(answers: Sequence[str | None], config: VotingConfig = VotingCo
     return majority_votes([answers], config)[0]
 
 
-def majority_votes(groups: Sequence[Sequence[str | None]], config: VotingConfig = VotingConfig()) -> list[Vote]:
+def majority_votes(
+    groups: Sequence[Sequence[str | None]], config: VotingConfig = VotingConfig()
+) -> list[Vote]:
     """:func:`majority_vote` of many groups, clustered in one batch."""
     clusters = cluster_answer_groups(
         groups,

@@ -40,13 +40,14 @@ and the Co-rewarding release's ``train.parquet`` + ``train_rewrite_Qwen3-32B.par
     >>> def write(name, *rows):
     ...     (folder / name).write_text("".join(json.dumps(row) + "\n" for row in rows))
     ...     return folder / name
-    >>> gsm8k = write("gsm8k.jsonl", {"question": "Janet's ducks lay 16 eggs ...", "answer": "... 9 * 2 = 18\n#### 18"})
+    >>> gsm8k = write("gsm8k.jsonl", {"question": "Janet's ducks lay 16 eggs ...",
+    ...                               "answer": "... 9 * 2 = 18\n#### 18"})
     >>> problems = load_problems(gsm8k)   # preset "qa"
     >>> problems[0].answer, problems[0].id
     ('18', '0')
     >>> svamp = ColumnMap(question=("Body", "Question"), answer="Answer", id="ID")
-    >>> rows = write("svamp.jsonl", {"Body": "There are 290 bananas in 2 groups", "Question": "How big is each group?",
-    ...                              "Answer": 145.0, "ID": "chal-777"})
+    >>> rows = write("svamp.jsonl", {"Body": "There are 290 bananas in 2 groups",
+    ...                              "Question": "How big is each group?", "Answer": 145.0, "ID": "chal-777"})
     >>> problem = load_problems(rows, svamp)[0]
     >>> problem.question, problem.answer   # the answer is written as 145.0
     ('There are 290 bananas in 2 groups. How big is each group?', '145')

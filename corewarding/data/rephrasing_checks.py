@@ -21,8 +21,8 @@ check              default   fails when
                              ``asy`` block) and the rephrasing has none
 ``answers``        rejects   (only with a solver) the majority answers of k solver samples on the two views
                              are not equivalent (:func:`~corewarding.core.voting.majority_vote`, then
-                             :func:`~corewarding.core.equivalence.answers_match`); also when either view gets no
-                             majority answer
+                             :func:`~corewarding.core.equivalence.answers_match`); also when either view
+                             gets no majority answer
 =================  ========  ================================================================================
 
 Definitions and why:

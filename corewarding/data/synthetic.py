@@ -224,7 +224,10 @@ _FAMILIES = (
             "*": ("The count becomes {n} times as large.", "The count is multiplied by {n}."),
         },
         questions=("How many {items} are in the {box}?", "How many {items} does the {box} hold now?"),
-        distractors=("A {other_box} nearby holds {k} {other_items}.", "Next to it is a {other_box} with {k} {other_items}."),
+        distractors=(
+            "A {other_box} nearby holds {k} {other_items}.",
+            "Next to it is a {other_box} with {k} {other_items}.",
+        ),
     ),
     _Family(
         opening="Start with {n}.",
@@ -377,7 +380,8 @@ def generate_problems(
     Each problem's question is one of its surface forms and its rephrasing another (different family),
     both chosen at random; ``meta`` holds the chain key, the style seed of :func:`render_forms`, the
     worked solution, the split, the two forms' families (``forms``) and irrelevant numbers
-    (``distractors``, None where a form has none). The id is derived from the chain, so it is the same in every seed.
+    (``distractors``, None where a form has none). The id is derived from the chain, so it is the same
+    in every seed.
 
     Raises:
         ValueError: when the split cannot supply ``count`` distinct problems under this config.

@@ -132,7 +132,9 @@ def question_outcomes(
         n = len(sampled[0])
         if n == 0 or any(len(s) != n for s in sampled):
             raise ValueError("every question needs the same, non-zero number of sampled answers")
-        verdicts = answers_match([(r, a) for r, group in zip(references, sampled) for a in group], mode=matching)
+        verdicts = answers_match(
+            [(r, a) for r, group in zip(references, sampled) for a in group], mode=matching
+        )
         correct = [sum(verdicts[i * n : (i + 1) * n]) for i in range(num)]
         labels = [vote.label for vote in majority_votes(sampled, VotingConfig(matching=matching))]
         majority_correct = answers_match(list(zip(references, labels)), mode=matching)
@@ -149,7 +151,11 @@ def outcome_scores(
     if num and outcomes[0].greedy_correct is not None:
         scores["greedy_accuracy"] = fmean(o.greedy_correct for o in outcomes)
     if num and k:
-        ks = sorted(set(pass_ks)) if pass_ks else sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+        ks = (
+            sorted(set(pass_ks))
+            if pass_ks
+            else sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
+        )
         if ks[0] < 1 or ks[-1] > k:
             raise ValueError(f"pass@k can be reported for 1 <= k <= {k} only, got {ks}")
         scores.update(
@@ -265,7 +271,11 @@ def sample_answers(
     answers, failed = {}, 0
     with Progress(disable=not progress) as bar:
         for name, settings in runs.items():
-            label = "greedy decoding" if settings.greedy else f"sampling k={settings.n} at T={settings.temperature:g}"
+            label = (
+                "greedy decoding"
+                if settings.greedy
+                else f"sampling k={settings.n} at T={settings.temperature:g}"
+            )
             task = bar.add_task(label, total=len(conversations))
             groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
             failed += sum(c.text is None for group in groups for c in group)

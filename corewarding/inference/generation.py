@@ -192,7 +192,8 @@ class TransformersBackend:
 
     @classmethod
     def load(cls, location: str | os.PathLike, **options) -> TransformersBackend:
-        """The model at ``location`` (folder, GGUF file, hub id), by :func:`corewarding.inference.models.load_model`."""
+        """The model at ``location`` (folder, GGUF file, hub id), by
+        :func:`corewarding.inference.models.load_model`."""
         from corewarding.inference.models import load_model
 
         model, tokenizer = load_model(location)
@@ -433,7 +434,9 @@ class OpenAIBackend:
         try:
             # Submitting inside the try: an interrupt that lands while requests are still being queued
             # (workers answer before the main thread is done queueing) must also wait for those in flight.
-            futures += [pool.submit(work, i, sample) for i in range(len(conversations)) for sample in range(n)]
+            futures += [
+                pool.submit(work, i, sample) for i in range(len(conversations)) for sample in range(n)
+            ]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for future in done:
                 future.result()

@@ -197,7 +197,9 @@ def training_batch(
     chains = [next(chains) for _ in range(batch_size)]
     forms = [rng.choice(render_forms(chain, rng.getrandbits(32), config.task)) for chain in chains]
     solutions = [corpus_solution(chain, form, rng, config) for chain, form in zip(chains, forms)]
-    prompt_ids = tokenizer(render_prompts(tokenizer, [f.text for f in forms]), add_special_tokens=False)["input_ids"]
+    prompt_ids = tokenizer(
+        render_prompts(tokenizer, [f.text for f in forms]), add_special_tokens=False
+    )["input_ids"]
     target_ids = tokenizer(solutions, add_special_tokens=False)["input_ids"]
     rows = [(p, t + [tokenizer.eos_token_id]) for p, t in zip(prompt_ids, target_ids)]
     length = max(len(p) + len(t) for p, t in rows)

@@ -34,7 +34,8 @@ from corewarding.tiny.model import ASSETS_DIR
 from corewarding.tiny.pretraining import SETTINGS_FILE, PretrainConfig
 
 __all__ = [
-    "Regime", "REGIMES", "DEFAULT_REGIME", "tiny_model_dir", "model_location", "synthetic_task", "synthetic_problems",
+    "Regime", "REGIMES", "DEFAULT_REGIME", "tiny_model_dir", "model_location", "synthetic_task",
+    "synthetic_problems",
 ]
 
 
@@ -96,5 +97,6 @@ def synthetic_task(model: str | Path) -> TaskConfig:
 
 
 def synthetic_problems(model: str | Path, count: int, split: str, seed: int = 0) -> list[Problem]:
-    """``count`` problems of a split of the synthetic task ``model`` was pretrained on (:func:`synthetic_task`)."""
+    """``count`` problems of a split of the synthetic task ``model`` was pretrained on
+    (:func:`synthetic_task`)."""
     return generate_problems(count, split, seed=seed, config=synthetic_task(model))

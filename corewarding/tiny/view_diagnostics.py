@@ -51,7 +51,9 @@ def measure_views(
     if not problems:
         raise ValueError("measure_views needs at least one problem")
     forms = [render_forms(chain_of(p), p.meta["style_seed"], task) for p in problems]
-    runs = evaluation_runs(k=k, temperature=temperature, top_p=1.0, greedy=True, max_new_tokens=max_new_tokens)
+    runs = evaluation_runs(
+        k=k, temperature=temperature, top_p=1.0, greedy=True, max_new_tokens=max_new_tokens
+    )
     answers, _ = sample_answers([f.text for row in forms for f in row], backend, runs, progress=progress)
     outcomes = question_outcomes(
         [p.answer for p in problems for _ in range(NUM_FORMS)],
@@ -61,7 +63,11 @@ def measure_views(
     per_problem = [outcomes[i * NUM_FORMS : (i + 1) * NUM_FORMS] for i in range(len(problems))]
     question = [row[p.meta["forms"][0]] for row, p in zip(per_problem, problems)]
     rephrasing = [row[p.meta["forms"][1]] for row, p in zip(per_problem, problems)]
-    flat = [(outcome, form) for row, form_row in zip(per_problem, forms) for outcome, form in zip(row, form_row)]
+    flat = [
+        (outcome, form)
+        for row, form_row in zip(per_problem, forms)
+        for outcome, form in zip(row, form_row)
+    ]
 
     def scores(selected) -> dict | None:
         return asdict(outcome_scores(list(selected), k)) if selected else None
@@ -122,6 +128,7 @@ def pair_summary(figures: Mapping[str, dict]) -> list[str]:
             f"{split}: majority right {_percent(pairs['majority_right']['question'])}% (question) / "
             f"{_percent(pairs['majority_right']['rephrasing'])}% (rephrasing); other view right, own wrong "
             f"{_percent(pairs['other_right_own_wrong']['question'])}% / "
-            f"{_percent(pairs['other_right_own_wrong']['rephrasing'])}%; both wrong {_percent(pairs['both_wrong'])}%"
+            f"{_percent(pairs['other_right_own_wrong']['rephrasing'])}%; "
+            f"both wrong {_percent(pairs['both_wrong'])}%"
         )
     return lines

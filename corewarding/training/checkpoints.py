@@ -79,7 +79,9 @@ def verify(folder: str | Path, method: str) -> None:
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} is missing")
         if path.stat().st_size != size:
-            raise CheckpointError(f"checkpoint file {path} is damaged: {path.stat().st_size:,} bytes, saved as {size:,}")
+            raise CheckpointError(
+                f"checkpoint file {path} is damaged: {path.stat().st_size:,} bytes, saved as {size:,}"
+            )
 
 
 def _step(folder: Path) -> int:

@@ -110,42 +110,79 @@ class CoRewardingConfig(GRPOConfig):
     answer_matching: str = field(default="equivalence", metadata={"help": "equivalence or exact."})
     min_agreement_count: int = field(default=1, metadata={"help": "Fewest votes a label needs."})
     min_agreement_ratio: float = field(default=0.0, metadata={"help": "Smallest group share a label needs."})
-    no_answer_penalty: float | None = field(default=None, metadata={"help": "entropy: reward without an answer."})
+    no_answer_penalty: float | None = field(
+        default=None, metadata={"help": "entropy: reward without an answer."}
+    )
     teacher_rate_start: float = field(default=0.01, metadata={"help": "co_rewarding_ii: EMA rate a_start."})
     teacher_rate_end: float = field(default=1e-5, metadata={"help": "co_rewarding_ii: EMA rate a_end."})
-    teacher_update_interval: int = field(default=1, metadata={"help": "co_rewarding_ii: steps between updates."})
-    allow_invalid_rephrasings: bool = field(default=False, metadata={"help": "Train on rejected rephrasings."})
+    teacher_update_interval: int = field(
+        default=1, metadata={"help": "co_rewarding_ii: steps between updates."}
+    )
+    allow_invalid_rephrasings: bool = field(
+        default=False, metadata={"help": "Train on rejected rephrasings."}
+    )
     stop_on_collapse: bool = field(default=False, metadata={"help": "Stop at the first collapse signal."})
-    reward_model_path: str = field(default="tiny", metadata={"help": "cooper: reward model folder, backbone or tiny."})
-    reward_model_learning_rate: float = field(default=1e-5, metadata={"help": "cooper: reward model learning rate."})
-    reward_threshold: float | None = field(default=None, metadata={"help": "cooper: reward 1[σ(s) ≥ t] (None: σ(s))."})
+    reward_model_path: str = field(
+        default="tiny", metadata={"help": "cooper: reward model folder, backbone or tiny."}
+    )
+    reward_model_learning_rate: float = field(
+        default=1e-5, metadata={"help": "cooper: reward model learning rate."}
+    )
+    reward_threshold: float | None = field(
+        default=None, metadata={"help": "cooper: reward 1[σ(s) ≥ t] (None: σ(s))."}
+    )
     reward_model_batch_size: int = field(default=16, metadata={"help": "cooper: reward model batch size."})
-    reward_model_question_chars: int = field(default=2000, metadata={"help": "cooper: question bound (chars)."})
-    reward_model_reference_chars: int = field(default=200, metadata={"help": "cooper: reference bound (chars)."})
-    reward_model_completion_chars: int = field(default=4000, metadata={"help": "cooper: completion bound (chars)."})
-    reward_model_eval_data: str | None = field(default=None, metadata={"help": "cooper: labelled held-out data."})
+    reward_model_question_chars: int = field(
+        default=2000, metadata={"help": "cooper: question bound (chars)."}
+    )
+    reward_model_reference_chars: int = field(
+        default=200, metadata={"help": "cooper: reference bound (chars)."}
+    )
+    reward_model_completion_chars: int = field(
+        default=4000, metadata={"help": "cooper: completion bound (chars)."}
+    )
+    reward_model_eval_data: str | None = field(
+        default=None, metadata={"help": "cooper: labelled held-out data."}
+    )
     reward_model_eval_size: int = field(default=256, metadata={"help": "cooper: held-out completions used."})
-    reward_model_eval_steps: int = field(default=1, metadata={"help": "cooper: steps between held-out scores."})
+    reward_model_eval_steps: int = field(
+        default=1, metadata={"help": "cooper: steps between held-out scores."}
+    )
 
-    model_name_or_path: str = field(default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."})
-    dataset: str = field(default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."})
+    model_name_or_path: str = field(
+        default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."}
+    )
+    dataset: str = field(
+        default="synthetic", metadata={"help": "synthetic, or a dataset file/folder/hub id."}
+    )
     dataset_rephrasings: str | None = field(default=None, metadata={"help": "Row-aligned rephrasings file."})
     dataset_columns: str | None = field(
-        default=None, metadata={"help": "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa)."}
+        default=None,
+        metadata={"help": "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa)."},
     )
     max_train_problems: int | None = field(default=None, metadata={"help": "Cap on training problems."})
     heldout_dataset: str | None = field(default="synthetic", metadata={"help": "Held-out accuracy problems."})
     max_heldout_problems: int = field(default=64, metadata={"help": "Held-out problems per evaluation."})
-    heldout_samples: int = field(default=4, metadata={"help": "Samples per held-out problem (sampled accuracy)."})
+    heldout_samples: int = field(
+        default=4, metadata={"help": "Samples per held-out problem (sampled accuracy)."}
+    )
     heldout_temperature: float = field(default=0.8, metadata={"help": "Temperature of the held-out samples."})
-    training_view: str = field(default="original", metadata={"help": "original or rephrased (one-view methods)."})
+    training_view: str = field(
+        default="original", metadata={"help": "original or rephrased (one-view methods)."}
+    )
     system_prompt: str = field(default=SYSTEM_PROMPT, metadata={"help": "System turn of every prompt."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Start over in a folder that holds a run."})
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in a folder that holds a run."}
+    )
 
     output_dir: str | None = field(default=None, metadata={"help": "Run folder (default runs/<method>)."})
     logging_steps: float = field(default=1, metadata={"help": "Log every this many steps."})
-    save_strategy: str = field(default="steps", metadata={"help": "When to save checkpoints: steps, epoch, best, no."})
-    save_steps: float = field(default=50, metadata={"help": "Steps between checkpoints (and one at the end)."})
+    save_strategy: str = field(
+        default="steps", metadata={"help": "When to save checkpoints: steps, epoch, best, no."}
+    )
+    save_steps: float = field(
+        default=50, metadata={"help": "Steps between checkpoints (and one at the end)."}
+    )
     save_total_limit: int | None = field(default=2, metadata={"help": "Newest checkpoints kept (None: all)."})
 
     def __post_init__(self):
@@ -156,7 +193,9 @@ class CoRewardingConfig(GRPOConfig):
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.answer_matching not in MATCHING_MODES:
-            raise ValueError(f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}")
+            raise ValueError(
+                f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}"
+            )
         if self.output_dir is None:
             self.output_dir = f"runs/{self.method}"
         if not torch.cuda.is_available():
@@ -165,7 +204,8 @@ class CoRewardingConfig(GRPOConfig):
             self.dataloader_pin_memory = False
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(
-                f"max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; got {self.max_steps}"
+                "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
+                f"got {self.max_steps}"
             )
         # The settings the trainer will build objects from are checked now, before any model is loaded.
         VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
@@ -178,7 +218,10 @@ class CoRewardingConfig(GRPOConfig):
                 raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if self.stop_on_collapse:
             if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
-                raise ValueError("stop_on_collapse keeps the best checkpoint by held-out accuracy: set eval_strategy and heldout_dataset")
+                raise ValueError(
+                    "stop_on_collapse keeps the best checkpoint by held-out accuracy: "
+                    "set eval_strategy and heldout_dataset"
+                )
             self.save_strategy = "best"
             self.metric_for_best_model = self.metric_for_best_model or metric_names.HELDOUT_GREEDY
         super().__post_init__()
@@ -187,14 +230,19 @@ class CoRewardingConfig(GRPOConfig):
         if METHODS[self.method].paired_views and self.generation_batch_size % (2 * self.num_generations):
             raise ValueError(
                 f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
-                f"({self.generation_batch_size}) must be a multiple of 2 x num_generations ({2 * self.num_generations})"
+                f"({self.generation_batch_size}) must be a multiple of 2 x num_generations "
+                f"({2 * self.num_generations})"
             )
         if self.reward_threshold is not None and not 0.0 < self.reward_threshold < 1.0:
             raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
         if self.reward_model_eval_steps < 1:
-            raise ValueError(f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}")
+            raise ValueError(
+                f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}"
+            )
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
-            raise ValueError("co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False")
+            raise ValueError(
+                "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
+            )
 
 
 #: How ``corewarding train --help`` groups the settings: every field of :class:`CoRewardingConfig` that
@@ -222,16 +270,16 @@ SETTING_GROUPS = {
     ),
     "GRPO (TRL)": (
         "num_generations", "per_device_train_batch_size", "generation_batch_size", "max_completion_length",
-        "temperature", "top_p", "beta", "loss_type", "epsilon", "num_iterations", "reward_weights", "use_vllm",
-        "vllm_mode",
+        "temperature", "top_p", "beta", "loss_type", "epsilon", "num_iterations", "reward_weights",
+        "use_vllm", "vllm_mode",
     ),
     "optimisation (transformers)": (
         "learning_rate", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "max_steps",
         "num_train_epochs", "gradient_accumulation_steps", "seed",
     ),
     "run folder and logging": (
-        "output_dir", "overwrite_output_dir", "save_strategy", "save_steps", "save_total_limit", "logging_steps",
-        "report_to", "run_name",
+        "output_dir", "overwrite_output_dir", "save_strategy", "save_steps", "save_total_limit",
+        "logging_steps", "report_to", "run_name",
     ),
 }
 _FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
@@ -252,7 +300,9 @@ def recipe_path(name: str | Path) -> Path:
     if shipped.is_file():
         return shipped
     names = sorted(
-        str(p.relative_to(RECIPES_DIR).with_suffix("")) for p in RECIPES_DIR.glob("*/*.yaml") if not p.name.startswith("_")
+        str(p.relative_to(RECIPES_DIR).with_suffix(""))
+        for p in RECIPES_DIR.glob("*/*.yaml")
+        if not p.name.startswith("_")
     )
     raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
 

@@ -65,7 +65,9 @@ def show_progress(trainer, progress: Progress, name: str) -> RunProgress:
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
-    collapse = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CollapseCallback)), None)
+    collapse = next(
+        (cb for cb in trainer.callback_handler.callbacks if isinstance(cb, CollapseCallback)), None
+    )
     callback = RunProgress(progress, name, collapse)
     trainer.add_callback(callback)
     return callback

@@ -44,7 +44,10 @@ def training_problems(config: CoRewardingConfig) -> list[Problem]:
     """The configured training problems: the synthetic train split, or a dataset file."""
     if config.dataset == "synthetic":
         return synthetic_problems(
-            config.model_name_or_path, config.max_train_problems or SYNTHETIC_TRAIN_SIZE, "train", seed=config.seed
+            config.model_name_or_path,
+            config.max_train_problems or SYNTHETIC_TRAIN_SIZE,
+            "train",
+            seed=config.seed,
         )
     if config.dataset_rephrasings:
         problems = load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
@@ -58,7 +61,9 @@ def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
     if config.heldout_dataset is None:
         return []
     if config.heldout_dataset == "synthetic":
-        return synthetic_problems(config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed)
+        return synthetic_problems(
+            config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed
+        )
     problems = [p for p in load_problems(config.heldout_dataset) if p.answer is not None]
     return problems[: config.max_heldout_problems]
 
@@ -93,20 +98,24 @@ def training_dataset(
         missing = [p.id for p in problems if not p.rephrasing]
         if missing:
             raise TrainingDataError(
-                f"{method} on rephrasings needs one for every question: {len(missing)} of {len(problems)} have "
-                f"none (first: {missing[0]}); set dataset_rephrasings or use a dataset with a rephrasing column"
+                f"{method} on rephrasings needs one for every question: {len(missing)} of {len(problems)} "
+                f"have none (first: {missing[0]}); set dataset_rephrasings or use a dataset with a "
+                "rephrasing column"
             )
         # Pairs nobody checked yet (a rephrasings file aligned row by row) get the validator's text checks
         # now: a placeholder echo or an unchanged copy is no second view.
         unchecked = [p for p in problems if p.rephrasing_valid is None]
-        reasons = {r.id: ", ".join(r.rejected_by) for r in validate_pairs(unchecked) if not r.valid} if unchecked else {}
-        reasons.update({p.id: "rejected when the pairs were made" for p in problems if p.rephrasing_valid is False})
+        reports = validate_pairs(unchecked) if unchecked else []
+        reasons = {r.id: ", ".join(r.rejected_by) for r in reports if not r.valid}
+        reasons.update(
+            {p.id: "rejected when the pairs were made" for p in problems if p.rephrasing_valid is False}
+        )
         if reasons and not allow_invalid_rephrasings:
             first = next(iter(reasons.items()))
             raise TrainingDataError(
-                f"{len(reasons)} of {len(problems)} rephrasings fail the validator (first: {first[0]}: {first[1]}); "
-                "drop them (corewarding validate-pairs … --only-valid), or set allow_invalid_rephrasings=true "
-                "to train on them anyway"
+                f"{len(reasons)} of {len(problems)} rephrasings fail the validator "
+                f"(first: {first[0]}: {first[1]}); drop them (corewarding validate-pairs … --only-valid), "
+                "or set allow_invalid_rephrasings=true to train on them anyway"
             )
     rows = [
         {
@@ -131,11 +140,14 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
         raise NotADirectoryError(f"output_dir {out} is a file, not a folder")
     checkpoint = checkpoints.resolve_resume(resume, out, config.method)
     if checkpoint is None and out.is_dir():
-        found = [p.name for p in sorted(out.iterdir()) if p.name in RUN_FILES or p.name.startswith("checkpoint-")]
+        found = [
+            p.name for p in sorted(out.iterdir()) if p.name in RUN_FILES or p.name.startswith("checkpoint-")
+        ]
         if found and not config.overwrite_output_dir:
             raise FileExistsError(
-                f"{out} already holds a run ({', '.join(found[:3])}{', …' if len(found) > 3 else ''}): continue it "
-                "with --resume last, start over with --overwrite_output_dir true, or choose another --output_dir"
+                f"{out} already holds a run ({', '.join(found[:3])}{', …' if len(found) > 3 else ''}): "
+                "continue it with --resume last, start over with --overwrite_output_dir true, or choose "
+                "another --output_dir"
             )
         for name in found:
             path = out / name

@@ -106,5 +106,7 @@ class EMATeacher:
         """Restore what :meth:`save` wrote."""
         folder = Path(folder)
         teacher = self.accelerator.unwrap_model(self.module)
-        teacher.load_state_dict(load_file(folder / TEACHER_WEIGHTS, device=str(next(teacher.parameters()).device)))
+        teacher.load_state_dict(
+            load_file(folder / TEACHER_WEIGHTS, device=str(next(teacher.parameters()).device))
+        )
         self.last_update_step = json.loads((folder / TEACHER_STATE).read_text())["last_update_step"]

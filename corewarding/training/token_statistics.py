@@ -3,7 +3,8 @@
 The two confidence rewards of docs/method.md ("Rewards") need, for every response token t with
 logits z_t ∈ R^V:
 
-* **self-certainty** (Intuitor): KL(U ‖ p_t) = −log V − (1/V) Σ_j log p_tj = logsumexp(z_t) − mean(z_t) − log V.
+* **self-certainty** (Intuitor): KL(U ‖ p_t) = −log V − (1/V) Σ_j log p_tj
+  = logsumexp(z_t) − mean(z_t) − log V.
   A uniform distribution scores 0 and a confident one scores high. (The constant log V cancels in
   GRPO's group normalisation; it is kept so the logged value is the KL itself.)
 * **entropy** (RENT / EM-RL): H(p_t) = logsumexp(z_t) − Σ_j p_tj z_tj.
@@ -82,10 +83,14 @@ def rollout_statistic(
         input_ids[i, p_len - len(p) : p_len + len(c)] = torch.tensor(list(p) + list(c), dtype=torch.long)
         attention[i, p_len - len(p) : p_len + len(c)] = 1
         completion_mask[i, : len(c)] = 1
-    input_ids, attention, completion_mask = input_ids.to(device), attention.to(device), completion_mask.to(device)
+    input_ids, attention, completion_mask = (
+        input_ids.to(device), attention.to(device), completion_mask.to(device)
+    )
     values = []
     for start in range(0, rows, chunk):
         part = slice(start, start + chunk)
-        logits = model(input_ids=input_ids[part], attention_mask=attention[part], logits_to_keep=c_len + 1).logits
+        logits = model(
+            input_ids=input_ids[part], attention_mask=attention[part], logits_to_keep=c_len + 1
+        ).logits
         values.append(STATISTICS[statistic](logits[:, :-1] / temperature, completion_mask[part]))
     return torch.cat(values).tolist()

@@ -69,7 +69,9 @@ from corewarding.training.config import CoRewardingConfig
 from corewarding.training.teacher import EMATeacher
 from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text"]
+__all__ = [
+    "CoRewardingTrainer", "PairedRepeatSampler", "MetricsFileCallback", "CollapseCallback", "completion_text",
+]
 
 logger = logging.get_logger(__name__)
 
@@ -126,7 +128,9 @@ class _GatheredReward:
         self.__name__ = name
 
     def __call__(self, *args, **kwargs):
-        raise RuntimeError(f"the {self.__name__} reward is computed on the gathered batch by CoRewardingTrainer")
+        raise RuntimeError(
+            f"the {self.__name__} reward is computed on the gathered batch by CoRewardingTrainer"
+        )
 
 
 class MetricsFileCallback(TrainerCallback):
@@ -231,7 +235,9 @@ class CoRewardingTrainer(GRPOTrainer):
         if self.method.needs_teacher and isinstance(model, str):
             model = create_model_from_path(model, **dict(args.model_init_kwargs or {}))
         if self.method.needs_teacher and is_peft_model(model):
-            raise ValueError(f"{args.method} does not support PEFT models: the EMA teacher needs full weights")
+            raise ValueError(
+                f"{args.method} does not support PEFT models: the EMA teacher needs full weights"
+            )
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
         # "Co-rewarding-II's teacher").
@@ -250,7 +256,9 @@ class CoRewardingTrainer(GRPOTrainer):
         self.teacher = None
         if self.method.needs_teacher:
             module = self.ref_model if teacher_copy is None else self._prepare_frozen(teacher_copy)
-            schedule = TeacherSchedule(args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval)
+            schedule = TeacherSchedule(
+                args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
+            )
             self.teacher = EMATeacher(module, schedule, self.accelerator)
         self.cooper, self.cooper_heldout = None, []
         if self.method.reward_model is not None:
@@ -275,7 +283,9 @@ class CoRewardingTrainer(GRPOTrainer):
     def _load_reward_model(self, args: CoRewardingConfig) -> tuple[CooperRewardModel, list]:
         """Cooper's reward model (the same replica on every process) and its held-out labelled completions."""
         bounds = TemplateBounds(
-            args.reward_model_question_chars, args.reward_model_reference_chars, args.reward_model_completion_chars
+            args.reward_model_question_chars,
+            args.reward_model_reference_chars,
+            args.reward_model_completion_chars,
         )
         try:
             reward_model = RewardModel.load(
@@ -292,7 +302,9 @@ class CoRewardingTrainer(GRPOTrainer):
         )
         heldout = []
         if args.reward_model_eval_data is not None:
-            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[: args.reward_model_eval_size]
+            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[
+                : args.reward_model_eval_size
+            ]
             if not heldout:
                 raise ValueError(f"{args.reward_model_eval_data} has no held-out completions")
         return cooper, heldout
@@ -416,7 +428,9 @@ class CoRewardingTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------- held-out accuracy
 
-    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
         """Held-out accuracy of the policy (replaces TRL's reward-on-eval-prompts evaluation).
 
         Greedy pass@1, and with ``heldout_samples`` = k > 0 the sampled accuracy (avg@k: the paper's
@@ -457,7 +471,9 @@ class CoRewardingTrainer(GRPOTrainer):
             metric_names.HELDOUT_NO_ANSWER: mean("no_answer_rate"),
         }
         metrics = {
-            name.replace("eval_", f"{metric_key_prefix}_", 1): v for name, v in metrics.items() if v is not None
+            name.replace("eval_", f"{metric_key_prefix}_", 1): v
+            for name, v in metrics.items()
+            if v is not None
         }
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -480,7 +496,8 @@ class CoRewardingTrainer(GRPOTrainer):
             first, last = heldout[0], heldout[-1]
             scores = (
                 f"\nHeld-out greedy accuracy {100 * first[metric_names.HELDOUT_GREEDY]:.1f}% at step "
-                f"{first.get('step', 0)} → {100 * last[metric_names.HELDOUT_GREEDY]:.1f}% at step {last.get('step', '?')} "
+                f"{first.get('step', 0)} → {100 * last[metric_names.HELDOUT_GREEDY]:.1f}% at step "
+                f"{last.get('step', '?')} "
                 f"({len(self.heldout)} problems of {args.heldout_dataset}).\n"
             )
         card = f"""---
@@ -494,7 +511,8 @@ tags: [corewarding, grpo, {args.method}]
 {args.model_name_or_path} trained with **{args.method}** (reward label from {self.method.label_from}) on
 {args.dataset}, {self.state.global_step} steps, by corewarding {__version__} on TRL's GRPOTrainer.
 {scores}
-Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs: `corewarding report {args.output_dir}`.
+Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
+`corewarding report {args.output_dir}`.
 """
         Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         (Path(args.output_dir) / "README.md").write_text(card)
