@@ -252,8 +252,9 @@ def test_eval_command_on_a_model_that_is_not_there(tmp_path):
 
 
 @pytest.mark.slow
-def test_eval_command_reproduces_the_shipped_checkpoints_recorded_evaluation(tmp_path):
-    """`corewarding eval` with pretraining's evaluation settings gives the scores in pretrain.json."""
+def test_eval_command_agrees_with_the_shipped_checkpoints_recorded_measurement(tmp_path):
+    """`corewarding eval` with pretraining's settings gives the question view's scores in pretrain.json,
+    within sampling noise (the record sampled every surface form in one batch, this samples one)."""
     recorded = json.loads((TINY_MODEL_DIR / "pretrain.json").read_text())
     settings = recorded["config"]
     assert settings["seed"] == settings["eval_seed"]  # --seed seeds both the questions and the sampling
@@ -263,8 +264,13 @@ def test_eval_command_reproduces_the_shipped_checkpoints_recorded_evaluation(tmp
         "--max-new-tokens", str(settings["max_new_tokens"]), "--seed", str(settings["seed"]), "-o", str(out),
     )
     assert result.exit_code == 0, result.output
-    assert json.loads(out.read_text())["evaluation"]["scores"] == recorded["evaluation"]["scores"]
-
+    scores = json.loads(out.read_text())["evaluation"]["scores"]
+    expected = recorded["evaluation"]["test"]["question"]
+    assert scores["num_questions"] == expected["num_questions"]
+    # 500 questions x 8 samples: about 3 standard errors of each figure.
+    assert scores["greedy_accuracy"] == pytest.approx(expected["greedy_accuracy"], abs=0.02)
+    assert scores["avg_at_k"] == pytest.approx(expected["avg_at_k"], abs=0.04)
+    assert scores["maj_at_k"] == pytest.approx(expected["maj_at_k"], abs=0.07)
 
 def test_eval_views_measures_every_form_and_the_pairs(tmp_path):
     out = tmp_path / "views.json"

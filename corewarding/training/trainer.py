@@ -169,8 +169,9 @@ class CollapseCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.monitor = CollapseMonitor()
-        if state.global_step > 0:
-            for record in read_metrics(Path(args.output_dir) / METRICS_FILE, up_to_step=state.global_step):
+        path = Path(args.output_dir) / METRICS_FILE
+        if state.global_step > 0 and path.is_file():  # resumed into another folder: no history there
+            for record in read_metrics(path, up_to_step=state.global_step):
                 self.monitor.update(record)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
