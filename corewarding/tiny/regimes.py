@@ -58,7 +58,10 @@ REGIMES = {
         Regime(
             "distractor",
             "random arithmetic slips and irrelevant numbers some wordings carry (wording-dependent errors)",
-            PretrainConfig(slip_rate=0.5, distractor_use_rate=0.7, task=TaskConfig(distractor_rate=0.4)),
+            PretrainConfig(
+                steps=1600, slip_rate=0.4, slip_max=3, distractor_use_rate=0.85,
+                task=TaskConfig(distractor_rate=0.35, distractor_range=(10, 40)),
+            ),
         ),
         Regime(
             "shortcut",
