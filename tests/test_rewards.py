@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from corewarding.core.answers import extract_answer
-from corewarding.core.methods import METHODS, RewardInputs, method_rewards
+from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.rewards import (
     RENT_NO_ANSWER_PENALTY,
     Rollouts,
@@ -199,7 +199,7 @@ def test_every_method_of_the_table_rewards_a_batch_with_what_it_says_it_needs():
                 with pytest.raises(ValueError, match=f"{name} needs"):
                     method_rewards(name, BATCH, replace(inputs, **{field: None}))
     paired = [name for name, method in METHODS.items() if method.paired_views]
-    assert paired == ["co_rewarding_i"]
+    assert paired == ["co_rewarding_i", "co_rewarding_iii"]
     assert {name for name, method in METHODS.items() if method.needs_references} == {
         "ground_truth", "cooper", "cooper_static",
     }
@@ -219,3 +219,49 @@ def test_dominant_answer_share_reveals_one_answer_for_every_question():
     assert majority_vote_rewards(varied).metrics["dominant_answer_share"] == 2 / 6
     collapsed = Rollouts(answers=["0"] * 5 + [None], question_ids=[0, 0, 1, 1, 2, 2])
     assert format_rewards(collapsed).metrics["dominant_answer_share"] == 5 / 6
+
+
+def test_a_vote_budget_adds_voters_that_are_not_rewarded():
+    # Two rollouts trained on, question 0; alone they tie (4 first); six extra samples say 5.
+    batch = Rollouts(answers=["4", "5"], question_ids=[0, 0], references=["5", "5"])
+    extra = Rollouts(answers=["5", "5", "6", "5", "4", None], question_ids=[0] * 6)
+    assert majority_vote_rewards(batch).rewards == [1.0, 0.0]
+    budget = majority_vote_rewards(batch, extra=extra)
+    assert budget.rewards == [0.0, 1.0] and budget.labels == ["5", "5"]
+    assert budget.metrics["majority_ratio"] == pytest.approx(4 / 8)
+    # Co-rewarding-I: the other view's label is voted over its rollouts and its extra samples.
+    pair = Rollouts(answers=["4", "4", "7", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1])
+    more = Rollouts(answers=["5", "5"], question_ids=[0, 0], views=[1, 1])
+    assert cross_view_rewards(pair).labels[:2] == ["7", "7"]
+    assert cross_view_rewards(pair, extra=more).labels[:2] == ["5", "5"]
+
+
+def test_co_rewarding_iii_labels_each_view_with_the_teachers_majority_on_the_other():
+    batch = Rollouts(answers=["4", "5", "5", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1], references=["5"] * 4)
+    teacher = Rollouts(answers=["5", "5", "4", "4"], question_ids=[0] * 4, views=[0, 0, 1, 1])
+    ii = method_rewards("co_rewarding_ii", batch, RewardInputs(teacher=teacher))
+    iii = method_rewards("co_rewarding_iii", batch, RewardInputs(teacher=teacher))
+    assert ii.labels == ["5", "5", "4", "4"] and ii.rewards == [0.0, 1.0, 0.0, 0.0]
+    assert iii.labels == ["4", "4", "5", "5"] and iii.rewards == [1.0, 0.0, 1.0, 1.0]
+    assert iii.metrics["original/label_accuracy"] == 0.0 and iii.metrics["rephrased/label_accuracy"] == 1.0
+    assert METHODS["co_rewarding_iii"].paired_views and METHODS["co_rewarding_iii"].needs_teacher
+
+
+def test_semi_supervised_rewards_split_by_question_and_keep_each_parts_metrics():
+    # Question 1 labelled (both views), question 2 left to Co-rewarding-I.
+    batch = Rollouts(
+        answers=["5", "4", "5", "5", "7", "7", "8", "8"], question_ids=[1, 1, 1, 1, 2, 2, 2, 2],
+        views=[0, 0, 1, 1, 0, 0, 1, 1], references=["5"] * 4 + ["8"] * 4,
+    )
+    labelled = [q == 1 for q in batch.question_ids]
+    result = method_rewards("co_rewarding_i", batch, RewardInputs(labelled=labelled))
+    assert result.rewards == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]  # question 2's views disagree
+    assert result.labels == ["5", "5", "5", "5", "8", "8", "7", "7"]
+    assert result.metrics["labelled_share"] == 0.5 and result.metrics["labelled/rollout_accuracy"] == 0.75
+    assert result.metrics["label_accuracy"] == 0.5  # the label-free part's: one view's label of two is right
+    everything = method_rewards("majority_vote", batch, RewardInputs(labelled=[True] * 8))
+    assert everything.rewards == ground_truth_rewards(batch).rewards
+    with pytest.raises(ValueError, match="3 flags for 8 rollouts"):
+        method_rewards("majority_vote", batch, RewardInputs(labelled=[True] * 3))
+    share = sum(is_labelled(f"q{i}", 0.1, seed=4) for i in range(2000)) / 2000
+    assert share == pytest.approx(0.1, abs=0.02) and is_labelled("q7", 0.1, 4) == is_labelled("q7", 0.1, 4)

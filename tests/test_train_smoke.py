@@ -4,12 +4,14 @@ import json
 import sys
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from corewarding.cli import app
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend
 from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training.config import recipe_settings
 
 # Small enough for seconds per method: 4 prompts (2 pairs) x 4 rollouts, short completions.
 FAST = [
@@ -30,6 +32,14 @@ METHOD_METRICS = {
     "co_rewarding_ii": [
         "label_accuracy", "teacher/rate", "teacher_policy_agreement", "teacher/no_answer_rate"
     ],
+    "co_rewarding_iii": [
+        "label_accuracy", "teacher/rate", "original/label_accuracy", "rephrased/label_accuracy"
+    ],
+    # The variants and ablations: recipes of the methods above.
+    "majority_vote_rephrased": ["label_accuracy", "majority_ratio"],
+    "majority_vote_budget": ["label_accuracy", "majority_ratio", "votes/extra_seconds"],
+    "co_rewarding_ii_frozen_teacher": ["label_accuracy", "teacher/rate"],
+    "test_time_training": ["label_accuracy", "teacher/rate"],
 }
 
 
@@ -38,25 +48,31 @@ START_GREEDY = evaluate(
 ).scores.greedy_accuracy
 
 
-@pytest.mark.parametrize("method", list(METHOD_METRICS))
-def test_train_runs_every_method(method, tmp_path):
+@pytest.mark.parametrize("recipe", list(METHOD_METRICS))
+def test_train_runs_every_method(recipe, tmp_path):
     """The shipped recipe on the shipped pretrained tiny model, as a user runs it, for 2 steps."""
-    out = tmp_path / method
+    out = tmp_path / recipe
     result = CliRunner().invoke(
-        app, ["train", "--config", f"configs/tiny/{method}.yaml", *FAST, "--output_dir", str(out)]
+        app, ["train", "--config", f"configs/tiny/{recipe}.yaml", *FAST, "--output_dir", str(out)]
     )
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
-    for key in ["reward", "reward_std", "completions/mean_length", "entropy", *METHOD_METRICS[method]]:
+    for key in ["reward", "reward_std", "completions/mean_length", "entropy", *METHOD_METRICS[recipe]]:
         assert all(key in r for r in steps), key
     evals = [r for r in records if "eval_greedy_accuracy" in r]
     assert [r["step"] for r in evals] == [0, 2]  # eval_on_start, then every eval_steps
     assert all("eval_sampled_accuracy" in r for r in evals)
     # Before training, held-out greedy accuracy is the shipped model's on the run's held-out problems.
     assert evals[0]["eval_greedy_accuracy"] == START_GREEDY
-    assert (out / "config.yaml").read_text().count(f"method: {method}") == 1
+    settings = yaml.safe_load((out / "config.yaml").read_text())
+    assert settings["method"] == recipe_settings(f"tiny/{recipe}")["method"]
+    if recipe == "co_rewarding_ii_frozen_teacher":
+        assert all(r["teacher/rate"] == 0.0 for r in steps)
+    if recipe == "test_time_training":  # it trained on the 4 held-out problems, and measured pass@k on them
+        assert settings["test_time_training"] and all("eval_pass_at_k" in r for r in evals)
+        assert START_GREEDY == evals[0]["eval_greedy_accuracy"]
 
 
 def test_train_reports_a_bad_setting_in_one_line(tmp_path):

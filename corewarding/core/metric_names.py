@@ -7,6 +7,7 @@ monitor, the report and the demo read them). TRL's own names are kept: ``reward`
 HELDOUT_GREEDY = "eval_greedy_accuracy"
 HELDOUT_SAMPLED = "eval_sampled_accuracy"
 HELDOUT_MAJORITY = "eval_maj_accuracy"
+HELDOUT_PASS = "eval_pass_at_k"
 HELDOUT_NO_ANSWER = "eval_no_answer_rate"
 
 #: TRL's reward (the weighted sum of the reward columns) and mean completion length.

@@ -13,7 +13,8 @@ function                    reward of rollout y_i of prompt x (paper's name)
 ground_truth_rewards        1[ans(y_i) ≡ reference]                 (RLVR / GT-GRPO)
 majority_vote_rewards       1[ans(y_i) = maj{ans(y_1..y_G)}]         (TTRL / SRT majority voting)
 cross_view_rewards          1[ans(y_i) ≡ maj{ans(y'_1..y'_G)}] of the other view   (Co-rewarding-I)
-teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II)
+teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II);
+                            with cross_view, of the teacher's rollouts of the other view (Co-rewarding-III)
 self_certainty_rewards      mean_t KL(U ‖ p_t), given per rollout    (Intuitor)
 entropy_rewards             −mean_t H(p_t), optional no-answer penalty  (RENT / EM-RL)
 cooper_rewards              σ(s_i), s_i the reward model's score of (x, reference, y_i)   (Cooper)
@@ -205,45 +206,56 @@ def ground_truth_rewards(rollouts: Rollouts) -> RewardResult:
     return _rewards_against_labels(rollouts, labels, {}, VotingConfig())
 
 
-def majority_vote_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
-    """Self-consistency (TTRL / SRT): 1[ans(y_i) = maj{ans(y_1..y_G)}] within each group."""
+def _group_votes(
+    rollouts: Rollouts, voting: VotingConfig, extra: Rollouts | None = None
+) -> dict[GroupKey, Vote]:
+    """Each group's vote over its rollouts' answers, then the answers ``extra`` holds for the same group
+    (the vote budget: samples drawn only to vote, never trained on)."""
     groups = rollouts.groups()
-    votes = dict(zip(groups, majority_votes(rollouts.group_answers(groups), voting)))
+    extra_groups = extra.groups() if extra is not None else {}
+    answers = [
+        rollouts.group_answers({key: members})[0] + [extra.answers[j] for j in extra_groups.get(key, [])]
+        for key, members in groups.items()
+    ]
+    return dict(zip(groups, majority_votes(answers, voting)))
+
+
+def majority_vote_rewards(
+    rollouts: Rollouts, voting: VotingConfig = VotingConfig(), extra: Rollouts | None = None
+) -> RewardResult:
+    """Self-consistency (TTRL / SRT): 1[ans(y_i) = maj{ans(y_1..y_G)}] within each group.
+
+    With ``extra`` (more samples of the same prompts, TTRL's vote over N > G), the majority is taken
+    over the G rollouts and the extra ones: maj{ans(y_1..y_N)}; only the G rollouts are rewarded.
+    """
+    groups = rollouts.groups()
+    votes = _group_votes(rollouts, voting, extra)
     hits = [False] * len(rollouts)
     for key, members in groups.items():
         for position in votes[key].members:
-            hits[members[position]] = True
+            if position < len(members):  # the extra samples vote but are not rewarded
+                hits[members[position]] = True
     labels = {key: vote.label for key, vote in votes.items()}
     return _rewards_against_labels(rollouts, labels, votes, voting, hits)
 
 
-def cross_view_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()) -> RewardResult:
+def cross_view_rewards(
+    rollouts: Rollouts, voting: VotingConfig = VotingConfig(), extra: Rollouts | None = None
+) -> RewardResult:
     """Co-rewarding-I: each view's rollouts are rewarded against the majority answer of the other view.
 
     Rollouts of x get 1[ans(y_i) ≡ v'] with v' = maj{ans(y'_j)} over the rephrasing's rollouts, and
     rollouts of x' get 1[ans(y'_i) ≡ v] with v = maj{ans(y_j)}. A group whose other view is missing
-    from the batch has no label. Besides the common diagnostics, reports them per view
-    (``original/…``, ``rephrased/…``) and ``view_agreement``: the share of pairs whose two views'
-    majorities match.
+    from the batch has no label. ``extra``: samples that only vote (see :func:`majority_vote_rewards`).
+    Besides the common diagnostics, reports them per view (``original/…``, ``rephrased/…``) and
+    ``view_agreement``: the share of pairs whose two views' majorities match.
     """
     groups = rollouts.groups()
-    votes = dict(zip(groups, majority_votes(rollouts.group_answers(groups), voting)))
+    votes = _group_votes(rollouts, voting, extra)
     partner_votes = {(q, v): votes.get((q, 1 - v)) for q, v in groups}
     labels = {key: vote.label if vote is not None else None for key, vote in partner_votes.items()}
     result = _rewards_against_labels(rollouts, labels, partner_votes, voting)
-
-    for view, name in ((0, "original"), (1, "rephrased")):
-        members = [i for i in range(len(rollouts)) if rollouts.view(i) == view]
-        if not members:
-            continue
-        subset = _subset(rollouts, members)
-        sub_labels = {k: lab for k, lab in labels.items() if k[1] == view}
-        sub_votes = {k: vt for k, vt in partner_votes.items() if k[1] == view}
-        part = _rewards_against_labels(
-            subset, sub_labels, sub_votes, voting, [result.rewards[i] == 1.0 for i in members]
-        )
-        result.metrics.update({f"{name}/{k}": v for k, v in part.metrics.items()})
-        result.metrics[f"{name}/reward"] = fmean(result.rewards[i] for i in members)
+    _per_view_metrics(rollouts, result, labels, partner_votes, voting)
 
     pairs = [q for q, v in groups if v == 0 and (q, 1) in groups]
     if pairs:
@@ -254,22 +266,47 @@ def cross_view_rewards(rollouts: Rollouts, voting: VotingConfig = VotingConfig()
     return result
 
 
+def _per_view_metrics(
+    rollouts: Rollouts, result: RewardResult, labels: Mapping, label_votes: Mapping, voting: VotingConfig
+) -> None:
+    """Add the diagnostics of each view's rollouts (``original/…``, ``rephrased/…``) to ``result``."""
+    for view, name in ((0, "original"), (1, "rephrased")):
+        members = [i for i in range(len(rollouts)) if rollouts.view(i) == view]
+        if not members:
+            continue
+        subset = _subset(rollouts, members)
+        sub_labels = {k: lab for k, lab in labels.items() if k[1] == view}
+        sub_votes = {k: vt for k, vt in label_votes.items() if k[1] == view}
+        part = _rewards_against_labels(
+            subset, sub_labels, sub_votes, voting, [result.rewards[i] == 1.0 for i in members]
+        )
+        result.metrics.update({f"{name}/{k}": v for k, v in part.metrics.items()})
+        result.metrics[f"{name}/reward"] = fmean(result.rewards[i] for i in members)
+
+
 def teacher_vote_rewards(
-    rollouts: Rollouts, teacher: Rollouts, voting: VotingConfig = VotingConfig()
+    rollouts: Rollouts, teacher: Rollouts, voting: VotingConfig = VotingConfig(), cross_view: bool = False
 ) -> RewardResult:
     """Co-rewarding-II: policy rollouts of x are rewarded against ṽ = maj{ans(ỹ_j)} of the teacher's.
 
-    ``teacher`` holds the teacher's rollouts of the same prompts (same question ids and views).
-    ``majority_ratio`` and ``label_accuracy`` describe the teacher's vote; ``teacher_policy_agreement``
-    is the share of groups whose policy majority matches the teacher's label, and
-    ``teacher/no_answer_rate`` the teacher's share of rollouts without an answer.
+    ``teacher`` holds the teacher's rollouts of the same prompts (same question ids and views), any
+    number per prompt (the vote budget samples more than G). ``majority_ratio`` and ``label_accuracy``
+    describe the teacher's vote; ``teacher_policy_agreement`` is the share of groups whose policy
+    majority matches the teacher's label, and ``teacher/no_answer_rate`` the teacher's share of
+    rollouts without an answer.
+
+    ``cross_view``: **Co-rewarding-III** (the authors' later variant, not in the paper): rollouts of x
+    are rewarded against the teacher's majority on the *other* view x', and the reverse — the
+    complementary views of Co-rewarding-I and -II together. Then the diagnostics are also given per view.
     """
     teacher_groups = teacher.groups()
     teacher_votes = dict(zip(teacher_groups, majority_votes(teacher.group_answers(teacher_groups), voting)))
     groups = rollouts.groups()
-    label_votes = {key: teacher_votes.get(key) for key in groups}
+    label_votes = {(q, v): teacher_votes.get((q, 1 - v) if cross_view else (q, v)) for q, v in groups}
     labels = {key: vote.label if vote is not None else None for key, vote in label_votes.items()}
     result = _rewards_against_labels(rollouts, labels, label_votes, voting)
+    if cross_view:
+        _per_view_metrics(rollouts, result, labels, label_votes, voting)
 
     policy_votes = majority_votes(rollouts.group_answers(groups), voting)
     agree = answers_match(

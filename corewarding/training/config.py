@@ -55,7 +55,17 @@ class CoRewardingConfig(GRPOConfig):
         stop_on_collapse: stop at the first collapse signal (:mod:`corewarding.core.collapse`; default
             False: only warn and record it in ``collapse.json``). Turns on ``save_strategy: best`` by
             ``eval_greedy_accuracy``, so the best checkpoint by held-out accuracy is kept; needs
-            held-out evaluation (``eval_strategy``).
+            held-out evaluation (``eval_strategy``). In test-time training the labels may not choose a
+            checkpoint: the run stops at the signal and keeps its last one.
+        labelled_fraction: semi-supervised: this share of the training questions (chosen by a hash of
+            their id and the seed) is rewarded against its reference answer, the rest by the method
+            (default 0.0: none; 1.0: every question, ground truth).
+        vote_samples: the vote budget N: voting methods take their majority over N samples of each
+            prompt and train on G of them (``num_generations``); the N − G extra samples are drawn
+            without gradient, as the teacher's are. None (default): N = G. A multiple of G.
+        test_time_training: train on the held-out questions themselves, their answers hidden from the
+            reward and used only to measure (the paper's Table 9 protocol: train on a benchmark's
+            questions, report avg@k / pass@k on them). Default False.
 
     Cooper (``cooper``: the reward model is updated every step; ``cooper_static``: it stays frozen):
         reward_model_path: the reward model: a folder made by ``corewarding rm train``, or any causal
@@ -122,6 +132,15 @@ class CoRewardingConfig(GRPOConfig):
         default=False, metadata={"help": "Train on rejected rephrasings."}
     )
     stop_on_collapse: bool = field(default=False, metadata={"help": "Stop at the first collapse signal."})
+    labelled_fraction: float = field(
+        default=0.0, metadata={"help": "Semi-supervised: share of questions rewarded against references."}
+    )
+    vote_samples: int | None = field(
+        default=None, metadata={"help": "Vote budget N (a multiple of G): vote over N, train on G."}
+    )
+    test_time_training: bool = field(
+        default=False, metadata={"help": "Train on the held-out questions (answers only measure)."}
+    )
     reward_model_path: str = field(
         default="tiny", metadata={"help": "cooper: reward model folder, backbone or tiny."}
     )
@@ -216,7 +235,22 @@ class CoRewardingConfig(GRPOConfig):
         for name, least in (("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2)):
             if getattr(self, name) is not None and getattr(self, name) < least:
                 raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
-        if self.stop_on_collapse:
+        if not 0.0 <= self.labelled_fraction <= 1.0:
+            raise ValueError(f"labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
+        if self.vote_samples is not None and (
+            self.vote_samples < self.num_generations or self.vote_samples % self.num_generations
+        ):
+            raise ValueError(
+                f"vote_samples must be a multiple of num_generations ({self.num_generations}) and at least it, "
+                f"got {self.vote_samples}"
+            )
+        if self.vote_samples is not None and not (
+            METHODS[self.method].needs_teacher or METHODS[self.method].votes_on_own_samples
+        ):
+            raise ValueError(f"vote_samples: {self.method} does not vote")
+        if self.test_time_training and self.heldout_dataset is None:
+            raise ValueError("test_time_training trains on the held-out questions: set heldout_dataset")
+        if self.stop_on_collapse and not self.test_time_training:
             if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
                 raise ValueError(
                     "stop_on_collapse keeps the best checkpoint by held-out accuracy: "
@@ -251,7 +285,7 @@ class CoRewardingConfig(GRPOConfig):
 SETTING_GROUPS = {
     "method": (
         "method", "answer_matching", "min_agreement_count", "min_agreement_ratio", "no_answer_penalty",
-        "stop_on_collapse",
+        "stop_on_collapse", "labelled_fraction", "vote_samples", "test_time_training",
     ),
     "data": (
         "dataset", "dataset_columns", "dataset_rephrasings", "max_train_problems", "training_view",

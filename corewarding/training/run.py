@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from datasets import Dataset
 
-from corewarding.core.methods import METHODS
+from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
@@ -41,7 +41,27 @@ class TrainingDataError(ValueError):
 
 
 def training_problems(config: CoRewardingConfig) -> list[Problem]:
-    """The configured training problems: the synthetic train split, or a dataset file."""
+    """The configured training problems: the synthetic train split, or a dataset file; in test-time
+    training, the held-out problems themselves (their answers reach no label-free reward).
+
+    In a semi-supervised run (``labelled_fraction``) every labelled question needs its reference answer.
+    """
+    problems = _training_problems(config)
+    if config.labelled_fraction:
+        unanswered = [
+            p.id for p in problems if p.answer is None and is_labelled(p.id, config.labelled_fraction, config.seed)
+        ]
+        if unanswered:
+            raise TrainingDataError(
+                f"labelled_fraction {config.labelled_fraction}: {len(unanswered)} labelled questions have no "
+                f"reference answer (first: {unanswered[0]}); name the answer column in dataset_columns"
+            )
+    return problems
+
+
+def _training_problems(config: CoRewardingConfig) -> list[Problem]:
+    if config.test_time_training:
+        return heldout_problems(config)
     if config.dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path,
@@ -64,7 +84,9 @@ def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
         return synthetic_problems(
             config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed
         )
-    problems = [p for p in load_problems(config.heldout_dataset) if p.answer is not None]
+    # In test-time training the held-out file is the training data: the same column mapping reads it.
+    columns = config.dataset_columns if config.test_time_training else None
+    problems = [p for p in load_problems(config.heldout_dataset, columns) if p.answer is not None]
     return problems[: config.max_heldout_problems]
 
 

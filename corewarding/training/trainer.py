@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,7 +56,7 @@ from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.equivalence import answers_match
-from corewarding.core.methods import METHODS, RewardInputs, method_rewards
+from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
 from corewarding.core.teacher_schedule import TeacherSchedule
@@ -334,7 +335,9 @@ class CoRewardingTrainer(GRPOTrainer):
             "views": [int(x.get("view", 0)) for x in inputs],
             "references": [x.get("answer") for x in inputs],
         }
-        if method.needs_teacher or method.token_statistic:
+        # Vote budget: each slot (one of a prompt's G rollouts here) adds this many samples that only vote.
+        extra_per_slot = (self.args.vote_samples or self.num_generations) // self.num_generations - 1
+        if method.needs_teacher or method.token_statistic or extra_per_slot:
             prompt_ids, _, _ = self._tokenize_prompts(prompts)
         if method.token_statistic:
             local["token_statistics"] = rollout_statistic(
@@ -343,7 +346,11 @@ class CoRewardingTrainer(GRPOTrainer):
                 chunk=self.args.per_device_train_batch_size,
             )
         if method.needs_teacher:
-            local["teacher_answers"] = self._teacher_answers(prompt_ids, mode)
+            local["teacher_answers"] = self._teacher_answers(prompt_ids, mode, 1 + extra_per_slot)
+        elif extra_per_slot:
+            started = time.perf_counter()
+            local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra_per_slot)
+            self._metrics[mode]["votes/extra_seconds"].append(time.perf_counter() - started)
         if self.cooper is not None:
             local["texts"] = self.cooper.reward_model.texts(
                 [question_text(x["prompt"]) for x in inputs], [x["answer"] for x in inputs],
@@ -353,10 +360,22 @@ class CoRewardingTrainer(GRPOTrainer):
         batch = {key: gather_object(values) for key, values in local.items()}
 
         rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
+
+        def samples(key: str, per_slot: int) -> Rollouts | None:
+            """Answers drawn ``per_slot`` times per rollout slot, with their slots' question ids and views."""
+            if key not in batch:
+                return None
+            repeat = [x for x in batch["question_ids"] for _ in range(per_slot)]
+            return Rollouts(batch[key], repeat, [v for v in batch["views"] for _ in range(per_slot)])
+
+        labelled = None
+        if self.args.labelled_fraction:
+            labelled = [is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in rollouts.question_ids]
         inputs_ = RewardInputs(
             voting=self.voting,
-            teacher=Rollouts(batch["teacher_answers"], batch["question_ids"], batch["views"])
-            if method.needs_teacher else None,
+            teacher=samples("teacher_answers", 1 + extra_per_slot),
+            extra_votes=samples("extra_answers", extra_per_slot),
+            labelled=labelled,
             token_statistics=batch.get("token_statistics"),
             reward_model_scores=batch.get("reward_model_scores"),
             no_answer_penalty=self.args.no_answer_penalty,
@@ -391,18 +410,25 @@ class CoRewardingTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------- teacher
 
-    def _teacher_answers(self, prompt_ids: list[list[int]], mode: str) -> list[str | None]:
-        """Update the teacher for this step, then let it sample one completion per local rollout slot.
+    def _teacher_answers(self, prompt_ids: list[list[int]], mode: str, per_slot: int = 1) -> list[str | None]:
+        """Update the teacher for this step, then let it sample ``per_slot`` completions per local rollout
+        slot.
 
         The local slots hold each prompt as many times as the policy sampled it here, so the gathered
-        teacher answers hold G samples per prompt, like the policy's.
+        teacher answers hold G samples per prompt, like the policy's (N with the vote budget).
         """
         if mode == "train":
             rate = self.teacher.update(self.model, self.state.global_step + 1, self.state.max_steps)
             if rate is not None:
                 self._metrics[mode]["teacher/rate"].append(rate)
-        with self._sampling_from(self.teacher.module):
-            completion_ids, _ = self._generate_single_turn(prompt_ids, None, {}, self.num_generations)
+        return self._sampled_answers(self.teacher.module, prompt_ids, per_slot)
+
+    def _sampled_answers(self, model, prompt_ids: list[list[int]], per_slot: int) -> list[str | None]:
+        """``per_slot`` answers per prompt id from ``model``, sampled through TRL's generation path, in
+        slot-major order (every sample of slot 0, then of slot 1, …)."""
+        repeated = [ids for ids in prompt_ids for _ in range(per_slot)]
+        with self._sampling_from(model):
+            completion_ids, _ = self._generate_single_turn(repeated, None, {}, self.num_generations)
         texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
         return [extract_answer(t) for t in texts]
 
@@ -435,7 +461,7 @@ class CoRewardingTrainer(GRPOTrainer):
         """Held-out accuracy of the policy (replaces TRL's reward-on-eval-prompts evaluation).
 
         Greedy pass@1, and with ``heldout_samples`` = k > 0 the sampled accuracy (avg@k: the paper's
-        pass@1) and maj@k at ``heldout_temperature``, on the ``heldout`` problems; each process
+        pass@1), pass@k and maj@k at ``heldout_temperature``, on the ``heldout`` problems; each process
         evaluates its share. Runs where TRL would evaluate (``eval_strategy``, ``eval_steps``,
         ``eval_on_start``), so ``metric_for_best_model: eval_greedy_accuracy`` keeps the best checkpoint.
         """
@@ -461,15 +487,16 @@ class CoRewardingTrainer(GRPOTrainer):
         scores = gather_object([result.scores])
         total = sum(s.num_questions for s in scores)
 
-        def mean(name: str) -> float | None:
-            values = [(getattr(s, name), s.num_questions) for s in scores if getattr(s, name) is not None]
+        def mean(value) -> float | None:
+            values = [(value(s), s.num_questions) for s in scores if value(s) is not None]
             return sum(v * n for v, n in values) / total if values else None
 
         metrics = {
-            metric_names.HELDOUT_GREEDY: mean("greedy_accuracy"),
-            metric_names.HELDOUT_SAMPLED: mean("avg_at_k"),
-            metric_names.HELDOUT_MAJORITY: mean("maj_at_k"),
-            metric_names.HELDOUT_NO_ANSWER: mean("no_answer_rate"),
+            metric_names.HELDOUT_GREEDY: mean(lambda s: s.greedy_accuracy),
+            metric_names.HELDOUT_SAMPLED: mean(lambda s: s.avg_at_k),
+            metric_names.HELDOUT_MAJORITY: mean(lambda s: s.maj_at_k),
+            metric_names.HELDOUT_PASS: mean(lambda s: s.pass_at_k.get(k)),
+            metric_names.HELDOUT_NO_ANSWER: mean(lambda s: s.no_answer_rate),
         }
         metrics = {
             name.replace("eval_", f"{metric_key_prefix}_", 1): v
