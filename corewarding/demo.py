@@ -42,7 +42,9 @@ from corewarding.training.config import load_recipe
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
 
 #: The methods the demo runs unless told otherwise: the paper's six.
-DEMO_METHODS = ("ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii")
+DEMO_METHODS = (
+    "ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii",
+)
 #: What a demo writes into its folder besides one run folder per method.
 DEMO_FILES = ("report.md", "curves.png", "reward_model", "reward_model_data.jsonl")
 

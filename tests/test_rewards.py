@@ -237,7 +237,9 @@ def test_a_vote_budget_adds_voters_that_are_not_rewarded():
 
 
 def test_co_rewarding_iii_labels_each_view_with_the_teachers_majority_on_the_other():
-    batch = Rollouts(answers=["4", "5", "5", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1], references=["5"] * 4)
+    batch = Rollouts(
+        answers=["4", "5", "5", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1], references=["5"] * 4
+    )
     teacher = Rollouts(answers=["5", "5", "4", "4"], question_ids=[0] * 4, views=[0, 0, 1, 1])
     ii = method_rewards("co_rewarding_ii", batch, RewardInputs(teacher=teacher))
     iii = method_rewards("co_rewarding_iii", batch, RewardInputs(teacher=teacher))

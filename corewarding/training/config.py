@@ -241,8 +241,8 @@ class CoRewardingConfig(GRPOConfig):
             self.vote_samples < self.num_generations or self.vote_samples % self.num_generations
         ):
             raise ValueError(
-                f"vote_samples must be a multiple of num_generations ({self.num_generations}) and at least it, "
-                f"got {self.vote_samples}"
+                f"vote_samples must be a multiple of num_generations ({self.num_generations}) and at least "
+                f"it, got {self.vote_samples}"
             )
         if self.vote_samples is not None and not (
             METHODS[self.method].needs_teacher or METHODS[self.method].votes_on_own_samples

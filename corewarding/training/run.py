@@ -49,7 +49,9 @@ def training_problems(config: CoRewardingConfig) -> list[Problem]:
     problems = _training_problems(config)
     if config.labelled_fraction:
         unanswered = [
-            p.id for p in problems if p.answer is None and is_labelled(p.id, config.labelled_fraction, config.seed)
+            p.id
+            for p in problems
+            if p.answer is None and is_labelled(p.id, config.labelled_fraction, config.seed)
         ]
         if unanswered:
             raise TrainingDataError(

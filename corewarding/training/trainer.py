@@ -370,7 +370,9 @@ class CoRewardingTrainer(GRPOTrainer):
 
         labelled = None
         if self.args.labelled_fraction:
-            labelled = [is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in rollouts.question_ids]
+            labelled = [
+                is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in rollouts.question_ids
+            ]
         inputs_ = RewardInputs(
             voting=self.voting,
             teacher=samples("teacher_answers", 1 + extra_per_slot),
