@@ -1,9 +1,11 @@
 """Two ``cooper`` steps with scripted rollouts in 1 or 2 processes (run by test_cooper.py).
 
-    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/distributed_cooper.py MODEL_DIR OUT 2
+    ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/distributed_cooper.py MODEL_DIR OUT 2 [both]
 
-The global batch keeps its size (the per-device batch halves). Every process writes what its reward
-model replica ended with (its weights) to OUT.<rank>.pt, and rank 0 the logged metrics to OUT.json.
+The global batch keeps its size (the per-device batch halves). With ``both``, negatives come from the
+rollouts and the offline stand-in assistant (written on the main process, broadcast), and the update
+has a pointwise term. Every process writes what its reward model replica ended with (its weights) to
+OUT.<rank>.pt, and rank 0 the logged metrics to OUT.json.
 """
 
 import json
@@ -13,7 +15,7 @@ import torch
 from test_cooper import scripted_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from corewarding.data.synthetic import generate_problems
+from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.run import training_dataset
 from corewarding.training.trainer import CoRewardingTrainer
@@ -23,8 +25,13 @@ class ScriptedTrainer(CoRewardingTrainer):
     _generate_single_turn = scripted_rollouts
 
 
-def main(model_dir: str, out: str, processes: int) -> None:
+def main(model_dir: str, out: str, processes: int, negative_source: str = "rollouts") -> None:
+    assistant = {"assistant_model": "stand-in", "pointwise_weight": 0.5}
+    if negative_source == "rollouts":
+        assistant = {}
     config = CoRewardingConfig(
+        negative_source=negative_source,
+        **assistant,
         method="cooper",
         output_dir=f"{out}.run",
         max_steps=2,
@@ -43,7 +50,7 @@ def main(model_dir: str, out: str, processes: int) -> None:
         model=AutoModelForCausalLM.from_pretrained(model_dir),
         args=config,
         train_dataset=training_dataset(
-            generate_problems(32, "train", seed=0), "cooper", config.system_prompt
+            synthetic_problems(model_dir, 32, "train", seed=0), "cooper", config.system_prompt
         ),
         processing_class=AutoTokenizer.from_pretrained(model_dir),
     )
@@ -59,4 +66,4 @@ def main(model_dir: str, out: str, processes: int) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:])

@@ -5,7 +5,7 @@ the server can tell what a request is for: a request to rephrase is keyed by the
 to solve (it has a system prompt) by ``Q-<pair id>`` or ``R-<pair id>``. The server counts requests
 received and answered (status 200) per key, records when each request arrived, and the most in
 flight at once. A script ``(key, attempt) -> Reply`` decides each answer; by default a valid
-rephrasing.
+rephrasing. Other tests name their own ``key``: a function of the request body.
 """
 
 from __future__ import annotations
@@ -52,11 +52,18 @@ def good(pair: str, attempt: int) -> Reply:
     return Reply(content=f"[REPHRASED]\n{rephrasing(pair)}\n[/REPHRASED]")
 
 
+def pair_key(body: dict) -> str:
+    """The pair id of a request to rephrase, ``Q-<pair id>`` or ``R-<pair id>`` of a request to solve."""
+    view, pair = re.search(r"([QR])-(\w+):", body["messages"][-1]["content"]).groups()
+    return f"{view}-{pair}" if body["messages"][0]["role"] == "system" else pair
+
+
 class StubServer:
     """Use as a context manager; ``url`` is the API root (``…/v1``)."""
 
-    def __init__(self, script: Callable[[str, int], Reply] = good):
+    def __init__(self, script: Callable[[str, int], Reply] = good, key: Callable[[dict], str] = pair_key):
         self.script = script
+        self.key = key
         self.received: Counter[str] = Counter()
         self.arrived: defaultdict[str, list[float]] = defaultdict(list)
         self.answered: Counter[str] = Counter()
@@ -87,9 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         stub: StubServer = self.server.stub
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        view, pair = re.search(r"([QR])-(\w+):", body["messages"][-1]["content"]).groups()
-        if body["messages"][0]["role"] == "system":
-            pair = f"{view}-{pair}"
+        pair = stub.key(body)
         with stub.lock:
             stub.received[pair] += 1
             stub.arrived[pair].append(time.monotonic())

@@ -120,3 +120,73 @@ def test_label_noise_of_a_small_batch_is_not_a_collapse():
     # Judged on single 5-step windows, the same noise looks like labels turning wrong in several runs.
     flagged = [detect_collapse(run, FORMULA) for run in runs]
     assert sum(r.reasons == ["reward_up_label_accuracy_down"] for r in flagged) >= 4
+
+
+# ----------------------------------------------------------------------------------- reward-model methods
+
+COOPER = {"reward": 0.7, "rollout_accuracy": 0.6, "rm/rule_agreement": 0.9, "rm/false_positive_rate": 0.05}
+
+
+def cooper_history(steps: int, change) -> list[dict]:
+    return [{"step": step, **COOPER, **change(step)} for step in range(1, steps + 1)]
+
+
+def hacked(step):
+    """Rollout accuracy climbs 0.515 → 0.8 by step 20 and falls 0.02 a step after; the reward climbs with
+    it and then holds at 0.8: the reward model pays for what is no longer right."""
+    return {
+        "rollout_accuracy": 0.5 + 0.015 * min(step, 20) - 0.02 * max(0, step - 20),
+        "reward": 0.5 + 0.015 * min(step, 20),
+    }
+
+
+def test_a_reward_that_holds_while_the_rollouts_turn_wrong_is_reward_hacking():
+    report = detect_collapse(cooper_history(40, hacked), FORMULA)
+    # The best 5-step accuracy mean is steps 17-21 (0.779, reward 0.791); at step 31 the mean of steps
+    # 27-31 is 0.62 < 0.8 x 0.779 while the reward (0.8) has not fallen below 0.791. At 30 it is 0.64.
+    assert report.step == 31 and report.reasons == ["reward_up_rollout_accuracy_down"]
+    assert detect_collapse(cooper_history(40, hacked)).reasons == ["reward_up_rollout_accuracy_down"]
+
+
+def test_a_reward_model_accepting_more_and_more_wrong_rollouts_is_reward_hacking():
+    def change(step):
+        return {} if step <= 20 else {"rm/false_positive_rate": 0.7}
+
+    # The mean of steps 21-25 is 0.7 >= 0.5 and >= the early 0.05 + 0.25; at 24 it is 0.57, also enough.
+    # With the defaults, 7 of 10 steps at 0.7 (step 27) make 0.505, and it holds 5 steps: step 31.
+    assert detect_collapse(cooper_history(40, change), FORMULA).step == 24
+    report = detect_collapse(cooper_history(40, change))
+    assert report.step == 31 and report.reasons == ["rm_false_positives_up"]
+
+
+def test_an_honest_reward_model_is_not_flagged():
+    # the same rise and fall of rollout accuracy, but the reward falls with it
+    def tracking(step):
+        return {**hacked(step), "reward": hacked(step)["rollout_accuracy"]}
+
+    assert not detect_collapse(cooper_history(40, tracking), FORMULA).collapsed
+    # A reward model that was poor from the start has not been hacked during the run.
+    assert not detect_collapse(cooper_history(40, lambda s: {"rm/false_positive_rate": 0.6})).collapsed
+
+
+def test_the_false_positives_of_a_small_batch_are_not_a_collapse():
+    # 8 questions x 8 rollouts, 60% right: about 26 wrong rollouts a step, each accepted with chance 0.3
+    def run(seed):
+        rng = random.Random(seed)
+
+        def change(step):
+            wrong = sum(rng.random() > 0.6 for _ in range(64))
+            accepted = sum(rng.random() < 0.3 for _ in range(wrong))
+            accuracy, false_positives = 1 - wrong / 64, accepted / wrong
+            reward = accuracy + (1 - accuracy) * false_positives  # what σ(s) near 0 or 1 would pay
+            return {"rollout_accuracy": accuracy, "reward": reward, "rm/false_positive_rate": false_positives}
+
+        return cooper_history(180, change)
+
+    assert not any(detect_collapse(run(seed)).collapsed for seed in range(12))
+
+
+def test_the_reward_model_signals_watch_reward_model_methods_only():
+    # majority voting logs rollout accuracy too, but no rm/ metrics: its signal is label accuracy
+    records = [{k: v for k, v in r.items() if not k.startswith("rm/")} for r in cooper_history(40, hacked)]
+    assert not detect_collapse(records, FORMULA).collapsed

@@ -1,17 +1,21 @@
 """Cooper: the reward model's template, pair selection, pairwise updates, labelled data, BCE training,
 and 2-step runs of ``cooper`` and ``cooper_static`` with checkpoints."""
 
+import copy
 import inspect
 import json
+import math
 import os
 import re
 import subprocess
 import sys
 from dataclasses import asdict, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+from stub_openai_server import Reply, StubServer
 from typer.testing import CliRunner
 
 from corewarding.cli import app
@@ -24,7 +28,7 @@ from corewarding.cooper.annotate import (
     read_labelled,
     split_of_question,
 )
-from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs
+from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs, telling_samples
 from corewarding.cooper.reward_model import (
     ELLIPSIS,
     RewardModel,
@@ -37,11 +41,12 @@ from corewarding.cooper.reward_model import (
 from corewarding.cooper.supervised import RewardTrainingConfig, evaluate_reward_model, train_reward_model
 from corewarding.core.methods import RewardInputs, method_rewards
 from corewarding.core.rewards import Rollouts, cooper_rewards
-from corewarding.data.synthetic import generate_problems
+from corewarding.data.synthetic import chain_of, generate_problems, worked_solution
 from corewarding.inference.generation import Completion
 from corewarding.tiny.model import build_model, build_tokenizer
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
-from corewarding.training.trainer import CoRewardingTrainer
+from corewarding.training.config import CoRewardingConfig, config_from_args
+from corewarding.training.trainer import CoRewardingTrainer, MetricsFileCallback
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 
@@ -145,6 +150,21 @@ def test_a_mixed_group_pairs_its_worst_ordered_rollouts():
     assert selection.pairs == [Pair(positive=3, negative=1)] and selection.skipped_groups == 0
 
 
+def test_every_group_with_an_accepted_rollout_has_a_positive_for_the_assistant():
+    # all right (0-1), all wrong (2-3), mixed (4-5): the assistant can give the first group a pair too
+    accepted = [True, True, False, False, False, True]
+    selection = select_pairs([[0, 1], [2, 3], [4, 5]], accepted, [1.0, 0.5] * 3)
+    assert selection.positives == [1, 5] and selection.pairs == [Pair(5, 4)] and selection.skipped_groups == 2
+
+
+def test_samples_show_the_wrong_completions_rewarded_most_and_the_right_ones_rewarded_least():
+    accepted = [True, False, True, False, False, True]
+    scores = [3.0, 2.5, -1.0, -2.0, 0.1, 0.0]
+    assert telling_samples(accepted, scores, 4) == [1, 2, 4, 5]
+    assert telling_samples([False] * 3, [0.0, 2.0, 1.0], 5) == [1, 2, 0]  # fewer than asked: all
+    assert telling_samples(accepted, scores, 0) == []
+
+
 def test_pairs_are_chosen_within_groups_whatever_their_layout():
     groups = [[0, 2, 4], [1, 3, 5], [6, 7]]  # interleaved groups, as a gathered batch may hold them
     accepted = [True, True, False, False, False, True, True, True]
@@ -175,7 +195,7 @@ def test_pairwise_updates_order_the_pair_and_checkpoints_restore_them(model_dir,
     ]
     cooper = CooperRewardModel(RewardModel.load(model_dir), learning_rate=1e-3)
     before = cooper.reward_model.scores(texts)
-    losses = [cooper.update(texts, [Pair(0, 1)]) for _ in range(5)]
+    losses = [cooper.update(texts, [Pair(0, 1)]).pairwise for _ in range(5)]
     after = cooper.reward_model.scores(texts)
     assert losses == sorted(losses, reverse=True) and after[0] - after[1] > before[0] - before[1]
     assert cooper.update(texts, []) is None and cooper.steps == 5
@@ -189,6 +209,63 @@ def test_pairwise_updates_order_the_pair_and_checkpoints_restore_them(model_dir,
     assert restored.reward_model.scores(texts) == pytest.approx(cooper.reward_model.scores(texts), abs=1e-6)
     with pytest.raises(FileNotFoundError, match="not saved by a cooper run"):
         restored.load(tmp_path / "elsewhere")
+
+
+def toy_batch() -> tuple[list[str], list[bool], list[Pair]]:
+    """Four questions, each with its worked solution, one with an arithmetic slip and one that stops
+    early; pairs of the right solution with each wrong one."""
+    texts, labels = [], []
+    for problem in generate_problems(4, "train", seed=2):
+        chain = chain_of(problem)
+        for solution, right in (
+            (worked_solution(chain), True),
+            (worked_solution(chain, slip=(0, 1)), False),
+            (worked_solution(chain, stop_early=True), False),
+        ):
+            texts.append(reward_model_text(problem.question, problem.answer, solution))
+            labels.append(right)
+    return texts, labels, [Pair(3 * k, 3 * k + j) for k in range(4) for j in (1, 2)]
+
+
+def test_the_pointwise_term_pins_the_score_level_the_pairwise_loss_leaves_free(model_dir):
+    texts, labels, pairs = toy_batch()
+    # A reward model that accepts everything (σ(s) ≈ 0.97): a few BCE steps towards "all correct".
+    accepting = RewardModel.load(model_dir)
+    optimizer = torch.optim.AdamW(accepting.model.parameters(), lr=1e-3)
+    for _ in range(20):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            accepting.logits(texts), torch.ones(len(texts))
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    def wrong_probability(model: RewardModel) -> float:
+        probabilities = torch.sigmoid(torch.tensor(model.scores(texts)))
+        return probabilities[[i for i, right in enumerate(labels) if not right]].mean().item()
+
+    assert wrong_probability(accepting) > 0.9
+    after = {}
+    for weight in (0.0, 1.0):
+        cooper = CooperRewardModel(copy.deepcopy(accepting), learning_rate=1e-3, pointwise_weight=weight)
+        losses = [cooper.update(texts, pairs, labels) for _ in range(5)]
+        assert all(loss.pairwise > 0 for loss in losses)
+        assert all((loss.pointwise is not None) == (weight > 0) for loss in losses)
+        after[weight] = wrong_probability(cooper.reward_model)
+    # Ordering alone can leave wrong completions above 0.5 (a 0/1 reward at 0.5 would pay for them);
+    # the cross-entropy on the verifier's labels brings them below.
+    assert after[0.0] > 0.5 > after[1.0]
+
+
+def test_with_a_pointwise_term_a_batch_without_pairs_still_updates(model_dir):
+    texts, labels, _ = toy_batch()
+    cooper = CooperRewardModel(RewardModel.load(model_dir), learning_rate=1e-3, pointwise_weight=0.5)
+    losses = cooper.update(texts, [], labels)
+    assert losses.pairwise is None and losses.pointwise > 0 and cooper.steps == 1
+    pairwise_only = CooperRewardModel(RewardModel.load(model_dir), learning_rate=1e-3)
+    assert pairwise_only.update(texts, [], labels) is None
+    with pytest.raises(ValueError, match="pointwise_weight"):
+        CooperRewardModel(RewardModel.load(model_dir), learning_rate=1e-3, pointwise_weight=-1.0)
 
 
 def test_a_frozen_reward_model_is_neither_updated_nor_checkpointed(model_dir, tmp_path):
@@ -503,6 +580,32 @@ def test_cooper_logs_its_metrics_and_updates_the_reward_model(cooper_run, model_
     start = RewardModel.load(model_dir).model.state_dict()
     end = RewardModel.load(out / "checkpoint-2" / "reward_model").model.state_dict()
     assert any(not torch.equal(start[k], end[k]) for k in start), "the reward model was not updated"
+    assert_samples(out)
+
+
+SAMPLE_KEYS = {
+    "step", "question_id", "question", "reference", "completion", "answer", "verdict", "score", "reward"
+}
+
+
+def assert_samples(out):
+    """``samples.jsonl`` holds 4 rollouts a step, a wrong one first, each with its score and verdict."""
+    lines = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1] * 4 + [2] * 4
+    assert all(set(line) == SAMPLE_KEYS for line in lines)
+    assert [line["verdict"] for line in lines] == [False, True] * 4  # wrong ones and right ones take turns
+    assert all(line["verdict"] == (line["answer"] == line["reference"]) for line in lines)
+    assert all(line["reward"] == pytest.approx(1 / (1 + math.exp(-line["score"]))) for line in lines)
+    assert all(f"\\boxed{{{line['answer']}}}" in line["completion"] for line in lines)
+
+
+def test_a_resumed_run_cuts_its_samples_back_to_the_checkpoint(tmp_path):
+    rows = [{"step": step, "score": 0.0} for step in (1, 1, 2, 2, 3)]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    state = SimpleNamespace(is_world_process_zero=True, global_step=2)
+    MetricsFileCallback().on_train_begin(SimpleNamespace(output_dir=str(tmp_path)), state, None)
+    kept = [json.loads(line)["step"] for line in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    assert kept == [1, 1, 2, 2]
 
 
 def test_resuming_restores_the_reward_model_its_optimizer_and_step(
@@ -546,6 +649,85 @@ def test_cooper_static_keeps_its_reward_model_frozen(model_dir, eval_data, tmp_p
     assert not any(key in r for r in steps for key in UPDATES)
     assert steps[0]["rm/heldout_accuracy"] == steps[1]["rm/heldout_accuracy"]
     assert not (out / "checkpoint-2" / "reward_model").exists()
+    assert_samples(out)
+
+
+ASSISTANT = ["rm/assistant_calls", "rm/assistant_cached", "rm/assistant_failed", "rm/assistant_invalid"]
+
+
+def test_cooper_takes_its_negatives_from_the_stand_in_assistant(model_dir, eval_data, tmp_path):
+    out = tmp_path / "assistant"
+    records = run_cooper(
+        "cooper", out, model_dir, eval_data, "--negative_source", "assistant", "--assistant_model", "stand-in"
+    )
+    steps = [r for r in records if "reward" in r]
+    assert [r["step"] for r in steps] == [1, 2]
+    for r in steps:
+        # every group has a right rollout: one assistant pair each, and no pair of two rollouts
+        counts = [r[f"rm/{key}"] for key in ("pairs", "assistant_pairs", "rollout_pairs", "skipped_groups")]
+        assert counts == [4, 4, 0, 0]
+        assert [r[f"rm/assistant_{key}"] for key in ("failed", "invalid", "over_budget")] == [0, 0, 0]
+        assert r["rm/assistant_calls"] + r["rm/assistant_cached"] == 4 and r["rm/loss"] > 0
+    cache = [json.loads(line) for line in (out / "assistant_negatives.jsonl").read_text().splitlines()]
+    assert len(cache) == sum(r["rm/assistant_calls"] for r in steps) and {c["backend"] for c in cache} == {
+        "stand-in"
+    }
+
+
+def test_cooper_takes_negatives_from_an_openai_compatible_assistant_and_its_rollouts(
+    model_dir, eval_data, tmp_path
+):
+    def positive_answer(body: dict) -> str:
+        return re.search(r"boxed\{(\d+)\}", body["messages"][-1]["content"])[1]
+
+    def reply(answer: str, attempt: int) -> Reply:
+        # an even answer is echoed (right: an invalid negative), an odd one gets a wrong solution
+        return Reply(content=f"so \\boxed{{{answer if int(answer) % 2 == 0 else 1000}}}")
+
+    out = tmp_path / "both"
+    with StubServer(reply, key=positive_answer) as server:
+        records = run_cooper(
+            "cooper", out, model_dir, eval_data, "--negative_source", "both", "--assistant_backend", "openai",
+            "--assistant_model", "stub-model", "--assistant_base_url", server.url,
+            "--assistant_api_key_env", "none", "--pointwise_weight", "0.5",
+        )
+    steps = [r for r in records if "reward" in r]
+    for r in steps:
+        assert r["rm/rollout_pairs"] == 4 and r["rm/assistant_pairs"] + r["rm/assistant_invalid"] == 4
+        assert r["rm/pairs"] == r["rm/rollout_pairs"] + r["rm/assistant_pairs"]
+        assert r["rm/assistant_failed"] == 0
+        assert r["rm/pointwise_loss"] > 0 and r["rm/loss"] > 0
+    assert sum(r["rm/assistant_calls"] for r in steps) == sum(server.received.values())
+    assert all(sum(r[key] for r in steps) > 0 for key in ("rm/assistant_invalid", "rm/assistant_pairs"))
+    assert {body["model"] for body in server.bodies} == {"stub-model"}
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"method": "cooper_static", "negative_source": "both", "assistant_model": "stand-in"}, "does not"),
+        ({"method": "cooper_static", "pointwise_weight": 0.5}, "does not update a reward model"),
+        ({"method": "cooper", "negative_source": "teacher"}, "negative_source must be one of"),
+        ({"method": "cooper", "negative_source": "assistant"}, "needs assistant_model"),
+        ({"method": "cooper", "negative_source": "both", "assistant_model": "m"}, "assistant_base_url"),
+        ({"method": "cooper", "negative_source": "both", "assistant_model": "m", "assistant_backend": "x"},
+         "assistant_backend must be one of"),
+        ({"method": "cooper", "pointwise_weight": -0.1}, "pointwise_weight must be at least 0"),
+        ({"method": "cooper", "samples_per_step": -1}, "samples_per_step"),
+    ],
+)
+def test_reward_model_settings_are_checked_before_any_work(settings, message):
+    with pytest.raises(ValueError, match=message):
+        CoRewardingConfig(**settings)
+
+
+def test_the_assistant_settings_are_plain_command_line_settings():
+    options = "--negative_source assistant --assistant_model stand-in --assistant_api_key_env none"
+    config = config_from_args("tiny/cooper", options.split())
+    assert (config.negative_source, config.assistant_model, config.assistant_api_key_env) == (
+        "assistant", "stand-in", None
+    )
+    assert (config.pointwise_weight, config.samples_per_step) == (0.0, 4)
 
 
 def test_cooper_needs_the_reference_answers():
@@ -557,7 +739,12 @@ def test_cooper_needs_the_reference_answers():
 
 
 @pytest.mark.slow
-def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, tmp_path):
+@pytest.mark.parametrize("negative_source, pairs", [("rollouts", 4), ("both", 8)])
+def test_two_processes_update_identical_replicas_as_one_process_does(
+    model_dir, tmp_path, negative_source, pairs
+):
+    """``both``: the stand-in's negatives are written on the main process and broadcast, and a pointwise
+    term is shared out like the pairs."""
     script = Path(__file__).with_name("distributed_cooper.py")
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     torchrun = [
@@ -572,7 +759,7 @@ def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, 
     for command, out in (([sys.executable], tmp_path / "one"), (torchrun, tmp_path / "two")):
         processes = "2" if command is torchrun else "1"
         done = subprocess.run(
-            [*command, str(script), str(model_dir), str(out), processes],
+            [*command, str(script), str(model_dir), str(out), processes, negative_source],
             env=env,
             cwd=REPO_ROOT,
             capture_output=True,
@@ -584,10 +771,11 @@ def test_two_processes_update_identical_replicas_as_one_process_does(model_dir, 
         json.loads((tmp_path / "one.json").read_text()),
         json.loads((tmp_path / "two.json").read_text()),
     )
-    assert [(r["rm/pairs"], r["rm/skipped_groups"]) for r in one] == [(4, 0), (4, 0)]
-    assert [r["rm/pairs"] for r in two] == [4, 4]
+    assert [(r["rm/pairs"], r["rm/skipped_groups"]) for r in one] == [(pairs, 0), (pairs, 0)]
+    assert [r["rm/pairs"] for r in two] == [pairs, pairs]
     # the loss of step 2 is that of the weights after step 1: the same update in 1 and 2 processes
-    assert [r["rm/loss"] for r in two] == pytest.approx([r["rm/loss"] for r in one], abs=1e-5)
+    for key in ("rm/loss", "rm/pointwise_loss") if negative_source == "both" else ("rm/loss",):
+        assert [r[key] for r in two] == pytest.approx([r[key] for r in one], abs=1e-5), key
     single = torch.load(tmp_path / "one.0.pt")
     rank0, rank1 = torch.load(tmp_path / "two.0.pt"), torch.load(tmp_path / "two.1.pt")
     assert all(torch.equal(rank0[key], rank1[key]) for key in single)  # the replicas stay identical

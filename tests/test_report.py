@@ -123,3 +123,18 @@ def test_recipes_of_one_method_stay_apart_and_unequal_lengths_are_said(tmp_path)
     mean = next(row for row in rows if row.startswith("| **majority_vote** (mean ± std)"))
     assert "| 10–20 (unequal!) |" in mean
     assert any(row.startswith("| majority_vote_rephrased | majority_vote | 20 |") for row in rows)
+
+
+def test_a_hacked_reward_model_shows_in_the_table_like_every_collapse(tmp_path):
+    folder = tmp_path / "cooper_static"
+    folder.mkdir()
+    (folder / "config.yaml").write_text(yaml.safe_dump({"method": "cooper_static"}))
+    records = [
+        {"step": step, "reward": 0.8, "rollout_accuracy": 0.6, "rm/rule_agreement": 0.8,
+         "rm/false_positive_rate": 0.05 if step <= 20 else 0.7}
+        for step in range(1, 41)
+    ]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    report, _ = write_report([folder], tmp_path / "out")
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| cooper_static |"))
+    assert row.endswith("| step 31: rm_false_positives_up |")  # 7 of 10 steps at 0.7, held 5 steps

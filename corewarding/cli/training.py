@@ -104,9 +104,10 @@ def run_summary(trainer, seconds: float) -> str:
 
     out = Path(trainer.args.output_dir)
     saved = checkpoints.complete_checkpoints(out)
+    samples = ", samples.jsonl" if (out / "samples.jsonl").is_file() else ""
     lines = [
         f"{trainer.args.method}: {trainer.state.global_step} steps in {seconds:.0f} s; run folder {out} "
-        f"(metrics.jsonl{', ' + saved[-1].name if saved else ''}, config.yaml, README.md)"
+        f"(metrics.jsonl{samples}{', ' + saved[-1].name if saved else ''}, config.yaml, README.md)"
     ]
     collapse = out / "collapse.json"
     if collapse.is_file():

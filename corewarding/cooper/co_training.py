@@ -5,30 +5,44 @@ Each training step, on the rollouts of one generation batch:
 1. **Reward.** Every rollout y of question x with reference answer a gets r = σ(RM(x, a, y))
    (:func:`corewarding.core.rewards.cooper_rewards`), from the reward model *before* this step's update.
 2. **Pairs.** In each group (the G rollouts of one prompt) the rule-based verifier splits the rollouts
-   into accepted (ans(y) ≡ a) and rejected ones. A group with both gives one pair
-   (:func:`select_pairs`): its accepted rollout with the lowest score and its rejected rollout with
-   the highest score — the pair the reward model orders worst, i.e. the blind spot the policy would
-   exploit next. A group with only accepted or only rejected rollouts gives no pair and is counted as
-   skipped. (The paper also writes negatives with an assistant LLM; not implemented.)
-3. **Update.** One AdamW step on the Bradley–Terry loss of the pairs,
-   ℓ = −(1/P) Σ_p log σ(s_pos,p − s_neg,p), gradients clipped to ``max_grad_norm``. So the policy
-   cannot settle on what the reward model gets wrong: what it gets wrong is what it learns next.
+   into accepted (ans(y) ≡ a) and rejected ones. The group's *positive* is its accepted rollout with the
+   lowest score (:func:`select_pairs`). Its negative comes from ``negative_source``:
+
+   * ``rollouts`` (default): the group's rejected rollout with the highest score — with the positive,
+     the pair the reward model orders worst, i.e. the blind spot the policy would exploit next;
+   * ``assistant``: a completely incorrect response of about the positive's length, written by an
+     assistant (:mod:`corewarding.cooper.negatives`; the paper's source), masked when the call failed
+     or the verifier accepts it;
+   * ``both``: both pairs.
+
+   A group that ends without a pair (no accepted rollout; no rejected one, or no valid assistant
+   negative) is counted as skipped.
+3. **Update.** One AdamW step on the Bradley–Terry loss of the P pairs, plus, with ``pointwise_weight``
+   w > 0, the binary cross-entropy of every rollout's score against its verifier label y_i:
+
+       ℓ = −(1/P) Σ_p log σ(s_pos,p − s_neg,p) − w·(1/N) Σ_i [y_i log σ(s_i) + (1 − y_i) log(1 − σ(s_i))]
+
+   gradients clipped to ``max_grad_norm``. So the policy cannot settle on what the reward model gets
+   wrong: what it gets wrong is what it learns next. The pairwise term only orders scores: adding a
+   constant to every score leaves it unchanged, so the level σ(s) drifts freely, and with a reward
+   1[σ(s) ≥ t] wrong completions can drift above t. The pointwise term pins the level to the labels.
 
 ``cooper_static`` skips steps 2–3: a frozen reward model, the baseline that shows reward hacking.
 
 **Several processes.** Every process holds an identical replica of the reward model. Each scores its
 own rollouts and the scores are gathered with the rest of the batch, so every process selects the
-same pairs. For the update the pairs are shared out over the processes (pair p to process
-p mod world); each process back-propagates its share of the mean loss, and the gradients are summed
-over processes (one all-reduce, as DDP does), so every replica takes the same optimizer step and the
-replicas stay identical without sending weights around.
+same pairs; assistant negatives are written on the main process and broadcast (the trainer's
+``_assistant_negatives``). For the update the pairs and the labelled rollouts are shared out over the
+processes (item k to process k mod world); each process back-propagates its share of the mean losses,
+and the gradients are summed over processes (one all-reduce, as DDP does), so every replica takes the
+same optimizer step and the replicas stay identical without sending weights around.
 
 Worked example (two groups; positions 0–3 and 4–5; scores before the update)::
 
     >>> selection = select_pairs([[0, 1, 2, 3], [4, 5]], accepted=[True, True, False, False, True, True],
     ...                          scores=[2.0, -1.0, 0.5, -3.0, 0.0, 0.0])
-    >>> selection.pairs, selection.skipped_groups
-    ([Pair(positive=1, negative=2)], 1)
+    >>> selection.pairs, selection.skipped_groups, selection.positives
+    ([Pair(positive=1, negative=2)], 1, [1, 4])
 """
 
 from __future__ import annotations
@@ -40,10 +54,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from corewarding.cooper.reward_model import RewardModel, bradley_terry_loss
 
-__all__ = ["Pair", "PairSelection", "select_pairs", "CooperRewardModel"]
+__all__ = ["Pair", "PairSelection", "select_pairs", "telling_samples", "UpdateLosses", "CooperRewardModel"]
 
 REWARD_MODEL_DIR = "reward_model"
 OPTIMIZER_FILE = "reward_model_optimizer.pt"
@@ -60,29 +75,58 @@ class Pair:
 
 @dataclass(frozen=True)
 class PairSelection:
-    """The pairs of a batch, and how many groups had none (all accepted, or all rejected)."""
+    """The rollout pairs of a batch, how many groups had none (all accepted, or all rejected), and the
+    positive of every group that has an accepted rollout (what an assistant writes negatives for)."""
 
     pairs: list[Pair]
     skipped_groups: int
+    positives: list[int]
 
 
 def select_pairs(
     groups: Sequence[Sequence[int]], accepted: Sequence[bool], scores: Sequence[float]
 ) -> PairSelection:
-    """One pair per group that has both an accepted and a rejected rollout (see the module docstring).
+    """Each group's positive (its accepted rollout scored lowest), and a pair with its rejected rollout
+    scored highest where it has one (see the module docstring).
 
     ``groups`` lists the batch positions of each group; ``accepted`` is the verifier's verdict and
     ``scores`` the reward model's score of every position. Ties go to the earlier position.
     """
-    pairs, skipped = [], 0
+    pairs, skipped, chosen = [], 0, []
     for members in groups:
         positives = [i for i in members if accepted[i]]
         negatives = [i for i in members if not accepted[i]]
+        if positives:
+            chosen.append(min(positives, key=lambda i: scores[i]))
         if not positives or not negatives:
             skipped += 1
             continue
-        pairs.append(Pair(min(positives, key=lambda i: scores[i]), max(negatives, key=lambda i: scores[i])))
-    return PairSelection(pairs, skipped)
+        pairs.append(Pair(chosen[-1], max(negatives, key=lambda i: scores[i])))
+    return PairSelection(pairs, skipped, chosen)
+
+
+def telling_samples(accepted: Sequence[bool], scores: Sequence[float], count: int) -> list[int]:
+    """The ``count`` rollouts that show best how the reward model errs: the rejected ones it scores
+    highest (reward hacking: wrong completions it rewards) taking turns with the accepted ones it scores
+    lowest; when one kind runs out, more of the other. Ties go to the earlier position.
+
+    >>> telling_samples([True, False, False, True, False], [2.0, 1.5, -1.0, 0.5, 0.3], 3)
+    [1, 3, 4]
+    """
+    wrong = sorted((i for i, a in enumerate(accepted) if not a), key=lambda i: -scores[i])
+    right = sorted((i for i, a in enumerate(accepted) if a), key=lambda i: scores[i])
+    turns = [i for pair in zip(wrong, right) for i in pair]
+    rest = wrong[len(right) :] + right[len(wrong) :]
+    return (turns + rest)[:count]
+
+
+@dataclass(frozen=True)
+class UpdateLosses:
+    """The losses of one update, before its step: the Bradley–Terry loss of the pairs and the
+    pointwise binary cross-entropy (each None when the update had none of its terms)."""
+
+    pairwise: float | None
+    pointwise: float | None
 
 
 class CooperRewardModel:
@@ -90,9 +134,10 @@ class CooperRewardModel:
 
     Args:
         reward_model: the model (a replica on every process).
-        learning_rate: AdamW learning rate of the pairwise updates (no weight decay).
+        learning_rate: AdamW learning rate of the updates (no weight decay).
         max_grad_norm: gradient clipping norm.
         frozen: ``cooper_static``: no optimizer; :meth:`update`, :meth:`save` and :meth:`load` refuse.
+        pointwise_weight: w, the weight of the pointwise term of the update (module docstring); 0: none.
     """
 
     def __init__(
@@ -101,10 +146,14 @@ class CooperRewardModel:
         learning_rate: float,
         max_grad_norm: float = 1.0,
         frozen: bool = False,
+        pointwise_weight: float = 0.0,
     ):
+        if pointwise_weight < 0:
+            raise ValueError(f"pointwise_weight must be at least 0, got {pointwise_weight}")
         self.reward_model = reward_model
         self.frozen = frozen
         self.max_grad_norm = max_grad_norm
+        self.pointwise_weight = pointwise_weight
         self.steps = 0
         reward_model.model.requires_grad_(not frozen)
         self.optimizer = None
@@ -113,42 +162,58 @@ class CooperRewardModel:
                 reward_model.model.parameters(), lr=learning_rate, weight_decay=0
             )
 
-    def update(self, texts: Sequence[str], pairs: Sequence[Pair]) -> float | None:
-        """One optimizer step on the Bradley–Terry loss of ``pairs`` (positions into ``texts``).
+    def update(
+        self, texts: Sequence[str], pairs: Sequence[Pair], labels: Sequence[bool] = ()
+    ) -> UpdateLosses | None:
+        """One optimizer step on the loss of the module docstring: the Bradley–Terry loss of ``pairs``
+        (positions into ``texts``) plus, with a pointwise weight, the cross-entropy of ``labels`` (the
+        verifier's label of ``texts[i]`` for every i < len(labels)).
 
-        Every process must call it with the same texts and pairs (see the module docstring). Pairs
-        are scored in chunks of the reward model's ``batch_size``. Returns the loss (mean over all
-        pairs, before the step), or None when there are no pairs (then there is no step).
+        Every process must call it with the same texts, pairs and labels (see the module docstring).
+        Texts are scored in chunks of the reward model's ``batch_size``. Returns the losses (means,
+        before the step), or None when there is nothing to learn from (then there is no step).
         """
         self._refuse_if_frozen()
-        if not pairs:
+        labelled = list(enumerate(labels)) if self.pointwise_weight > 0 else []
+        if not pairs and not labelled:
             return None
         rank, world = _process_index_and_count()
         model = self.reward_model
         model.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum = torch.zeros((), device=model.device)
-        mine = list(pairs)[rank::world]
+        sums = torch.zeros(2, device=model.device)  # the pairwise and pointwise loss sums
         chunk = max(1, model.batch_size // 2)  # a pair is two sequences
+        mine = list(pairs)[rank::world]
         with torch.enable_grad():
             for start in range(0, len(mine), chunk):
                 part = mine[start : start + chunk]
                 scores = model.logits([texts[p.positive] for p in part] + [texts[p.negative] for p in part])
                 loss = bradley_terry_loss(scores[: len(part)], scores[len(part) :]) * len(part)
                 (loss / len(pairs)).backward()
-                loss_sum += loss.detach()
+                sums[0] += loss.detach()
+            mine_labelled = labelled[rank::world]
+            for start in range(0, len(mine_labelled), model.batch_size):
+                part = mine_labelled[start : start + model.batch_size]
+                targets = torch.tensor([float(y) for _, y in part], device=model.device)
+                scores = model.logits([texts[i] for i, _ in part])
+                loss = F.binary_cross_entropy_with_logits(scores, targets, reduction="sum")
+                (self.pointwise_weight * loss / len(labelled)).backward()
+                sums[1] += loss.detach()
         parameters = [p for p in model.model.parameters() if p.requires_grad]
         if world > 1:
             for p in parameters:
                 if p.grad is None:  # this process had no pairs, or the parameter no gradient
                     p.grad = torch.zeros_like(p)
                 torch.distributed.all_reduce(p.grad)
-            torch.distributed.all_reduce(loss_sum)
+            torch.distributed.all_reduce(sums)
         torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
         self.optimizer.step()
         self.steps += 1
         model.model.eval()
-        return loss_sum.item() / len(pairs)
+        pairwise, pointwise = sums.tolist()
+        return UpdateLosses(
+            pairwise / len(pairs) if pairs else None, pointwise / len(labelled) if labelled else None
+        )
 
     def save(self, checkpoint: str | os.PathLike) -> None:
         """Write the reward model, its optimizer and its step count into a checkpoint folder.

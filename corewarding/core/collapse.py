@@ -5,19 +5,32 @@ while the answers get worse — majority voting agrees on wrong answers, confide
 model certain and repetitive. :class:`CollapseMonitor` watches the metrics a run logs every step
 (the names :mod:`corewarding.training.trainer` and TRL log) and flags these signatures:
 
-================================  ===========================================================
-signal                            fires when (means over the last ``window`` logged steps)
-================================  ===========================================================
-``reward_up_label_accuracy_down`` reward ≥ its early mean while ``label_accuracy`` has fallen
-                                  below ``drop`` × its early mean (pseudo-labels turning wrong)
-``heldout_accuracy_down``         the latest held-out greedy accuracy is below ``drop`` × the
-                                  best so far (a run that has been right stops being right)
-``entropy_collapse``              token entropy below ``entropy_floor`` × its early mean
-``length_to_cap``                 a share ≥ ``clipped_share`` of completions hit the length cap
-``length_shrink``                 mean completion length below ``shrink`` × its early mean
-``dominant_answer``               one answer makes up ≥ ``dominant_share`` of all rollouts
-                                  across different questions, and ≥ 3x its early share
-================================  ===========================================================
+===================================  ==========================================================
+signal                               fires when (means over the last ``window`` logged steps)
+===================================  ==========================================================
+``reward_up_label_accuracy_down``    reward ≥ its early mean while ``label_accuracy`` has fallen
+                                     below ``drop`` × its early mean (pseudo-labels turning wrong)
+``heldout_accuracy_down``            the latest held-out greedy accuracy is below ``drop`` × the
+                                     best so far (a run that has been right stops being right)
+``entropy_collapse``                 token entropy below ``entropy_floor`` × its early mean
+``length_to_cap``                    a share ≥ ``clipped_share`` of completions hit the length cap
+``length_shrink``                    mean completion length below ``shrink`` × its early mean
+``dominant_answer``                  one answer makes up ≥ ``dominant_share`` of all rollouts
+                                     across different questions, and ≥ 3x its early share
+``reward_up_rollout_accuracy_down``  reward-model methods (records with ``rm/rule_agreement``):
+                                     ``rollout_accuracy`` below ``rollout_drop`` × its best window
+                                     mean so far, while the reward is at least that window's (the
+                                     reward model pays for answers that are no longer right)
+``rm_false_positives_up``            reward-model methods: ``rm/false_positive_rate`` (the share of
+                                     the rollouts the verifier rejects that the reward model
+                                     accepts) ≥ ``false_positive_rate`` and ≥ its early mean +
+                                     ``false_positive_rise`` (the policy found a blind spot)
+===================================  ==========================================================
+
+The two reward-model signals are reward hacking seen from the logs: the verifier (the reference
+answers a reward model reads anyway) shows what the learned reward misses. Rollout accuracy is compared
+with its best window, not its early one: a hacked run first improves, often well above its start, and
+then loses the gain while its reward holds.
 
 "Early mean" is the mean of the first ``window`` logged steps. Nothing fires before ``window``
 steps have been logged, and a training signal counts only after it has held for ``patience``
@@ -49,6 +62,10 @@ __all__ = ["CollapseThresholds", "CollapseReport", "CollapseMonitor", "detect_co
 HELDOUT_METRIC = "eval_greedy_accuracy"
 LENGTH_METRIC = "completions/mean_length"
 CLIPPED_METRIC = "completions/clipped_ratio"
+ROLLOUT_METRIC = "rollout_accuracy"
+#: Logged by the reward-model methods only (cooper, cooper_static): marks their records.
+REWARD_MODEL_METRIC = "rm/rule_agreement"
+FALSE_POSITIVE_METRIC = "rm/false_positive_rate"
 
 
 @dataclass(frozen=True)
@@ -65,6 +82,11 @@ class CollapseThresholds:
         min_heldout: held-out accuracy below this is too small to judge a drop (0.05).
         patience: a training signal counts only once it has held on this many consecutive logged
             steps (default 5): with a few questions per step, one bad window is noise, not a collapse.
+        rollout_drop: reward-model methods: rollout accuracy below this fraction of its best window
+            mean, with the reward at least that window's, means a hacked reward model (0.8).
+        false_positive_rate: reward-model methods: accepting this share of the wrong rollouts (0.5) …
+        false_positive_rise: … and this much more of them than in the early window (0.25) means the
+            policy has found the reward model's blind spot.
     """
 
     window: int = 10
@@ -75,6 +97,9 @@ class CollapseThresholds:
     dominant_share: float = 0.5
     min_heldout: float = 0.05
     patience: int = 5
+    rollout_drop: float = 0.8
+    false_positive_rate: float = 0.5
+    false_positive_rise: float = 0.25
 
 
 @dataclass
@@ -96,6 +121,8 @@ class CollapseMonitor:
         self.thresholds = thresholds
         self.train: list[Mapping] = []
         self.best_heldout: float | None = None
+        # The window with the best rollout accuracy so far: (its rollout accuracy, its reward).
+        self.best_rollouts: tuple[float, float] | None = None
         self.streaks: dict[str, int] = {}
         self.report = CollapseReport()
 
@@ -156,6 +183,27 @@ class CollapseMonitor:
         dominant = pair("dominant_answer_share")
         if None not in dominant and dominant[1] >= t.dominant_share and dominant[1] >= 3 * dominant[0]:
             signals.append("dominant_answer")
+        if mean(recent, REWARD_MODEL_METRIC) is not None:
+            signals += self._reward_model_signals(mean(recent, ROLLOUT_METRIC), reward[1], pair)
+        return signals
+
+    def _reward_model_signals(self, rollouts: float | None, reward: float | None, pair) -> list[str]:
+        """``reward_up_rollout_accuracy_down`` and ``rm_false_positives_up`` (module docstring), from the
+        recent window's rollout accuracy and reward and ``pair(key)``: a metric's early and recent means."""
+        t, signals = self.thresholds, []
+        if rollouts is not None and reward is not None:
+            best = self.best_rollouts
+            if best is not None and rollouts < t.rollout_drop * best[0] and reward >= best[1]:
+                signals.append("reward_up_rollout_accuracy_down")
+            if best is None or rollouts > best[0]:
+                self.best_rollouts = (rollouts, reward)
+        false_positives = pair(FALSE_POSITIVE_METRIC)
+        if (
+            None not in false_positives
+            and false_positives[1] >= t.false_positive_rate
+            and false_positives[1] >= false_positives[0] + t.false_positive_rise
+        ):
+            signals.append("rm_false_positives_up")
         return signals
 
 

@@ -19,6 +19,7 @@ import torch
 import yaml
 from trl import GRPOConfig
 
+from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
@@ -81,6 +82,30 @@ class CoRewardingConfig(GRPOConfig):
             whose held-out split measures the reward model during training (None: not measured).
         reward_model_eval_size: held-out completions used, at most (default 256).
         reward_model_eval_steps: measure every this many steps (default 1).
+        negative_source: ``cooper``: where each pair's negative comes from
+            (:mod:`corewarding.cooper.co_training`): ``rollouts`` (default: the group's wrong rollout the
+            reward model scores highest), ``assistant`` (a completely incorrect response written by an
+            assistant, the paper's source; :mod:`corewarding.cooper.negatives`) or ``both`` (a pair of
+            each kind).
+        assistant_model: the assistant: a model name at ``assistant_base_url`` (openai), a folder or hub
+            id (transformers, vllm), or ``stand-in``: an offline stand-in that corrupts the positive (one
+            number or operation changed, checked wrong by the verifier; not an LLM). None (default);
+            needed when ``negative_source`` is not ``rollouts``.
+        assistant_backend: ``openai`` (default: an OpenAI-compatible endpoint), ``transformers`` or
+            ``vllm`` (the model loaded on the main process).
+        assistant_base_url: the endpoint's API root, ``/v1`` included (openai).
+        assistant_api_key_env: the environment variable holding its API key (default
+            ``OPENAI_API_KEY``; ``none``: no key).
+        assistant_max_new_tokens: the longest negative in tokens (default 1024).
+        assistant_timeout: seconds an assistant request may wait for the server (openai; default 60).
+        assistant_calls_per_step: the most assistant calls per step (default 64); positives beyond them
+            get no assistant negative that step.
+        pointwise_weight: ``cooper``: weight w of a binary cross-entropy term on the verifier's labels of
+            the batch beside the pairwise loss, which pins the score level (the pairwise loss leaves it
+            free). Default 0.0 (none): to be set from the measurement.
+        samples_per_step: ``cooper``, ``cooper_static``: rollouts written to ``samples.jsonl`` each step
+            with their reward model score and verifier verdict, the wrong ones it scores highest first
+            (default 4; 0: none).
 
     Data and model:
         model_name_or_path: ``tiny`` (the packaged pretrained tiny model, default), a folder, a hub
@@ -167,6 +192,36 @@ class CoRewardingConfig(GRPOConfig):
     reward_model_eval_steps: int = field(
         default=1, metadata={"help": "cooper: steps between held-out scores."}
     )
+    negative_source: str = field(
+        default="rollouts", metadata={"help": "cooper: negatives from rollouts, assistant or both."}
+    )
+    assistant_model: str | None = field(
+        default=None, metadata={"help": "cooper: assistant model (endpoint name, folder, hub id, stand-in)."}
+    )
+    assistant_backend: str = field(
+        default="openai", metadata={"help": "cooper: assistant backend: openai, transformers or vllm."}
+    )
+    assistant_base_url: str | None = field(
+        default=None, metadata={"help": "cooper: assistant endpoint (openai), /v1 included."}
+    )
+    assistant_api_key_env: str | None = field(
+        default="OPENAI_API_KEY", metadata={"help": "cooper: variable holding the assistant's API key."}
+    )
+    assistant_max_new_tokens: int = field(
+        default=1024, metadata={"help": "cooper: longest assistant negative (tokens)."}
+    )
+    assistant_timeout: float = field(
+        default=60.0, metadata={"help": "cooper: seconds per assistant request (openai)."}
+    )
+    assistant_calls_per_step: int = field(
+        default=64, metadata={"help": "cooper: most assistant calls per step."}
+    )
+    pointwise_weight: float = field(
+        default=0.0, metadata={"help": "cooper: weight of a pointwise (BCE) term; to be set by measuring."}
+    )
+    samples_per_step: int = field(
+        default=4, metadata={"help": "cooper: rollouts logged to samples.jsonl per step."}
+    )
 
     model_name_or_path: str = field(
         default="tiny", metadata={"help": "tiny, a folder, a hub id or a .gguf file."}
@@ -206,7 +261,10 @@ class CoRewardingConfig(GRPOConfig):
 
     def __post_init__(self):
         # On the command line an optional setting is switched off with `--key none`.
-        for name in ("dataset_rephrasings", "dataset_columns", "heldout_dataset", "reward_model_eval_data"):
+        for name in (
+            "dataset_rephrasings", "dataset_columns", "heldout_dataset", "reward_model_eval_data",
+            "assistant_model", "assistant_base_url", "assistant_api_key_env",
+        ):
             if isinstance(getattr(self, name), str) and getattr(self, name).lower() in ("none", "null", ""):
                 setattr(self, name, None)
         if self.method not in METHODS:
@@ -273,10 +331,40 @@ class CoRewardingConfig(GRPOConfig):
             raise ValueError(
                 f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}"
             )
+        self._check_reward_model_settings()
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise ValueError(
                 "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
             )
+
+
+    def _check_reward_model_settings(self) -> None:
+        if self.negative_source not in NEGATIVE_SOURCES:
+            raise ValueError(
+                f"negative_source must be one of {', '.join(NEGATIVE_SOURCES)}, got {self.negative_source!r}"
+            )
+        if METHODS[self.method].reward_model != "co_trained":
+            for name, default in (("negative_source", "rollouts"), ("pointwise_weight", 0.0)):
+                if getattr(self, name) != default:
+                    raise ValueError(f"{name}: {self.method} does not update a reward model (cooper does)")
+        needs_backend = self.negative_source != "rollouts" and self.assistant_model != STAND_IN
+        if self.negative_source != "rollouts" and self.assistant_model is None:
+            raise ValueError(f"negative_source {self.negative_source} needs assistant_model (or stand-in)")
+        if needs_backend and self.assistant_backend not in ASSISTANT_BACKENDS:
+            raise ValueError(
+                f"assistant_backend must be one of {', '.join(ASSISTANT_BACKENDS)}, "
+                f"got {self.assistant_backend!r}"
+            )
+        if needs_backend and self.assistant_backend == "openai" and not self.assistant_base_url:
+            raise ValueError("an assistant on the openai backend needs assistant_base_url")
+        for name, least in (
+            ("pointwise_weight", 0), ("samples_per_step", 0), ("assistant_calls_per_step", 1),
+            ("assistant_max_new_tokens", 1),
+        ):
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
+        if self.assistant_timeout <= 0:
+            raise ValueError(f"assistant_timeout must be positive, got {self.assistant_timeout}")
 
 
 #: How ``corewarding train --help`` groups the settings: every field of :class:`CoRewardingConfig` that
@@ -300,7 +388,10 @@ SETTING_GROUPS = {
     "reward model (cooper, cooper_static)": (
         "reward_model_path", "reward_model_learning_rate", "reward_threshold", "reward_model_batch_size",
         "reward_model_question_chars", "reward_model_reference_chars", "reward_model_completion_chars",
-        "reward_model_eval_data", "reward_model_eval_size", "reward_model_eval_steps",
+        "reward_model_eval_data", "reward_model_eval_size", "reward_model_eval_steps", "negative_source",
+        "assistant_model", "assistant_backend", "assistant_base_url", "assistant_api_key_env",
+        "assistant_max_new_tokens", "assistant_timeout", "assistant_calls_per_step", "pointwise_weight",
+        "samples_per_step",
     ),
     "GRPO (TRL)": (
         "num_generations", "per_device_train_batch_size", "generation_batch_size", "max_completion_length",

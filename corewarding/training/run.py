@@ -33,7 +33,10 @@ __all__ = [
 #: Synthetic problems drawn for training when ``max_train_problems`` is not set.
 SYNTHETIC_TRAIN_SIZE = 2000
 #: What a run writes into its folder (besides checkpoint-* folders): removed by ``overwrite_output_dir``.
-RUN_FILES = ("metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model")
+RUN_FILES = (
+    "metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model", "samples.jsonl",
+    "assistant_negatives.jsonl",
+)
 
 
 class TrainingDataError(ValueError):

@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from accelerate.utils import gather_object, is_peft_model
+from accelerate.utils import broadcast_object_list, gather_object, is_peft_model
 from torch.utils.data import Sampler
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
@@ -49,13 +49,15 @@ from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generat
 from trl.trainer.utils import RepeatSampler, create_model_from_path
 
 from corewarding.cooper.annotate import read_labelled
-from corewarding.cooper.co_training import CooperRewardModel, select_pairs
-from corewarding.cooper.reward_model import RewardModel, TemplateBounds
+from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs, telling_samples
+from corewarding.cooper.negatives import AssistantNegatives, NegativeRequest, NegativeWriter, make_assistant
+from corewarding.cooper.reward_model import RewardModel, TemplateBounds, reward_model_text
 from corewarding.cooper.supervised import evaluate_reward_model
 from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.equivalence import answers_match
+from corewarding.core.jsonl import read_jsonl
 from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
@@ -63,7 +65,7 @@ from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import VotingConfig
 from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
-from corewarding.inference.generation import TransformersBackend
+from corewarding.inference.generation import BackendError, TransformersBackend
 from corewarding.inference.models import ModelLoadError
 from corewarding.training import checkpoints
 from corewarding.training.config import CoRewardingConfig
@@ -78,6 +80,10 @@ logger = logging.get_logger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 COLLAPSE_FILE = "collapse.json"
+#: Reward-model methods: a few rollouts of every step with their reward model score and verifier verdict.
+SAMPLES_FILE = "samples.jsonl"
+#: ``cooper`` with an assistant: the cache of its negatives (:mod:`corewarding.cooper.negatives`).
+NEGATIVES_FILE = "assistant_negatives.jsonl"
 
 
 def completion_text(completion) -> str:
@@ -137,14 +143,20 @@ class _GatheredReward:
 class MetricsFileCallback(TrainerCallback):
     """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``.
 
-    A resumed run first cuts the file back to the checkpoint's step, so every step is there once.
+    A resumed run first cuts that file and ``samples.jsonl`` back to the checkpoint's step, so every step
+    is there once.
     """
 
     def on_train_begin(self, args, state, control, **kwargs):
-        path = Path(args.output_dir) / METRICS_FILE
-        if state.is_world_process_zero and state.global_step > 0 and path.is_file():
-            kept = read_metrics(path, up_to_step=state.global_step)
-            path.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        if not (state.is_world_process_zero and state.global_step > 0):
+            return
+        metrics, samples = Path(args.output_dir) / METRICS_FILE, Path(args.output_dir) / SAMPLES_FILE
+        if metrics.is_file():
+            kept = read_metrics(metrics, up_to_step=state.global_step)
+            metrics.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        if samples.is_file():
+            rows = [r for r in read_jsonl(samples)[0] if r.get("step", 0) <= state.global_step]
+            samples.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
@@ -220,8 +232,12 @@ class CoRewardingTrainer(GRPOTrainer):
     ``_balanced_accuracy``, ``_precision``, ``_recall``, ``_auc`` and ``_group_auc`` of the reward model
     that rewards the step, on the held-out split of ``reward_model_eval_data`` (every
     ``reward_model_eval_steps`` steps); ``cooper`` only: ``rm/pairs`` (pairs of the update),
-    ``rm/skipped_groups`` (groups without a pair) and ``rm/loss`` (the Bradley–Terry loss before the
-    update; absent without pairs).
+    ``rm/skipped_groups`` (groups without a pair), ``rm/loss`` (the Bradley–Terry loss before the
+    update; absent without pairs) and ``rm/pointwise_loss`` (the cross-entropy term, with
+    ``pointwise_weight``); with assistant negatives also ``rm/rollout_pairs``, ``rm/assistant_pairs``
+    and the counts of :class:`~corewarding.cooper.negatives.AssistantNegatives` (``rm/assistant_calls``,
+    ``_cached``, ``_failed``, ``_invalid``, ``_over_budget``). Both write ``samples_per_step`` rollouts
+    of every step to ``samples.jsonl`` (:meth:`_write_samples`).
     """
 
     def __init__(
@@ -265,6 +281,16 @@ class CoRewardingTrainer(GRPOTrainer):
         self.cooper, self.cooper_heldout = None, []
         if self.method.reward_model is not None:
             self.cooper, self.cooper_heldout = self._load_reward_model(args)
+        self.negative_writer = None
+        if args.negative_source != "rollouts" and self.accelerator.is_main_process:
+            assistant = make_assistant(
+                args.assistant_model, args.assistant_backend, base_url=args.assistant_base_url,
+                api_key_env=args.assistant_api_key_env, timeout_s=args.assistant_timeout,
+                max_new_tokens=args.assistant_max_new_tokens, seed=args.seed,
+            )
+            self.negative_writer = NegativeWriter(
+                assistant, Path(args.output_dir) / NEGATIVES_FILE, args.assistant_calls_per_step
+            )
         self.heldout = list(heldout)
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
@@ -300,7 +326,7 @@ class CoRewardingTrainer(GRPOTrainer):
             ) from None
         cooper = CooperRewardModel(
             reward_model, args.reward_model_learning_rate, args.max_grad_norm,
-            frozen=self.method.reward_model == "frozen",
+            frozen=self.method.reward_model == "frozen", pointwise_weight=args.pointwise_weight,
         )
         heldout = []
         if args.reward_model_eval_data is not None:
@@ -352,11 +378,11 @@ class CoRewardingTrainer(GRPOTrainer):
             local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra_per_slot)
             self._metrics[mode]["votes/extra_seconds"].append(time.perf_counter() - started)
         if self.cooper is not None:
-            local["texts"] = self.cooper.reward_model.texts(
-                [question_text(x["prompt"]) for x in inputs], [x["answer"] for x in inputs],
-                [completion_text(c) for c in completions],
+            local["questions"] = [question_text(x["prompt"]) for x in inputs]
+            local["completions"] = [completion_text(c) for c in completions]
+            local["reward_model_scores"] = self.cooper.reward_model.scores(
+                self.cooper.reward_model.texts(local["questions"], local["references"], local["completions"])
             )
-            local["reward_model_scores"] = self.cooper.reward_model.scores(local["texts"])
         batch = {key: gather_object(values) for key, values in local.items()}
 
         rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
@@ -385,16 +411,21 @@ class CoRewardingTrainer(GRPOTrainer):
         )
         result = method_rewards(method.name, rollouts, inputs_)
         if self.cooper is not None and mode == "train":
-            result.metrics.update(self._cooper_step(rollouts, batch["texts"], batch["reward_model_scores"]))
+            result.metrics.update(self._cooper_step(rollouts, batch, result.rewards))
         for name, value in result.metrics.items():
             self._metrics[mode][name].append(value)
         columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
         return columns.to(self.accelerator.device)
 
-    def _cooper_step(self, rollouts: Rollouts, texts: list[str], scores: list[float]) -> dict[str, float]:
-        """Held-out scores of the reward model that rewarded this batch, then (``cooper``) its update."""
+    def _cooper_step(self, rollouts: Rollouts, batch: dict, rewards: list[float]) -> dict[str, float]:
+        """This batch's samples (``samples.jsonl``), held-out scores of the reward model that rewarded it,
+        then (``cooper``) its update on pairs of the batch (:mod:`corewarding.cooper.co_training`)."""
         metrics = {}
         step = self.state.global_step + 1
+        scores = batch["reward_model_scores"]
+        accepted = answers_match(list(zip(rollouts.references, rollouts.answers)))
+        if self.args.samples_per_step and self.accelerator.is_main_process:
+            self._write_samples(step, rollouts, batch, accepted, rewards)
         if self.cooper_heldout and (step - 1) % self.args.reward_model_eval_steps == 0:
             heldout = evaluate_reward_model(self.cooper.reward_model, self.cooper_heldout)
             for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc"):
@@ -402,13 +433,79 @@ class CoRewardingTrainer(GRPOTrainer):
                     metrics[f"rm/heldout_{name}"] = getattr(heldout, name)
         if self.cooper.frozen:
             return metrics
-        accepted = answers_match(list(zip(rollouts.references, rollouts.answers)))
-        selection = select_pairs(list(rollouts.groups().values()), accepted, scores)
-        loss = self.cooper.update(texts, selection.pairs)
-        metrics.update({"rm/pairs": len(selection.pairs), "rm/skipped_groups": selection.skipped_groups})
-        if loss is not None:
-            metrics["rm/loss"] = loss
+        groups = list(rollouts.groups().values())
+        selection = select_pairs(groups, accepted, scores)
+        texts = self.cooper.reward_model.texts(batch["questions"], rollouts.references, batch["completions"])
+        pairs = [] if self.args.negative_source == "assistant" else selection.pairs
+        if self.args.negative_source != "rollouts":
+            requests = [
+                NegativeRequest(
+                    str(rollouts.question_ids[i]), batch["questions"][i], rollouts.references[i],
+                    batch["completions"][i],
+                )
+                for i in selection.positives
+            ]
+            negatives = self._assistant_negatives(requests)
+            assistant_pairs, bounds = [], self.cooper.reward_model.bounds
+            for positive, request, negative in zip(selection.positives, requests, negatives.texts):
+                if negative is not None:
+                    texts.append(reward_model_text(request.question, request.reference, negative, bounds))
+                    assistant_pairs.append(Pair(positive, len(texts) - 1))
+            metrics.update(negatives.metrics())
+            metrics.update({"rm/rollout_pairs": len(pairs), "rm/assistant_pairs": len(assistant_pairs)})
+            pairs = pairs + assistant_pairs
+        losses = self.cooper.update(texts, pairs, accepted)
+        # A group has a pair exactly when its positive is in one: each group has one positive.
+        metrics["rm/pairs"] = len(pairs)
+        metrics["rm/skipped_groups"] = len(groups) - len({p.positive for p in pairs})
+        if losses is not None and losses.pairwise is not None:
+            metrics["rm/loss"] = losses.pairwise
+        if losses is not None and losses.pointwise is not None:
+            metrics["rm/pointwise_loss"] = losses.pointwise
         return metrics
+
+    def _assistant_negatives(self, requests: list[NegativeRequest]) -> AssistantNegatives:
+        """The assistant's negatives for ``requests``, the same on every process.
+
+        The main process alone calls the assistant (one model, one cache file, one bill) and broadcasts
+        what it got, so every process ends with the same pairs; the others wait for it. An assistant that
+        cannot work at all (a wrong URL, key or model; a server that is down) stops every process.
+        """
+        written: AssistantNegatives | BackendError | None = None
+        if self.accelerator.is_main_process:
+            try:
+                written = self.negative_writer.write(requests)
+            except BackendError as error:
+                written = error
+            if isinstance(written, AssistantNegatives) and written.failures:
+                cause = next(iter(written.failures))
+                logger.warning("assistant: %d of %d calls failed: %s", written.failed, written.calls, cause)
+        [written] = broadcast_object_list([written])
+        if isinstance(written, BackendError):
+            raise written
+        return written
+
+    def _write_samples(
+        self, step: int, rollouts: Rollouts, batch: dict, accepted: list[bool], rewards: list[float]
+    ) -> None:
+        """Append ``samples_per_step`` rollouts of this step to ``samples.jsonl``: those that show best how
+        the reward model errs (:func:`~corewarding.cooper.co_training.telling_samples`), each a line with
+        ``step``, ``question_id``, ``question``, ``reference``, ``completion``, ``answer``, ``verdict``
+        (the verifier accepts it), ``score`` (the reward model's s) and ``reward`` (what the policy got)."""
+        scores = batch["reward_model_scores"]
+        lines = [
+            {
+                "step": step, "question_id": str(rollouts.question_ids[i]), "question": batch["questions"][i],
+                "reference": rollouts.references[i], "completion": batch["completions"][i],
+                "answer": rollouts.answers[i], "verdict": accepted[i], "score": scores[i],
+                "reward": rewards[i],
+            }
+            for i in telling_samples(accepted, scores, self.args.samples_per_step)
+        ]
+        path = Path(self.args.output_dir) / SAMPLES_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as file:
+            file.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
 
     # ----------------------------------------------------------------------------------- teacher
 
