@@ -20,7 +20,6 @@ from corewarding.data.synthetic import (
     sample_chains,
     worked_solution,
 )
-from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend
 from corewarding.tiny.model import TinyModelConfig, build_tokenizer
 from corewarding.tiny.pretraining import (
@@ -31,6 +30,7 @@ from corewarding.tiny.pretraining import (
     training_batch,
 )
 from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task, tiny_model_dir
+from corewarding.tiny.view_diagnostics import measure_views
 
 SMALL_MODEL = TinyModelConfig(
     hidden_size=32, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2, intermediate_size=64
@@ -190,15 +190,31 @@ def test_each_shipped_model_was_made_by_its_regime_and_loads(name):
 
 
 @pytest.mark.slow
-def test_pretraining_reproduces_the_default_regimes_model_within_noise():
+def test_pretraining_reproduces_the_default_regimes_loss_curve_within_noise():
     """Another CPU rounds differently, so not bit for bit: the same data stream and settings give the
-    recorded loss curve within 15% at every point, and a model as accurate as the shipped one."""
+    recorded loss curve within 15% over the first 300 steps of the schedule (a quarter of an hour of a
+    busy core for all of it, two minutes for this)."""
     regime = REGIMES[DEFAULT_REGIME]
     record = json.loads((regime.model_dir / SETTINGS_FILE).read_text())
-    result = pretrain(replace(regime.pretraining, eval_problems=0), progress=False)
-    assert result.loss_curve == pytest.approx(record["loss_curve"], rel=0.15)
-    problems = generate_problems(200, "test", seed=3, config=regime.pretraining.task)
-    shipped = evaluate(problems, TransformersBackend.load(regime.model_dir), k=0, max_new_tokens=48)
-    remade = evaluate(problems, TransformersBackend(result.model, result.tokenizer), k=0, max_new_tokens=48)
-    # 200 questions: greedy accuracy within 6 points (the two models' noise is independent).
-    assert remade.scores.greedy_accuracy == pytest.approx(shipped.scores.greedy_accuracy, abs=0.06)
+    result = pretrain(replace(regime.pretraining, eval_problems=0), progress=False, stop_after=300)
+    assert len(result.loss_curve) == 6
+    assert result.loss_curve == pytest.approx(record["loss_curve"][:6], rel=0.15)
+
+
+@pytest.mark.slow
+def test_the_shipped_models_have_their_regimes_properties():
+    """Measured here on 100 fresh test problems (8 samples at T = 1): the distractor model has
+    self-consistency headroom and wording-dependent errors, the control has neither."""
+    figures = {}
+    for name in ("distractor", "shortcut"):
+        task = REGIMES[name].pretraining.task
+        problems = generate_problems(100, "test", seed=11, config=task)
+        figures[name] = measure_views(problems, TransformersBackend.load(f"tiny-{name}"), task, k=8)
+    distractor, control = figures["distractor"], figures["shortcut"]
+    # Targets on 500 problems: headroom >= 15 points, other view right >= 10% of pairs (margins for 100).
+    assert distractor["question"]["maj_at_k"] - distractor["question"]["avg_at_k"] >= 0.10
+    assert min(distractor["pairs"]["other_right_own_wrong"].values()) >= 0.06
+    assert 0.15 <= distractor["question"]["avg_at_k"] <= 0.55
+    assert distractor["clean"]["maj_at_k"] >= 0.9 and distractor["distracted"]["maj_at_k"] <= 0.2
+    assert control["question"]["maj_at_k"] - control["question"]["avg_at_k"] <= 0.10
+    assert max(control["pairs"]["other_right_own_wrong"].values()) <= 0.06

@@ -68,14 +68,14 @@ def test_every_tiny_recipe_is_its_method_on_the_shared_settings(method):
 def test_paper_recipes_restate_the_reference_runs(method):
     # bf16 needs a GPU; everything else is checked as a GPU user gets it.
     config = load_recipe(f"paper/{method}", bf16=False)
-    views = 2 if method == "co_rewarding_i" else 1
+    views = 2 if METHODS[method].paired_views else 1
     gpus = yaml.safe_load((RECIPES_DIR / "paper" / "accelerate" / "zero2.yaml").read_text())["num_processes"]
     rollouts = config.per_device_train_batch_size * config.gradient_accumulation_steps * gpus
     assert rollouts == 128 * views * config.num_generations  # 128 prompts (pairs) x 8 per optimizer step
     assert (config.num_generations, config.temperature, config.max_completion_length) == (8, 1.0, 3072)
     assert (config.learning_rate, config.lr_scheduler_type, config.weight_decay) == (3e-6, "cosine", 0.01)
     assert config.get_warmup_steps(176) == 18 and config.num_iterations == 1 and config.epsilon == 0.2
-    assert config.beta == {"co_rewarding_ii": 0.001}.get(method, 0.005)
+    assert config.beta == (0.001 if METHODS[method].needs_teacher else 0.005)
     assert config.use_vllm and config.vllm_mode == "colocate"
 
 

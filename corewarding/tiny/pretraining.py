@@ -226,7 +226,11 @@ def _cosine_with_warmup(warmup: int, total: int):
 
 
 def pretrain(
-    config: PretrainConfig = PretrainConfig(), output_dir: str | Path | None = None, *, progress: bool = True
+    config: PretrainConfig = PretrainConfig(),
+    output_dir: str | Path | None = None,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
 ) -> PretrainResult:
     """Train a fresh tiny model on the synthetic train split, evaluate it on the test split, save it.
 
@@ -234,6 +238,8 @@ def pretrain(
         config: the settings (recorded in ``pretrain.json``).
         output_dir: where to save model, tokenizer and ``pretrain.json``; None saves nothing.
         progress: show progress bars.
+        stop_after: run only the first this many steps of ``config``'s schedule, to compare a run's
+            start with a recorded loss curve in minutes rather than the whole pretraining.
     """
     started = time.perf_counter()
     tokenizer = build_tokenizer(config.task)
@@ -251,7 +257,7 @@ def pretrain(
     losses = []
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("pretraining", total=config.steps)
-        for _ in range(config.steps):
+        for _ in range(config.steps if stop_after is None else min(stop_after, config.steps)):
             loss = model(**training_batch(tokenizer, rng, chains, config.batch_size, config)).loss
             losses.append(loss.item())
             optimizer.zero_grad(set_to_none=True)
