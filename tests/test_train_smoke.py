@@ -40,6 +40,7 @@ METHOD_METRICS = {
     "majority_vote_budget": ["label_accuracy", "majority_ratio", "votes/extra_seconds"],
     "co_rewarding_ii_frozen_teacher": ["label_accuracy", "teacher/rate"],
     "test_time_training": ["label_accuracy", "teacher/rate"],
+    "semi_supervised": ["label_accuracy", "labelled_share"],
 }
 
 
