@@ -175,19 +175,20 @@ def method_rewards(method: str, rollouts: Rollouts, inputs: RewardInputs = Rewar
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}: expected one of {', '.join(METHODS)}")
     reward = METHODS[method].reward
-    if inputs.labelled is None or not any(inputs.labelled):
+    if inputs.labelled is None:
         return reward(rollouts, inputs)
     if len(inputs.labelled) != len(rollouts):
         raise ValueError(f"labelled: {len(inputs.labelled)} flags for {len(rollouts)} rollouts")
     labelled = [i for i, flag in enumerate(inputs.labelled) if flag]
     voted = [i for i, flag in enumerate(inputs.labelled) if not flag]
-    truth = ground_truth_rewards(_subset(rollouts, labelled))
     rewards = [0.0] * len(rollouts)
     labels: list[str | None] = [None] * len(rollouts)
-    for i, value in zip(labelled, truth.rewards):
-        rewards[i], labels[i] = value, rollouts.references[i]
-    metrics = {f"labelled/{k}": v for k, v in truth.metrics.items()}
-    metrics["labelled_share"] = len(labelled) / len(rollouts)
+    metrics = {"labelled_share": len(labelled) / len(rollouts)}
+    if labelled:
+        truth = ground_truth_rewards(_subset(rollouts, labelled))
+        for i, value in zip(labelled, truth.rewards):
+            rewards[i], labels[i] = value, rollouts.references[i]
+        metrics.update({f"labelled/{k}": v for k, v in truth.metrics.items()})
     if not voted:
         return RewardResult(rewards, labels, metrics)
     questions = {rollouts.question_ids[i] for i in voted}
