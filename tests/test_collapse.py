@@ -59,6 +59,19 @@ def test_entropy_collapse_and_runaway_length():
     assert fired == {"entropy_collapse", "length_to_cap"}
 
 
+def test_a_run_that_became_certain_and_right_has_not_collapsed():
+    def change(step):
+        return {} if step <= 20 else {"entropy": 0.3 * 0.5 ** (step - 20)}
+
+    records = history(40, change)
+    learnt = records + [{"step": 0, "eval_greedy_accuracy": 0.6}, {"step": 20, "eval_greedy_accuracy": 0.98}]
+    learnt.sort(key=lambda r: r["step"])
+    assert not detect_collapse(learnt, FORMULA).collapsed  # ground truth converging: certain, and right
+    stuck = records + [{"step": 0, "eval_greedy_accuracy": 0.6}, {"step": 20, "eval_greedy_accuracy": 0.55}]
+    stuck.sort(key=lambda r: r["step"])
+    assert detect_collapse(stuck, FORMULA).reasons == ["entropy_collapse"]  # certain, and no better
+
+
 def test_shrinking_answers_and_one_answer_for_everything():
     def change(step):
         if step <= 10:

@@ -12,7 +12,8 @@ signal                               fires when (means over the last ``window`` 
                                      below ``drop`` × its early mean (pseudo-labels turning wrong)
 ``heldout_accuracy_down``            the latest held-out greedy accuracy is below ``drop`` × the
                                      best so far (a run that has been right stops being right)
-``entropy_collapse``                 token entropy below ``entropy_floor`` × its early mean
+``entropy_collapse``                 token entropy below ``entropy_floor`` × its early mean, unless
+                                     held-out accuracy is above its start (certain and right)
 ``length_to_cap``                    a share ≥ ``clipped_share`` of completions hit the length cap
 ``length_shrink``                    mean completion length below ``shrink`` × its early mean
 ``dominant_answer``                  one answer makes up ≥ ``dominant_share`` of all rollouts
@@ -121,6 +122,8 @@ class CollapseMonitor:
         self.thresholds = thresholds
         self.train: list[Mapping] = []
         self.best_heldout: float | None = None
+        self.first_heldout: float | None = None
+        self.latest_heldout: float | None = None
         # The window with the best rollout accuracy so far: (its rollout accuracy, its reward).
         self.best_rollouts: tuple[float, float] | None = None
         self.streaks: dict[str, int] = {}
@@ -142,6 +145,8 @@ class CollapseMonitor:
         return signals
 
     def _heldout_signals(self, accuracy: float) -> list[str]:
+        self.first_heldout = accuracy if self.first_heldout is None else self.first_heldout
+        self.latest_heldout = accuracy
         best = self.best_heldout
         self.best_heldout = accuracy if best is None else max(best, accuracy)
         t = self.thresholds
@@ -172,7 +177,11 @@ class CollapseMonitor:
         ):
             signals.append("reward_up_label_accuracy_down")
         entropy = pair("entropy")
-        if None not in entropy and entropy[0] > 0 and entropy[1] < t.entropy_floor * entropy[0]:
+        improved = self.first_heldout is not None and self.latest_heldout > self.first_heldout
+        if (
+            None not in entropy and entropy[0] > 0 and entropy[1] < t.entropy_floor * entropy[0]
+            and not improved  # a run that has learnt to be right is certain too: that is no collapse
+        ):
             signals.append("entropy_collapse")
         clipped = mean(recent, CLIPPED_METRIC)
         if clipped is not None and clipped >= t.clipped_share:
