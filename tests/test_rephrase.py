@@ -68,21 +68,39 @@ def test_a_run_rephrases_caches_and_parses(tmp_path):
 
 
 def test_an_interrupted_run_resumes_without_sending_anything_twice(tmp_path):
-    """Ctrl-C after 4 answers; requests in flight are still answered and cached; the rerun sends the rest."""
+    """Ctrl-C after 4 answers; requests in flight are still answered and cached; the rerun sends the rest.
+
+    The server holds every answer after the fourth until the interrupt has reached the main thread, so
+    the run cannot finish first however slow the machine is (no timing in this test)."""
     main = threading.main_thread().ident
-    with StubServer() as server:
-        server.after_answer = lambda answered: answered == 4 and signal.pthread_kill(main, signal.SIGINT)
-        with pytest.raises(KeyboardInterrupt):
-            rephrase_problems(
+    interrupted = threading.Event()
+
+    def on_interrupt(signum, frame):
+        interrupted.set()
+        raise KeyboardInterrupt
+
+    def script(pair: str, attempt: int) -> Reply:
+        if sum(server.answered.values()) >= 4:
+            interrupted.wait(timeout=120)
+        return good(pair, attempt)
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        with StubServer(script) as server:
+            server.after_answer = lambda answered: answered == 4 and signal.pthread_kill(main, signal.SIGINT)
+            with pytest.raises(KeyboardInterrupt):
+                rephrase_problems(
+                    problems(30), backend(server, concurrency=3), tmp_path / "cache.jsonl", progress=False
+                )
+            first = sum(server.received.values())
+            assert 4 <= len(cache_lines(tmp_path / "cache.jsonl")) == first < 30
+
+            server.after_answer = None
+            run = rephrase_problems(
                 problems(30), backend(server, concurrency=3), tmp_path / "cache.jsonl", progress=False
             )
-        first = sum(server.received.values())
-        assert 4 <= len(cache_lines(tmp_path / "cache.jsonl")) == first < 30
-
-        server.after_answer = None
-        run = rephrase_problems(
-            problems(30), backend(server, concurrency=3), tmp_path / "cache.jsonl", progress=False
-        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert server.received == {str(i): 1 for i in range(30)}  # every pair id exactly once overall
     assert (run.sent, run.cached, run.failed) == (30 - first, first, 0)
     assert all(p.rephrasing == rephrasing(p.id) for p in run.problems)
