@@ -1,7 +1,6 @@
 """Answer extraction on hand-written completions and on the shared datasets' reference answers."""
 
 import json
-import time
 
 import pytest
 
@@ -97,11 +96,10 @@ def test_canonical_answer(answer, expected):
         r"\boxed{" * 20_000,
     ],
 )
+@pytest.mark.timeout(30)  # linear scans take milliseconds; a quadratic one would take hours
 def test_hostile_completions_are_handled_quickly(text):
-    start = time.perf_counter()
     extract_answer(text)
     extract_answer(text, fallback_last_number=True)
-    assert time.perf_counter() - start < 2.0  # linear scans: a hang would be the bug
 
 
 @pytest.mark.timeout(30)  # a guard against a hang: linear scans take milliseconds, the old pattern a minute
