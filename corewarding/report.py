@@ -272,13 +272,17 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
             # Confidence rewards (self-certainty ~ 13) would flatten the 0/1 rewards to a line: keep
             # [-1, 1] linear and compress what lies beyond it.
             ax.set_yscale("symlog", linthresh=1.0)
-            ax.set_title(f"{title}, mean of {SMOOTHING} steps (linear in [-1, 1], log beyond)")
+            ax.set_title(f"{title}, mean of {SMOOTHING} steps\n(linear in [-1, 1], log beyond)")
         if share:
             ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=8)
+    # The legend goes on the first panel that drew something (a run without held-out evaluations draws
+    # nothing on the accuracy panels).
+    drawn = next((ax for ax in axes.flat if ax.get_legend_handles_labels()[0]), None)
+    if drawn is not None:
+        drawn.legend(fontsize=8)
     fig.suptitle("Label-free RL on the same model and data (dotted lines: detected collapse)")
     path = Path(path)
     fig.savefig(path, dpi=110)
