@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import app, handles_errors
+from corewarding.cli.app import app, handles_errors, quiet_libraries
 from corewarding.cli.options import BackendOptions, Columns, check_writable, make_backend, option_group
 from corewarding.core.prompts import SYSTEM_PROMPT
 
@@ -68,6 +68,7 @@ def eval_command(
 
     Example: corewarding eval tiny synthetic --limit 200 -k 8 --max-new-tokens 48 -o tiny.json
     """
+    quiet_libraries()
     import time
 
     import torch

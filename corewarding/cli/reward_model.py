@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import handles_errors, rm_app
+from corewarding.cli.app import handles_errors, quiet_libraries, rm_app
 from corewarding.cli.options import BackendOptions, Columns, option_group
 
 
@@ -54,6 +54,7 @@ def rm_annotate(
 
     Example: corewarding rm annotate runs/tiny/rm_data.jsonl --problems 500 --samples 8
     """
+    quiet_libraries()
     from corewarding.cli.options import make_backend
     from corewarding.cooper.annotate import AnnotationSettings, annotate
     from corewarding.data.loaders import load_problems
@@ -127,6 +128,7 @@ def rm_train(
 
     Example: corewarding rm train runs/tiny/rm_data.jsonl -o runs/tiny/reward_model
     """
+    quiet_libraries()
     from rich.console import Console
     from rich.table import Table
 
