@@ -102,7 +102,9 @@ class CoRewardingConfig(GRPOConfig):
             get no assistant negative that step.
         pointwise_weight: ``cooper``: weight w of a binary cross-entropy term on the verifier's labels of
             the batch beside the pairwise loss, which pins the score level (the pairwise loss leaves it
-            free). Default 0.0 (none): to be set from the measurement.
+            free). Default 0.0 (none): on the tiny task w = 1 made held-out accuracy worse and less stable
+            with every negative source (docs/results.md, Cooper); assistant negatives pin the level
+            instead.
         samples_per_step: ``cooper``, ``cooper_static``: rollouts written to ``samples.jsonl`` each step
             with their reward model score and verifier verdict, the wrong ones it scores highest first
             (default 4; 0: none).
@@ -217,7 +219,7 @@ class CoRewardingConfig(GRPOConfig):
         default=64, metadata={"help": "cooper: most assistant calls per step."}
     )
     pointwise_weight: float = field(
-        default=0.0, metadata={"help": "cooper: weight of a pointwise (BCE) term; to be set by measuring."}
+        default=0.0, metadata={"help": "cooper: weight of a pointwise (BCE) term on the verifier's labels (0: none)."}
     )
     samples_per_step: int = field(
         default=4, metadata={"help": "cooper: rollouts logged to samples.jsonl per step."}
