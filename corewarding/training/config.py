@@ -219,7 +219,7 @@ class CoRewardingConfig(GRPOConfig):
         default=64, metadata={"help": "cooper: most assistant calls per step."}
     )
     pointwise_weight: float = field(
-        default=0.0, metadata={"help": "cooper: weight of a pointwise (BCE) term on the verifier's labels (0: none)."}
+        default=0.0, metadata={"help": "cooper: weight of a BCE term on the verifier's labels (0: none)."}
     )
     samples_per_step: int = field(
         default=4, metadata={"help": "cooper: rollouts logged to samples.jsonl per step."}
