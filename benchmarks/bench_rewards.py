@@ -1,8 +1,8 @@
 """Time the voting rewards on a realistic batch: 128 groups x 8 rollouts of MATH-style answers.
 
 Answers are MATH train ground truths (from the Co-rewarding MATH release, its ``train.parquet`` in
-``corewarding-math/`` under ``$COREWARDING_SHARED_DATA`` (default: ``../shared/data`` beside the
-repository), when present; else a built-in sample), written in equivalent forms (``\\dfrac``,
+``corewarding-math/`` under the folder ``$COREWARDING_SHARED_DATA`` names, when set and present;
+else a built-in sample), written in equivalent forms (``\\dfrac``,
 decimals, spacing, ``1/2``), mixed with wrong answers, missing answers (10%) and hostile strings (5%:
 a 200,000-character answer, 5,000 nested parentheses, code, power towers). Reports the time of
 majority-vote and Co-rewarding-I cross-view rewards in equivalence and exact mode, with a cold cache
@@ -30,12 +30,9 @@ from corewarding.core.equivalence import EquivalenceChecker, set_default_checker
 from corewarding.core.rewards import Rollouts, cross_view_rewards, majority_vote_rewards
 from corewarding.core.voting import VotingConfig
 
-# The data folder the tests read (tests/conftest.py): $COREWARDING_SHARED_DATA, else ../shared/data
-# beside the repository.
-DATA = Path(
-    os.environ.get("COREWARDING_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
-)
-SHARED = DATA / "corewarding-math" / "train.parquet"
+# The data folder the tests also read (tests/conftest.py), when the environment names it.
+DATA = os.environ.get("COREWARDING_SHARED_DATA")
+SHARED = Path(DATA) / "corewarding-math" / "train.parquet" if DATA else None
 BUILT_IN = [
     "12", r"\frac{3}{4}", r"2\sqrt{3}", r"\frac{\sqrt{2}}{2}", "-5", r"(1,2)", r"\pi", "0.25", "x^2+1", "720",
 ]
@@ -50,7 +47,7 @@ HOSTILE = [
 
 
 def references(n: int, rng: random.Random) -> list[str]:
-    if SHARED.exists():
+    if SHARED is not None and SHARED.exists():
         import pyarrow.parquet as pq
 
         truths = pq.read_table(SHARED, columns=["reward_model"]).column("reward_model").to_pylist()
