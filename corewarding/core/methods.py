@@ -48,7 +48,6 @@ from dataclasses import dataclass, replace
 from corewarding.core.rewards import (
     RewardResult,
     Rollouts,
-    _subset,
     cooper_rewards,
     cross_view_rewards,
     entropy_rewards,
@@ -185,14 +184,14 @@ def method_rewards(method: str, rollouts: Rollouts, inputs: RewardInputs = Rewar
     labels: list[str | None] = [None] * len(rollouts)
     metrics = {"labelled_share": len(labelled) / len(rollouts)}
     if labelled:
-        truth = ground_truth_rewards(_subset(rollouts, labelled))
+        truth = ground_truth_rewards(rollouts.select(labelled))
         for i, value in zip(labelled, truth.rewards):
             rewards[i], labels[i] = value, rollouts.references[i]
         metrics.update({f"labelled/{k}": v for k, v in truth.metrics.items()})
     if not voted:
         return RewardResult(rewards, labels, metrics)
     questions = {rollouts.question_ids[i] for i in voted}
-    part = reward(_subset(rollouts, voted), _restricted(inputs, voted, questions))
+    part = reward(rollouts.select(voted), _restricted(inputs, voted, questions))
     for n, i in enumerate(voted):
         rewards[i] = part.rewards[n]
         labels[i] = part.labels[n] if part.labels is not None else None
@@ -209,7 +208,7 @@ def _restricted(inputs: RewardInputs, positions: Sequence[int], questions: set[H
     def keep(sample: Rollouts | None) -> Rollouts | None:
         if sample is None:
             return None
-        return _subset(sample, [i for i, q in enumerate(sample.question_ids) if q in questions])
+        return sample.select([i for i, q in enumerate(sample.question_ids) if q in questions])
 
     return replace(
         inputs, teacher=keep(inputs.teacher), extra_votes=keep(inputs.extra_votes),

@@ -112,6 +112,19 @@ class Rollouts:
     def view(self, i: int) -> int:
         return 0 if self.views is None else self.views[i]
 
+    def select(self, members: Sequence[int]) -> Rollouts:
+        """The rollouts at positions ``members``, in that order."""
+
+        def pick(values):
+            return None if values is None else [values[i] for i in members]
+
+        return Rollouts(
+            answers=pick(self.answers),
+            question_ids=pick(self.question_ids),
+            views=pick(self.views),
+            references=pick(self.references),
+        )
+
     def groups(self) -> dict[GroupKey, list[int]]:
         """Group key → rollout positions, in order of first appearance."""
         groups: dict[GroupKey, list[int]] = {}
@@ -274,7 +287,7 @@ def _per_view_metrics(
         members = [i for i in range(len(rollouts)) if rollouts.view(i) == view]
         if not members:
             continue
-        subset = _subset(rollouts, members)
+        subset = rollouts.select(members)
         sub_labels = {k: lab for k, lab in labels.items() if k[1] == view}
         sub_votes = {k: vt for k, vt in label_votes.items() if k[1] == view}
         part = _rewards_against_labels(
@@ -315,18 +328,6 @@ def teacher_vote_rewards(
     result.metrics["teacher_policy_agreement"] = fmean(agree) if agree else 0.0
     result.metrics["teacher/no_answer_rate"] = _no_answer_rate(teacher)
     return result
-
-
-def _subset(rollouts: Rollouts, members: Sequence[int]) -> Rollouts:
-    def pick(values):
-        return None if values is None else [values[i] for i in members]
-
-    return Rollouts(
-        answers=pick(rollouts.answers),
-        question_ids=pick(rollouts.question_ids),
-        views=pick(rollouts.views),
-        references=pick(rollouts.references),
-    )
 
 
 def _per_rollout_rewards(rollouts: Rollouts, values: Sequence[float], name: str) -> RewardResult:
