@@ -46,7 +46,8 @@ from corewarding.inference.generation import Completion
 from corewarding.tiny.model import build_model, build_tokenizer
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
 from corewarding.training.config import CoRewardingConfig, config_from_args
-from corewarding.training.trainer import CoRewardingTrainer, MetricsFileCallback
+from corewarding.training.callbacks import MetricsFileCallback
+from corewarding.training.trainer import CoRewardingTrainer
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 

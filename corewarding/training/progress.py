@@ -32,7 +32,7 @@ def progress_display(console=None) -> Progress:
 class RunProgress(TrainerCallback):
     """Advances a task of a :func:`progress_display` at every step and shows the latest figures.
 
-    ``collapse`` is a :class:`~corewarding.training.trainer.CollapseCallback` whose verdict is shown.
+    ``collapse`` is a :class:`~corewarding.training.callbacks.CollapseCallback` whose verdict is shown.
     """
 
     def __init__(self, progress: Progress, name: str, collapse=None):
@@ -61,7 +61,7 @@ def show_progress(trainer, progress: Progress, name: str) -> RunProgress:
     """Replace TRL's per-step printing of ``trainer`` by a task of ``progress`` named ``name``."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from corewarding.training.trainer import CollapseCallback
+    from corewarding.training.callbacks import CollapseCallback
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)

@@ -1,0 +1,94 @@
+"""The trainer's callbacks: the metrics file, the collapse monitor, and a checkpoint at the last step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from transformers import TrainerCallback
+from transformers.utils import logging
+
+from corewarding.core.collapse import CollapseMonitor, read_metrics
+from corewarding.core.jsonl import read_jsonl
+
+__all__ = [
+    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "METRICS_FILE", "COLLAPSE_FILE",
+    "SAMPLES_FILE",
+]
+
+logger = logging.get_logger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+COLLAPSE_FILE = "collapse.json"
+#: Reward-model methods: a few rollouts of every step with their reward model score and verifier verdict.
+SAMPLES_FILE = "samples.jsonl"
+
+
+class MetricsFileCallback(TrainerCallback):
+    """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``.
+
+    A resumed run first cuts that file and ``samples.jsonl`` back to the checkpoint's step, so every step
+    is there once.
+    """
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not (state.is_world_process_zero and state.global_step > 0):
+            return
+        metrics, samples = Path(args.output_dir) / METRICS_FILE, Path(args.output_dir) / SAMPLES_FILE
+        if metrics.is_file():
+            kept = read_metrics(metrics, up_to_step=state.global_step)
+            metrics.write_text("".join(json.dumps(record) + "\n" for record in kept))
+        if samples.is_file():
+            rows = [r for r in read_jsonl(samples)[0] if r.get("step", 0) <= state.global_step]
+            samples.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and logs:
+            path = Path(args.output_dir) / METRICS_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a") as f:
+                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+
+
+class CollapseCallback(TrainerCallback):
+    """Watches every log record with :class:`~corewarding.core.collapse.CollapseMonitor`.
+
+    At the first collapse it warns, writes ``<output_dir>/collapse.json`` (step and signals) and,
+    with ``stop_on_collapse``, stops training (the best checkpoint by held-out accuracy is kept by
+    ``save_strategy: best``, which ``stop_on_collapse`` turns on). A resumed run replays the records
+    up to its checkpoint, so the monitor's history is the run's, not just this session's.
+    """
+
+    def __init__(self, method: str, stop_on_collapse: bool = False):
+        self.method = method
+        self.monitor = CollapseMonitor()
+        self.stop_on_collapse = stop_on_collapse
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.monitor = CollapseMonitor()
+        path = Path(args.output_dir) / METRICS_FILE
+        if state.global_step > 0 and path.is_file():  # resumed into another folder: no history there
+            for record in read_metrics(path, up_to_step=state.global_step):
+                self.monitor.update(record)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or self.monitor.report.collapsed:
+            return
+        signals = self.monitor.update({"step": state.global_step, **logs})
+        if not signals:
+            return
+        logger.warning("%s: collapse at step %d: %s", self.method, state.global_step, ", ".join(signals))
+        if state.is_world_process_zero:
+            Path(args.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(args.output_dir) / COLLAPSE_FILE).write_text(json.dumps(self.monitor.report.to_dict()))
+        if self.stop_on_collapse:
+            control.should_training_stop = True
+
+
+class FinalCheckpointCallback(TrainerCallback):
+    """With ``save_strategy: steps``, also saves at the last step, so every finished run can be resumed
+    (``--resume last`` with a larger ``max_steps`` extends it)."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if args.save_strategy == "steps" and state.global_step >= state.max_steps:
+            control.should_save = True
