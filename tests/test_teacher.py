@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from corewarding.core.teacher_schedule import TeacherSchedule, ema_rate
-from corewarding.training.teacher import ema_update_
+from corewarding.training.precision import changed_share
+from corewarding.training.teacher import EMATeacher, ema_update_
 
 
 def test_schedule_first_middle_last():
@@ -30,9 +31,9 @@ def test_schedule_is_monotone_and_uses_its_endpoints():
 def test_schedule_update_interval():
     schedule = TeacherSchedule(update_interval=3)
     assert [schedule.rate(s, 10) is not None for s in range(1, 8)] == [
-        True, False, False, True, False, False, True
+        False, False, True, False, False, True, False
     ]
-    assert schedule.rate(4, 10) == pytest.approx(ema_rate(4, 10))
+    assert schedule.rate(3, 10) == pytest.approx(ema_rate(3, 10))
 
 
 @pytest.mark.parametrize("kwargs", [{"update_interval": 0}, {"rate_start": 1.5}, {"rate_end": -0.1}])
@@ -46,12 +47,16 @@ def test_ema_rate_rejects_bad_steps():
         ema_rate(0, 10)
 
 
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.data for p in module.parameters()]
+
+
 def test_update_moves_each_parameter_by_exactly_the_rate_of_the_gap():
     torch.manual_seed(0)
     teacher, policy = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
     before = [p.detach().clone() for p in teacher.parameters()]
     rate = ema_rate(1, 10)
-    ema_update_(teacher, policy, rate)
+    ema_update_(params(teacher), params(policy), rate)
     for t0, t1, p in zip(before, teacher.parameters(), policy.parameters()):
         torch.testing.assert_close(t1 - t0, rate * (p - t0))
         assert not t1.requires_grad or t1.grad is None
@@ -60,16 +65,87 @@ def test_update_moves_each_parameter_by_exactly_the_rate_of_the_gap():
 def test_update_with_rate_one_copies_and_rate_zero_keeps():
     teacher, policy = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     kept = [p.detach().clone() for p in teacher.parameters()]
-    ema_update_(teacher, policy, 0.0)
+    ema_update_(params(teacher), params(policy), 0.0)
     for k, t in zip(kept, teacher.parameters()):
         torch.testing.assert_close(t, k)
-    ema_update_(teacher, policy, 1.0)
+    ema_update_(params(teacher), params(policy), 1.0)
     for t, p in zip(teacher.parameters(), policy.parameters()):
         torch.testing.assert_close(t, p)
 
 
 def test_update_refuses_different_architectures():
-    with pytest.raises(ValueError):
-        ema_update_(
-            torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)), 0.1
-        )
+    with pytest.raises(ValueError, match="numbers of parameters"):
+        ema_update_(params(torch.nn.Linear(2, 2)), params(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))), 0.1)
+    with pytest.raises(ValueError, match="shape"):
+        ema_update_(params(torch.nn.Linear(2, 2)), params(torch.nn.Linear(2, 3)), 0.1)
+
+
+class OneProcess:
+    """What EMATeacher asks of accelerate's Accelerator, for one process without wrapping."""
+
+    process_index, num_processes, is_main_process = 0, 1, True
+
+    @staticmethod
+    def unwrap_model(model):
+        return model
+
+
+def drifting_policy(steps: int, seed: int = 0) -> list[list[torch.Tensor]]:
+    """The policy's weights at the start and after each of ``steps`` optimizer steps: AdamW-sized moves
+    (1e-4, a random sign) on weights of a typical scale (0.02)."""
+    generator = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(64, 32, generator=generator) * 0.02, torch.randn(64, generator=generator) * 0.02]
+    history = [weights]
+    for _ in range(steps):
+        weights = [w + 1e-4 * torch.randn(w.shape, generator=generator).sign() for w in weights]
+        history.append(weights)
+    return history
+
+
+def linear_with(weights: list[torch.Tensor], dtype: torch.dtype) -> torch.nn.Linear:
+    module = torch.nn.Linear(32, 64).to(dtype)
+    with torch.no_grad():
+        module.weight.copy_(weights[0])
+        module.bias.copy_(weights[1])
+    return module
+
+
+@pytest.mark.parametrize("rate", [0.01, 1e-5])
+def test_a_bfloat16_teacher_follows_the_float32_closed_form(rate):
+    """The average is taken in float32 whatever the module's dtype: after 100 updates a bfloat16 teacher's
+    master equals the float32 recursion from its (bfloat16) start, and its module holds that rounded to
+    bfloat16. Averaged in bfloat16 itself (the former update) most weights never move at these rates."""
+    initial, *history = drifting_policy(100)
+    teacher = EMATeacher(linear_with(initial, torch.bfloat16), TeacherSchedule(rate, rate), OneProcess())
+    expected = [w.to(torch.bfloat16).float() for w in initial]
+    naive = [w.to(torch.bfloat16) for w in initial]
+    for step, weights in enumerate(history, start=1):
+        assert teacher.update(linear_with(weights, torch.float32), step, len(history)) == pytest.approx(rate)
+        expected = [e + rate * (w - e) for e, w in zip(expected, weights)]
+        ema_update_(naive, weights, rate)
+    start = [w.to(torch.bfloat16).float() for w in initial]
+    for master, module_param, closed_form in zip(teacher.master, teacher.module.parameters(), expected):
+        assert master.dtype == torch.float32
+        torch.testing.assert_close(master, closed_form, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(module_param.data, closed_form.to(torch.bfloat16), rtol=0, atol=0)
+    assert changed_share(start, teacher.master) > 0.99
+    assert changed_share([w.to(torch.bfloat16) for w in initial], naive) < 0.25  # small weights only
+
+
+def test_a_float32_teacher_is_its_own_master():
+    teacher = EMATeacher(torch.nn.Linear(3, 2), TeacherSchedule(), OneProcess())
+    assert all(m is p.data or m.data_ptr() == p.data_ptr() for m, p in zip(teacher.master, teacher.module.parameters()))
+
+
+def test_teacher_save_and_load_round_trip_the_float32_master(tmp_path):
+    history = drifting_policy(3)
+    teacher = EMATeacher(linear_with(history[0], torch.bfloat16), TeacherSchedule(0.3, 0.3), OneProcess())
+    teacher.update(linear_with(history[2], torch.float32), 1, 3)
+    teacher.save(tmp_path)
+    restored = EMATeacher(linear_with(history[0], torch.bfloat16), TeacherSchedule(0.3, 0.3), OneProcess())
+    restored.load(tmp_path)
+    assert restored.last_update_step == 1
+    for a, b in zip(restored.master, teacher.master):
+        assert torch.equal(a, b)
+    for a, b in zip(restored.module.parameters(), teacher.module.parameters()):
+        assert torch.equal(a, b)

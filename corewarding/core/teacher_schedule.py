@@ -44,7 +44,8 @@ class TeacherSchedule:
     Attributes:
         rate_start: a_start, the rate at the first step (reference: 0.01).
         rate_end: a_end, the rate reached at the last step (reference script: 1e-5; paper: 1e-4).
-        update_interval: update before sampling at steps 1, 1 + k, 1 + 2k, … (reference: every step).
+        update_interval: k, update before sampling at steps k, 2k, 3k, … as the reference code does
+            (reference: every step, k = 1).
     """
 
     rate_start: float = 0.01
@@ -61,6 +62,6 @@ class TeacherSchedule:
 
     def rate(self, step: int, total_steps: int) -> float | None:
         """a_s at 1-based ``step`` of ``total_steps`` (S), or None when the teacher does not update then."""
-        if (step - 1) % self.update_interval:
+        if step % self.update_interval:
             return None
         return ema_rate(step, total_steps, self.rate_start, self.rate_end)

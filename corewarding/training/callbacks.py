@@ -8,20 +8,18 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.utils import logging
 
+from corewarding.cooper.plugin import SAMPLES_FILE
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.jsonl import read_jsonl
 
 __all__ = [
     "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "METRICS_FILE", "COLLAPSE_FILE",
-    "SAMPLES_FILE",
 ]
 
 logger = logging.get_logger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 COLLAPSE_FILE = "collapse.json"
-#: Reward-model methods: a few rollouts of every step with their reward model score and verifier verdict.
-SAMPLES_FILE = "samples.jsonl"
 
 
 class MetricsFileCallback(TrainerCallback):

@@ -1,17 +1,34 @@
 """Co-rewarding-II's EMA teacher as a plug-in of the trainer: update, save, load (the shape of Cooper's
 :class:`~corewarding.cooper.co_training.CooperRewardModel`).
 
-The teacher starts as a copy of the initial policy and, before it samples at training step s, moves
-toward the policy by θ_T ← (1 − a_s)·θ_T + a_s·θ_policy, with a_s from
-:class:`~corewarding.core.teacher_schedule.TeacherSchedule`. It samples through the trainer's own
-generation path (the trainer swaps it in), and it is the KL reference when ``beta`` > 0.
-Its weights and last update step are part of every checkpoint, so a resumed run continues with the
-teacher it had (the reference code restarts it from the initial model).
+The teacher starts as a copy of the initial policy. At training step s it moves toward the policy
+after s − 1 optimizer steps,
+
+    θ_T ← (1 − a_s)·θ_T + a_s·θ_policy
+
+with a_s from :class:`~corewarding.core.teacher_schedule.TeacherSchedule`, *before* the step samples
+its rollouts and scores its log-probabilities (so with ``beta`` > 0 the KL anchor is the updated
+teacher, as in the reference code).
+
+**Numerics: θ_T lives in float32.** a_s·(θ_policy − θ_T) is far below bfloat16's resolution (8 bits
+of mantissa: about 0.4% of a weight) at a = 0.01 and always at a = 1e-5, so a teacher averaged in
+bfloat16 does not move (measured: 0.5% of bf16 weights ever changed in 100 updates at a = 0.01). The
+teacher therefore keeps a float32 *master copy* of its weights, where the average is taken; the module
+that samples and serves as KL reference holds them in the run's dtype and is refreshed from the master
+after each update. When that module is already float32 (single process or DDP without DeepSpeed: the
+policy is loaded in float32) its own parameters are the master, at no extra memory. When it is bfloat16
+(DeepSpeed casts the frozen copy to the run's dtype; a policy loaded in bfloat16) the master costs
+4 bytes per parameter in each process — on its local shard only under ZeRO-3, where every process
+averages the shard it holds of both models and nothing is gathered.
+
+Its master weights and last update step are part of every checkpoint, so a resumed run continues with
+the teacher it had (the reference code restarts it from the initial model).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -19,45 +36,51 @@ from safetensors.torch import load_file, save_file
 
 from corewarding.core.teacher_schedule import TeacherSchedule
 
-__all__ = ["ema_update_", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
+__all__ = ["ema_update_", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
 
 
 @torch.no_grad()
-def ema_update_(teacher: torch.nn.Module, policy: torch.nn.Module, rate: float) -> None:
-    """θ_T ← (1 − rate)·θ_T + rate·θ_policy, in place, parameter by parameter.
+def ema_update_(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor], rate: float) -> None:
+    """θ_T ← (1 − rate)·θ_T + rate·θ_policy, in place, tensor by tensor, in the teacher tensors' dtype.
 
-    Both modules must have the same architecture (parameters matched in order). Buffers are not
-    averaged: the decoders used here keep none that training changes.
+    >>> t, p = [torch.zeros(2)], [torch.tensor([1.0, -2.0])]
+    >>> ema_update_(t, p, 0.25); t[0]
+    tensor([ 0.2500, -0.5000])
     """
-    teacher_params = list(teacher.parameters())
-    policy_params = list(policy.parameters())
-    if len(teacher_params) != len(policy_params):
-        raise ValueError("teacher and policy have different numbers of parameters")
-    for t, p in zip(teacher_params, policy_params):
+    if len(teacher) != len(policy):
+        raise ValueError(f"teacher and policy have different numbers of parameters ({len(teacher)}, {len(policy)})")
+    for t, p in zip(teacher, policy):
+        if t.shape != p.shape:
+            raise ValueError(f"teacher and policy parameters differ in shape: {tuple(t.shape)}, {tuple(p.shape)}")
         t.lerp_(p.to(t.dtype), rate)
 
 
-def _unshared(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A state dict safetensors can write: tensors sharing storage (tied embeddings) are copied."""
-    seen, out = set(), {}
-    for key, tensor in state.items():
-        storage = tensor.untyped_storage().data_ptr()
-        out[key] = tensor.clone() if storage in seen else tensor.contiguous()
-        seen.add(storage)
-    return out
+def local_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
+    """The part of each parameter this process holds: the whole tensor, or its shard under DeepSpeed
+    ZeRO-3 (``ds_tensor``) or FSDP2 (a DTensor's local tensor). Two copies of one architecture sharded
+    alike have matching local parts."""
+    local = []
+    for param in module.parameters():
+        if hasattr(param, "ds_tensor"):
+            local.append(param.ds_tensor)
+        elif hasattr(param, "to_local"):
+            local.append(param.to_local())
+        else:
+            local.append(param.data)
+    return local
 
 
 class EMATeacher:
-    """The teacher module (placed as the trainer places its reference model), its schedule, and the
-    last step it was updated for.
+    """The teacher module (placed as the trainer places its reference model), its float32 master weights,
+    its schedule, and the last step it was updated for.
 
     Args:
         module: the teacher, a copy of the initial policy (possibly wrapped by DeepSpeed / FSDP).
         schedule: a_s and the update interval.
-        accelerator: the trainer's, to unwrap, gather and save under DeepSpeed ZeRO-3.
+        accelerator: the trainer's, to unwrap it and tell the processes apart.
     """
 
     def __init__(self, module: torch.nn.Module, schedule: TeacherSchedule, accelerator):
@@ -65,12 +88,31 @@ class EMATeacher:
         self.schedule = schedule
         self.accelerator = accelerator
         self.last_update_step = 0
+        self.master = [
+            t if t.dtype == torch.float32 else t.detach().float().clone() for t in self._local_teacher()
+        ]
+
+    def _local_teacher(self) -> list[torch.Tensor]:
+        return local_parameters(self.accelerator.unwrap_model(self.module))
+
+    @property
+    def _sharded(self) -> bool:
+        """Each process holds a shard of the teacher (DeepSpeed ZeRO-3, FSDP2)."""
+        parameters = self.accelerator.unwrap_model(self.module).parameters()
+        return any(hasattr(p, "ds_tensor") or hasattr(p, "to_local") for p in parameters)
+
+    @torch.no_grad()
+    def _refresh_module(self) -> None:
+        """Copy the master weights into the module that samples (rounded to its dtype)."""
+        for master, t in zip(self.master, self._local_teacher()):
+            if master is not t:
+                t.copy_(master)
 
     def update(self, policy: torch.nn.Module, step: int, total_steps: int) -> float | None:
         """Move toward ``policy`` for training step ``step`` (1-based) of ``total_steps``.
 
         Returns the rate used (0.0 at a step the schedule skips), or None when the teacher was already
-        updated for this step (a step may generate several batches).
+        updated for this step (a step may run several micro-batches).
         """
         if step == self.last_update_step:
             return None
@@ -78,35 +120,43 @@ class EMATeacher:
         rate = self.schedule.rate(step, max(1, total_steps))
         if rate is None:
             return 0.0
-        policy = self.accelerator.unwrap_model(policy)
-        teacher = self.accelerator.unwrap_model(self.module)
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is not None and plugin.zero_stage == 3:
-            import deepspeed
-
-            with deepspeed.zero.GatheredParameters(
-                list(policy.parameters()) + list(teacher.parameters()), modifier_rank=0
-            ):
-                if self.accelerator.is_main_process:
-                    ema_update_(teacher, policy, rate)
-        else:
-            ema_update_(teacher, policy, rate)
+        ema_update_(self.master, local_parameters(self.accelerator.unwrap_model(policy)), rate)
+        self._refresh_module()
         return rate
 
+    def _names(self) -> list[str]:
+        return [name for name, _ in self.accelerator.unwrap_model(self.module).named_parameters()]
+
+    def _weights_file(self) -> str:
+        """``teacher.safetensors``; under sharding one file per process, as DeepSpeed's own checkpoints:
+        a sharded run resumes with the same number of processes."""
+        if not self._sharded:
+            return TEACHER_WEIGHTS
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        return f"teacher-{rank:05d}-of-{world:05d}.safetensors"
+
     def save(self, folder: str | Path, write: bool = True) -> None:
-        """Write the weights and the last update step into a checkpoint folder. Every process must call
-        it (the weights are gathered under ZeRO-3); only those with ``write`` write."""
-        state = self.accelerator.get_state_dict(self.module)
+        """Write the float32 master weights and the last update step into a checkpoint folder. Every
+        process must call it (each writes its shard when sharded); unsharded, only those with ``write``
+        write."""
+        folder = Path(folder)
+        if self._sharded or write:
+            state = {name: tensor.detach().contiguous().cpu() for name, tensor in zip(self._names(), self.master)}
+            save_file(state, folder / self._weights_file())
         if write:
-            folder = Path(folder)
-            save_file(_unshared(state), folder / TEACHER_WEIGHTS)
             (folder / TEACHER_STATE).write_text(json.dumps({"last_update_step": self.last_update_step}))
 
+    @torch.no_grad()
     def load(self, folder: str | Path) -> None:
-        """Restore what :meth:`save` wrote."""
+        """Restore what :meth:`save` wrote (a float32 master, or a module's weights of any dtype written
+        by an earlier version) and refresh the module from it."""
         folder = Path(folder)
-        teacher = self.accelerator.unwrap_model(self.module)
-        teacher.load_state_dict(
-            load_file(folder / TEACHER_WEIGHTS, device=str(next(teacher.parameters()).device))
-        )
+        state = load_file(folder / self._weights_file())
+        missing = [name for name in self._names() if name not in state]
+        if missing:
+            raise ValueError(f"{folder / self._weights_file()} lacks teacher weights, e.g. {missing[0]}")
+        for name, master in zip(self._names(), self.master):
+            master.copy_(state[name])
+        self._refresh_module()
         self.last_update_step = json.loads((folder / TEACHER_STATE).read_text())["last_update_step"]
+

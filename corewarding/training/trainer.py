@@ -1,21 +1,21 @@
-"""GRPO with every reward of the paper, on TRL's ``GRPOTrainer`` — the only module that touches TRL.
+"""GRPO with every reward of the paper, on TRL's ``GRPOTrainer`` — the only module that subclasses TRL
+(every TRL internal it reaches goes through :mod:`corewarding.training.trl_internals`).
 
-One training step is TRL's, with three hooks and two plug-ins::
+One training step is TRL's, with these hooks and two plug-ins::
 
-    generation batch ──(1) sampler keeps a question and its rephrasing together──► prompts
+    training_step: (II) the EMA teacher moves toward the policy           training/teacher.py
+      generation batch ──(1) sampler keeps a question and its rephrasing together──► prompts
       ──TRL samples G completions per prompt (transformers or vLLM)──► completions
-      ──(2) _calculate_rewards: gather every process's completions, extract answers, and what the
-            method needs (core.methods.METHODS): the EMA teacher's answers (plug-in, sampled through
-            TRL's generation path), the policy's token statistics, the reward model's scores
-            (plug-in); reward; log diagnostics; update Cooper's reward model on pairs of this batch
+      ──(2) _calculate_rewards: this process's answers and what the method needs (core.methods.METHODS):
+            the teacher's samples, the policy's token statistics, the reward model's scores
+            → gathered over processes → the method's reward → Cooper learns from the batch (plug-in)
       ──TRL: advantages per group of G, clipped policy loss, KL to the reference, optimizer step
       ──(3) checkpoints hold the plug-ins too, and count only once complete (training.checkpoints)
 
 Rewards are computed on the *gathered* batch because a group of G rollouts can be split across
 processes: a vote taken per process would see part of the group. Every process computes the same
 rewards from the same gathered answers, and TRL keeps its own slice. The prompt ids the teacher and the
-token statistics need are TRL's own tokenization of the batch's prompts (``_tokenize_prompts``), passed
-along explicitly.
+token statistics need are TRL's own tokenization of the batch's prompts.
 
 **Co-rewarding-I and loss aggregation.** A pair is two prompt groups (the question, its rephrasing),
 each normalised on its own by TRL's per-group advantage. Both views' completions enter one loss,
@@ -24,37 +24,33 @@ batch). The reference implementation instead *sums* the two views' token-mean lo
 is about twice ours. AdamW is invariant to a constant scale of the loss, so both take the same steps at
 the same learning rate, except where gradient clipping acts (it clips the doubled gradient sooner).
 
-**Cooper's reward model** (:mod:`corewarding.cooper.co_training`) is updated right after it has scored
+**Cooper's reward model** (:mod:`corewarding.cooper.plugin`) is updated right after it has scored
 the batch: the rewards of a batch always come from the reward model *before* its update on that batch.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import shutil
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from accelerate.utils import broadcast_object_list, gather_object, is_peft_model
+from accelerate.utils import gather_object, is_peft_model
 from torch.utils.data import Sampler
+from transformers import GenerationConfig
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from transformers.utils import logging
 from trl import GRPOTrainer
-from trl.models import prepare_deepspeed, prepare_fsdp, unwrap_model_for_generation
-from trl.trainer.utils import RepeatSampler, create_model_from_path
+from trl.models import unwrap_model_for_generation
 
 from corewarding.cooper.annotate import read_labelled
-from corewarding.cooper.co_training import CooperRewardModel, Pair, select_pairs, telling_samples
-from corewarding.cooper.negatives import AssistantNegatives, NegativeRequest, NegativeWriter, make_assistant
-from corewarding.cooper.reward_model import RewardModel, TemplateBounds, reward_model_text
-from corewarding.cooper.supervised import evaluate_reward_model
+from corewarding.cooper.co_training import CooperRewardModel
+from corewarding.cooper.negatives import NegativeWriter, make_assistant
+from corewarding.cooper.plugin import CooperBatch, CooperPlugin
+from corewarding.cooper.reward_model import RewardModel, TemplateBounds
 from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
-from corewarding.core.equivalence import answers_match
 from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
@@ -62,17 +58,16 @@ from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import VotingConfig
 from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
-from corewarding.inference.generation import BackendError, TransformersBackend
+from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.models import ModelLoadError
-from corewarding.training import checkpoints
-from corewarding.training.callbacks import (
-    SAMPLES_FILE, CollapseCallback, FinalCheckpointCallback, MetricsFileCallback,
-)
+from corewarding.training import checkpoints, trl_internals
+from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
 from corewarding.training.config import CoRewardingConfig
+from corewarding.training.precision import warn_if_low_precision
 from corewarding.training.teacher import EMATeacher
 from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "completion_text"]
+__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "completion_text", "generate_completion_ids"]
 
 logger = logging.get_logger(__name__)
 
@@ -85,6 +80,45 @@ def completion_text(completion) -> str:
     if isinstance(completion, str):
         return completion
     return "".join(m.get("content") or "" for m in completion if m.get("role", "assistant") == "assistant")
+
+
+@torch.no_grad()
+def generate_completion_ids(
+    model, prompt_ids: list[list[int]], generation_config: GenerationConfig, pad_token_id: int,
+    eos_token_ids: list[int],
+) -> list[list[int]]:
+    """One sampled completion per prompt (left-padded into one batch), cut after its first end-of-sequence
+    token — the layout of TRL's own completions."""
+    device = next(model.parameters()).device
+    width = max(len(ids) for ids in prompt_ids)
+    input_ids = torch.tensor([[pad_token_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
+    lengths = torch.tensor([len(ids) for ids in prompt_ids], device=device)
+    attention_mask = (torch.arange(width, device=device) >= width - lengths[:, None]).long()
+    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config)
+    completions = []
+    for row in output[:, width:].tolist():
+        end = next((i for i, token in enumerate(row) if token in eos_token_ids), len(row) - 1)
+        completions.append(row[: end + 1])
+    return completions
+
+
+def heldout_metrics(scores: list, k: int, prefix: str = "eval") -> dict[str, float]:
+    """Held-out accuracy over every process's share (:class:`~corewarding.inference.evaluate.Scores`),
+    each figure the question-weighted mean of the shares, named ``<prefix>_…``."""
+    total = sum(s.num_questions for s in scores)
+
+    def mean(value) -> float | None:
+        values = [(value(s), s.num_questions) for s in scores if value(s) is not None]
+        return sum(v * n for v, n in values) / total if values else None
+
+    metrics = {
+        metric_names.HELDOUT_GREEDY: mean(lambda s: s.greedy_accuracy),
+        metric_names.HELDOUT_SAMPLED: mean(lambda s: s.avg_at_k),
+        metric_names.HELDOUT_MAJORITY: mean(lambda s: s.maj_at_k),
+        metric_names.HELDOUT_PASS: mean(lambda s: s.pass_at_k.get(k)),
+        metric_names.HELDOUT_NO_ANSWER: mean(lambda s: s.no_answer_rate),
+    }
+    return {name.replace("eval_", f"{prefix}_", 1): v for name, v in metrics.items() if v is not None}
 
 
 class PairedRepeatSampler(Sampler[int]):
@@ -108,7 +142,7 @@ class PairedRepeatSampler(Sampler[int]):
         seed: int | None = None,
     ):
         self.num_generations = num_generations
-        self.pairs = RepeatSampler(
+        self.pairs = trl_internals.RepeatSampler(
             range(num_pairs), mini_repeat_count=1, batch_size=pairs_per_batch, repeat_count=repeat_count,
             shuffle=shuffle, seed=seed,
         )
@@ -148,8 +182,8 @@ class CoRewardingTrainer(GRPOTrainer):
     ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
 
     Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, methods that need a
-    teacher) and ``self.cooper`` (:class:`~corewarding.cooper.co_training.CooperRewardModel`, methods with
-    a reward model); both are saved in and restored from checkpoints.
+    teacher) and ``self.cooper`` (:class:`~corewarding.cooper.plugin.CooperPlugin`, methods with a reward
+    model); both are saved in and restored from checkpoints.
 
     Cooper's metrics: ``rm/rule_agreement``, ``rm/false_positive_rate`` and ``rm/group_auc`` (every
     batch, see :func:`~corewarding.core.rewards.cooper_rewards`); ``rm/heldout_accuracy``,
@@ -161,7 +195,7 @@ class CoRewardingTrainer(GRPOTrainer):
     ``pointwise_weight``); with assistant negatives also ``rm/rollout_pairs``, ``rm/assistant_pairs``
     and the counts of :class:`~corewarding.cooper.negatives.AssistantNegatives` (``rm/assistant_calls``,
     ``_cached``, ``_failed``, ``_invalid``, ``_over_budget``). Both write ``samples_per_step`` rollouts
-    of every step to ``samples.jsonl`` (:meth:`_write_samples`).
+    of every step to ``samples.jsonl``.
     """
 
     def __init__(
@@ -175,7 +209,7 @@ class CoRewardingTrainer(GRPOTrainer):
     ):
         self.method = METHODS[args.method]
         if self.method.needs_teacher and isinstance(model, str):
-            model = create_model_from_path(model, **dict(args.model_init_kwargs or {}))
+            model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
         if self.method.needs_teacher and is_peft_model(model):
             raise ValueError(
                 f"{args.method} does not support PEFT models: the EMA teacher needs full weights"
@@ -184,8 +218,6 @@ class CoRewardingTrainer(GRPOTrainer):
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
         # "Co-rewarding-II's teacher").
         teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
-        if args.reward_weights is None:
-            args.reward_weights = [1.0, 0.0]
         super().__init__(
             model=model,
             reward_funcs=[_GatheredReward(args.method), _GatheredReward("format")],
@@ -194,27 +226,12 @@ class CoRewardingTrainer(GRPOTrainer):
             processing_class=processing_class,
             **kwargs,
         )
+        if args.reward_weights is None:  # the format reward is only watched
+            trl_internals.set_reward_weights(self, [1.0, 0.0])
+        warn_if_low_precision(self.model, self.is_deepspeed_enabled)
         self.voting = VotingConfig(args.answer_matching, args.min_agreement_count, args.min_agreement_ratio)
-        self.teacher = None
-        if self.method.needs_teacher:
-            module = self.ref_model if teacher_copy is None else self._prepare_frozen(teacher_copy)
-            schedule = TeacherSchedule(
-                args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
-            )
-            self.teacher = EMATeacher(module, schedule, self.accelerator)
-        self.cooper, self.cooper_heldout = None, []
-        if self.method.reward_model is not None:
-            self.cooper, self.cooper_heldout = self._load_reward_model(args)
-        self.negative_writer = None
-        if args.negative_source != "rollouts" and self.accelerator.is_main_process:
-            assistant = make_assistant(
-                args.assistant_model, args.assistant_backend, base_url=args.assistant_base_url,
-                api_key_env=args.assistant_api_key_env, timeout_s=args.assistant_timeout,
-                max_new_tokens=args.assistant_max_new_tokens, seed=args.seed,
-            )
-            self.negative_writer = NegativeWriter(
-                assistant, Path(args.output_dir) / NEGATIVES_FILE, args.assistant_calls_per_step
-            )
+        self.teacher = self._make_teacher(teacher_copy) if self.method.needs_teacher else None
+        self.cooper = self._make_cooper(args) if self.method.reward_model is not None else None
         self.heldout = list(heldout)
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
@@ -222,21 +239,29 @@ class CoRewardingTrainer(GRPOTrainer):
 
     # ----------------------------------------------------------------------------------- setup
 
-    def _prepare_frozen(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Place a frozen model as TRL places its reference model (DeepSpeed, FSDP or plain)."""
-        model.eval()
-        model.requires_grad_(False)
-        if self.is_deepspeed_enabled:
-            return prepare_deepspeed(model, self.accelerator)
-        if self.is_fsdp_enabled:
-            return prepare_fsdp(model, self.accelerator)
-        return self.accelerator.prepare_model(model, evaluation_mode=True)
+    def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
+        """The EMA teacher: TRL's reference model when there is a KL term, else a frozen copy of the initial
+        policy placed as TRL places its reference model (DeepSpeed, FSDP or plain)."""
+        if teacher_copy is None:
+            module = self.ref_model
+        else:
+            teacher_copy.eval()
+            teacher_copy.requires_grad_(False)
+            if self.is_deepspeed_enabled:
+                module = trl_internals.prepare_deepspeed(teacher_copy, self.accelerator)
+            elif self.is_fsdp_enabled:
+                module = trl_internals.prepare_fsdp(teacher_copy, self.accelerator)
+            else:
+                module = self.accelerator.prepare_model(teacher_copy, evaluation_mode=True)
+        args = self.args
+        schedule = TeacherSchedule(args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval)
+        return EMATeacher(module, schedule, self.accelerator)
 
-    def _load_reward_model(self, args: CoRewardingConfig) -> tuple[CooperRewardModel, list]:
-        """Cooper's reward model (the same replica on every process) and its held-out labelled completions."""
+    def _make_cooper(self, args: CoRewardingConfig) -> CooperPlugin:
+        """Cooper's reward model (the same replica on every process), its held-out labelled completions and,
+        with assistant negatives, the assistant (on the main process)."""
         bounds = TemplateBounds(
-            args.reward_model_question_chars,
-            args.reward_model_reference_chars,
+            args.reward_model_question_chars, args.reward_model_reference_chars,
             args.reward_model_completion_chars,
         )
         try:
@@ -248,18 +273,27 @@ class CoRewardingTrainer(GRPOTrainer):
             raise ModelLoadError(
                 f"{error} (reward_model_path: make a reward model with `corewarding rm train`, or use tiny)"
             ) from None
-        cooper = CooperRewardModel(
+        model = CooperRewardModel(
             reward_model, args.reward_model_learning_rate, args.max_grad_norm,
             frozen=self.method.reward_model == "frozen", pointwise_weight=args.pointwise_weight,
         )
         heldout = []
         if args.reward_model_eval_data is not None:
-            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[
-                : args.reward_model_eval_size
-            ]
+            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[: args.reward_model_eval_size]
             if not heldout:
                 raise ValueError(f"{args.reward_model_eval_data} has no held-out completions")
-        return cooper, heldout
+        writer = None
+        if args.negative_source != "rollouts" and self.accelerator.is_main_process:
+            assistant = make_assistant(
+                args.assistant_model, args.assistant_backend, base_url=args.assistant_base_url,
+                api_key_env=args.assistant_api_key_env, timeout_s=args.assistant_timeout,
+                max_new_tokens=args.assistant_max_new_tokens, seed=args.seed,
+            )
+            writer = NegativeWriter(assistant, Path(args.output_dir) / NEGATIVES_FILE, args.assistant_calls_per_step)
+        return CooperPlugin(
+            model, heldout, args.negative_source, writer, self.accelerator, args.output_dir,
+            args.samples_per_step, args.reward_model_eval_steps,
+        )
 
     def _get_train_sampler(self, dataset=None) -> Sampler:
         if not self.method.paired_views:
@@ -274,21 +308,60 @@ class CoRewardingTrainer(GRPOTrainer):
             seed=self.args.seed,
         )
 
-    # ----------------------------------------------------------------------------------- rewards
+    # ----------------------------------------------------------------------------------- one step
+
+    def training_step(self, model, inputs, num_items_in_batch):
+        """TRL's step (generate, reward, loss, backward), after the EMA teacher's update for this step: the
+        teacher then samples this step's labels and, with a KL term, anchors the loss as updated."""
+        if self.teacher is not None:
+            rate = self.teacher.update(self.model, self.state.global_step + 1, self.state.max_steps)
+            if rate is not None:
+                trl_internals.log_metric(self, "teacher/rate", rate)
+        return super().training_step(model, inputs, num_items_in_batch)
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
-        mode = "train" if self.model.training else "eval"
+        """The rewards of the whole batch: this process's inputs → gathered → the method's reward → Cooper.
+
+        Layout (G = num_generations; Co-rewarding-I / -III: pair k is the prompts 2k and 2k + 1)::
+
+            gathered slot:  [ q1 × G | q1' × G | q2 × G | q2' × G | … ]   every process's rollouts, in order
+            teacher/votes:  per_slot samples per slot, slot-major: [s0_1 … s0_n | s1_1 … s1_n | …]
+
+        Returns TRL's reward columns (the method's, the format reward) for every gathered rollout.
+        """
+        local = self._local_reward_inputs(inputs, prompts, completions, completion_ids_list)
+        batch = {key: gather_object(values) for key, values in local.items()}
+        rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
+        result = method_rewards(self.method.name, rollouts, self._reward_inputs(batch))
+        if self.cooper is not None:
+            cooper_batch = CooperBatch(
+                rollouts, batch["questions"], batch["completions"], batch["reward_model_scores"]
+            )
+            result.metrics.update(self.cooper.after_rewards(self.state.global_step + 1, cooper_batch, result.rewards))
+        for name, value in result.metrics.items():
+            trl_internals.log_metric(self, name, value)
+        columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
+        return columns.to(self.accelerator.device)
+
+    @property
+    def _votes_per_slot(self) -> int:
+        """Vote budget: samples each rollout slot adds that only vote (N = vote_samples over G)."""
+        return (self.args.vote_samples or self.num_generations) // self.num_generations - 1
+
+    def _local_reward_inputs(self, inputs, prompts, completions, completion_ids_list) -> dict[str, list]:
+        """What the method needs of this process's rollouts, each a list with one entry per rollout (per
+        sample for the teacher's and the extra votes, see :meth:`_calculate_rewards`)."""
         method = self.method
+        texts = [completion_text(c) for c in completions]
         local = {
-            "answers": [extract_answer(completion_text(c)) for c in completions],
+            "answers": [extract_answer(t) for t in texts],
             "question_ids": [str(x["question_id"]) for x in inputs],
             "views": [int(x.get("view", 0)) for x in inputs],
             "references": [x.get("answer") for x in inputs],
         }
-        # Vote budget: each slot (one of a prompt's G rollouts here) adds this many samples that only vote.
-        extra_per_slot = (self.args.vote_samples or self.num_generations) // self.num_generations - 1
-        if method.needs_teacher or method.token_statistic or extra_per_slot:
-            prompt_ids, _, _ = self._tokenize_prompts(prompts)
+        extra = self._votes_per_slot
+        if method.needs_teacher or method.token_statistic or extra:
+            prompt_ids = trl_internals.prompt_token_ids(self, prompts)
         if method.token_statistic:
             local["token_statistics"] = rollout_statistic(
                 self.model, prompt_ids, completion_ids_list, method.token_statistic,
@@ -296,20 +369,19 @@ class CoRewardingTrainer(GRPOTrainer):
                 chunk=self.args.per_device_train_batch_size,
             )
         if method.needs_teacher:
-            local["teacher_answers"] = self._teacher_answers(prompt_ids, mode, 1 + extra_per_slot)
-        elif extra_per_slot:
+            local["teacher_answers"] = self._sampled_answers(self.teacher.module, prompt_ids, 1 + extra)
+        elif extra:
             started = time.perf_counter()
-            local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra_per_slot)
-            self._metrics[mode]["votes/extra_seconds"].append(time.perf_counter() - started)
+            local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra)
+            trl_internals.log_metric(self, "votes/extra_seconds", time.perf_counter() - started)
         if self.cooper is not None:
             local["questions"] = [question_text(x["prompt"]) for x in inputs]
-            local["completions"] = [completion_text(c) for c in completions]
-            local["reward_model_scores"] = self.cooper.reward_model.scores(
-                self.cooper.reward_model.texts(local["questions"], local["references"], local["completions"])
-            )
-        batch = {key: gather_object(values) for key, values in local.items()}
+            local["completions"] = texts
+            local["reward_model_scores"] = self.cooper.scores(local["questions"], local["references"], texts)
+        return local
 
-        rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
+    def _reward_inputs(self, batch: dict[str, list]) -> RewardInputs:
+        """:class:`~corewarding.core.methods.RewardInputs` of the gathered batch."""
 
         def samples(key: str, per_slot: int) -> Rollouts | None:
             """Answers drawn ``per_slot`` times per rollout slot, with their slots' question ids and views."""
@@ -320,161 +392,48 @@ class CoRewardingTrainer(GRPOTrainer):
 
         labelled = None
         if self.args.labelled_fraction:
-            labelled = [
-                is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in rollouts.question_ids
-            ]
-        inputs_ = RewardInputs(
+            labelled = [is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in batch["question_ids"]]
+        extra = self._votes_per_slot
+        return RewardInputs(
             voting=self.voting,
-            teacher=samples("teacher_answers", 1 + extra_per_slot),
-            extra_votes=samples("extra_answers", extra_per_slot),
+            teacher=samples("teacher_answers", 1 + extra),
+            extra_votes=samples("extra_answers", extra),
             labelled=labelled,
             token_statistics=batch.get("token_statistics"),
             reward_model_scores=batch.get("reward_model_scores"),
             no_answer_penalty=self.args.no_answer_penalty,
             reward_threshold=self.args.reward_threshold,
         )
-        result = method_rewards(method.name, rollouts, inputs_)
-        if self.cooper is not None and mode == "train":
-            result.metrics.update(self._cooper_step(rollouts, batch, result.rewards))
-        for name, value in result.metrics.items():
-            self._metrics[mode][name].append(value)
-        columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
-        return columns.to(self.accelerator.device)
 
-    def _cooper_step(self, rollouts: Rollouts, batch: dict, rewards: list[float]) -> dict[str, float]:
-        """This batch's samples (``samples.jsonl``), held-out scores of the reward model that rewarded it,
-        then (``cooper``) its update on pairs of the batch (:mod:`corewarding.cooper.co_training`)."""
-        metrics = {}
-        step = self.state.global_step + 1
-        scores = batch["reward_model_scores"]
-        accepted = answers_match(list(zip(rollouts.references, rollouts.answers)))
-        if self.args.samples_per_step and self.accelerator.is_main_process:
-            self._write_samples(step, rollouts, batch, accepted, rewards)
-        if self.cooper_heldout and (step - 1) % self.args.reward_model_eval_steps == 0:
-            heldout = evaluate_reward_model(self.cooper.reward_model, self.cooper_heldout)
-            for name in ("accuracy", "balanced_accuracy", "precision", "recall", "auc", "group_auc"):
-                if getattr(heldout, name) is not None:
-                    metrics[f"rm/heldout_{name}"] = getattr(heldout, name)
-        if self.cooper.frozen:
-            return metrics
-        groups = list(rollouts.groups().values())
-        selection = select_pairs(groups, accepted, scores)
-        texts = self.cooper.reward_model.texts(batch["questions"], rollouts.references, batch["completions"])
-        pairs = [] if self.args.negative_source == "assistant" else selection.pairs
-        if self.args.negative_source != "rollouts":
-            requests = [
-                NegativeRequest(
-                    str(rollouts.question_ids[i]), batch["questions"][i], rollouts.references[i],
-                    batch["completions"][i],
-                )
-                for i in selection.positives
-            ]
-            negatives = self._assistant_negatives(requests)
-            assistant_pairs, bounds = [], self.cooper.reward_model.bounds
-            for positive, request, negative in zip(selection.positives, requests, negatives.texts):
-                if negative is not None:
-                    texts.append(reward_model_text(request.question, request.reference, negative, bounds))
-                    assistant_pairs.append(Pair(positive, len(texts) - 1))
-            metrics.update(negatives.metrics())
-            metrics.update({"rm/rollout_pairs": len(pairs), "rm/assistant_pairs": len(assistant_pairs)})
-            pairs = pairs + assistant_pairs
-        losses = self.cooper.update(texts, pairs, accepted)
-        # A group has a pair exactly when its positive is in one: each group has one positive.
-        metrics["rm/pairs"] = len(pairs)
-        metrics["rm/skipped_groups"] = len(groups) - len({p.positive for p in pairs})
-        if losses is not None and losses.pairwise is not None:
-            metrics["rm/loss"] = losses.pairwise
-        if losses is not None and losses.pointwise is not None:
-            metrics["rm/pointwise_loss"] = losses.pointwise
-        return metrics
-
-    def _assistant_negatives(self, requests: list[NegativeRequest]) -> AssistantNegatives:
-        """The assistant's negatives for ``requests``, the same on every process.
-
-        The main process alone calls the assistant (one model, one cache file, one bill) and broadcasts
-        what it got, so every process ends with the same pairs; the others wait for it. An assistant that
-        cannot work at all (a wrong URL, key or model; a server that is down) stops every process.
-        """
-        written: AssistantNegatives | BackendError | None = None
-        if self.accelerator.is_main_process:
-            try:
-                written = self.negative_writer.write(requests)
-            except BackendError as error:
-                written = error
-            if isinstance(written, AssistantNegatives) and written.failures:
-                cause = next(iter(written.failures))
-                logger.warning("assistant: %d of %d calls failed: %s", written.failed, written.calls, cause)
-        [written] = broadcast_object_list([written])
-        if isinstance(written, BackendError):
-            raise written
-        return written
-
-    def _write_samples(
-        self, step: int, rollouts: Rollouts, batch: dict, accepted: list[bool], rewards: list[float]
-    ) -> None:
-        """Append ``samples_per_step`` rollouts of this step to ``samples.jsonl``: those that show best how
-        the reward model errs (:func:`~corewarding.cooper.co_training.telling_samples`), each a line with
-        ``step``, ``question_id``, ``question``, ``reference``, ``completion``, ``answer``, ``verdict``
-        (the verifier accepts it), ``score`` (the reward model's s) and ``reward`` (what the policy got)."""
-        scores = batch["reward_model_scores"]
-        lines = [
-            {
-                "step": step, "question_id": str(rollouts.question_ids[i]), "question": batch["questions"][i],
-                "reference": rollouts.references[i], "completion": batch["completions"][i],
-                "answer": rollouts.answers[i], "verdict": accepted[i], "score": scores[i],
-                "reward": rewards[i],
-            }
-            for i in telling_samples(accepted, scores, self.args.samples_per_step)
-        ]
-        path = Path(self.args.output_dir) / SAMPLES_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as file:
-            file.writelines(json.dumps(line, ensure_ascii=False) + "\n" for line in lines)
-
-    # ----------------------------------------------------------------------------------- teacher
-
-    def _teacher_answers(self, prompt_ids: list[list[int]], mode: str, per_slot: int = 1) -> list[str | None]:
-        """Update the teacher for this step, then let it sample ``per_slot`` completions per local rollout
-        slot.
-
-        The local slots hold each prompt as many times as the policy sampled it here, so the gathered
-        teacher answers hold G samples per prompt, like the policy's (N with the vote budget).
-        """
-        if mode == "train":
-            rate = self.teacher.update(self.model, self.state.global_step + 1, self.state.max_steps)
-            if rate is not None:
-                self._metrics[mode]["teacher/rate"].append(rate)
-        return self._sampled_answers(self.teacher.module, prompt_ids, per_slot)
+    # ----------------------------------------------------------------------------------- sampling
 
     def _sampled_answers(self, model, prompt_ids: list[list[int]], per_slot: int) -> list[str | None]:
-        """``per_slot`` answers per prompt id from ``model``, sampled through TRL's generation path, in
-        slot-major order (every sample of slot 0, then of slot 1, …)."""
+        """``per_slot`` answers per prompt id from ``model``, in slot-major order (every sample of slot 0,
+        then of slot 1, …)."""
         repeated = [ids for ids in prompt_ids for _ in range(per_slot)]
-        with self._sampling_from(model):
-            completion_ids, _ = self._generate_single_turn(repeated, None, {}, self.num_generations)
-        texts = self.processing_class.batch_decode(completion_ids, skip_special_tokens=True)
+        texts = self.processing_class.batch_decode(self._sample(model, repeated), skip_special_tokens=True)
         return [extract_answer(t) for t in texts]
 
-    @contextmanager
-    def _sampling_from(self, model):
-        """Make TRL's generation path sample from ``model`` (the teacher) instead of the policy.
+    def _sample(self, model, prompt_ids: list[list[int]]) -> list[list[int]]:
+        """One completion (token ids, up to and including the end of sequence) per prompt, sampled from
+        ``model`` — the teacher or the policy — with the policy's sampling settings.
 
-        With vLLM the engine's weights are swapped to the teacher's for the call and back to the
-        policy's at the next policy generation (TRL re-syncs when ``_last_loaded_step`` differs).
+        With vLLM the engine serves ``model``'s weights for the call and the policy's again after it
+        (two weight syncs when ``model`` is the teacher); else ``model`` generates with TRL's generation
+        config.
         """
-        policy_wrapped = self.model_wrapped
-        self.model_wrapped = model
         if self.use_vllm:
-            policy = self.vllm_generation.model
-            self.vllm_generation.model = self.accelerator.unwrap_model(model)
-            self._last_loaded_step = None
-        try:
-            yield
-        finally:
-            self.model_wrapped = policy_wrapped
-            if self.use_vllm:
-                self.vllm_generation.model = policy
-                self._last_loaded_step = None
+            if self.accelerator.unwrap_model(model) is self.accelerator.unwrap_model(self.model):
+                return trl_internals.vllm_sample(self, prompt_ids)
+            with trl_internals.vllm_serving(self, model):
+                return trl_internals.vllm_sample(self, prompt_ids)
+        with unwrap_model_for_generation(
+            model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation
+        ) as unwrapped:
+            return generate_completion_ids(
+                unwrapped, prompt_ids, self.generation_config, self.processing_class.pad_token_id,
+                trl_internals.eos_token_ids(self),
+            )
 
     # ----------------------------------------------------------------------------------- held-out accuracy
 
@@ -507,25 +466,7 @@ class CoRewardingTrainer(GRPOTrainer):
                 max_new_tokens=self.max_completion_length, matching=self.args.answer_matching,
                 system_prompt=self.args.system_prompt, pass_ks=[k] if k else None,
             )
-        scores = gather_object([result.scores])
-        total = sum(s.num_questions for s in scores)
-
-        def mean(value) -> float | None:
-            values = [(value(s), s.num_questions) for s in scores if value(s) is not None]
-            return sum(v * n for v, n in values) / total if values else None
-
-        metrics = {
-            metric_names.HELDOUT_GREEDY: mean(lambda s: s.greedy_accuracy),
-            metric_names.HELDOUT_SAMPLED: mean(lambda s: s.avg_at_k),
-            metric_names.HELDOUT_MAJORITY: mean(lambda s: s.maj_at_k),
-            metric_names.HELDOUT_PASS: mean(lambda s: s.pass_at_k.get(k)),
-            metric_names.HELDOUT_NO_ANSWER: mean(lambda s: s.no_answer_rate),
-        }
-        metrics = {
-            name.replace("eval_", f"{metric_key_prefix}_", 1): v
-            for name, v in metrics.items()
-            if v is not None
-        }
+        metrics = heldout_metrics(gather_object([result.scores]), k, metric_key_prefix)
         self.log(metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         if was_training:
@@ -571,7 +512,7 @@ Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)
         before any older checkpoint is rotated out."""
-        run_dir = Path(self._get_output_dir(trial=trial))
+        run_dir = Path(trl_internals.output_dir(self, trial))
         folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         if self.args.should_save and folder.is_dir() and not checkpoints.is_complete(folder):
             checkpoints.remove_incomplete(run_dir)  # a crash's leftover at this very step
