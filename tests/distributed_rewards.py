@@ -24,19 +24,29 @@ ANSWER_FORMS = ["1", "1.0", r"\frac{2}{2}", "2", "3", None]
 
 
 class ScriptedTrainer(CoRewardingTrainer):
-    def _generate_single_turn(
-        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
-    ):
+    """The policy's completions (TRL's generation) and the teacher's (``_sample``) are scripted apart: the
+    teacher's answer forms are shifted by 3, so a mix-up of the two changes what the reward sees."""
+
+    def scripted(self, prompt_ids, teacher: bool):
         tokenizer = self.processing_class
-        teacher = int(self.model_wrapped is self.teacher)
         completions = []
         for i, ids in enumerate(prompt_ids):
             row = self.accelerator.process_index * len(prompt_ids) + i  # position in the global batch
             seed = zlib.crc32(tokenizer.decode(ids).encode())
-            answer = ANSWER_FORMS[(seed + (row % num_generations) ** 2 + 3 * teacher) % len(ANSWER_FORMS)]
+            form = seed + (row % self.num_generations) ** 2 + 3 * teacher
+            answer = ANSWER_FORMS[form % len(ANSWER_FORMS)]
             text = "no idea" if answer is None else f"so the answer is \\boxed{{{answer}}}"
             completions.append(tokenizer.encode(text, add_special_tokens=False) + [tokenizer.eos_token_id])
-        return completions, None
+        return completions
+
+    def _generate_single_turn(
+        self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False
+    ):
+        return self.scripted(prompt_ids, teacher=False), None
+
+    def _sample(self, model, prompt_ids):
+        unwrap = self.accelerator.unwrap_model
+        return self.scripted(prompt_ids, teacher=unwrap(model) is unwrap(self.teacher.module))
 
 
 def main(model_dir: str, out: str, processes: int) -> None:

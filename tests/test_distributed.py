@@ -43,6 +43,11 @@ def test_two_processes_give_the_rewards_and_labels_of_one(tmp_path):
         assert a["question_ids"] == b["question_ids"] and a["answers"] == b["answers"], method
         assert a["labels"] == b["labels"], method
         assert a["teacher_answers"] == b["teacher_answers"], method
+    # The teacher's answers are its own (scripted apart from the policy's), on both layouts.
+    for run_ in (single, double):
+        teacher = run_["co_rewarding_ii"]
+        assert teacher["teacher_answers"] != teacher["answers"]
+        assert len(teacher["teacher_answers"]) == len(teacher["answers"])
         # logits: padding differs by process
         assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-5), method
 

@@ -74,6 +74,17 @@ class CooperPlugin:
     def reward_model(self):
         return self.model.reward_model
 
+    def save(self, folder: str | Path) -> None:
+        """The co-trained reward model and its optimizer into a checkpoint folder (nothing for a frozen one:
+        it is what it was loaded from)."""
+        if not self.model.frozen:
+            self.model.save(folder)
+
+    def load(self, folder: str | Path) -> None:
+        """Restore what :meth:`save` wrote."""
+        if not self.model.frozen:
+            self.model.load(folder)
+
     def scores(self, questions: list[str], references: list, completions: list[str]) -> list[float]:
         """The reward model's score s of each rollout (the reward is σ(s), see ``cooper_rewards``)."""
         return self.reward_model.scores(self.reward_model.texts(questions, references, completions))

@@ -22,7 +22,7 @@ errors per completion; the local backends raise.
   otherwise cut to the 50 likeliest tokens). A completion is truncated when none of its tokens is a
   stop token (the tokenizer's end of sequence or one of the generation config's).
 * :class:`VLLMBackend` — ``vllm.LLM.chat`` in chunks, ``n`` through ``SamplingParams``; vLLM is
-  imported only when this backend is made. Untested here (no vLLM in CI): it stays thin.
+  imported only when this backend is made; tested against the CPU build of vLLM (`.ci/vllm`).
 * :class:`OpenAIBackend` — ``POST {base_url}/chat/completions`` through the official ``openai``
   client, from a pool of at most ``concurrency`` threads. ``n`` completions are ``n`` requests, not
   one request with the API's ``n`` field: every OpenAI-compatible server answers them (llama.cpp's
@@ -271,15 +271,21 @@ def _stop_token_ids(model, tokenizer) -> set[int]:
 class VLLMBackend:
     """vLLM's offline engine; ``engine_options`` go to ``vllm.LLM`` (``tensor_parallel_size=4``, ``seed=0``).
 
+    ``model`` is any location the transformers backend accepts (a ``tiny`` name, a folder, a hub id, a
+    GGUF file, dequantised once into ``gguf_cache``: :func:`~corewarding.inference.models.engine_location`).
     Conversations are sent ``chunk_size`` at a time, so ``on_result`` hears of results as the run goes.
     """
 
-    def __init__(self, model: str, *, chunk_size: int = 512, **engine_options):
+    def __init__(
+        self, model: str, *, chunk_size: int = 512, gguf_cache: str | os.PathLike = "runs/gguf", **engine_options
+    ):
+        from corewarding.inference.models import engine_location
+
         try:
             from vllm import LLM
         except ImportError:
             raise BackendError("the vllm backend needs vLLM: pip install 'corewarding[vllm]'") from None
-        self.llm = LLM(model=model, **engine_options)
+        self.llm = LLM(model=engine_location(model, gguf_cache), **engine_options)
         self.chunk_size = chunk_size
         self.description = f"vllm:{model}"
 

@@ -53,6 +53,7 @@ __all__ = [
     "ModelLoadError",
     "default_device",
     "default_dtype",
+    "engine_location",
     "load_model",
     "render_conversation",
     "render_prompts",
@@ -129,6 +130,25 @@ def load_model(
     if hasattr(model, "generation_config"):  # a classifier has none
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+def engine_location(location: str | os.PathLike, cache_dir: str | os.PathLike) -> str:
+    """What an inference engine that reads model folders (vLLM) is given for any location
+    :func:`load_model` accepts: the folder of a ``tiny`` name or a model folder, a hub id as it is, and
+    for a GGUF file a plain folder in ``cache_dir`` that its dequantised weights are written to once
+    (``<cache_dir>/<file stem>-<size>``)."""
+    from corewarding.tiny.regimes import model_location  # the tiny package builds on this module
+
+    name, gguf_file, _ = _resolve(model_location(location))
+    if gguf_file is None:
+        return name
+    source = Path(name) / gguf_file
+    folder = Path(cache_dir) / f"{source.stem}-{source.stat().st_size}"
+    if not (folder / "config.json").is_file():
+        model, tokenizer = load_model(source, device="cpu")
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
 
 
 def render_conversation(tokenizer: PreTrainedTokenizerBase, messages: Sequence[Mapping[str, str]]) -> str:

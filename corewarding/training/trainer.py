@@ -521,7 +521,7 @@ Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
             super()._save_checkpoint(model, trial)
             if self.teacher is not None:
                 self.teacher.save(folder, write=self.args.should_save)
-            if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
+            if self.cooper is not None and self.args.should_save:
                 self.cooper.save(folder)
         except OSError:
             # A full disk, a vanished folder: what was written is no checkpoint, and the previous one stays.
@@ -540,7 +540,7 @@ Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is None:
             return
-        if self.cooper is not None and not self.cooper.frozen:
+        if self.cooper is not None:
             self.cooper.load(checkpoint)
         if self.teacher is not None:
             self.teacher.load(checkpoint)

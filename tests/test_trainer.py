@@ -1,0 +1,76 @@
+"""CoRewardingTrainer on the tiny model: a step changes the policy, the EMA teacher follows the float32
+closed form of the run's own policy (in a bfloat16 run too), the caller's config is left as given."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from corewarding.core.teacher_schedule import ema_rate
+from corewarding.inference.models import load_model
+from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training.config import CoRewardingConfig
+from corewarding.training.precision import changed_share
+from corewarding.training.run import training_dataset
+from corewarding.training.trainer import CoRewardingTrainer
+
+
+class ShadowEMA(TrainerCallback):
+    """θ_shadow ← (1 − a_s)·θ_shadow + a_s·θ_policy in float64 before every step s, from the policy's weights
+    after s − 1 steps: what the teacher must hold. Also keeps the policy's weights at the start."""
+
+    def __init__(self, model, total_steps: int, start: float, end: float):
+        self.model, self.total_steps, self.start, self.end = model, total_steps, start, end
+        self.initial = [p.detach().double().clone() for p in model.parameters()]
+        self.shadow = [p.clone() for p in self.initial]
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        rate = ema_rate(state.global_step + 1, self.total_steps, self.start, self.end)
+        for s, p in zip(self.shadow, self.model.parameters()):
+            s.lerp_(p.detach().double(), rate)
+
+
+def trainer_for(method: str, dtype: torch.dtype, tmp_path, steps: int, **settings) -> CoRewardingTrainer:
+    model, tokenizer = load_model("tiny", device="cpu", dtype=dtype)
+    config = CoRewardingConfig(
+        method=method, output_dir=str(tmp_path), max_steps=steps, num_generations=4,
+        per_device_train_batch_size=16, max_completion_length=32, learning_rate=1e-4,
+        lr_scheduler_type="constant", report_to=[], disable_tqdm=True, heldout_dataset=None, seed=0,
+        save_strategy="no", **settings,
+    )
+    problems = synthetic_problems("tiny", 64, "train", seed=0)
+    return CoRewardingTrainer(
+        model=model, args=config, train_dataset=training_dataset(problems, method, config.system_prompt),
+        processing_class=tokenizer,
+    )
+
+
+@pytest.mark.slow
+def test_a_step_changes_the_policy_and_leaves_the_config_as_given(tmp_path):
+    trainer = trainer_for("ground_truth", torch.float32, tmp_path, steps=1)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    assert changed_share(before, [p.detach() for p in trainer.model.parameters()]) > 0.5
+    assert trainer.args.reward_weights is None  # the format reward's weight 0 is TRL's, not the caller's
+    assert trainer.reward_weights.tolist() == [1.0, 0.0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
+def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype):
+    """After 4 steps the teacher's master weights equal the EMA of the policy's weights at each step (the
+    schedule's rate, in float64 here), whatever the run's dtype; in bfloat16 the master is float32 and the
+    module that samples holds it rounded. The teacher moved: a frozen one would fail the comparison."""
+    steps, start, end = 4, 0.3, 0.1  # rates large enough that the move stands out of float32 noise
+    trainer = trainer_for("co_rewarding_ii", dtype, tmp_path, steps, teacher_rate_start=start, teacher_rate_end=end)
+    shadow = ShadowEMA(trainer.model, steps, start, end)
+    trainer.add_callback(shadow)
+    trainer.train()
+    master = trainer.teacher.master
+    assert all(m.dtype == torch.float32 for m in master)
+    moved = sum(float((s - i).norm()) for s, i in zip(shadow.shadow, shadow.initial))
+    error = sum(float((m.double() - s).norm()) for m, s in zip(master, shadow.shadow))
+    assert moved > 0 and error < 1e-3 * moved, (error, moved)
+    module = list(trainer.teacher.module.parameters())
+    assert all(torch.equal(p.data, m.to(p.dtype)) for p, m in zip(module, master))
