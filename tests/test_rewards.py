@@ -199,7 +199,7 @@ def test_every_method_of_the_table_rewards_a_batch_with_what_it_says_it_needs():
                 with pytest.raises(ValueError, match=f"{name} needs"):
                     method_rewards(name, BATCH, replace(inputs, **{field: None}))
     paired = [name for name, method in METHODS.items() if method.paired_views]
-    assert paired == ["co_rewarding_i", "co_rewarding_iii"]
+    assert paired == ["co_rewarding_i", "co_rewarding_iii_paired"]
     assert {name for name, method in METHODS.items() if method.needs_references} == {
         "ground_truth", "cooper", "cooper_static",
     }
@@ -236,17 +236,28 @@ def test_a_vote_budget_adds_voters_that_are_not_rewarded():
     assert cross_view_rewards(pair, extra=more).labels[:2] == ["5", "5"]
 
 
-def test_co_rewarding_iii_labels_each_view_with_the_teachers_majority_on_the_other():
+def test_co_rewarding_iii_paired_labels_each_view_with_the_teachers_majority_on_the_other():
     batch = Rollouts(
         answers=["4", "5", "5", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1], references=["5"] * 4
     )
     teacher = Rollouts(answers=["5", "5", "4", "4"], question_ids=[0] * 4, views=[0, 0, 1, 1])
     ii = method_rewards("co_rewarding_ii", batch, RewardInputs(teacher=teacher))
-    iii = method_rewards("co_rewarding_iii", batch, RewardInputs(teacher=teacher))
+    iii = method_rewards("co_rewarding_iii_paired", batch, RewardInputs(teacher=teacher))
     assert ii.labels == ["5", "5", "4", "4"] and ii.rewards == [0.0, 1.0, 0.0, 0.0]
     assert iii.labels == ["4", "4", "5", "5"] and iii.rewards == [1.0, 0.0, 1.0, 1.0]
     assert iii.metrics["original/label_accuracy"] == 0.0 and iii.metrics["rephrased/label_accuracy"] == 1.0
-    assert METHODS["co_rewarding_iii"].paired_views and METHODS["co_rewarding_iii"].needs_teacher
+    assert METHODS["co_rewarding_iii_paired"].paired_views and METHODS["co_rewarding_iii_paired"].needs_teacher
+
+
+def test_co_rewarding_iii_trains_the_question_on_the_teachers_majority_on_its_rephrasing():
+    """The authors' code: the teacher's answers (sampled on the rephrasing, carried under the question's
+    id and view) label the policy's rollouts of the question; only the question is trained."""
+    batch = Rollouts(answers=["4", "5", "5"], question_ids=[0] * 3, views=[0] * 3, references=["5"] * 3)
+    teacher_on_rephrasing = Rollouts(answers=["5", "5", "4"], question_ids=[0] * 3, views=[0] * 3)
+    iii = method_rewards("co_rewarding_iii", batch, RewardInputs(teacher=teacher_on_rephrasing))
+    assert iii.labels == ["5"] * 3 and iii.rewards == [0.0, 1.0, 1.0]
+    method = METHODS["co_rewarding_iii"]
+    assert method.teacher_on_rephrasing and method.needs_teacher and not method.paired_views
 
 
 def test_semi_supervised_rewards_split_by_question_and_keep_each_parts_metrics():

@@ -32,7 +32,8 @@ METHOD_METRICS = {
     "co_rewarding_ii": [
         "label_accuracy", "teacher/rate", "teacher_policy_agreement", "teacher/no_answer_rate"
     ],
-    "co_rewarding_iii": [
+    "co_rewarding_iii": ["label_accuracy", "teacher/rate", "teacher_policy_agreement"],
+    "co_rewarding_iii_paired": [
         "label_accuracy", "teacher/rate", "original/label_accuracy", "rephrased/label_accuracy"
     ],
     # The variants and ablations: recipes of the methods above.

@@ -98,6 +98,7 @@ def test_teacher_answers_come_from_the_teacher_and_the_policy_is_back_after(tmp_
     out = tmp_path / "swap.json"
     run("teacher-swap", str(out))
     report = json.loads(out.read_text())
+    print(report)
     assert report["policy_before"] > 0.3 and report["teacher"] > 0.3
     assert report["perturbed_teacher"] < 0.1
     assert report["policy_after"] > 0.3

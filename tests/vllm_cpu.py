@@ -82,10 +82,14 @@ def teacher_swap(out: str) -> None:
     trl_internals.vllm_sample = sample
     after = engine_weight(trainer, name)
     report["policy_after"] = accuracy(trainer.model)
-    scale = policy_weight.abs().max().item()
-    report["engine_during_teacher_call_vs_teacher"] = (served["during"] - teacher_weight).abs().max().item() / scale
-    report["engine_during_teacher_call_vs_policy"] = (served["during"] - policy_weight).abs().max().item() / scale
-    report["engine_after_vs_policy"] = (after - policy_weight).abs().max().item() / scale
+
+    def gap(engine, weight) -> float:
+        """The largest difference, relative to the weight's largest value (the engine may hold bfloat16)."""
+        return (engine - weight).abs().max().item() / weight.abs().max().item()
+
+    report["engine_during_teacher_call_vs_teacher"] = gap(served["during"], teacher_weight)
+    report["engine_during_teacher_call_vs_policy"] = gap(served["during"], policy_weight)
+    report["engine_after_vs_policy"] = gap(after, policy_weight)
     with open(out, "w") as file:
         json.dump(report, file)
 

@@ -13,7 +13,9 @@ entropy             −mean_t H(p_t)  (RENT / EM-RL)              the policy's t
 co_rewarding_i      1[answer ≡ the other view's majority]       (question, rephrasing) pairs
 co_rewarding_ii     1[answer ≡ the EMA teacher's majority]      a teacher
 co_rewarding_iii    1[answer ≡ the teacher's majority on the    a teacher, (question, rephrasing)
-                    other view]  (the authors' later variant)   pairs
+                    rephrasing]  (the authors' later code)      pairs; only questions trained
+co_rewarding_iii_   each view: 1[answer ≡ the teacher's         a teacher, (question, rephrasing)
+paired              majority on the other view]                 pairs; both views trained
 cooper              σ(reward model score)  (Cooper)             references, a co-trained reward model
 cooper_static       σ(reward model score), RM frozen            references, a frozen reward model
 ==================  =========================================  ==================================
@@ -98,6 +100,8 @@ class Method:
         needs_references: the reward reads the reference answers (labelled data only).
         paired_views: trains on both views of each (question, rephrasing) pair, adjacent in a batch.
         needs_teacher: an EMA teacher samples G answers per prompt (``RewardInputs.teacher``).
+        teacher_on_rephrasing: the teacher samples each question's rephrasing instead of the question
+            (the dataset carries it beside the question: ``teacher_prompt``).
         votes_on_own_samples: the label is a majority of the policy's own samples, so a vote budget
             draws more of them (``RewardInputs.extra_votes``); a teacher's vote draws more teacher samples.
         token_statistic: ``"self_certainty"`` or ``"entropy"`` of the policy on its rollouts, or None.
@@ -110,6 +114,7 @@ class Method:
     needs_references: bool = False
     paired_views: bool = False
     needs_teacher: bool = False
+    teacher_on_rephrasing: bool = False
     votes_on_own_samples: bool = False
     token_statistic: str | None = None
     reward_model: str | None = None
@@ -158,7 +163,9 @@ METHODS: dict[str, Method] = {
                votes_on_own_samples=True),
         Method("co_rewarding_ii", _teacher_vote("co_rewarding_ii", cross_view=False),
                "an EMA teacher's majority", needs_teacher=True),
-        Method("co_rewarding_iii", _teacher_vote("co_rewarding_iii", cross_view=True),
+        Method("co_rewarding_iii", _teacher_vote("co_rewarding_iii", cross_view=False),
+               "an EMA teacher's majority on the rephrasing", needs_teacher=True, teacher_on_rephrasing=True),
+        Method("co_rewarding_iii_paired", _teacher_vote("co_rewarding_iii_paired", cross_view=True),
                "an EMA teacher's majority on the other view", paired_views=True, needs_teacher=True),
         Method("cooper", _cooper("cooper"), "a reward model co-trained with the policy",
                needs_references=True, reward_model="co_trained"),

@@ -106,7 +106,8 @@ def training_dataset(
 
     A method with paired views (``co_rewarding_i``) gets two rows per problem, its question (view 0) at
     row 2k and its rephrasing (view 1) at row 2k+1; other methods get one row per problem: its question,
-    or with ``view="rephrased"`` its rephrasing. A needed rephrasing that is missing, or that the
+    or with ``view="rephrased"`` its rephrasing; a teacher that samples the rephrasing
+    (``co_rewarding_iii``) finds it in ``teacher_prompt``. A needed rephrasing that is missing, or that the
     validator rejected (unless ``allow_invalid_rephrasings``), is refused; so is a problem without a
     reference answer for a method whose reward reads it.
     """
@@ -121,7 +122,7 @@ def training_dataset(
                 f"(first: {missing[0]})"
             )
     views = (0, 1) if spec.paired_views else ((1,) if view == "rephrased" else (0,))
-    if 1 in views:
+    if 1 in views or spec.teacher_on_rephrasing:
         missing = [p.id for p in problems if not p.rephrasing]
         if missing:
             raise TrainingDataError(
@@ -148,6 +149,7 @@ def training_dataset(
         {
             "prompt": chat_messages(problem.rephrasing if v else problem.question, system_prompt),
             "question_id": problem.id, "view": v, "answer": problem.answer,
+            **({"teacher_prompt": chat_messages(problem.rephrasing, system_prompt)} if spec.teacher_on_rephrasing else {}),
         }
         for problem in problems
         for v in views

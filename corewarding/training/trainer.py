@@ -369,7 +369,10 @@ class CoRewardingTrainer(GRPOTrainer):
                 chunk=self.args.per_device_train_batch_size,
             )
         if method.needs_teacher:
-            local["teacher_answers"] = self._sampled_answers(self.teacher.module, prompt_ids, 1 + extra)
+            teacher_ids = prompt_ids
+            if method.teacher_on_rephrasing:
+                teacher_ids = trl_internals.prompt_token_ids(self, [x["teacher_prompt"] for x in inputs])
+            local["teacher_answers"] = self._sampled_answers(self.teacher.module, teacher_ids, 1 + extra)
         elif extra:
             started = time.perf_counter()
             local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra)
