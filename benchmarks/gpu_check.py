@@ -1,0 +1,113 @@
+"""The prepared GPU check: the path real users run, on one CUDA GPU with no network, in under 8 minutes.
+
+bfloat16 training of the shipped tiny model (float32 master weights, bf16 autocast) for ground truth,
+Co-rewarding-II (with the check that its teacher moved as the float32 EMA of the policy says it must)
+and Cooper, each with vLLM colocate when vLLM is installed (else transformers generation), then
+evaluation through both backends; it prints a table of step times and the checks, and writes them to
+``--out`` (JSON). Nothing here is needed by the tests.
+
+    python benchmarks/gpu_check.py [--steps 12] [--out runs/gpu_check/result.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import time
+from pathlib import Path
+from statistics import median
+
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import TrainerCallback
+
+from corewarding.demo import prepare_reward_model
+from corewarding.inference.evaluate import evaluate
+from corewarding.inference.generation import TransformersBackend, VLLMBackend
+from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training.config import load_recipe
+from corewarding.training.run import build_trainer
+
+
+class StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self._start = [], 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        torch.cuda.synchronize()
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        torch.cuda.synchronize()
+        self.times.append(time.perf_counter() - self._start)
+
+
+def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True, **overrides) -> dict:
+    config = load_recipe(
+        f"tiny/{method}", bf16=bf16, max_steps=steps, output_dir=str(out / f"{method}-{bf16}"), eval_strategy="no",
+        eval_on_start=False, save_strategy="no", use_vllm=use_vllm, vllm_mode="colocate",
+        vllm_gpu_memory_utilization=0.2, **overrides,
+    )
+    started = time.perf_counter()
+    trainer = build_trainer(config)
+    built = time.perf_counter() - started
+    timer = StepTimer()
+    trainer.add_callback(timer)
+    teacher_start = [m.detach().clone() for m in trainer.teacher.master] if trainer.teacher else None
+    policy_start = [p.detach().float().clone() for p in trainer.model.parameters()]
+    trainer.train()
+    row = {"method": method + ("" if bf16 else " (float32)"), "setup_s": built, "step_s": median(timer.times[1:]), "steps": steps}
+    if teacher_start is not None:
+        moved = sum(float((m - s).norm()) for m, s in zip(trainer.teacher.master, teacher_start))
+        policy = sum(float((p.float() - s).norm()) for p, s in zip(trainer.model.parameters(), policy_start))
+        row.update(teacher_moved=moved, policy_moved=policy, teacher_dtype=str(trainer.teacher.master[0].dtype))
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=Path("runs/gpu_check/result.json"))
+    args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("gpu_check needs a CUDA GPU")
+    use_vllm = importlib.util.find_spec("vllm") is not None
+    folder = args.out.parent
+    rows = [train("ground_truth", args.steps, folder, use_vllm)]
+    rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm))
+    rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm, bf16=False))
+    model_dir, data = prepare_reward_model(folder)
+    rows.append(train("cooper", args.steps, folder, use_vllm, reward_model_path=str(model_dir),
+                      reward_model_eval_data=str(data)))
+    problems = synthetic_problems("tiny", 256, "test", seed=0)
+    backends = {"transformers": TransformersBackend.load("tiny", batch_size=256)}
+    if use_vllm:
+        backends["vllm"] = VLLMBackend("tiny", seed=0, gpu_memory_utilization=0.2)
+    evaluations = {}
+    for name, backend in backends.items():
+        started = time.perf_counter()
+        scores = evaluate(problems, backend, k=4, temperature=0.8, max_new_tokens=48).scores
+        evaluations[name] = {"greedy": scores.greedy_accuracy, "avg@4": scores.avg_at_k,
+                             "seconds": time.perf_counter() - started}
+    table = Table(title=f"GPU check on {torch.cuda.get_device_name()} (vLLM: {use_vllm})")
+    for column in ("run", "setup s", "s / step", "teacher moved / policy moved"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        ratio = f"{row['teacher_moved'] / row['policy_moved']:.3f}" if "teacher_moved" in row else "–"
+        table.add_row(row["method"], f"{row['setup_s']:.0f}", f"{row['step_s']:.2f}", ratio)
+    for name, e in evaluations.items():
+        table.add_row(f"eval ({name})", "", f"{e['seconds']:.1f} s total",
+                      f"greedy {100 * e['greedy']:.1f}%, avg@4 {100 * e['avg@4']:.1f}%")
+    Console().print(table)
+    bf16, fp32 = (next(r for r in rows if r["method"] == name) for name in ("co_rewarding_ii", "co_rewarding_ii (float32)"))
+    print(f"Co-rewarding-II teacher moved in bf16 / in float32: {bf16['teacher_moved'] / fp32['teacher_moved']:.2f}x "
+          f"(target >= 0.8; master dtype {bf16['teacher_dtype']})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "vllm": use_vllm,
+                                    "training": rows, "evaluation": evaluations}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
