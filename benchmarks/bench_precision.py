@@ -68,17 +68,31 @@ def measure(method: str, precision: str, steps: int, learning_rate: float) -> di
     dtype, bf16 = PRECISIONS[precision]
     model, tokenizer = load_model("tiny", device="cpu", dtype=dtype)
     config = CoRewardingConfig(
-        method=method, output_dir=tempfile.mkdtemp(), max_steps=steps, num_generations=8,
-        per_device_train_batch_size=64 // int(os.environ.get("WORLD_SIZE", 1)), max_completion_length=48,
-        learning_rate=learning_rate, lr_scheduler_type="constant", report_to=[], disable_tqdm=True,
-        heldout_dataset=None, seed=0, bf16=bf16, save_strategy="no", teacher_rate_start=0.01,
+        method=method,
+        output_dir=tempfile.mkdtemp(),
+        max_steps=steps,
+        num_generations=8,
+        per_device_train_batch_size=64 // int(os.environ.get("WORLD_SIZE", 1)),
+        max_completion_length=48,
+        learning_rate=learning_rate,
+        lr_scheduler_type="constant",
+        report_to=[],
+        disable_tqdm=True,
+        heldout_dataset=None,
+        seed=0,
+        bf16=bf16,
+        save_strategy="no",
+        teacher_rate_start=0.01,
         teacher_rate_end=0.01,
     )
     problems = synthetic_problems("tiny", 256, "train", seed=0)
     watch = WeightWatch(model)
     trainer = CoRewardingTrainer(
-        model=model, args=config, train_dataset=training_dataset(problems, method, config.system_prompt),
-        processing_class=tokenizer, callbacks=[watch],
+        model=model,
+        args=config,
+        train_dataset=training_dataset(problems, method, config.system_prompt),
+        processing_class=tokenizer,
+        callbacks=[watch],
     )
     teacher_start = [m.detach().clone() for m in trainer.teacher.master] if trainer.teacher else None
     trainer.train()
@@ -108,7 +122,9 @@ def table(results: dict[str, dict], title: str) -> None:
 
     out = Table(title=title)
     for column in (
-        "launch / precision", "weights changed per step (lr 3e-6)", "policy moved (II, x fp32)",
+        "launch / precision",
+        "weights changed per step (lr 3e-6)",
+        "policy moved (II, x fp32)",
         "teacher moved (II, x fp32)",
     ):
         out.add_column(column, justify="right")
@@ -116,7 +132,8 @@ def table(results: dict[str, dict], title: str) -> None:
         base = rows["fp32"]["ii"]
         for precision, row in rows.items():
             out.add_row(
-                f"{mode} / {precision}", f"{100 * row['gt']['changed_per_step']:.1f}%",
+                f"{mode} / {precision}",
+                f"{100 * row['gt']['changed_per_step']:.1f}%",
                 f"{row['ii']['policy_moved'] / base['policy_moved']:.2f}x",
                 f"{row['ii']['teacher_moved'] / base['teacher_moved']:.2f}x",
             )
@@ -140,9 +157,22 @@ def main() -> None:
     if args.ddp:
         out = Path(tempfile.mkdtemp()) / "ddp.json"
         subprocess.run(
-            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", __file__, "--out", str(out),
-             "--steps-gt", str(args.steps_gt), "--steps-ii", str(args.steps_ii)],
-            check=True, env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--nproc_per_node",
+                "2",
+                __file__,
+                "--out",
+                str(out),
+                "--steps-gt",
+                str(args.steps_gt),
+                "--steps-ii",
+                str(args.steps_ii),
+            ],
+            check=True,
+            env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"},
         )
         results["2-process DDP (gloo)"] = json.loads(out.read_text())
     table(results, "Policy and teacher updates by precision (tiny model, CPU, seed 0)")

@@ -102,10 +102,20 @@ def ground_truth_reward(completions, answer, **kwargs):
 
 def settings(name: str, args, **extra) -> dict:
     return dict(
-        output_dir=f"runs/bench/{name}", max_steps=args.steps, num_generations=args.generations,
-        per_device_train_batch_size=args.prompts * args.generations, max_completion_length=48,
-        learning_rate=1e-12, lr_scheduler_type="constant", report_to=[], disable_tqdm=True, logging_steps=1,
-        seed=0, bf16=False, save_strategy="no", **extra,
+        output_dir=f"runs/bench/{name}",
+        max_steps=args.steps,
+        num_generations=args.generations,
+        per_device_train_batch_size=args.prompts * args.generations,
+        max_completion_length=48,
+        learning_rate=1e-12,
+        lr_scheduler_type="constant",
+        report_to=[],
+        disable_tqdm=True,
+        logging_steps=1,
+        seed=0,
+        bf16=False,
+        save_strategy="no",
+        **extra,
     )
 
 
@@ -126,16 +136,23 @@ def timed_run(trainer, steps: int) -> dict:
     generation, rewards = phases.per_step("generation", steps), phases.per_step("rewards", steps)
     by_design = phases.per_step("by design", steps)
     return {
-        "step": step, "generation": generation, "by design": by_design, "overhead": rewards - by_design,
-        "rest": step - generation - rewards, "length": median(timer.lengths[1:]) if timer.lengths else 0.0,
+        "step": step,
+        "generation": generation,
+        "by design": by_design,
+        "overhead": rewards - by_design,
+        "rest": step - generation - rewards,
+        "length": median(timer.lengths[1:]) if timer.lengths else 0.0,
     }
 
 
 def baseline(args, problems, **extra) -> dict:
     model, tokenizer = load_model("tiny", device="cpu")
     trainer = GRPOTrainer(
-        model=model, reward_funcs=ground_truth_reward, args=GRPOConfig(**settings("trl", args, **extra)),
-        train_dataset=training_dataset(problems, "ground_truth", None), processing_class=tokenizer,
+        model=model,
+        reward_funcs=ground_truth_reward,
+        args=GRPOConfig(**settings("trl", args, **extra)),
+        train_dataset=training_dataset(problems, "ground_truth", None),
+        processing_class=tokenizer,
     )
     return timed_run(trainer, args.steps)
 
@@ -144,7 +161,9 @@ def ours(method: str, args, problems, **extra) -> dict:
     model, tokenizer = load_model("tiny", device="cpu")
     config = CoRewardingConfig(method=method, heldout_dataset=None, **settings(method, args, **extra))
     trainer = CoRewardingTrainer(
-        model=model, args=config, train_dataset=training_dataset(problems, method, config.system_prompt),
+        model=model,
+        args=config,
+        train_dataset=training_dataset(problems, method, config.system_prompt),
         processing_class=tokenizer,
     )
     return timed_run(trainer, args.steps)
@@ -154,14 +173,25 @@ def trainer_table(rows: dict[str, dict]) -> Table:
     base = rows["TRL GRPOTrainer"]
     table = Table(title="Seconds per step, tiny model, fixed rollouts (lr 1e-12), median over steps 2..N")
     for column in (
-        "trainer / method", "s / step", "x TRL", "generation", "by design", "reward overhead", "rest",
+        "trainer / method",
+        "s / step",
+        "x TRL",
+        "generation",
+        "by design",
+        "reward overhead",
+        "rest",
         "mean length",
     ):
         table.add_column(column, justify="right")
     for name, row in rows.items():
         table.add_row(
-            name, f"{row['step']:.2f}", f"{row['step'] / base['step']:.2f}x", f"{row['generation']:.2f}",
-            f"{row['by design']:.2f}", f"{100 * row['overhead'] / row['step']:.1f}%", f"{row['rest']:.2f}",
+            name,
+            f"{row['step']:.2f}",
+            f"{row['step'] / base['step']:.2f}x",
+            f"{row['generation']:.2f}",
+            f"{row['by design']:.2f}",
+            f"{100 * row['overhead'] / row['step']:.1f}%",
+            f"{row['rest']:.2f}",
             f"{row['length']:.1f}",
         )
     return table
@@ -173,7 +203,14 @@ def vllm_rows(args, problems) -> Table:
 
     cpu_vllm()
     table = Table(title="vLLM colocate vs transformers generation (tiny model, s)")
-    for column in ("method", "generation", "s / step", "x transformers", "engine start", "teacher swap / step"):
+    for column in (
+        "method",
+        "generation",
+        "s / step",
+        "x transformers",
+        "engine start",
+        "teacher swap / step",
+    ):
         table.add_column(column, justify="right")
     for method in ("ground_truth", "co_rewarding_ii"):
         plain = ours(method, args, problems)
@@ -184,7 +221,9 @@ def vllm_rows(args, problems) -> Table:
             method=method, heldout_dataset=None, **settings(method, args, use_vllm=True, vllm_mode="colocate")
         )
         trainer = CoRewardingTrainer(
-            model=model, args=config, train_dataset=training_dataset(problems, method, config.system_prompt),
+            model=model,
+            args=config,
+            train_dataset=training_dataset(problems, method, config.system_prompt),
             processing_class=tokenizer,
         )
         engine_start = time.perf_counter() - started
@@ -193,8 +232,12 @@ def vllm_rows(args, problems) -> Table:
         swap = syncs.per_step("sync", args.steps) if method == "co_rewarding_ii" else 0.0
         table.add_row(method, "transformers", f"{plain['step']:.2f}", "1.00x", "–", "–")
         table.add_row(
-            method, "vLLM colocate", f"{row['step']:.2f}", f"{row['step'] / plain['step']:.2f}x",
-            f"{engine_start:.0f}", f"{swap:.2f}" if swap else "–",
+            method,
+            "vLLM colocate",
+            f"{row['step']:.2f}",
+            f"{row['step'] / plain['step']:.2f}x",
+            f"{engine_start:.0f}",
+            f"{swap:.2f}" if swap else "–",
         )
     return table
 

@@ -46,9 +46,17 @@ class StepTimer(TrainerCallback):
 
 def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True, **overrides) -> dict:
     config = load_recipe(
-        f"tiny/{method}", bf16=bf16, max_steps=steps, output_dir=str(out / f"{method}-{bf16}"), eval_strategy="no",
-        eval_on_start=False, save_strategy="no", use_vllm=use_vllm, vllm_mode="colocate",
-        vllm_gpu_memory_utilization=0.2, **overrides,
+        f"tiny/{method}",
+        bf16=bf16,
+        max_steps=steps,
+        output_dir=str(out / f"{method}-{bf16}"),
+        eval_strategy="no",
+        eval_on_start=False,
+        save_strategy="no",
+        use_vllm=use_vllm,
+        vllm_mode="colocate",
+        vllm_gpu_memory_utilization=0.2,
+        **overrides,
     )
     started = time.perf_counter()
     trainer = build_trainer(config)
@@ -58,11 +66,18 @@ def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True,
     teacher_start = [m.detach().clone() for m in trainer.teacher.master] if trainer.teacher else None
     policy_start = [p.detach().float().clone() for p in trainer.model.parameters()]
     trainer.train()
-    row = {"method": method + ("" if bf16 else " (float32)"), "setup_s": built, "step_s": median(timer.times[1:]), "steps": steps}
+    row = {
+        "method": method + ("" if bf16 else " (float32)"),
+        "setup_s": built,
+        "step_s": median(timer.times[1:]),
+        "steps": steps,
+    }
     if teacher_start is not None:
         moved = sum(float((m - s).norm()) for m, s in zip(trainer.teacher.master, teacher_start))
         policy = sum(float((p.float() - s).norm()) for p, s in zip(trainer.model.parameters(), policy_start))
-        row.update(teacher_moved=moved, policy_moved=policy, teacher_dtype=str(trainer.teacher.master[0].dtype))
+        row.update(
+            teacher_moved=moved, policy_moved=policy, teacher_dtype=str(trainer.teacher.master[0].dtype)
+        )
     return row
 
 
@@ -79,8 +94,16 @@ def main() -> None:
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm))
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm, bf16=False))
     model_dir, data = prepare_reward_model(folder)
-    rows.append(train("cooper", args.steps, folder, use_vllm, reward_model_path=str(model_dir),
-                      reward_model_eval_data=str(data)))
+    rows.append(
+        train(
+            "cooper",
+            args.steps,
+            folder,
+            use_vllm,
+            reward_model_path=str(model_dir),
+            reward_model_eval_data=str(data),
+        )
+    )
     problems = synthetic_problems("tiny", 256, "test", seed=0)
     backends = {"transformers": TransformersBackend.load("tiny", batch_size=256)}
     if use_vllm:
@@ -89,8 +112,11 @@ def main() -> None:
     for name, backend in backends.items():
         started = time.perf_counter()
         scores = evaluate(problems, backend, k=4, temperature=0.8, max_new_tokens=48).scores
-        evaluations[name] = {"greedy": scores.greedy_accuracy, "avg@4": scores.avg_at_k,
-                             "seconds": time.perf_counter() - started}
+        evaluations[name] = {
+            "greedy": scores.greedy_accuracy,
+            "avg@4": scores.avg_at_k,
+            "seconds": time.perf_counter() - started,
+        }
     table = Table(title=f"GPU check on {torch.cuda.get_device_name()} (vLLM: {use_vllm})")
     for column in ("run", "setup s", "s / step", "teacher moved / policy moved"):
         table.add_column(column, justify="right")
@@ -98,15 +124,34 @@ def main() -> None:
         ratio = f"{row['teacher_moved'] / row['policy_moved']:.3f}" if "teacher_moved" in row else "–"
         table.add_row(row["method"], f"{row['setup_s']:.0f}", f"{row['step_s']:.2f}", ratio)
     for name, e in evaluations.items():
-        table.add_row(f"eval ({name})", "", f"{e['seconds']:.1f} s total",
-                      f"greedy {100 * e['greedy']:.1f}%, avg@4 {100 * e['avg@4']:.1f}%")
+        table.add_row(
+            f"eval ({name})",
+            "",
+            f"{e['seconds']:.1f} s total",
+            f"greedy {100 * e['greedy']:.1f}%, avg@4 {100 * e['avg@4']:.1f}%",
+        )
     Console().print(table)
-    bf16, fp32 = (next(r for r in rows if r["method"] == name) for name in ("co_rewarding_ii", "co_rewarding_ii (float32)"))
-    print(f"Co-rewarding-II teacher moved in bf16 / in float32: {bf16['teacher_moved'] / fp32['teacher_moved']:.2f}x "
-          f"(target >= 0.8; master dtype {bf16['teacher_dtype']})")
+    bf16, fp32 = (
+        next(r for r in rows if r["method"] == name)
+        for name in ("co_rewarding_ii", "co_rewarding_ii (float32)")
+    )
+    print(
+        "Co-rewarding-II teacher moved in bf16 / in float32: "
+        f"{bf16['teacher_moved'] / fp32['teacher_moved']:.2f}x "
+        f"(target >= 0.8; master dtype {bf16['teacher_dtype']})"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"device": torch.cuda.get_device_name(), "vllm": use_vllm,
-                                    "training": rows, "evaluation": evaluations}, indent=2))
+    args.out.write_text(
+        json.dumps(
+            {
+                "device": torch.cuda.get_device_name(),
+                "vllm": use_vllm,
+                "training": rows,
+                "evaluation": evaluations,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -246,7 +246,8 @@ def test_co_rewarding_iii_paired_labels_each_view_with_the_teachers_majority_on_
     assert ii.labels == ["5", "5", "4", "4"] and ii.rewards == [0.0, 1.0, 0.0, 0.0]
     assert iii.labels == ["4", "4", "5", "5"] and iii.rewards == [1.0, 0.0, 1.0, 1.0]
     assert iii.metrics["original/label_accuracy"] == 0.0 and iii.metrics["rephrased/label_accuracy"] == 1.0
-    assert METHODS["co_rewarding_iii_paired"].paired_views and METHODS["co_rewarding_iii_paired"].needs_teacher
+    paired = METHODS["co_rewarding_iii_paired"]
+    assert paired.paired_views and paired.needs_teacher
 
 
 def test_co_rewarding_iii_trains_the_question_on_the_teachers_majority_on_its_rephrasing():

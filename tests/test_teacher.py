@@ -31,7 +31,13 @@ def test_schedule_is_monotone_and_uses_its_endpoints():
 def test_schedule_update_interval():
     schedule = TeacherSchedule(update_interval=3)
     assert [schedule.rate(s, 10) is not None for s in range(1, 8)] == [
-        False, False, True, False, False, True, False
+        False,
+        False,
+        True,
+        False,
+        False,
+        True,
+        False,
     ]
     assert schedule.rate(3, 10) == pytest.approx(ema_rate(3, 10))
 
@@ -75,7 +81,11 @@ def test_update_with_rate_one_copies_and_rate_zero_keeps():
 
 def test_update_refuses_different_architectures():
     with pytest.raises(ValueError, match="numbers of parameters"):
-        ema_update_(params(torch.nn.Linear(2, 2)), params(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))), 0.1)
+        ema_update_(
+            params(torch.nn.Linear(2, 2)),
+            params(torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))),
+            0.1,
+        )
     with pytest.raises(ValueError, match="shape"):
         ema_update_(params(torch.nn.Linear(2, 2)), params(torch.nn.Linear(2, 3)), 0.1)
 
@@ -134,7 +144,10 @@ def test_a_bfloat16_teacher_follows_the_float32_closed_form(rate):
 
 def test_a_float32_teacher_is_its_own_master():
     teacher = EMATeacher(torch.nn.Linear(3, 2), TeacherSchedule(), OneProcess())
-    assert all(m is p.data or m.data_ptr() == p.data_ptr() for m, p in zip(teacher.master, teacher.module.parameters()))
+    assert all(
+        m is p.data or m.data_ptr() == p.data_ptr()
+        for m, p in zip(teacher.master, teacher.module.parameters())
+    )
 
 
 def test_teacher_save_and_load_round_trip_the_float32_master(tmp_path):

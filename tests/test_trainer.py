@@ -34,14 +34,26 @@ class ShadowEMA(TrainerCallback):
 def trainer_for(method: str, dtype: torch.dtype, tmp_path, steps: int, **settings) -> CoRewardingTrainer:
     model, tokenizer = load_model("tiny", device="cpu", dtype=dtype)
     config = CoRewardingConfig(
-        method=method, output_dir=str(tmp_path), max_steps=steps, num_generations=4,
-        per_device_train_batch_size=16, max_completion_length=32, learning_rate=1e-4,
-        lr_scheduler_type="constant", report_to=[], disable_tqdm=True, heldout_dataset=None, seed=0,
-        save_strategy="no", **settings,
+        method=method,
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=32,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        report_to=[],
+        disable_tqdm=True,
+        heldout_dataset=None,
+        seed=0,
+        save_strategy="no",
+        **settings,
     )
     problems = synthetic_problems("tiny", 64, "train", seed=0)
     return CoRewardingTrainer(
-        model=model, args=config, train_dataset=training_dataset(problems, method, config.system_prompt),
+        model=model,
+        args=config,
+        train_dataset=training_dataset(problems, method, config.system_prompt),
         processing_class=tokenizer,
     )
 
@@ -63,7 +75,9 @@ def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype):
     schedule's rate, in float64 here), whatever the run's dtype; in bfloat16 the master is float32 and the
     module that samples holds it rounded. The teacher moved: a frozen one would fail the comparison."""
     steps, start, end = 4, 0.3, 0.1  # rates large enough that the move stands out of float32 noise
-    trainer = trainer_for("co_rewarding_ii", dtype, tmp_path, steps, teacher_rate_start=start, teacher_rate_end=end)
+    trainer = trainer_for(
+        "co_rewarding_ii", dtype, tmp_path, steps, teacher_rate_start=start, teacher_rate_end=end
+    )
     shadow = ShadowEMA(trainer.model, steps, start, end)
     trainer.add_callback(shadow)
     trainer.train()

@@ -54,7 +54,9 @@ def test_the_overrides_keep_trls_signatures():
         assert ours == theirs, member
 
 
-@pytest.mark.parametrize("version,supported", [("1.16.0", True), ("1.16.3", True), ("1.17.0", False), ("1.15.2", False)])
+@pytest.mark.parametrize(
+    "version,supported", [("1.16.0", True), ("1.16.3", True), ("1.17.0", False), ("1.15.2", False)]
+)
 def test_the_supported_range_is_checked_in_one_line(version, supported):
     if supported:
         trl_internals.check_trl_version(version)

@@ -19,7 +19,11 @@ pytest.importorskip("vllm", reason="vLLM is not installed (bash .ci/vllm runs th
 
 from corewarding.core.answers import extract_answer  # noqa: E402
 from corewarding.core.prompts import chat_messages  # noqa: E402
-from corewarding.inference.generation import GenerationSettings, TransformersBackend, completion_texts  # noqa: E402
+from corewarding.inference.generation import (  # noqa: E402
+    GenerationSettings,
+    TransformersBackend,
+    completion_texts,
+)
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir  # noqa: E402
 from corewarding.training.callbacks import METRICS_FILE  # noqa: E402
 
@@ -31,7 +35,12 @@ RUNNER = str(REPO_ROOT / "tests" / "vllm_cpu.py")
 def run(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
     done = subprocess.run(
-        [sys.executable, RUNNER, *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO_ROOT
+        [sys.executable, RUNNER, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO_ROOT,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return done
@@ -42,7 +51,8 @@ def transformers_greedy() -> list[str | None]:
     problems = synthetic_problems("tiny", 64, "test", seed=0)
     backend = TransformersBackend.load("tiny", batch_size=64)
     groups = backend.generate(
-        [chat_messages(p.question) for p in problems], GenerationSettings(n=1, temperature=0.0, max_new_tokens=48)
+        [chat_messages(p.question) for p in problems],
+        GenerationSettings(n=1, temperature=0.0, max_new_tokens=48),
     )
     return [extract_answer(group[0]) for group in completion_texts(groups)]
 
@@ -63,7 +73,19 @@ def test_eval_command_with_the_vllm_backend(tmp_path):
     """``corewarding eval tiny synthetic --backend vllm`` (the real entry point) scores the tiny model as the
     transformers backend does, within the difference of vLLM's bfloat16 on the CPU."""
     out = tmp_path / "eval.json"
-    run("eval", "tiny", "synthetic", "--limit", "64", "--max-new-tokens", "48", "--backend", "vllm", "-o", str(out))
+    run(
+        "eval",
+        "tiny",
+        "synthetic",
+        "--limit",
+        "64",
+        "--max-new-tokens",
+        "48",
+        "--backend",
+        "vllm",
+        "-o",
+        str(out),
+    )
     record = json.loads(out.read_text())
     assert record["backend"].startswith("vllm:")
     assert 0.45 <= record["evaluation"]["scores"]["greedy_accuracy"] <= 0.85
@@ -75,9 +97,25 @@ def test_colocate_training(tmp_path, method):
     policy's weights changed (the engine's weights came from the trainer: TRL syncs them every step)."""
     out = tmp_path / method
     run(
-        "train", "--config", f"tiny/{method}", "--use_vllm", "true", "--vllm_mode", "colocate", "--max_steps", "2",
-        "--per_device_train_batch_size", "32", "--heldout_dataset", "none", "--eval_strategy", "no",
-        "--eval_on_start", "false", "--output_dir", str(out),
+        "train",
+        "--config",
+        f"tiny/{method}",
+        "--use_vllm",
+        "true",
+        "--vllm_mode",
+        "colocate",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "32",
+        "--heldout_dataset",
+        "none",
+        "--eval_strategy",
+        "no",
+        "--eval_on_start",
+        "false",
+        "--output_dir",
+        str(out),
     )
     records = [json.loads(line) for line in (out / METRICS_FILE).read_text().splitlines()]
     steps = [r for r in records if "reward" in r]

@@ -48,9 +48,19 @@ def teacher_swap(out: str) -> None:
     from corewarding.training.run import build_trainer
 
     config = CoRewardingConfig(
-        method="co_rewarding_ii", model_name_or_path="tiny", dataset="synthetic", max_train_problems=64,
-        num_generations=4, per_device_train_batch_size=16, max_completion_length=48, max_steps=1,
-        heldout_dataset=None, report_to=[], use_vllm=True, vllm_mode="colocate", output_dir=f"{out}.run",
+        method="co_rewarding_ii",
+        model_name_or_path="tiny",
+        dataset="synthetic",
+        max_train_problems=64,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=48,
+        max_steps=1,
+        heldout_dataset=None,
+        report_to=[],
+        use_vllm=True,
+        vllm_mode="colocate",
+        output_dir=f"{out}.run",
         seed=0,
     )
     trainer = build_trainer(config)
@@ -104,7 +114,8 @@ def greedy_answers(model: str, out: str) -> None:
     problems = synthetic_problems("tiny", 64, "test", seed=0)
     backend = VLLMBackend(model, seed=0, dtype="float32", gguf_cache=f"{out}.gguf")
     groups = backend.generate(
-        [chat_messages(p.question) for p in problems], GenerationSettings(n=1, temperature=0.0, max_new_tokens=48)
+        [chat_messages(p.question) for p in problems],
+        GenerationSettings(n=1, temperature=0.0, max_new_tokens=48),
     )
     with open(out, "w") as file:
         json.dump([group[0] for group in completion_texts(groups)], file)

@@ -62,8 +62,15 @@ class CooperPlugin:
     """
 
     def __init__(
-        self, model: CooperRewardModel, heldout: Sequence[LabelledExample], negative_source: str,
-        writer: NegativeWriter | None, accelerator, output_dir: str, samples_per_step: int, eval_steps: int,
+        self,
+        model: CooperRewardModel,
+        heldout: Sequence[LabelledExample],
+        negative_source: str,
+        writer: NegativeWriter | None,
+        accelerator,
+        output_dir: str,
+        samples_per_step: int,
+        eval_steps: int,
     ):
         self.model, self.heldout, self.negative_source = model, list(heldout), negative_source
         self.writer, self.accelerator = writer, accelerator
@@ -99,7 +106,8 @@ class CooperPlugin:
             heldout = evaluate_reward_model(self.reward_model, self.heldout)
             metrics = {
                 f"rm/heldout_{name}": getattr(heldout, name)
-                for name in HELDOUT_METRICS if getattr(heldout, name) is not None
+                for name in HELDOUT_METRICS
+                if getattr(heldout, name) is not None
             }
         if not self.model.frozen:
             metrics.update(self._update(batch, accepted))
@@ -134,7 +142,9 @@ class CooperPlugin:
         of the assistant's calls (``rm/assistant_*``); the negatives' texts are appended to ``texts``."""
         requests = [
             NegativeRequest(
-                str(batch.rollouts.question_ids[i]), batch.questions[i], batch.rollouts.references[i],
+                str(batch.rollouts.question_ids[i]),
+                batch.questions[i],
+                batch.rollouts.references[i],
                 batch.completions[i],
             )
             for i in positives
@@ -170,7 +180,9 @@ class CooperPlugin:
             raise written
         return written
 
-    def _write_samples(self, step: int, batch: CooperBatch, accepted: list[bool], rewards: list[float]) -> None:
+    def _write_samples(
+        self, step: int, batch: CooperBatch, accepted: list[bool], rewards: list[float]
+    ) -> None:
         """Append ``samples_per_step`` rollouts of this step to ``samples.jsonl``: those that show best how
         the reward model errs (:func:`~corewarding.cooper.co_training.telling_samples`), each a line with
         ``step``, ``question_id``, ``question``, ``reference``, ``completion``, ``answer``, ``verdict``
@@ -178,9 +190,14 @@ class CooperPlugin:
         rollouts = batch.rollouts
         lines = [
             {
-                "step": step, "question_id": str(rollouts.question_ids[i]), "question": batch.questions[i],
-                "reference": rollouts.references[i], "completion": batch.completions[i],
-                "answer": rollouts.answers[i], "verdict": accepted[i], "score": batch.scores[i],
+                "step": step,
+                "question_id": str(rollouts.question_ids[i]),
+                "question": batch.questions[i],
+                "reference": rollouts.references[i],
+                "completion": batch.completions[i],
+                "answer": rollouts.answers[i],
+                "verdict": accepted[i],
+                "score": batch.scores[i],
                 "reward": rewards[i],
             }
             for i in telling_samples(accepted, batch.scores, self.samples_per_step)

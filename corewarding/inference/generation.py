@@ -277,7 +277,12 @@ class VLLMBackend:
     """
 
     def __init__(
-        self, model: str, *, chunk_size: int = 512, gguf_cache: str | os.PathLike = "runs/gguf", **engine_options
+        self,
+        model: str,
+        *,
+        chunk_size: int = 512,
+        gguf_cache: str | os.PathLike = "runs/gguf",
+        **engine_options,
     ):
         from corewarding.inference.models import engine_location
 

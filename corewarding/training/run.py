@@ -149,7 +149,10 @@ def training_dataset(
         {
             "prompt": chat_messages(problem.rephrasing if v else problem.question, system_prompt),
             "question_id": problem.id, "view": v, "answer": problem.answer,
-            **({"teacher_prompt": chat_messages(problem.rephrasing, system_prompt)} if spec.teacher_on_rephrasing else {}),
+            **(
+                {"teacher_prompt": chat_messages(problem.rephrasing, system_prompt)}
+                if spec.teacher_on_rephrasing else {}
+            ),
         }
         for problem in problems
         for v in views

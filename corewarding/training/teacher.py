@@ -51,10 +51,14 @@ def ema_update_(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor],
     tensor([ 0.2500, -0.5000])
     """
     if len(teacher) != len(policy):
-        raise ValueError(f"teacher and policy have different numbers of parameters ({len(teacher)}, {len(policy)})")
+        raise ValueError(
+            f"teacher and policy have different numbers of parameters ({len(teacher)}, {len(policy)})"
+        )
     for t, p in zip(teacher, policy):
         if t.shape != p.shape:
-            raise ValueError(f"teacher and policy parameters differ in shape: {tuple(t.shape)}, {tuple(p.shape)}")
+            raise ValueError(
+                f"teacher and policy parameters differ in shape: {tuple(t.shape)}, {tuple(p.shape)}"
+            )
         t.lerp_(p.to(t.dtype), rate)
 
 
@@ -141,7 +145,9 @@ class EMATeacher:
         write."""
         folder = Path(folder)
         if self._sharded or write:
-            state = {name: tensor.detach().contiguous().cpu() for name, tensor in zip(self._names(), self.master)}
+            state = {
+                name: tensor.detach().contiguous().cpu() for name, tensor in zip(self._names(), self.master)
+            }
             save_file(state, folder / self._weights_file())
         if write:
             (folder / TEACHER_STATE).write_text(json.dumps({"last_update_step": self.last_update_step}))
@@ -159,4 +165,3 @@ class EMATeacher:
             master.copy_(state[name])
         self._refresh_module()
         self.last_update_step = json.loads((folder / TEACHER_STATE).read_text())["last_update_step"]
-

@@ -63,11 +63,13 @@ from corewarding.inference.models import ModelLoadError
 from corewarding.training import checkpoints, trl_internals
 from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
 from corewarding.training.config import CoRewardingConfig
+from corewarding.training.model_card import model_card
+from corewarding.training.pair_sampler import PairedRepeatSampler
 from corewarding.training.precision import warn_if_low_precision
 from corewarding.training.teacher import EMATeacher
 from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = ["CoRewardingTrainer", "PairedRepeatSampler", "completion_text", "generate_completion_ids"]
+__all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids"]
 
 logger = logging.get_logger(__name__)
 
@@ -94,7 +96,9 @@ def generate_completion_ids(
     input_ids = torch.tensor([[pad_token_id] * (width - len(ids)) + ids for ids in prompt_ids], device=device)
     lengths = torch.tensor([len(ids) for ids in prompt_ids], device=device)
     attention_mask = (torch.arange(width, device=device) >= width - lengths[:, None]).long()
-    output = model.generate(input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config)
+    output = model.generate(
+        input_ids=input_ids, attention_mask=attention_mask, generation_config=generation_config
+    )
     completions = []
     for row in output[:, width:].tolist():
         end = next((i for i, token in enumerate(row) if token in eos_token_ids), len(row) - 1)
@@ -119,41 +123,6 @@ def heldout_metrics(scores: list, k: int, prefix: str = "eval") -> dict[str, flo
         metric_names.HELDOUT_NO_ANSWER: mean(lambda s: s.no_answer_rate),
     }
     return {name.replace("eval_", f"{prefix}_", 1): v for name, v in metrics.items() if v is not None}
-
-
-class PairedRepeatSampler(Sampler[int]):
-    """TRL's ``RepeatSampler`` over *pairs*: rows 2k (question) and 2k+1 (its rephrasing) stay together.
-
-    Pairs are shuffled and batched exactly as ``RepeatSampler`` shuffles and batches prompts; each
-    pair then yields its question G times and its rephrasing G times, so both views of a pair are
-    in the same generation batch as two adjacent groups of G.
-
-    >>> list(PairedRepeatSampler(num_pairs=2, num_generations=2, pairs_per_batch=1, shuffle=False))
-    [0, 0, 1, 1, 2, 2, 3, 3]
-    """
-
-    def __init__(
-        self,
-        num_pairs: int,
-        num_generations: int,
-        pairs_per_batch: int,
-        repeat_count: int = 1,
-        shuffle: bool = True,
-        seed: int | None = None,
-    ):
-        self.num_generations = num_generations
-        self.pairs = trl_internals.RepeatSampler(
-            range(num_pairs), mini_repeat_count=1, batch_size=pairs_per_batch, repeat_count=repeat_count,
-            shuffle=shuffle, seed=seed,
-        )
-
-    def __iter__(self):
-        for pair in self.pairs:
-            for row in (2 * pair, 2 * pair + 1):
-                yield from [row] * self.num_generations
-
-    def __len__(self) -> int:
-        return len(self.pairs) * 2 * self.num_generations
 
 
 class _GatheredReward:
@@ -254,7 +223,9 @@ class CoRewardingTrainer(GRPOTrainer):
             else:
                 module = self.accelerator.prepare_model(teacher_copy, evaluation_mode=True)
         args = self.args
-        schedule = TeacherSchedule(args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval)
+        schedule = TeacherSchedule(
+            args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
+        )
         return EMATeacher(module, schedule, self.accelerator)
 
     def _make_cooper(self, args: CoRewardingConfig) -> CooperPlugin:
@@ -279,7 +250,8 @@ class CoRewardingTrainer(GRPOTrainer):
         )
         heldout = []
         if args.reward_model_eval_data is not None:
-            heldout = read_labelled(args.reward_model_eval_data, split="heldout")[: args.reward_model_eval_size]
+            heldout = read_labelled(args.reward_model_eval_data, split="heldout")
+            heldout = heldout[: args.reward_model_eval_size]
             if not heldout:
                 raise ValueError(f"{args.reward_model_eval_data} has no held-out completions")
         writer = None
@@ -289,7 +261,9 @@ class CoRewardingTrainer(GRPOTrainer):
                 api_key_env=args.assistant_api_key_env, timeout_s=args.assistant_timeout,
                 max_new_tokens=args.assistant_max_new_tokens, seed=args.seed,
             )
-            writer = NegativeWriter(assistant, Path(args.output_dir) / NEGATIVES_FILE, args.assistant_calls_per_step)
+            writer = NegativeWriter(
+                assistant, Path(args.output_dir) / NEGATIVES_FILE, args.assistant_calls_per_step
+            )
         return CooperPlugin(
             model, heldout, args.negative_source, writer, self.accelerator, args.output_dir,
             args.samples_per_step, args.reward_model_eval_steps,
@@ -337,7 +311,8 @@ class CoRewardingTrainer(GRPOTrainer):
             cooper_batch = CooperBatch(
                 rollouts, batch["questions"], batch["completions"], batch["reward_model_scores"]
             )
-            result.metrics.update(self.cooper.after_rewards(self.state.global_step + 1, cooper_batch, result.rewards))
+            step = self.state.global_step + 1
+            result.metrics.update(self.cooper.after_rewards(step, cooper_batch, result.rewards))
         for name, value in result.metrics.items():
             trl_internals.log_metric(self, name, value)
         columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
@@ -395,7 +370,8 @@ class CoRewardingTrainer(GRPOTrainer):
 
         labelled = None
         if self.args.labelled_fraction:
-            labelled = [is_labelled(q, self.args.labelled_fraction, self.args.seed) for q in batch["question_ids"]]
+            fraction, seed = self.args.labelled_fraction, self.args.seed
+            labelled = [is_labelled(q, fraction, seed) for q in batch["question_ids"]]
         extra = self._votes_per_slot
         return RewardInputs(
             voting=self.voting,
@@ -479,38 +455,11 @@ class CoRewardingTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------- checkpoints
 
     def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None, tags=None):
-        """``README.md`` of the run folder: what was trained from what, how, and how it did."""
-        if not self.is_world_process_zero():
-            return
-        from corewarding import __version__
-
-        args = self.args
-        heldout = [r for r in self.state.log_history if metric_names.HELDOUT_GREEDY in r]
-        scores = ""
-        if heldout:
-            first, last = heldout[0], heldout[-1]
-            scores = (
-                f"\nHeld-out greedy accuracy {100 * first[metric_names.HELDOUT_GREEDY]:.1f}% at step "
-                f"{first.get('step', 0)} → {100 * last[metric_names.HELDOUT_GREEDY]:.1f}% at step "
-                f"{last.get('step', '?')} "
-                f"({len(self.heldout)} problems of {args.heldout_dataset}).\n"
-            )
-        card = f"""---
-base_model: {args.model_name_or_path}
-library_name: corewarding
-tags: [corewarding, grpo, {args.method}]
----
-
-# {Path(args.output_dir).name}
-
-{args.model_name_or_path} trained with **{args.method}** (reward label from {self.method.label_from}) on
-{args.dataset}, {self.state.global_step} steps, by corewarding {__version__} on TRL's GRPOTrainer.
-{scores}
-Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
-`corewarding report {args.output_dir}`.
-"""
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(args.output_dir) / "README.md").write_text(card)
+        """``README.md`` of the run folder (:func:`~corewarding.training.model_card.model_card`)."""
+        if self.is_world_process_zero():
+            Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+            card = model_card(self.args, self.method.label_from, self.state, len(self.heldout))
+            (Path(self.args.output_dir) / "README.md").write_text(card)
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)

@@ -27,9 +27,20 @@ import torch
 from packaging.version import Version
 
 __all__ = [
-    "SUPPORTED_TRL", "PRIVATE_MEMBERS", "check_trl_version", "prompt_token_ids", "log_metric", "eos_token_ids",
-    "set_reward_weights", "vllm_sample", "vllm_serving", "output_dir", "create_model_from_path",
-    "prepare_deepspeed", "prepare_fsdp", "RepeatSampler",
+    "SUPPORTED_TRL",
+    "PRIVATE_MEMBERS",
+    "check_trl_version",
+    "prompt_token_ids",
+    "log_metric",
+    "eos_token_ids",
+    "set_reward_weights",
+    "vllm_sample",
+    "vllm_serving",
+    "output_dir",
+    "create_model_from_path",
+    "prepare_deepspeed",
+    "prepare_fsdp",
+    "RepeatSampler",
 ]
 
 #: TRL releases this module was written and tested against: [low, high).
@@ -37,7 +48,8 @@ SUPPORTED_TRL = ("1.16", "1.17")
 
 
 def check_trl_version(version: str | None = None) -> None:
-    """Raise ImportError (one line) when the installed TRL (or ``version``) is outside :data:`SUPPORTED_TRL`."""
+    """Raise ImportError (one line) when the installed TRL (or ``version``) is outside
+    :data:`SUPPORTED_TRL`."""
     if version is None:
         import trl
 
@@ -45,7 +57,8 @@ def check_trl_version(version: str | None = None) -> None:
     low, high = SUPPORTED_TRL
     if not Version(low) <= Version(version) < Version(high):
         raise ImportError(
-            f"corewarding's trainer needs trl >= {low}, < {high} (it uses TRL internals); found trl {version}: "
+            f"corewarding's trainer needs trl >= {low}, < {high} (it uses TRL internals); "
+            f"found trl {version}: "
             f"pip install 'trl>={low},<{high}'"
         )
 
