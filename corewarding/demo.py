@@ -37,7 +37,7 @@ from rich.console import Console
 from corewarding.core.methods import METHODS
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
-from corewarding.training.config import load_recipe
+from corewarding.training.settings import load_recipe
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
 
@@ -165,7 +165,7 @@ def run_demo(
 def tiny_recipes() -> dict[str, str]:
     """The shipped tiny recipes the demo can run, by name: their method (the paper's six, Cooper's two, and
     the ablations, e.g. ``majority_vote_rephrased`` → ``majority_vote``)."""
-    from corewarding.training.config import RECIPES_DIR, recipe_settings
+    from corewarding.training.settings import RECIPES_DIR, recipe_settings
 
     return {
         path.stem: recipe_settings(path)["method"]

@@ -45,7 +45,8 @@ from corewarding.data.synthetic import chain_of, generate_problems, worked_solut
 from corewarding.inference.generation import Completion
 from corewarding.tiny.model import build_model, build_tokenizer
 from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
-from corewarding.training.config import CoRewardingConfig, config_from_args
+from corewarding.training.config import CoRewardingConfig
+from corewarding.training.settings import config_from_args
 from corewarding.training.callbacks import MetricsFileCallback
 from corewarding.training.trainer import CoRewardingTrainer
 

@@ -11,7 +11,7 @@ from corewarding.cli import app
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.config import recipe_settings
+from corewarding.training.settings import recipe_settings
 
 # Small enough for seconds per method: 4 prompts (2 pairs) x 4 rollouts, short completions.
 FAST = [

@@ -72,7 +72,7 @@ def train(
 
     Example: corewarding train --config tiny/co_rewarding_ii --dataset questions.jsonl --dataset_columns question=text
     """
-    from corewarding.training.config import config_from_args, settings_help
+    from corewarding.training.settings import config_from_args, settings_help
 
     if show_help:
         typer.echo(ctx.get_help())
