@@ -44,7 +44,8 @@ from corewarding.core.rewards import Rollouts, cooper_rewards
 from corewarding.data.synthetic import chain_of, generate_problems, worked_solution
 from corewarding.inference.generation import Completion
 from corewarding.tiny.model import build_model, build_tokenizer
-from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
+from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.settings import config_from_args
 from corewarding.training.callbacks import MetricsFileCallback

@@ -21,7 +21,7 @@ from corewarding.inference.generation import (
     VLLMBackend,
 )
 from corewarding.tiny.model import TinyModelConfig, build_model, build_tokenizer
-from corewarding.tiny.regimes import tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 

@@ -29,7 +29,8 @@ from corewarding.tiny.pretraining import (
     pretrain,
     training_batch,
 )
-from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task, tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
+from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task
 from corewarding.tiny.view_diagnostics import measure_views
 
 SMALL_MODEL = TinyModelConfig(

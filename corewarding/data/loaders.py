@@ -13,7 +13,7 @@ verl          ``prompt`` (chat messages), ``reward_model.ground_truth``,  Co-rew
 pairs         ``original_question``, ``rephrased_question``,              Co-rewarding's
               ``solution`` (the bare answer), ``idx``,                    ``train_pairs.parquet``; the
               ``rephrasing_valid`` when present                           pair datasets of
-                                                                          :mod:`corewarding.data.rephrase`
+                                                                          ``corewarding rephrase``
 svamp         ``Body`` + ``Question``, ``Answer``, ``ID``                 SVAMP
 asdiv         ``body`` + ``question``, ``answer`` (``9 (apples)``)        ASDiv
 qa            ``problem`` or ``question``; ``answer`` or ``solution``     GSM8K, MATH, MATH500, AIME,

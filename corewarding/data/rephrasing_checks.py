@@ -188,7 +188,7 @@ class PairReport:
 class Solver(Protocol):
     """A model that answers questions: ``k`` completions for each question, in order.
 
-    Any callable of this shape works; :func:`corewarding.data.rephrase.backend_solver` makes one of
+    Any callable of this shape works; :func:`corewarding.inference.rephrase.backend_solver` makes one of
     any generation backend.
     """
 

@@ -48,6 +48,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.inference.model_names import model_location
 
 __all__ = [
     "ModelLoadError",
@@ -101,8 +102,6 @@ def load_model(
     its end-of-sequence token as pad token when it has none; the model's generation config gets the
     same pad token, so ``generate`` does not warn on every call.
     """
-    from corewarding.tiny.regimes import model_location  # the tiny package builds on this module
-
     name, gguf_file, on_hub = _resolve(model_location(location))
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)

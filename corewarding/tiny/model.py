@@ -42,7 +42,6 @@ __all__ = [
     "PAD_TOKEN",
     "EOS_TOKEN",
     "CHAT_TEMPLATE",
-    "ASSETS_DIR",
     "VOCAB_SIZE",
     "TinyModelConfig",
     "build_tokenizer",
@@ -58,10 +57,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-#: Where the pretrained tiny models shipped with the package live, one folder per regime
-#: (:mod:`corewarding.tiny.regimes`), each made by ``corewarding pretrain``.
-ASSETS_DIR = Path(__file__).parent / "assets"
 
 #: Size of the tokenizer's vocabulary: 256 bytes, 3 special tokens and 509 merges, enough for every
 #: frequent phrase of the task to be one token (1024 would shorten prompts by only 5%).
