@@ -34,6 +34,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
@@ -123,9 +124,9 @@ def run_demo(
     variants = tiny_recipes()
     unknown = [m for m in methods if m not in variants]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
+        raise UserError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
     if regime not in REGIMES:
-        raise ValueError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
+        raise UserError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
     console = console or Console()
     output_dir = Path(output_dir)
     _clear(output_dir, overwrite)

@@ -82,6 +82,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from corewarding.core.errors import UserError
 from corewarding.core.answers import reference_answer
 from corewarding.core.prompts import question_text
 from corewarding.data.records import Problem
@@ -111,7 +112,7 @@ QUESTION_COLUMNS = ("question", "problem", "prompt", "query")
 _MAPPED_FIELDS = ("question", "answer", "id", "rephrasing", "rephrasing_valid")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be read as asked; the message is one line and names the file."""
 
 

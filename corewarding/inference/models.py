@@ -47,6 +47,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.inference.model_names import model_location
 
@@ -63,7 +64,7 @@ __all__ = [
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model that cannot be loaded from where it was asked for; the message is one line."""
 
 

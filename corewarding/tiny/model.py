@@ -35,6 +35,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from corewarding.core.errors import UserError
 from corewarding.data.synthetic import TaskConfig, generate_problems, surface_forms
 from corewarding.inference.models import render_prompts
 
@@ -133,12 +134,12 @@ class TinyModelConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise UserError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+            raise UserError("num_attention_heads must be a multiple of num_key_value_heads")
 
 
 def build_model(

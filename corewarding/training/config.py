@@ -8,7 +8,7 @@ here only to carry a group, with TRL's own default and help unless this project 
 any other `GRPOConfig` / `TrainingArguments` field is accepted under its own name too.
 
 Building a config runs three steps in order: optional settings spelled `none` on the command line
-become None; the settings are checked (:meth:`CoRewardingConfig._check_settings`, a one-line ValueError,
+become None; the settings are checked (:meth:`CoRewardingConfig._check_settings`, a one-line SettingError,
 before any model is loaded); the settings left unset (None, "auto") are derived
 (:meth:`CoRewardingConfig._derive_unset_settings`). A value the user gave is never rewritten.
 """
@@ -23,12 +23,13 @@ from trl import GRPOConfig
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
+from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
 
-__all__ = ["CoRewardingConfig", "SETTING_GROUPS", "SettingHelp", "default_bf16", "default_save_strategy"]
+__all__ = ["CoRewardingConfig", "SettingError", "SETTING_GROUPS", "SettingHelp", "default_bf16", "default_save_strategy"]
 
 #: The groups of `corewarding train --help` and `docs/settings.md` (key: title), in the order shown.
 SETTING_GROUPS = {
@@ -37,6 +38,10 @@ SETTING_GROUPS = {
     "trl": "GRPO (TRL)", "optimisation": "optimisation (transformers)", "run": "run folder and logging",
 }
 _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
+
+
+class SettingError(UserError):
+    """A setting out of its range or at odds with another: one line, before any model or data is loaded."""
 
 
 class SettingHelp(str):
@@ -309,7 +314,10 @@ class CoRewardingConfig(GRPOConfig):
         self._read_none_words()
         self._check_settings()
         self._derive_unset_settings()
-        super().__post_init__()
+        try:  # TRL's and transformers' own checks of their settings
+            super().__post_init__()
+        except ValueError as error:
+            raise SettingError(str(error)) from None
         self._check_batch_of_pairs()
 
     def _read_none_words(self) -> None:
@@ -335,43 +343,46 @@ class CoRewardingConfig(GRPOConfig):
             self.metric_for_best_model = metric_names.HELDOUT_GREEDY
 
     def _check_settings(self) -> None:
-        """Each value in its range and the settings consistent: a one-line ValueError, before any model or
-        data is loaded. Checks only; nothing is changed."""
+        """Each value in its range and the settings consistent: a one-line :class:`SettingError`, before any
+        model or data is loaded. Checks only; nothing is changed."""
         if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+            raise SettingError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.answer_matching not in MATCHING_MODES:
-            raise ValueError(
+            raise SettingError(
                 f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}"
             )
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(
+            raise SettingError(
                 "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
                 f"got {self.max_steps}"
             )
         # The settings the trainer will build objects from are checked by building them.
-        VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
-        TeacherSchedule(self.teacher_rate_start, self.teacher_rate_end, self.teacher_update_interval)
+        try:
+            VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
+            TeacherSchedule(self.teacher_rate_start, self.teacher_rate_end, self.teacher_update_interval)
+        except ValueError as error:
+            raise SettingError(str(error)) from None
         for name in ("learning_rate", "reward_model_learning_rate", "heldout_temperature", "temperature"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise SettingError(f"{name} must be positive, got {getattr(self, name)}")
         for name, least in (("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2)):
             if getattr(self, name) is not None and getattr(self, name) < least:
-                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
+                raise SettingError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if not 0.0 <= self.labelled_fraction <= 1.0:
-            raise ValueError(f"labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
+            raise SettingError(f"labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
         self._check_voting_settings()
         self._check_collapse_settings()
         if self.training_view not in ("original", "rephrased"):
-            raise ValueError(f"training_view must be original or rephrased, got {self.training_view!r}")
+            raise SettingError(f"training_view must be original or rephrased, got {self.training_view!r}")
         if self.reward_threshold is not None and not 0.0 < self.reward_threshold < 1.0:
-            raise ValueError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
+            raise SettingError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
         if self.reward_model_eval_steps < 1:
-            raise ValueError(
+            raise SettingError(
                 f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}"
             )
         self._check_reward_model_settings()
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
-            raise ValueError(
+            raise SettingError(
                 "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
             )
 
@@ -379,27 +390,27 @@ class CoRewardingConfig(GRPOConfig):
         if self.vote_samples is not None and (
             self.vote_samples < self.num_generations or self.vote_samples % self.num_generations
         ):
-            raise ValueError(
+            raise SettingError(
                 f"vote_samples must be a multiple of num_generations ({self.num_generations}) and at least "
                 f"it, got {self.vote_samples}"
             )
         if self.vote_samples is not None and not (
             METHODS[self.method].needs_teacher or METHODS[self.method].votes_on_own_samples
         ):
-            raise ValueError(f"vote_samples: {self.method} does not vote")
+            raise SettingError(f"vote_samples: {self.method} does not vote")
 
     def _check_collapse_settings(self) -> None:
         if self.test_time_training and self.heldout_dataset is None:
-            raise ValueError("test_time_training trains on the held-out questions: set heldout_dataset")
+            raise SettingError("test_time_training trains on the held-out questions: set heldout_dataset")
         if not self.stop_on_collapse or self.test_time_training:
             return
         if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
-            raise ValueError(
+            raise SettingError(
                 "stop_on_collapse keeps the best checkpoint by held-out accuracy: "
                 "set eval_strategy and heldout_dataset"
             )
         if self.save_strategy not in (None, "best"):
-            raise ValueError(
+            raise SettingError(
                 "stop_on_collapse keeps the best checkpoint by held-out accuracy: save_strategy must be "
                 f"best (or left unset), got {self.save_strategy}"
             )
@@ -407,7 +418,7 @@ class CoRewardingConfig(GRPOConfig):
     def _check_batch_of_pairs(self) -> None:
         # generation_batch_size is TRL's derivation (from the batch size and the processes), known only now.
         if METHODS[self.method].paired_views and self.generation_batch_size % (2 * self.num_generations):
-            raise ValueError(
+            raise SettingError(
                 f"co_rewarding_i samples both views of a pair in one generation batch: generation_batch_size "
                 f"({self.generation_batch_size}) must be a multiple of 2 x num_generations "
                 f"({2 * self.num_generations})"
@@ -415,28 +426,28 @@ class CoRewardingConfig(GRPOConfig):
 
     def _check_reward_model_settings(self) -> None:
         if self.negative_source not in NEGATIVE_SOURCES:
-            raise ValueError(
+            raise SettingError(
                 f"negative_source must be one of {', '.join(NEGATIVE_SOURCES)}, got {self.negative_source!r}"
             )
         if METHODS[self.method].reward_model != "co_trained":
             for name, default in (("negative_source", "rollouts"), ("pointwise_weight", 0.0)):
                 if getattr(self, name) != default:
-                    raise ValueError(f"{name}: {self.method} does not update a reward model (cooper does)")
+                    raise SettingError(f"{name}: {self.method} does not update a reward model (cooper does)")
         needs_backend = self.negative_source != "rollouts" and self.assistant_model != STAND_IN
         if self.negative_source != "rollouts" and self.assistant_model is None:
-            raise ValueError(f"negative_source {self.negative_source} needs assistant_model (or stand-in)")
+            raise SettingError(f"negative_source {self.negative_source} needs assistant_model (or stand-in)")
         if needs_backend and self.assistant_backend not in ASSISTANT_BACKENDS:
-            raise ValueError(
+            raise SettingError(
                 f"assistant_backend must be one of {', '.join(ASSISTANT_BACKENDS)}, "
                 f"got {self.assistant_backend!r}"
             )
         if needs_backend and self.assistant_backend == "openai" and not self.assistant_base_url:
-            raise ValueError("an assistant on the openai backend needs assistant_base_url")
+            raise SettingError("an assistant on the openai backend needs assistant_base_url")
         for name, least in (
             ("pointwise_weight", 0), ("samples_per_step", 0), ("assistant_calls_per_step", 1),
             ("assistant_max_new_tokens", 1),
         ):
             if getattr(self, name) < least:
-                raise ValueError(f"{name} must be at least {least}, got {getattr(self, name)}")
+                raise SettingError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if self.assistant_timeout <= 0:
-            raise ValueError(f"assistant_timeout must be positive, got {self.assistant_timeout}")
+            raise SettingError(f"assistant_timeout must be positive, got {self.assistant_timeout}")

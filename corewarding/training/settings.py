@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from corewarding.training.config import SETTING_GROUPS, CoRewardingConfig, SettingHelp
+from corewarding.training.config import SETTING_GROUPS, CoRewardingConfig, SettingError, SettingHelp
 
 __all__ = [
     "RECIPES_DIR", "recipe_path", "recipe_settings", "load_recipe", "config_from_args", "shown_settings",
@@ -27,10 +27,10 @@ RECIPES_DIR = Path(__file__).parent / "recipes"
 _FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
 
 
-def _unknown_key_error(key: str, where: str) -> ValueError:
+def _unknown_key_error(key: str, where: str) -> SettingError:
     close = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.6)
     hint = f" (did you mean {close[0]}?)" if close else " (corewarding train --help lists the settings)"
-    return ValueError(f"{where}: unknown setting {key}{hint}")
+    return SettingError(f"{where}: unknown setting {key}{hint}")
 
 def recipe_path(name: str | Path) -> Path:
     """A recipe file: a path, or the name of a shipped recipe (``tiny/co_rewarding_ii``)."""
@@ -62,13 +62,13 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
     """
     path = recipe_path(name).resolve()
     if path in _within:
-        raise ValueError(f"recipe {_within[0]}: its bases form a cycle through {path}")
+        raise SettingError(f"recipe {_within[0]}: its bases form a cycle through {path}")
     try:
         settings = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"recipe {path} cannot be read: {error}") from None
+        raise SettingError(f"recipe {path} cannot be read: {error}") from None
     if not isinstance(settings, dict):
-        raise ValueError(f"recipe {path} must be a YAML mapping of settings")
+        raise SettingError(f"recipe {path} must be a YAML mapping of settings")
     for key in settings:
         if key != "base" and key not in _FIELDS:
             raise _unknown_key_error(key, f"recipe {path}")
@@ -112,12 +112,12 @@ def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingC
             if key not in _FIELDS and not (key.startswith("no_") and key[3:] in _FIELDS):
                 raise _unknown_key_error("--" + key, "command line")
         elif token.startswith("-") and not _is_number(token):
-            raise ValueError(f"command line: settings are given as --key value, got {token}")
+            raise SettingError(f"command line: settings are given as --key value, got {token}")
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=args)
     except argparse.ArgumentError as error:
-        raise ValueError(f"command line: {error}") from None
+        raise SettingError(f"command line: {error}") from None
     return config
 
 
