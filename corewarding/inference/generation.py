@@ -53,6 +53,9 @@ Worked example (no network needed to make one)::
     ('http://localhost:8000/v1/chat/completions', 'openai:Qwen/Qwen3-32B@http://localhost:8000/v1')
     >>> completion_texts([[Completion("\\boxed{4}"), Completion(None, error="HTTP 400 Bad Request")]])
     [['\\boxed{4}', '']]
+
+Over 500 lines because the three backends are one idea, the protocol above, and they share its
+settings, result type and error rules; splitting them would scatter those rules over four modules.
 """
 
 from __future__ import annotations
