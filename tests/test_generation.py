@@ -208,16 +208,17 @@ def test_a_dropped_connection_is_retried():
 
 
 def test_concurrency_limit():
-    # Each request is answered once three are in flight together (or after 5 s): a client that keeps
-    # exactly three in flight counts three, one that keeps fewer would count fewer, more would count more.
-    together = threading.Barrier(3)
+    # Every request waits until three are in flight together, then is held half a second more: a client
+    # that keeps three in flight is answered in three waves; one that allowed a fourth has sent it by
+    # then (counted), and one that kept fewer would never make three.
+    three_in_flight = threading.Barrier(3)
 
     def three_at_a_time(pair, attempt):
         try:
-            together.wait(timeout=5)
+            three_in_flight.wait(timeout=10)
         except threading.BrokenBarrierError:
-            together.reset()
-        return Reply(content="[REPHRASED]\nx\n[/REPHRASED]")
+            three_in_flight.reset()
+        return Reply(content="[REPHRASED]\nx\n[/REPHRASED]", delay_s=0.5)
 
     with StubServer(three_at_a_time) as server:
         generate(http_backend(server, concurrency=3), [str(i) for i in range(9)])
