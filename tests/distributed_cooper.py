@@ -12,7 +12,7 @@ import json
 import sys
 
 import torch
-from test_cooper import scripted_rollouts
+from test_cooper_runs import scripted_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.tiny.regimes import synthetic_problems

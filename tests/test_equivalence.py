@@ -109,7 +109,8 @@ def test_long_answers_are_rejected_up_front():
     checker = EquivalenceChecker()
     long_sum = "+".join(["1"] * (MAX_ANSWER_CHARS // 2 + 1))
     assert checker.equivalent(long_sum, "1") is False
-    assert checker.pool._workers == [None] * len(checker.pool._workers)  # decided without ever starting the worker
+    # Decided without ever starting a worker.
+    assert checker.pool._workers == [None] * len(checker.pool._workers)
 
 
 def test_results_are_cached_on_canonical_strings():

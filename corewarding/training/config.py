@@ -29,7 +29,10 @@ from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
 
-__all__ = ["CoRewardingConfig", "SettingError", "SETTING_GROUPS", "SettingHelp", "default_bf16", "default_save_strategy"]
+__all__ = [
+    "CoRewardingConfig", "SettingError", "SETTING_GROUPS", "SettingHelp", "default_bf16",
+    "default_save_strategy",
+]
 
 #: The groups of `corewarding train --help` and `docs/settings.md` (key: title), in the order shown.
 SETTING_GROUPS = {
