@@ -34,10 +34,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
-from corewarding.training.config import load_recipe
+from corewarding.training.settings import load_recipe
 
 __all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
 
@@ -123,9 +124,9 @@ def run_demo(
     variants = tiny_recipes()
     unknown = [m for m in methods if m not in variants]
     if unknown:
-        raise ValueError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
+        raise UserError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
     if regime not in REGIMES:
-        raise ValueError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
+        raise UserError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
     console = console or Console()
     output_dir = Path(output_dir)
     _clear(output_dir, overwrite)
@@ -165,7 +166,7 @@ def run_demo(
 def tiny_recipes() -> dict[str, str]:
     """The shipped tiny recipes the demo can run, by name: their method (the paper's six, Cooper's two, and
     the ablations, e.g. ``majority_vote_rephrased`` → ``majority_vote``)."""
-    from corewarding.training.config import RECIPES_DIR, recipe_settings
+    from corewarding.training.settings import RECIPES_DIR, recipe_settings
 
     return {
         path.stem: recipe_settings(path)["method"]

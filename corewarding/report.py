@@ -26,6 +26,7 @@ import yaml
 
 from corewarding.core import metric_names
 from corewarding.core.collapse import CollapseReport, detect_collapse, read_metrics
+from corewarding.core.errors import UserError
 
 __all__ = [
     "RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table",
@@ -296,7 +297,7 @@ def write_report(
     """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
     runs = load_runs(folders)
     if not runs:
-        raise ValueError("no run folders given")
+        raise UserError("no run folders given")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = plot_curves(runs, out_dir / "curves.png")

@@ -39,3 +39,15 @@ def shared_file(shared_data):
         return path
 
     return locate
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A freshly initialised tiny model (causal LM): the policy and, with a fresh head, a reward model."""
+    from corewarding.tiny.model import build_model, build_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny")
+    tokenizer = build_tokenizer()
+    build_model(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

@@ -1,4 +1,4 @@
-"""Two ``cooper`` steps with scripted rollouts in 1 or 2 processes (run by test_cooper.py).
+"""Two ``cooper`` steps with scripted rollouts in 1 or 2 processes (run by test_cooper_runs.py).
 
     ACCELERATE_USE_CPU=1 torchrun --nproc_per_node 2 tests/distributed_cooper.py MODEL_DIR OUT 2 [both]
 
@@ -12,7 +12,7 @@ import json
 import sys
 
 import torch
-from test_cooper import scripted_rollouts
+from test_cooper_runs import scripted_rollouts
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.tiny.regimes import synthetic_problems

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from corewarding.tiny.regimes import tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 

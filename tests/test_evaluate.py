@@ -12,7 +12,8 @@ from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
 from corewarding.inference.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
 from corewarding.inference.generation import Completion, GenerationSettings, TransformersBackend
-from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
+from corewarding.tiny.regimes import synthetic_problems
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 

@@ -4,6 +4,8 @@ stops), vLLM's absence."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from stub_openai_server import Reply, StubServer, good, question, rephrasing
@@ -20,8 +22,8 @@ from corewarding.inference.generation import (
     TransformersBackend,
     VLLMBackend,
 )
+from corewarding.inference.model_names import tiny_model_dir
 from corewarding.tiny.model import TinyModelConfig, build_model, build_tokenizer
-from corewarding.tiny.regimes import tiny_model_dir
 
 TINY_MODEL_DIR = tiny_model_dir("tiny")
 
@@ -206,12 +208,21 @@ def test_a_dropped_connection_is_retried():
 
 
 def test_concurrency_limit():
-    with StubServer(
-        lambda pair, attempt: Reply(content="[REPHRASED]\nx\n[/REPHRASED]", delay_s=0.05)
-    ) as server:
-        generate(http_backend(server, concurrency=3), [str(i) for i in range(15)])
-    assert 1 <= server.max_in_flight <= 3
-    assert sum(server.received.values()) == 15
+    # Every request waits until three are in flight together, then is held half a second more: a client
+    # that keeps three in flight is answered in three waves; one that allowed a fourth has sent it by
+    # then (counted), and one that kept fewer would never make three.
+    three_in_flight = threading.Barrier(3)
+
+    def three_at_a_time(pair, attempt):
+        try:
+            three_in_flight.wait(timeout=10)
+        except threading.BrokenBarrierError:
+            three_in_flight.reset()
+        return Reply(content="[REPHRASED]\nx\n[/REPHRASED]", delay_s=0.5)
+
+    with StubServer(three_at_a_time) as server:
+        generate(http_backend(server, concurrency=3), [str(i) for i in range(9)])
+    assert server.max_in_flight == 3 and sum(server.received.values()) == 9
 
 
 def test_n_samples_are_n_requests_and_one_callback_per_conversation():

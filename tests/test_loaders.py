@@ -14,11 +14,11 @@ from corewarding.data.loaders import (
     MAX_QUESTION_CHARS,
     PRESETS,
     ColumnMap,
-    DatasetError,
     detect_columns,
     load_problems,
     load_rephrased_pair,
 )
+from corewarding.data.rows import DatasetError
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

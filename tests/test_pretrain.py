@@ -29,7 +29,8 @@ from corewarding.tiny.pretraining import (
     pretrain,
     training_batch,
 )
-from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task, tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
+from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task
 from corewarding.tiny.view_diagnostics import measure_views
 
 SMALL_MODEL = TinyModelConfig(
@@ -113,7 +114,12 @@ def test_slips_and_irrelevant_numbers_come_at_the_configured_rates():
         steps = [s.rstrip(".") for s in solution.split(" ")[:-1]]
         results = [int(step.split("=")[1]) for step in steps]
         assert [int(steps[1].split("*")[0])] == [results[0]] and 1 <= results[0]
-        assert abs(results[0] - 12) <= 3 and results[1] == results[0] * 2 or abs(results[1] - 24) <= 3
+        if results[0] != 12:  # the first step slipped: the second computes from its result
+            assert abs(results[0] - 12) <= config.slip_max and results[1] == results[0] * 2
+        else:  # only the second step can have slipped
+            assert abs(results[1] - 24) <= config.slip_max
+    slipped_first = sum(int(s.split("=")[1].split(".")[0]) != 12 for s in clean)
+    assert 0 < slipped_first < sum(s != right for s in clean)  # slips in either step
     with pytest.raises(ValueError, match="slip_rate"):
         PretrainConfig(slip_rate=1.5)
     with pytest.raises(ValueError, match="slip_max"):

@@ -58,5 +58,10 @@ def test_rephrase_train_and_evaluate_with_smollm2(shared_file, tmp_path):
     # 3. Evaluate on 16 GSM8K questions.
     results = tmp_path / "eval.json"
     invoke("eval", GGUF, gsm8k, "--limit", 16, "--max-new-tokens", 256, "-o", results, "--threads", 2)
-    scores = json.loads(results.read_text())["evaluation"]["scores"]
-    assert scores["num_questions"] == 16 and scores["greedy_accuracy"] is not None
+    evaluation = json.loads(results.read_text())["evaluation"]
+    scores = evaluation["scores"]
+    assert scores["num_questions"] == 16 and evaluation["failed"] == 0
+    # A share of the 16 questions, judged by math equivalence on answers of at most 256 tokens.
+    correct = scores["greedy_accuracy"] * 16
+    assert 0 <= correct <= 16 and correct == round(correct)
+    assert (evaluation["matching"], evaluation["max_new_tokens"]) == ("equivalence", 256)

@@ -6,7 +6,7 @@ from typer.testing import CliRunner
 
 from corewarding.cli import app
 from corewarding.core.methods import METHODS
-from corewarding.training.config import RECIPES_DIR, load_recipe, recipe_path, recipe_settings
+from corewarding.training.settings import RECIPES_DIR, load_recipe, recipe_path, recipe_settings
 
 PAPER_METHODS = [name for name, method in METHODS.items() if method.reward_model is None]
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.data.loaders import load_problems
 from corewarding.data.records import Problem
-from corewarding.data.rephrase import (
+from corewarding.inference.rephrase import (
     CachedCompletion,
     CompletionCache,
     backend_solver,

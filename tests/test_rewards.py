@@ -10,6 +10,7 @@ from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_
 from corewarding.core.rewards import (
     RENT_NO_ANSWER_PENALTY,
     Rollouts,
+    cooper_rewards,
     cross_view_rewards,
     entropy_rewards,
     format_rewards,
@@ -279,3 +280,20 @@ def test_semi_supervised_rewards_split_by_question_and_keep_each_parts_metrics()
         method_rewards("majority_vote", batch, RewardInputs(labelled=[True] * 3))
     share = sum(is_labelled(f"q{i}", 0.1, seed=4) for i in range(2000)) / 2000
     assert share == pytest.approx(0.1, abs=0.02) and is_labelled("q7", 0.1, 4) == is_labelled("q7", 0.1, 4)
+
+
+def test_cooper_reward_is_the_probability_or_its_threshold():
+    batch = Rollouts(answers=["5", "4", "5", None], question_ids=[0] * 4, references=["5"] * 4)
+    soft = cooper_rewards(batch, [0.0, 3.0, -3.0, -10.0])
+    assert soft.rewards == pytest.approx([0.5, 0.9526, 0.0474, 0.0000454], abs=1e-4)
+    # verdicts at 0.5: accept, accept (wrong), reject (right), reject -> 2 of 4 agree with the verifier
+    assert soft.metrics["rm/rule_agreement"] == 0.5 and soft.metrics["rm/false_positive_rate"] == 0.5
+    hard = method_rewards(
+        "cooper_static",
+        batch,
+        RewardInputs(reward_model_scores=[0.0, 3.0, -3.0, -10.0], reward_threshold=0.9),
+    )
+    assert hard.rewards == [0.0, 1.0, 0.0, 0.0]
+    assert hard.metrics["rm/rule_agreement"] == 0.25
+    with pytest.raises(ValueError, match="reward model's scores"):
+        method_rewards("cooper", batch)

@@ -1,6 +1,7 @@
 """CleanRL-style smoke tests: the real `corewarding train` command, every method, 2 steps on CPU."""
 
 import json
+import math
 import sys
 
 import pytest
@@ -8,10 +9,11 @@ import yaml
 from typer.testing import CliRunner
 
 from corewarding.cli import app
+from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.config import recipe_settings
+from corewarding.training.settings import recipe_settings
 
 # Small enough for seconds per method: 4 prompts (2 pairs) x 4 rollouts, short completions.
 FAST = [
@@ -45,6 +47,26 @@ METHOD_METRICS = {
 }
 
 
+# A share of rollouts, groups or questions; the rest are checked against their own ranges.
+SHARES = ("accuracy", "_rate", "ratio", "share", "agreement")
+NON_NEGATIVE = ("reward_std", "entropy", "mean_entropy", "self_certainty", "votes/extra_seconds")
+# The method's reward per rollout: -mean entropy, a KL divergence, or 0/1 (the others).
+REWARD_RANGES = {"entropy": (-math.inf, 0.0), "self_certainty": (0.0, math.inf)}
+
+
+def assert_plausible(key: str, value: float) -> None:
+    """A logged metric is a finite number in the range its definition allows."""
+    assert isinstance(value, (int, float)) and math.isfinite(value), (key, value)
+    if key == "teacher/rate":
+        assert 0.0 <= value <= 1.0, (key, value)
+    elif key.endswith(SHARES):
+        assert 0.0 <= value <= 1.0, (key, value)
+    elif key in NON_NEGATIVE:
+        assert value >= 0.0, (key, value)
+    elif key == "completions/mean_length":
+        assert 0 < value <= 24, (key, value)  # FAST's max_completion_length
+
+
 START_GREEDY = evaluate(
     synthetic_problems("tiny", 4, "test", seed=0), TransformersBackend.load("tiny"), k=0, max_new_tokens=24
 ).scores.greedy_accuracy
@@ -61,8 +83,11 @@ def test_train_runs_every_method(recipe, tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in records if "reward" in r]
     assert [r["step"] for r in steps] == [1, 2]
-    for key in ["reward", "reward_std", "completions/mean_length", "entropy", *METHOD_METRICS[recipe]]:
-        assert all(key in r for r in steps), key
+    low, high = REWARD_RANGES.get(recipe_settings(f"tiny/{recipe}")["method"], (0.0, 1.0))
+    assert all(low <= r["reward"] <= high for r in steps), [r["reward"] for r in steps]
+    for key in ["reward_std", "completions/mean_length", "entropy", *METHOD_METRICS[recipe]]:
+        for record in steps:
+            assert_plausible(key, record[key])
     evals = [r for r in records if "eval_greedy_accuracy" in r]
     assert [r["step"] for r in evals] == [0, 2]  # eval_on_start, then every eval_steps
     assert all("eval_sampled_accuracy" in r for r in evals)
@@ -70,6 +95,11 @@ def test_train_runs_every_method(recipe, tmp_path):
     assert evals[0]["eval_greedy_accuracy"] == START_GREEDY
     settings = yaml.safe_load((out / "config.yaml").read_text())
     assert settings["method"] == recipe_settings(f"tiny/{recipe}")["method"]
+    if "teacher/rate" in METHOD_METRICS[recipe]:  # a_s of the cosine schedule over the run's 2 steps
+        schedule = TeacherSchedule(
+            settings["teacher_rate_start"], settings["teacher_rate_end"], settings["teacher_update_interval"]
+        )
+        assert [r["teacher/rate"] for r in steps] == pytest.approx([schedule.rate(s, 2) for s in (1, 2)])
     if recipe == "co_rewarding_ii_frozen_teacher":
         assert all(r["teacher/rate"] == 0.0 for r in steps)
     if recipe == "test_time_training":  # it trained on the 4 held-out problems, and measured pass@k on them

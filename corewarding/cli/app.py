@@ -1,19 +1,31 @@
 """The Typer application and the one place where errors become messages.
 
-A user mistake (a missing file, a bad column, an unknown setting, an unwritable folder, a full disk)
-ends with one line on stderr and exit code 2, never a stack trace; a failing backend (an endpoint that
-keeps failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on.
+A user mistake — a :class:`~corewarding.core.errors.UserError` (a bad column, an unknown setting, a folder
+that holds another run) or an ``OSError`` (a missing file, an unwritable folder, a full disk) — ends with
+one line on stderr and exit code 2, never a stack trace; a failing backend (an endpoint that keeps
+failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
+bug, and says so: one line naming its type and exit code 70, or its full traceback with
+``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
 import warnings
 
+import click
 import typer
 
-__all__ = ["app", "rm_app", "handles_errors", "quiet_libraries"]
+from corewarding.core.errors import UserError
+
+__all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries"]
+
+#: The exceptions that are the user's mistake: one line, exit code 2.
+USER_ERRORS = (UserError, OSError)
+#: The exit code of an unexpected exception (a bug): EX_SOFTWARE of sysexits.h.
+BUG_EXIT_CODE = 70
 
 app = typer.Typer(
     add_completion=False,
@@ -27,6 +39,25 @@ rm_app = typer.Typer(
 app.add_typer(rm_app, name="rm")
 
 
+@app.callback()
+def main(
+    debug: bool = typer.Option(
+        False, "--debug", help="Show the traceback of an unexpected error (also: COREWARDING_DEBUG=1)."
+    ),
+) -> None:
+    """Options of every command (``corewarding --debug train …``), set on each invocation."""
+    _invocation["debug"] = debug
+
+
+# The options of the current invocation (Typer calls ``main`` before every command).
+_invocation = {"debug": False}
+
+
+def debugging() -> bool:
+    """Whether ``--debug`` was given to this command, or ``COREWARDING_DEBUG`` is set (and not 0)."""
+    return _invocation["debug"] or os.environ.get("COREWARDING_DEBUG", "0") not in ("", "0")
+
+
 def _message(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror and error.filename:
         # e.g. a full disk: "runs/x/optimizer.pt: No space left on device"
@@ -36,8 +67,9 @@ def _message(error: BaseException) -> str:
 
 
 def handles_errors(interrupted: str = "interrupted"):
-    """Decorate a command: user mistakes (ValueError, OSError) → ``error: …`` and exit 2; a backend that
-    fails → exit 1; Ctrl-C → ``interrupted`` and exit 130."""
+    """Decorate a command: user mistakes (:data:`USER_ERRORS`) → ``error: …`` and exit 2; a backend that
+    fails → exit 1; Ctrl-C → ``interrupted`` and exit 130; anything else is a bug → one line that says
+    so and exit 70, or its traceback under :func:`debugging`."""
 
     def decorate(command):
         @functools.wraps(command)
@@ -46,13 +78,15 @@ def handles_errors(interrupted: str = "interrupted"):
 
             try:
                 return command(*args, **kwargs)
+            except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+                raise  # the command's own exit, or Typer's usage message
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(130) from None
             except BackendError as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(1) from None
-            except (ValueError, OSError) as error:
+            except USER_ERRORS as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(2) from None
             except ModuleNotFoundError as error:
@@ -62,6 +96,15 @@ def handles_errors(interrupted: str = "interrupted"):
                 typer.echo(f"error: this command trains with TRL 1.16, which needs Python >= 3.11 (this is "
                            f"{sys.version.split()[0]})", err=True)
                 raise typer.Exit(2) from None
+            except Exception as error:
+                if debugging():
+                    raise
+                typer.echo(
+                    f"internal error: {type(error).__name__}: {_message(error)} (a bug in corewarding, not a "
+                    "mistake of yours: run again with --debug, or COREWARDING_DEBUG=1, to see its traceback)",
+                    err=True,
+                )
+                raise typer.Exit(BUG_EXIT_CODE) from None
 
         return wrapper
 

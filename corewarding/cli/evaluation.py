@@ -10,6 +10,7 @@ import typer
 
 from corewarding.cli.app import app, handles_errors, quiet_libraries
 from corewarding.cli.options import BackendOptions, Columns, check_writable, make_backend, option_group
+from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT
 
 
@@ -77,7 +78,7 @@ def eval_command(
     from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
 
     if matching not in ("equivalence", "exact"):
-        raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
+        raise UserError(f"unknown --matching {matching!r}: expected equivalence or exact")
     # Checked now, before a model is loaded or a question asked.
     evaluation_runs(
         k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
@@ -85,7 +86,7 @@ def eval_command(
     if output is not None:
         check_writable(output, "--output")
     if views and (dataset != "synthetic" or not samples):
-        raise ValueError(
+        raise UserError(
             "--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k"
         )
     problems = evaluation_problems(model, dataset, columns, limit, seed)
@@ -142,7 +143,7 @@ def evaluation_problems(model: str, dataset: str, columns, limit: int | None, se
     problems = load_problems(dataset, columns)
     scorable = [p for p in problems if p.answer is not None]
     if not scorable:
-        raise ValueError(f"{dataset}: no question has a reference answer (name its column with --columns)")
+        raise UserError(f"{dataset}: no question has a reference answer (name its column with --columns)")
     if len(scorable) < len(problems):
         typer.echo(
             f"note: {len(problems) - len(scorable):,} of {len(problems):,} questions have no reference "

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 
+from corewarding.core.errors import UserError
 from corewarding.data.rephrasing_checks import ValidationSettings
 
 __all__ = ["option_group", "BackendOptions", "ValidationOptions", "Columns", "make_backend", "check_writable"]
@@ -102,9 +103,9 @@ def make_backend(model: str, options: BackendOptions, seed: int = 0):
         try:
             body = json.loads(options.extra_body)
         except json.JSONDecodeError as error:
-            raise ValueError(f"--extra-body is not JSON: {error}") from None
+            raise UserError(f"--extra-body is not JSON: {error}") from None
         if not isinstance(body, dict):
-            raise ValueError("--extra-body must be a JSON object")
+            raise UserError("--extra-body must be a JSON object")
         return OpenAIBackend(
             options.base_url, model, api_key_env=options.api_key_env or None, concurrency=options.concurrency,
             timeout_s=options.timeout, max_attempts=options.max_attempts, extra_body=body,
@@ -113,7 +114,7 @@ def make_backend(model: str, options: BackendOptions, seed: int = 0):
         return TransformersBackend.load(model, batch_size=options.batch_size, seed=seed)
     if options.backend == "vllm":
         return VLLMBackend(model, seed=seed)
-    raise ValueError(f"unknown backend {options.backend!r}: expected openai, transformers or vllm")
+    raise UserError(f"unknown backend {options.backend!r}: expected openai, transformers or vllm")
 
 
 _DEFAULT_CHECKS = ValidationSettings()

@@ -9,6 +9,7 @@ import typer
 
 from corewarding.cli.app import app, handles_errors
 from corewarding.cli.options import BackendOptions, Columns, ValidationOptions, option_group
+from corewarding.core.errors import UserError
 
 Outputs = Annotated[
     list[Path] | None,
@@ -19,7 +20,7 @@ Outputs = Annotated[
 def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
     from rich.console import Console
 
-    from corewarding.data.rephrase import pair_rows, write_pair_dataset
+    from corewarding.inference.rephrase import pair_rows, write_pair_dataset
     from corewarding.data.rephrasing_checks import summary_table
 
     Console().print(summary_table(reports, settings, title))
@@ -57,7 +58,7 @@ def validate_pairs_command(
     else:
         problems = load_problems(pairs, columns)
         if all(p.rephrasing is None for p in problems):
-            raise ValueError(
+            raise UserError(
                 f"{pairs} has no rephrasing column: name it with --columns question=COL,rephrasing=COL, "
                 "or pass the rephrasings file as a second argument"
             )
@@ -110,15 +111,15 @@ def rephrase(
     """
     from corewarding.cli.options import check_writable, make_backend
     from corewarding.data.loaders import load_problems
-    from corewarding.data.rephrase import backend_solver, rephrase_problems
+    from corewarding.inference.rephrase import backend_solver, rephrase_problems
     from corewarding.data.rephrasing_checks import validate_pairs
     from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
     from corewarding.inference.generation import GenerationSettings
 
     if not output:
-        raise ValueError("give at least one --output file (.jsonl or .parquet)")
+        raise UserError("give at least one --output file (.jsonl or .parquet)")
     if not model:
-        raise ValueError("give the rephrasing model with --model")
+        raise UserError("give the rephrasing model with --model")
     cache = cache or output[0].with_name(output[0].name + ".cache.jsonl")
     for path in (*output, cache):  # before any request is paid for
         check_writable(path, "--output" if path != cache else "--cache")

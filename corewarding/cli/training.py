@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from corewarding.cli.app import app, handles_errors, quiet_libraries
+from corewarding.core.errors import UserError
 
 
 @app.command()
@@ -72,7 +73,7 @@ def train(
 
     Example: corewarding train --config tiny/co_rewarding_ii --dataset questions.jsonl --dataset_columns question=text
     """
-    from corewarding.training.config import config_from_args, settings_help
+    from corewarding.training.settings import config_from_args, settings_help
 
     if show_help:
         typer.echo(ctx.get_help())
@@ -161,7 +162,7 @@ def pretrain(
     from corewarding.tiny.view_diagnostics import pair_summary, views_table
 
     if regime not in REGIMES:
-        raise ValueError(f"unknown --regime {regime!r}: expected one of {', '.join(REGIMES)}")
+        raise UserError(f"unknown --regime {regime!r}: expected one of {', '.join(REGIMES)}")
     base = REGIMES[regime].pretraining
     overrides = {
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "slip_rate": slip_rate,
@@ -174,7 +175,7 @@ def pretrain(
     try:  # before minutes of training, not after
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise ValueError(f"cannot write to {output}: {error.strerror}") from None
+        raise UserError(f"cannot write to {output}: {error.strerror}") from None
     # One thread by default: on a 2-core machine shared with other processes, two torch threads made a
     # step of this model ten times slower (the threads wait on each other), while on idle cores they
     # saved only about 40%.

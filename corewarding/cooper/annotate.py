@@ -49,6 +49,7 @@ from rich.progress import Progress
 from corewarding.cooper.reward_model import TemplateBounds, reward_model_text
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
+from corewarding.core.errors import UserError
 from corewarding.core.jsonl import read_jsonl, unterminated
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.data.records import Problem
@@ -124,9 +125,9 @@ class AnnotationSettings:
 
     def __post_init__(self):
         if not 0.0 < self.heldout_fraction < 1.0:
-            raise ValueError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
+            raise UserError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if self.chunk_size < 1:
-            raise ValueError(f"chunk_size must be at least 1, got {self.chunk_size}")
+            raise UserError(f"chunk_size must be at least 1, got {self.chunk_size}")
         self.sampling()  # validates the sampling settings
 
     def sampling(self) -> GenerationSettings:
@@ -229,7 +230,7 @@ def _check_settings(output: Path, record: dict) -> None:
         before = json.loads(path.read_text())
         changed = sorted(k for k in record.keys() | before.keys() if record.get(k) != before.get(k))
         if changed:
-            raise ValueError(
+            raise UserError(
                 f"{output} was annotated with other settings ({', '.join(changed)}); "
                 "use another output file, or the same settings to go on"
             )
@@ -322,14 +323,14 @@ def read_labelled(path: str | os.PathLike, split: str | None = None) -> list[Lab
     A line cut off by a killed run is skipped.
     """
     if split is not None and split not in SPLITS:
-        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise UserError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no labelled data at {path}")
     rows, skipped = read_jsonl(path, lambda row: LabelledExample(**row))
     for line in skipped:
         if not line.last:  # only the last line can be cut off by a killed run; others mean a wrong file
-            raise ValueError(
+            raise UserError(
                 f"{path}:{line.number} is not a labelled completion ({line.reason}; made by rm annotate?)"
             )
     return [row for row in rows if split is None or row.split == split]

@@ -28,7 +28,7 @@ negative up to three times; here it is masked, which keeps the calls of a step b
 **Bounded and resumable.** At most ``calls_per_step`` calls per step (the rest of the positives get no
 assistant negative that step: ``over_budget``), each bounded by the backend's timeout and retries. Every
 negative that comes back is appended at once to a JSONL cache in the run folder
-(:class:`~corewarding.data.rephrase.CompletionCache`, the rephrasing pipeline's), keyed by the question
+(:class:`~corewarding.inference.rephrase.CompletionCache`, the rephrasing pipeline's), keyed by the question
 id and a hash of the question, the reference and the positive (:attr:`NegativeRequest.key`): a resumed
 run, or a later step that selects the same positive, does not pay for it again (whichever assistant
 wrote it: each line names it); a failed call is not cached and is asked again when that positive comes
@@ -59,7 +59,7 @@ from typing import Protocol
 
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
-from corewarding.data.rephrase import CachedCompletion, CompletionCache
+from corewarding.inference.rephrase import CachedCompletion, CompletionCache
 from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings
 
 __all__ = [

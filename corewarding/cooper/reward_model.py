@@ -52,6 +52,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 
+from corewarding.core.errors import UserError
 from corewarding.core.rewards import within_group_auc
 from corewarding.inference.models import default_device, load_model
 
@@ -84,7 +85,7 @@ class TemplateBounds:
     def __post_init__(self):
         for name in ("question_chars", "reference_chars", "completion_chars"):
             if getattr(self, name) < len(ELLIPSIS) + 2:
-                raise ValueError(f"{name} must be at least {len(ELLIPSIS) + 2}, got {getattr(self, name)}")
+                raise UserError(f"{name} must be at least {len(ELLIPSIS) + 2}, got {getattr(self, name)}")
 
 
 def truncate_middle(text: str, max_chars: int) -> str:
@@ -221,9 +222,9 @@ class RewardModel:
 
     def __init__(self, model, tokenizer, bounds: TemplateBounds = TemplateBounds(), batch_size: int = 16):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         if model.config.num_labels != 1:
-            raise ValueError(f"a reward model has one output, this classifier has {model.config.num_labels}")
+            raise UserError(f"a reward model has one output, this classifier has {model.config.num_labels}")
         self.model = model
         self.tokenizer = tokenizer
         self.tokenizer.truncation_side = "left"

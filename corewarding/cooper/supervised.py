@@ -35,6 +35,7 @@ from transformers import get_cosine_schedule_with_warmup
 
 from corewarding.cooper.annotate import LabelledExample
 from corewarding.cooper.reward_model import ClassificationScores, RewardModel, classification_scores
+from corewarding.core.errors import UserError
 
 __all__ = [
     "RewardTrainingConfig",
@@ -78,11 +79,11 @@ class RewardTrainingConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "save_steps"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
 
 
 @dataclass
@@ -141,7 +142,7 @@ def train_reward_model(
     its weights are replaced by the checkpoint's.
     """
     if not train:
-        raise ValueError("no training completions: the labelled data has no rows of the train split")
+        raise UserError("no training completions: the labelled data has no rows of the train split")
     output = Path(output_dir)
     settings = asdict(config) | {"bounds": asdict(model.bounds)}
     finished = output / RESULT_FILE
@@ -244,7 +245,7 @@ def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losse
 def _check_same(before: dict, now: dict, output: Path) -> None:
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
     if changed:
-        raise ValueError(
+        raise UserError(
             f"{output} holds a reward model trained with other settings ({', '.join(changed)}); "
             "use another output folder"
         )

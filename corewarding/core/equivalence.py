@@ -7,14 +7,11 @@ The reference implementation compares raw ``\\boxed{}`` strings, so ``\\frac{1}{
   :data:`MAX_NESTING` brackets, or shaped like a magnitude bomb (a numeric power tower such as
   ``9^{9^{9}}``, an exponent of six or more digits, the factorial of a huge number) is never parsed:
   it equals only an answer with the same canonical string.
-* **Bounded time per comparison, from any thread or process.** math-verify's own timeout uses
-  ``signal.alarm``, which raises outside the main thread. Parsing and comparison therefore run in
-  worker processes (started on first use, per checker and per process that uses it), in *their* main
-  thread, under a memory cap and an interval timer of CPU time: each parse and each verification gets
-  ``timeout_s`` (default 1 s) of the worker's CPU time, so a verdict does not depend on how busy the
-  machine is. A parse that runs out of time is remembered, so a hostile answer costs
-  one timeout per worker, not one per comparison. A worker silent for ``hard_timeout_s`` (default 5 s)
-  is killed and restarted, and that comparison is False.
+* **Bounded time per comparison, from any thread or process.** Parsing and comparison run in the
+  math-verify worker processes of a :class:`~corewarding.core.verifier_pool.VerifierPool` (in their own
+  main thread, under a memory cap, ``timeout_s`` (default 1 s) of CPU time per parse and per
+  verification; a worker silent for ``hard_timeout_s`` (default 5 s) is killed, and that comparison is
+  False).
 * **Bounded work per group.** :meth:`EquivalenceChecker.cluster_groups` compares at most
   ``max_compared`` distinct answers of a group with math-verify (default
   :data:`MAX_COMPARED_ANSWERS`, the most frequent first); the others are grouped by canonical string
@@ -24,15 +21,19 @@ The reference implementation compares raw ``\\boxed{}`` strings, so ``\\frac{1}{
   :data:`MAX_COMPARISON_SECONDS`), is only a safety net on top: it depends on timing, and honest
   groups never reach it.
 * **No global lock.** Cache look-ups and in-process decisions wait on nothing but the cache's own
-  short lock. A worker is lent to one caller at a time, first come first served, for a time slice
-  (0.5 s, then the comparison under way is finished and the rest deferred), so a call waits for a
-  worker behind at most one slice of each caller that was waiting before it.
+  short lock; the pool lends a worker to one caller at a time, for a time slice, first come first
+  served.
 * **Bounded memory.** Results are cached on canonical strings up to ``cache_bytes`` (default
   :data:`CACHE_BYTES`, counted by :class:`~corewarding.core.lru.ByteLRU`); a worker keeps at most
   4,096 parsed answers, each at most :data:`MAX_ANSWER_CHARS` characters, under its 2 GiB cap.
+* **Who starts processes.** Each :class:`EquivalenceChecker` owns one pool (or is handed one), whose
+  workers start on the first comparison that needs them. The module-level functions, and so the reward
+  functions of :mod:`corewarding.core.rewards` and the votes of :mod:`corewarding.core.voting`, use the
+  process's shared checker, :func:`default_checker`, unless a ``checker`` is passed: a reward computed
+  on answers that need math-verify starts that checker's two worker processes (once per process; they
+  stop at exit). :func:`set_default_checker` replaces it, e.g. with other time bounds.
 * **Model text is never executed.** Only LaTeX extraction is used: math-verify's plain-expression
   extraction goes through sympy's ``parse_expr``, which calls ``eval``, so it is not enabled.
-* **Quiet.** math-verify's loggers (which print whole inputs on timeout) are silenced in the worker.
 * **Fast.** Canonically identical answers and pairs of plain numbers (``12``, ``-0.5``, ``3/4``,
   ``\\frac{3}{4}``) are decided in-process without the worker; each clustering round of many groups
   goes to the workers as one batch.
@@ -52,23 +53,16 @@ rest, are compared: ``\\dfrac12`` and ``0.5`` keep clusters of their own.)
 
 from __future__ import annotations
 
-import atexit
-import json
 import os
 import re
-import select
-import subprocess
-import sys
 import threading
-import time
-from collections import Counter, OrderedDict, deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections import Counter
+from collections.abc import Sequence
 from fractions import Fraction
 
 from corewarding.core.answers import canonical_answer
 from corewarding.core.lru import ByteLRU
+from corewarding.core.verifier_pool import VerifierPool
 
 __all__ = [
     "CACHE_BYTES",
@@ -102,13 +96,7 @@ MAX_COMPARISON_SECONDS = 5.0
 #: Bytes of comparison results an :class:`EquivalenceChecker` caches by default (some 100,000 pairs of
 #: short answers).
 CACHE_BYTES = 32 << 20
-# Comparisons per message to a worker, the unit of parallel work.
-_CHUNK = 8
-# Seconds after which a worker defers the rest of a message: a caller holds a worker for one slice at a
-# time, then waits for one again behind the callers already waiting.
-_SLICE_S = 0.5
-# Parsed answers a worker keeps.
-_PARSE_CACHE_ENTRIES = 4096
+
 
 
 _MAGNITUDE_BOMB = re.compile(
@@ -191,112 +179,55 @@ def _decide_in_process(reference: str, answer: str) -> bool | None:
     return False if abs(a[0] - b[0]) > Fraction(1, 10**5) else None
 
 
-class _Worker:
-    """A math-verify process answering one JSON line per comparison, killed on a hard timeout."""
 
-    def __init__(self, timeout_s: float):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corewarding.core.equivalence", str(timeout_s)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
-        self._buffer = b""
-        ready = self.read_line(deadline=time.monotonic() + 120)
-        if ready != {"ready": True}:
-            self.kill()
-            raise RuntimeError("the math-verify worker process failed to start")
-
-    def read_line(self, deadline: float) -> dict | None:
-        """The next reply, or None when the deadline passes or the worker died."""
-        fd = self.proc.stdout.fileno()
-        while b"\n" not in self._buffer:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-                return None
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        return json.loads(line)
-
-    def send(self, message: dict) -> None:
-        self.proc.stdin.write(json.dumps(message).encode() + b"\n")
-        self.proc.stdin.flush()
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait()
-        for stream in (self.proc.stdin, self.proc.stdout):
-            stream.close()
-
-
-class _Slots:
-    """Worker slots lent first come, first served: a returned slot goes straight to the longest waiter.
-
-    (With a plain queue, a thread returning a slot and asking again at once could take it back ahead
-    of a thread already waiting, and a long batch would starve a single comparison.) A free caller gets
-    the lowest free slot, so a single thread keeps using the same worker and its parse cache.
+class _GroupClustering:
+    """The clustering of one group's answers (steps 1-4 of :meth:`EquivalenceChecker.cluster_groups`):
+    which forms are compared, the comparisons each round asks for, and where each verdict places a form.
     """
 
-    def __init__(self, n: int):
-        self._free = list(range(n))
-        self._waiting: deque[list] = deque()
-        self._lock = threading.Lock()
+    def __init__(self, answers: Sequence[str | None], max_compared: int | None):
+        keys = [None if a is None else canonical_answer(a) for a in answers]
+        counts = Counter(k for k in keys if k is not None)  # in order of first appearance
+        self.forms = list(counts)
+        position = {form: f for f, form in enumerate(self.forms)}
+        self.form_of_answer = [None if k is None else position[k] for k in keys]
+        ranked = sorted(range(len(self.forms)), key=lambda f: -counts[self.forms[f]])  # stable
+        #: The forms compared with math-verify, in order of first appearance; round r places the r-th.
+        self.compared = sorted(ranked[:max_compared])
+        #: cluster_of[f]: the representative of form f's cluster; a form that founds a cluster, or is
+        #: never compared, is its own.
+        self.cluster_of = list(range(len(self.forms)))
+        self.representatives = self.compared[:1]
+        self.out_of_time = False
 
-    def acquire(self) -> int:
-        with self._lock:
-            if self._free and not self._waiting:
-                slot = min(self._free)
-                self._free.remove(slot)
-                return slot
-            ticket = [threading.Event(), None]
-            self._waiting.append(ticket)
-        ticket[0].wait()
-        return ticket[1]
+    @property
+    def rounds(self) -> int:
+        return len(self.compared)
 
-    def release(self, slot: int) -> None:
-        with self._lock:
-            if self._waiting:
-                ticket = self._waiting.popleft()
-                ticket[1] = slot
-                ticket[0].set()
-            else:
-                self._free.append(slot)
+    def comparisons(self, r: int) -> list[tuple[str, str]]:
+        """Round r: the r-th compared form against each representative found so far."""
+        form = self.forms[self.compared[r]]
+        return [(self.forms[rep], form) for rep in self.representatives]
 
+    def place(self, r: int, verdicts: Sequence[bool | None]) -> None:
+        """Round r's verdicts: the form joins the first representative it equals, else founds a cluster;
+        a skipped comparison (None: out of time) leaves it a cluster of its own."""
+        form = self.compared[r]
+        for rep, verdict in zip(self.representatives, verdicts):
+            if verdict is None:
+                self.out_of_time = True
+                return
+            if verdict:
+                self.cluster_of[form] = rep
+                return
+        self.representatives.append(form)
 
-class _TimeBudgets:
-    """Seconds of worker time left to each group of one batch, charged as the workers report them.
-
-    The time left to a group is shared among its messages not yet answered, so that workers comparing
-    one group in parallel do not each spend all of it.
-    """
-
-    def __init__(self, tags: list[int], seconds_left: list[float], chunks: Sequence[range]):
-        self.tags = tags
-        self.seconds_left = seconds_left
-        self._unanswered = Counter(t for chunk in chunks for t in {tags[i] for i in chunk})
-        self._lock = threading.Lock()
-
-    def message(self, pairs: range) -> tuple[list[int], list[float]]:
-        """For a message of these pairs: each pair's budget number, and the seconds of each budget."""
-        numbers: dict[int, int] = {}
-        for i in pairs:
-            numbers.setdefault(self.tags[i], len(numbers))
-        with self._lock:
-            seconds = [self.seconds_left[t] / self._unanswered[t] for t in numbers]
-        return [numbers[self.tags[i]] for i in pairs], seconds
-
-    def charge(self, pair: int, seconds: float) -> None:
-        with self._lock:
-            self.seconds_left[self.tags[pair]] -= seconds
-
-    def answered(self, pairs: range) -> None:
-        with self._lock:
-            self._unanswered.subtract({self.tags[i] for i in pairs})
+    def cluster_ids(self) -> list[int | None]:
+        """Each answer's cluster, numbered 0, 1, … by first appearance; None stays None."""
+        ids: dict[int, int] = {}
+        return [
+            None if f is None else ids.setdefault(self.cluster_of[f], len(ids)) for f in self.form_of_answer
+        ]
 
 
 class EquivalenceChecker:
@@ -306,17 +237,16 @@ class EquivalenceChecker:
     matters only for equations such as ``x=5`` against ``5``).
 
     Args:
-        timeout_s: bound on each parse and each verification inside a worker (interval timer; default
-            1 s).
+        timeout_s: bound on each parse and each verification inside a worker (CPU time; default 1 s).
         hard_timeout_s: bound after which a silent worker is killed and restarted (default 5 s).
         workers: worker processes comparing in parallel (default: 2, or 1 on a single core).
         cache_bytes: bytes of results kept, least recently used dropped first (default
             :data:`CACHE_BYTES`).
+        pool: the worker processes to use (default: a new :class:`VerifierPool` with the bounds above,
+            owned by this checker).
 
     Attributes:
-        timeouts: comparisons that timed out (each counts as not equivalent).
-        comparisons: comparisons made by math-verify in the workers (cache hits and in-process
-            decisions excluded).
+        pool: the worker processes; :attr:`timeouts` and :attr:`comparisons` are its counts.
         groups_out_of_time: groups of :meth:`cluster_groups` whose time cap cut their comparisons short.
     """
 
@@ -326,44 +256,32 @@ class EquivalenceChecker:
         hard_timeout_s: float = 5.0,
         workers: int | None = None,
         cache_bytes: int = CACHE_BYTES,
+        pool: VerifierPool | None = None,
     ):
-        self.timeout_s = timeout_s
-        self.hard_timeout_s = hard_timeout_s
+        self.pool = pool if pool is not None else VerifierPool(timeout_s, hard_timeout_s, workers)
         self._cache = ByteLRU(cache_bytes)
-        self._workers: list[_Worker | None] = [None] * (workers or min(2, os.cpu_count() or 1))
-        self.timeouts = 0
-        self.comparisons = 0
         self.groups_out_of_time = 0
-        self._new_locks()
-        os.register_at_fork(after_in_child=self._after_fork)
-        atexit.register(self.close)
-
-    def _new_locks(self) -> None:
-        self._slots = _Slots(len(self._workers))
         self._stats_lock = threading.Lock()
-        self._all_lock = threading.Lock()
+        # A lock held by one of the parent's threads at a fork stays held in the child.
+        os.register_at_fork(after_in_child=lambda: setattr(self, "_stats_lock", threading.Lock()))
 
-    def _after_fork(self) -> None:
-        # The parent's workers answer the parent (and a lock held by one of its threads stays held in
-        # the child): a child starts afresh, its own workers on first use.
-        self._workers = [None] * len(self._workers)
-        self._new_locks()
+    @property
+    def timeouts(self) -> int:
+        """Comparisons that timed out (each counts as not equivalent)."""
+        return self.pool.timeouts
 
-    @contextmanager
-    def _every_worker(self) -> Iterator[None]:
-        """Hold every worker slot (waiting for calls in flight); one holder at a time, so no deadlock."""
-        with self._all_lock:
-            held = [self._slots.acquire() for _ in self._workers]
-        try:
-            yield
-        finally:
-            for slot in held:
-                self._slots.release(slot)
+    @property
+    def comparisons(self) -> int:
+        """Comparisons made by math-verify in the workers (cache hits and in-process decisions excluded)."""
+        return self.pool.comparisons
 
     def start(self) -> None:
         """Start the worker processes now rather than on the first comparison that needs them."""
-        with self._every_worker(), ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
-            list(pool.map(self._live_worker, range(len(self._workers))))
+        self.pool.start()
+
+    def close(self) -> None:
+        """Stop the worker processes (they are restarted if the checker is used again)."""
+        self.pool.close()
 
     def equivalent(self, reference: str, answer: str) -> bool:
         return self.equivalent_many([(reference, answer)])[0]
@@ -419,62 +337,28 @@ class EquivalenceChecker:
             raise ValueError(f"max_compared must be at least 1 (or None), got {max_compared}")
         if max_seconds is not None and max_seconds <= 0:
             raise ValueError(f"max_seconds must be positive (or None), got {max_seconds}")
-        forms: list[list[str]] = []
-        form_index: list[list[int | None]] = []
-        compared: list[list[int]] = []
-        for answers in groups:
-            keys = [None if a is None else canonical_answer(a) for a in answers]
-            counts = Counter(k for k in keys if k is not None)  # in order of first appearance
-            group_forms = list(counts)
-            position = {form: f for f, form in enumerate(group_forms)}
-            ranked = sorted(range(len(group_forms)), key=lambda f: -counts[group_forms[f]])  # stable
-            compared.append(sorted(ranked[:max_compared]))
-            forms.append(group_forms)
-            form_index.append([None if k is None else position[k] for k in keys])
-
-        # cluster_of[g][f]: the representative of form f's cluster; a form that founds a cluster, or
-        # is never compared, is its own.
-        cluster_of = [list(range(len(f))) for f in forms]
-        representatives = [c[:1] for c in compared]
-        seconds_left = [max_seconds] * len(groups) if max_seconds is not None else []
-        out_of_time: set[int] = set()
-        for r in range(1, max((len(c) for c in compared), default=0)):
-            active = []
-            for g, chosen in enumerate(compared):
-                if r < len(chosen):
-                    if max_seconds is not None and seconds_left[g] <= 0:
-                        out_of_time.add(g)
-                    else:
-                        active.append(g)
-            pairs = [(forms[g][rep], forms[g][compared[g][r]]) for g in active for rep in representatives[g]]
-            if max_seconds is None:
-                verdicts = iter(self._verdicts(pairs))
-            else:
-                tags = [g for g in active for _ in representatives[g]]
-                verdicts = iter(self._verdicts(pairs, tags, seconds_left))
-            for g in active:
-                form = compared[g][r]
-                matches = [next(verdicts) for _ in representatives[g]]
-                for rep, verdict in zip(representatives[g], matches):
-                    if verdict is None:  # skipped: the group ran out of time
-                        seconds_left[g] = 0.0
-                        out_of_time.add(g)
-                        break
-                    if verdict:
-                        cluster_of[g][form] = rep
-                        break
-                else:
-                    representatives[g].append(form)
+        clusterings = [_GroupClustering(answers, max_compared) for answers in groups]
+        seconds_left = [max_seconds] * len(groups) if max_seconds is not None else None
+        for r in range(1, max((c.rounds for c in clusterings), default=0)):
+            asked: list[tuple[_GroupClustering, int]] = []  # (group, its comparisons this round)
+            pairs: list[tuple[str, str]] = []
+            tags: list[int] = []  # pair i is charged to seconds_left[tags[i]]
+            for g, clustering in enumerate(clusterings):
+                if r >= clustering.rounds or clustering.out_of_time:
+                    continue
+                if seconds_left is not None and seconds_left[g] <= 0:
+                    clustering.out_of_time = True
+                    continue
+                comparisons = clustering.comparisons(r)
+                asked.append((clustering, len(comparisons)))
+                pairs += comparisons
+                tags += [g] * len(comparisons)
+            verdicts = iter(self._verdicts(pairs, tags if seconds_left is not None else None, seconds_left))
+            for clustering, n in asked:
+                clustering.place(r, [next(verdicts) for _ in range(n)])
         with self._stats_lock:
-            self.groups_out_of_time += len(out_of_time)
-
-        clustered = []
-        for g, index in enumerate(form_index):
-            ids: dict[int, int] = {}
-            clustered.append(
-                [None if f is None else ids.setdefault(cluster_of[g][f], len(ids)) for f in index]
-            )
-        return clustered
+            self.groups_out_of_time += sum(c.out_of_time for c in clusterings)
+        return [c.cluster_ids() for c in clusterings]
 
     def _verdicts(
         self,
@@ -501,106 +385,12 @@ class EquivalenceChecker:
         if pending:
             todo = list(pending)
             todo_tags = None if tags is None else [tags[pending[key][0]] for key in todo]
-            for key, verdict in zip(todo, self._ask_workers(todo, todo_tags, seconds_left)):
+            for key, verdict in zip(todo, self.pool.compare(todo, todo_tags, seconds_left)):
                 if verdict is not None:
                     self._cache.put(key, verdict)
                 for i in pending[key]:
                     results[i] = verdict
         return results
-
-    def _ask_workers(
-        self, todo: list[tuple[str, str]], tags: list[int] | None, seconds_left: list[float] | None
-    ) -> list[bool | None]:
-        # Messages of _CHUNK contiguous pairs (a group's pairs share forms, so mostly one worker's parse
-        # cache), each sent by whichever helper thread gets a worker next.
-        verdicts: list[bool | None] = [None] * len(todo)
-        chunks = deque((range(k, min(k + _CHUNK, len(todo))), 0) for k in range(0, len(todo), _CHUNK))
-        budgets = None if tags is None else _TimeBudgets(tags, seconds_left, [c for c, _ in chunks])
-
-        def send_chunks() -> None:
-            while True:
-                try:
-                    chunk, start = chunks.popleft()
-                except IndexError:
-                    return
-                slot = self._slots.acquire()
-                try:
-                    start = self._ask_worker(slot, chunk, start, todo, budgets, verdicts)
-                finally:
-                    self._slots.release(slot)
-                if start < len(chunk):
-                    # Its time slice used up, the rest of the chunk waits for a worker again, behind
-                    # any caller that was already waiting.
-                    chunks.appendleft((chunk, start))
-                elif budgets is not None:
-                    budgets.answered(chunk)
-
-        helpers = min(len(self._workers), len(chunks))
-        if helpers == 1:
-            send_chunks()
-        else:
-            with ThreadPoolExecutor(max_workers=helpers) as pool:
-                for done in [pool.submit(send_chunks) for _ in range(helpers)]:
-                    done.result()
-        return verdicts
-
-    def _ask_worker(
-        self,
-        slot: int,
-        chunk: range,
-        start: int,
-        todo: list[tuple[str, str]],
-        budgets: _TimeBudgets | None,
-        verdicts: list[bool | None],
-    ) -> int:
-        """Have the worker in ``slot`` compare ``chunk[start:]`` for one time slice; the position in
-        ``chunk`` of the first pair left unanswered (``len(chunk)`` when none is)."""
-        answered = start
-        while answered < len(chunk):
-            rest = chunk[answered:]
-            worker = self._live_worker(slot)
-            local_tags, seconds = budgets.message(rest) if budgets is not None else ([-1] * len(rest), [])
-            pairs = [[*todo[i], t] for i, t in zip(rest, local_tags)]
-            worker.send({"pairs": pairs, "budgets": seconds, "slice": _SLICE_S})
-            deferred = False
-            for i in rest:
-                reply = worker.read_line(deadline=time.monotonic() + self.hard_timeout_s)
-                if reply is None:
-                    # The worker is stuck (or died) on this comparison: count it as a timeout and
-                    # restart the worker for the rest.
-                    worker.kill()
-                    self._workers[slot] = None
-                    reply = {"eq": False, "timeout": True, "s": self.hard_timeout_s}
-                if reply.get("deferred", False):  # this and every later pair of the message
-                    deferred = True
-                    continue
-                skipped = reply.get("skipped", False)
-                with self._stats_lock:
-                    self.timeouts += reply.get("timeout", False)
-                    self.comparisons += not skipped
-                if budgets is not None:
-                    budgets.charge(i, reply["s"])
-                verdicts[i] = None if skipped else reply["eq"]
-                answered += 1
-                if self._workers[slot] is None:
-                    break
-            if deferred:
-                break
-        return answered
-
-    def _live_worker(self, slot: int) -> _Worker:
-        worker = self._workers[slot]
-        if worker is None or worker.proc.poll() is not None:
-            worker = self._workers[slot] = _Worker(self.timeout_s)
-        return worker
-
-    def close(self) -> None:
-        """Stop the worker processes (they are restarted if the checker is used again)."""
-        with self._every_worker():
-            for slot, worker in enumerate(self._workers):
-                if worker is not None:
-                    worker.kill()
-                self._workers[slot] = None
 
 
 _DEFAULT: EquivalenceChecker | None = None
@@ -608,7 +398,8 @@ _DEFAULT_LOCK = threading.Lock()
 
 
 def default_checker() -> EquivalenceChecker:
-    """The process-wide checker used by the module-level functions."""
+    """The process's shared checker, which the module-level functions use unless given one: created on
+    first use, its worker processes started on the first comparison that needs them."""
     global _DEFAULT
     with _DEFAULT_LOCK:
         if _DEFAULT is None:
@@ -646,14 +437,18 @@ def cluster_answers(
 
 
 def answers_match(
-    pairs: Sequence[tuple[str | None, str | None]], *, mode: str = "equivalence"
+    pairs: Sequence[tuple[str | None, str | None]],
+    *,
+    mode: str = "equivalence",
+    checker: EquivalenceChecker | None = None,
 ) -> list[bool]:
-    """For each (reference, answer) pair: does the answer match? A None on either side never matches."""
+    """For each (reference, answer) pair: does the answer match? A None on either side never matches.
+    Equivalence uses ``checker`` (default: :func:`default_checker`)."""
     known = [i for i, (a, b) in enumerate(pairs) if a is not None and b is not None]
     if mode == "exact":
         verdicts = [canonical_answer(pairs[i][0]) == canonical_answer(pairs[i][1]) for i in known]
     elif mode == "equivalence":
-        verdicts = default_checker().equivalent_many([pairs[i] for i in known])
+        verdicts = (checker or default_checker()).equivalent_many([pairs[i] for i in known])
     else:
         raise ValueError(f"unknown answer matching mode {mode!r}: expected 'equivalence' or 'exact'")
     matched = [False] * len(pairs)
@@ -668,8 +463,10 @@ def cluster_answer_groups(
     mode: str = "equivalence",
     max_compared: int | None = MAX_COMPARED_ANSWERS,
     max_seconds: float | None = MAX_COMPARISON_SECONDS,
+    checker: EquivalenceChecker | None = None,
 ) -> list[list[int | None]]:
-    """:func:`cluster_answers` of many groups (one batch of worker rounds in equivalence mode)."""
+    """:func:`cluster_answers` of many groups (one batch of worker rounds in equivalence mode), with
+    ``checker`` (default: :func:`default_checker`)."""
     if mode == "exact":
         clustered = []
         for answers in groups:
@@ -680,105 +477,6 @@ def cluster_answer_groups(
         return clustered
     if mode != "equivalence":
         raise ValueError(f"unknown answer matching mode {mode!r}: expected 'equivalence' or 'exact'")
-    return default_checker().cluster_groups(groups, max_compared=max_compared, max_seconds=max_seconds)
-
-
-def _serve(timeout_s: float) -> None:
-    """The worker's loop: one message per line, one reply per pair.
-
-    A message is ``{"pairs": [[gold, pred, tag], ...], "budgets": [seconds, ...], "slice": seconds}``;
-    a reply is ``{"eq": bool, "s": seconds taken}``, with ``"timeout": true`` when a parse or the
-    verification ran out of time. A pair with ``tag >= 0`` is charged to ``budgets[tag]``; once that
-    is spent, the tag's remaining pairs are not compared and get ``{"eq": false, "skipped": true, "s":
-    0}``. A tag of -1 has no budget. Once the message has taken ``slice`` seconds, its remaining pairs
-    get ``{"eq": false, "deferred": true, "s": 0}``: the caller sends them again later.
-    """
-    import logging
-    import resource
-    import signal
-    import warnings
-
-    # A comparison that builds a gigantic integer fails with MemoryError instead of swapping.
-    limit = 2 << 30
-    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.CRITICAL)
-    from math_verify import LatexExtractionConfig, parse, verify
-
-    class _Timeout(BaseException):  # not an Exception: math-verify's handlers must not swallow it
-        pass
-
-    def on_alarm(signum, frame):
-        raise _Timeout
-
-    # CPU time, not wall time: on a loaded machine a comparison still gets its full budget of work, so
-    # its verdict does not depend on what else the machine is doing.
-    signal.signal(signal.SIGPROF, on_alarm)
-    extraction = [LatexExtractionConfig()]
-    # Answer -> its parse, or None when parsing it ran out of time: a hostile answer costs one timeout.
-    parses: OrderedDict[str, list | None] = OrderedDict()
-
-    def bounded(function, *args, **kwargs):
-        signal.setitimer(signal.ITIMER_PROF, timeout_s)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            signal.setitimer(signal.ITIMER_PROF, 0)
-
-    def parsed(answer: str) -> tuple[list | None, bool]:
-        """The parse of ``answer`` (None: out of time, now or before), and whether it timed out now."""
-        if answer in parses:
-            parses.move_to_end(answer)
-            return parses[answer], False
-        timed_out = False
-        try:
-            value = bounded(parse, f"${answer}$", extraction_config=extraction, parsing_timeout=None)
-        except _Timeout:
-            value, timed_out = None, True
-        except Exception:
-            value = []
-        parses[answer] = value
-        if len(parses) > _PARSE_CACHE_ENTRIES:
-            parses.popitem(last=False)
-        return value, timed_out
-
-    def compare(gold: str, pred: str) -> dict:
-        (gold_parse, gold_timed_out), (pred_parse, pred_timed_out) = parsed(gold), parsed(pred)
-        if gold_parse is None or pred_parse is None:
-            return {"eq": False, "timeout": gold_timed_out or pred_timed_out}
-        try:
-            return {"eq": bool(bounded(verify, gold_parse, pred_parse, timeout_seconds=None))}
-        except _Timeout:
-            return {"eq": False, "timeout": True}
-        except Exception:
-            return {"eq": False}
-
-    # The first parse and comparison load most of sympy and the LaTeX grammar (over a second): pay it
-    # here, once per worker, rather than in the first batch of answers.
-    for gold, pred in ((r"\frac{1}{2}", "0.5"), (r"2\sqrt{3}", r"\sqrt{12}"), (r"(1, \pi]", r"\{1, 2\}")):
-        compare(gold, pred)
-    parses.clear()
-    out = sys.stdout
-    out.write(json.dumps({"ready": True}) + "\n")
-    out.flush()
-    for line in sys.stdin:
-        message = json.loads(line)
-        seconds_left = message["budgets"]
-        started = time.perf_counter()
-        for n, (gold, pred, tag) in enumerate(message["pairs"]):
-            if n and time.perf_counter() - started >= message["slice"]:  # the first pair always runs
-                reply = {"eq": False, "deferred": True, "s": 0.0}
-            elif tag >= 0 and seconds_left[tag] <= 0:
-                reply = {"eq": False, "skipped": True, "s": 0.0}
-            else:
-                began = time.process_time()
-                reply = compare(gold, pred)
-                reply["s"] = time.process_time() - began
-                if tag >= 0:
-                    seconds_left[tag] -= reply["s"]
-            out.write(json.dumps(reply) + "\n")
-            out.flush()
-
-
-if __name__ == "__main__":
-    _serve(float(sys.argv[1]))
+    return (checker or default_checker()).cluster_groups(
+        groups, max_compared=max_compared, max_seconds=max_seconds
+    )

@@ -33,6 +33,12 @@ rollouts without an answer) and ``dominant_answer_share`` (share of all rollouts
 most common answer, across questions); for voting methods ``majority_ratio`` (mean share of the labelling
 group in its winning answer) and ``no_label_rate``.
 
+Pure, except for one documented side effect: comparing answers that are not plain numbers or notation
+variants asks math-verify, through the process's shared
+:func:`~corewarding.core.equivalence.default_checker`, which starts its two worker processes on first
+use (once per process; they stop at exit). Replace it with
+:func:`~corewarding.core.equivalence.set_default_checker`.
+
 Worked example (Co-rewarding-I; the original's rollouts mostly say 4, the rephrasing's say 5)::
 
     >>> batch = Rollouts(answers=["4", "4", "5", "5", "5", "4"], question_ids=[0] * 6,

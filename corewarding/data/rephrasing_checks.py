@@ -83,6 +83,7 @@ from rich.table import Table
 
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
+from corewarding.core.errors import UserError
 from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, REFERENCE_PLACEHOLDER
@@ -148,20 +149,20 @@ class ValidationSettings:
         object.__setattr__(self, "report_only", frozenset(self.report_only))
         unknown = sorted(self.report_only - CHECKS.keys())
         if unknown:
-            raise ValueError(f"unknown check {unknown[0]!r}: expected one of {', '.join(CHECKS)}")
+            raise UserError(f"unknown check {unknown[0]!r}: expected one of {', '.join(CHECKS)}")
         if "output" in self.report_only:
-            raise ValueError(
+            raise UserError(
                 "the output check cannot be report-only: a pair without a rephrasing cannot be trained on"
             )
         if not 0 < self.max_similarity <= 1:
-            raise ValueError(f"max_similarity must be in (0, 1], got {self.max_similarity}")
+            raise UserError(f"max_similarity must be in (0, 1], got {self.max_similarity}")
         if not 0 <= self.min_length_ratio < self.max_length_ratio:
-            raise ValueError(
+            raise UserError(
                 "length ratios must satisfy 0 <= min < max, "
                 f"got {self.min_length_ratio} and {self.max_length_ratio}"
             )
         if self.answer_samples < 1:
-            raise ValueError(f"answer_samples must be at least 1, got {self.answer_samples}")
+            raise UserError(f"answer_samples must be at least 1, got {self.answer_samples}")
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class PairReport:
 class Solver(Protocol):
     """A model that answers questions: ``k`` completions for each question, in order.
 
-    Any callable of this shape works; :func:`corewarding.data.rephrase.backend_solver` makes one of
+    Any callable of this shape works; :func:`corewarding.inference.rephrase.backend_solver` makes one of
     any generation backend.
     """
 

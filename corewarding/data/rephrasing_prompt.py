@@ -47,6 +47,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from corewarding.core.errors import UserError
+
 __all__ = [
     "DEFAULT_INSTRUCTION",
     "REFERENCE_PLACEHOLDER",
@@ -81,7 +83,7 @@ Reply with the rewritten problem only, in exactly this format:
 [/REPHRASED]"""
 
 
-class InstructionError(ValueError):
+class InstructionError(UserError):
     """An instruction that cannot work as given (one line)."""
 
 

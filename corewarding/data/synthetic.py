@@ -30,6 +30,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from corewarding.core.errors import UserError
 from corewarding.data.records import Problem
 
 __all__ = [
@@ -93,21 +94,21 @@ class TaskConfig:
 
     def __post_init__(self):
         if self.steps < 1:
-            raise ValueError(f"steps must be at least 1, got {self.steps}")
+            raise UserError(f"steps must be at least 1, got {self.steps}")
         if not self.operations or any(op not in OPERATIONS for op in self.operations):
-            raise ValueError(f"operations must be a non-empty subset of {OPERATIONS}, got {self.operations}")
+            raise UserError(f"operations must be a non-empty subset of {OPERATIONS}, got {self.operations}")
         for name, low in (
             ("start_range", 1), ("operand_range", 1), ("multiplier_range", 2), ("distractor_range", 1)
         ):
             lo, hi = getattr(self, name)
             if not low <= lo <= hi:
-                raise ValueError(f"{name} must be (lo, hi) with {low} <= lo <= hi, got {(lo, hi)}")
+                raise UserError(f"{name} must be (lo, hi) with {low} <= lo <= hi, got {(lo, hi)}")
         if self.max_value < self.start_range[1]:
-            raise ValueError(f"max_value ({self.max_value}) is below the largest start value")
+            raise UserError(f"max_value ({self.max_value}) is below the largest start value")
         if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
+            raise UserError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if not 0.0 <= self.distractor_rate <= 1.0:
-            raise ValueError(f"distractor_rate must be in [0, 1], got {self.distractor_rate}")
+            raise UserError(f"distractor_rate must be in [0, 1], got {self.distractor_rate}")
 
 
 @dataclass(frozen=True)
@@ -344,7 +345,7 @@ def sample_chain(rng: random.Random, config: TaskConfig = TaskConfig()) -> Chain
             steps.append((op, operand))
         else:
             return Chain(start, tuple(steps))
-    raise ValueError(f"no chain of {config.steps} steps fits this TaskConfig: {config}")
+    raise UserError(f"no chain of {config.steps} steps fits this TaskConfig: {config}")
 
 
 def _allowed_operands(op: str, value: int, config: TaskConfig) -> list[int]:
@@ -369,7 +370,7 @@ def sample_chains(rng: random.Random, split: str, config: TaskConfig = TaskConfi
             yield chain
         else:
             misses += 1
-    raise ValueError(f"the {split} split of this TaskConfig looks empty: widen its ranges")
+    raise UserError(f"the {split} split of this TaskConfig looks empty: widen its ranges")
 
 
 def generate_problems(
@@ -387,7 +388,7 @@ def generate_problems(
         ValueError: when the split cannot supply ``count`` distinct problems under this config.
     """
     if count < 0:
-        raise ValueError(f"count must be non-negative, got {count}")
+        raise UserError(f"count must be non-negative, got {count}")
     rng = random.Random(f"{SOURCE}:{split}:{seed}")
     chains = sample_chains(rng, split, config)
     seen: set[Chain] = set()
@@ -422,7 +423,7 @@ def generate_problems(
             )
         )
     if len(problems) < count:
-        raise ValueError(
+        raise UserError(
             f"the {split} split holds fewer than {count} distinct problems under this TaskConfig "
             f"(found {len(problems)}); ask for fewer or widen its ranges"
         )

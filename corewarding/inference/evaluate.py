@@ -43,6 +43,7 @@ from rich.table import Table
 
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
+from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.loaders import MAX_QUESTION_CHARS
@@ -157,7 +158,7 @@ def outcome_scores(
             else sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
         )
         if ks[0] < 1 or ks[-1] > k:
-            raise ValueError(f"pass@k can be reported for 1 <= k <= {k} only, got {ks}")
+            raise UserError(f"pass@k can be reported for 1 <= k <= {k} only, got {ks}")
         scores.update(
             k=k,
             avg_at_k=fmean(o.sampled_correct / k for o in outcomes),
@@ -232,13 +233,13 @@ def evaluation_runs(
     {'sampled': GenerationSettings(n=4, temperature=0.6, top_p=1.0, max_new_tokens=512)}
     """
     if k < 0:
-        raise ValueError(f"k must be non-negative, got {k}")
+        raise UserError(f"k must be non-negative, got {k}")
     if k == 0 and not greedy:
-        raise ValueError(
+        raise UserError(
             "nothing to evaluate: ask for greedy decoding (greedy=True), sampling (k > 0), or both"
         )
     if k > 1 and temperature == 0:
-        raise ValueError(f"k={k} answers at temperature 0 are all alike: sample at a temperature above 0")
+        raise UserError(f"k={k} answers at temperature 0 are all alike: sample at a temperature above 0")
     runs = {}
     if greedy:
         runs["greedy"] = GenerationSettings(max_new_tokens=max_new_tokens)
@@ -262,7 +263,7 @@ def sample_answers(
     if max_question_chars is not None:
         too_long = [i for i, question in enumerate(questions) if len(question) > max_question_chars]
         if too_long:
-            raise ValueError(
+            raise UserError(
                 f"{len(too_long)} question(s) longer than {max_question_chars:,} characters (the first: "
                 f"question {too_long[0]}, {len(questions[too_long[0]]):,}); shorten them or raise "
                 "max_question_chars"

@@ -47,7 +47,9 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.inference.model_names import model_location
 
 __all__ = [
     "ModelLoadError",
@@ -63,7 +65,7 @@ __all__ = [
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(?:/[\w.-]+)?")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(UserError):
     """A model that cannot be loaded from where it was asked for; the message is one line."""
 
 
@@ -102,8 +104,6 @@ def load_model(
     its end-of-sequence token as pad token when it has none; the model's generation config gets the
     same pad token, so ``generate`` does not warn on every call.
     """
-    from corewarding.tiny.regimes import model_location  # the tiny package builds on this module
-
     name, gguf_file, on_hub = _resolve(model_location(location))
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)

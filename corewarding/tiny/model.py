@@ -35,6 +35,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from corewarding.core.errors import UserError
 from corewarding.data.synthetic import TaskConfig, generate_problems, surface_forms
 from corewarding.inference.models import render_prompts
 
@@ -42,7 +43,6 @@ __all__ = [
     "PAD_TOKEN",
     "EOS_TOKEN",
     "CHAT_TEMPLATE",
-    "ASSETS_DIR",
     "VOCAB_SIZE",
     "TinyModelConfig",
     "build_tokenizer",
@@ -58,10 +58,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-#: Where the pretrained tiny models shipped with the package live, one folder per regime
-#: (:mod:`corewarding.tiny.regimes`), each made by ``corewarding pretrain``.
-ASSETS_DIR = Path(__file__).parent / "assets"
 
 #: Size of the tokenizer's vocabulary: 256 bytes, 3 special tokens and 509 merges, enough for every
 #: frequent phrase of the task to be one token (1024 would shorten prompts by only 5%).
@@ -138,12 +134,12 @@ class TinyModelConfig:
 
     def __post_init__(self):
         if self.hidden_size % self.num_attention_heads:
-            raise ValueError(
+            raise UserError(
                 f"hidden_size ({self.hidden_size}) must be a multiple of "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.num_key_value_heads:
-            raise ValueError("num_attention_heads must be a multiple of num_key_value_heads")
+            raise UserError("num_attention_heads must be a multiple of num_key_value_heads")
 
 
 def build_model(

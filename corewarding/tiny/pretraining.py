@@ -53,6 +53,7 @@ import torch
 import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from corewarding.core.errors import UserError
 from corewarding.data.synthetic import (
     SPLITS,
     Chain,
@@ -129,18 +130,18 @@ class PretrainConfig:
     def __post_init__(self):
         for name in ("steps", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
         if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+            raise UserError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.eval_problems < 0 or self.eval_samples < 0:
-            raise ValueError("eval_problems and eval_samples must be non-negative")
+            raise UserError("eval_problems and eval_samples must be non-negative")
         for name in ("shortcut_rate", "shortcut_rate_addition", "slip_rate", "distractor_use_rate"):
             if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+                raise UserError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.slip_max < 1:
-            raise ValueError(f"slip_max must be at least 1, got {self.slip_max}")
+            raise UserError(f"slip_max must be at least 1, got {self.slip_max}")
 
     def shortcut_probability(self, chain) -> float:
         """How often the training solutions of ``chain`` stop one step early."""

@@ -18,8 +18,9 @@ and a model pretrained on it, shipped in ``corewarding/tiny/assets/tiny-<regime>
   fails alike and the majority is wrong on the same problems, the one case where no label-free reward
   can help. It is the model the project shipped first; its negative result is documented.
 
-``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control),
-and ``synthetic`` the task that model was pretrained on.
+``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control;
+:mod:`corewarding.inference.model_names` resolves the names), and ``synthetic`` the task that model was
+pretrained on.
 """
 
 from __future__ import annotations
@@ -30,13 +31,10 @@ from pathlib import Path
 
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import TaskConfig, generate_problems
-from corewarding.tiny.model import ASSETS_DIR
+from corewarding.inference.model_names import DEFAULT_TINY_MODEL, TINY_MODELS_DIR, model_location
 from corewarding.tiny.pretraining import SETTINGS_FILE, PretrainConfig
 
-__all__ = [
-    "Regime", "REGIMES", "DEFAULT_REGIME", "tiny_model_dir", "model_location", "synthetic_task",
-    "synthetic_problems",
-]
+__all__ = ["Regime", "REGIMES", "DEFAULT_REGIME", "synthetic_task", "synthetic_problems"]
 
 
 @dataclass(frozen=True)
@@ -49,7 +47,7 @@ class Regime:
 
     @property
     def model_dir(self) -> Path:
-        return ASSETS_DIR / f"tiny-{self.name}"
+        return TINY_MODELS_DIR / f"tiny-{self.name}"
 
 
 REGIMES = {
@@ -70,24 +68,8 @@ REGIMES = {
         ),
     )
 }
-#: The regime of ``tiny`` and of the demo.
-DEFAULT_REGIME = "distractor"
-
-
-def tiny_model_dir(name: str | Path) -> Path | None:
-    """The shipped model folder a name stands for: ``tiny`` (the default regime's), ``tiny-<regime>``;
-    None for any other name (a folder, a hub id)."""
-    name = str(name)
-    if name == "tiny":
-        return REGIMES[DEFAULT_REGIME].model_dir
-    if name.startswith("tiny-") and name.removeprefix("tiny-") in REGIMES:
-        return REGIMES[name.removeprefix("tiny-")].model_dir
-    return None
-
-
-def model_location(name: str | Path) -> str | Path:
-    """Where to load a model from: the shipped folder for a tiny name, else the name itself."""
-    return tiny_model_dir(name) or name
+#: The regime of ``tiny`` (:data:`~corewarding.inference.model_names.DEFAULT_TINY_MODEL`) and of the demo.
+DEFAULT_REGIME = DEFAULT_TINY_MODEL.removeprefix("tiny-")
 
 
 def synthetic_task(model: str | Path) -> TaskConfig:

@@ -27,6 +27,7 @@ from statistics import fmean
 from rich import box
 from rich.table import Table
 
+from corewarding.core.errors import UserError
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import FORM_NAMES, NUM_FORMS, TaskConfig, chain_of, render_forms
 from corewarding.inference.evaluate import evaluation_runs, outcome_scores, question_outcomes, sample_answers
@@ -49,7 +50,7 @@ def measure_views(
     synthetic ``problems`` (made with ``task``); greedy and ``k`` samples at ``temperature`` for each of
     their :data:`NUM_FORMS` surface forms. A JSON-ready dict (fractions in [0, 1])."""
     if not problems:
-        raise ValueError("measure_views needs at least one problem")
+        raise UserError("measure_views needs at least one problem")
     forms = [render_forms(chain_of(p), p.meta["style_seed"], task) for p in problems]
     runs = evaluation_runs(
         k=k, temperature=temperature, top_p=1.0, greedy=True, max_new_tokens=max_new_tokens

@@ -4,7 +4,8 @@ the recipes, and a run from a config.
     from corewarding.training import CoRewardingConfig, CoRewardingTrainer, training_dataset
 """
 
-from corewarding.training.config import CoRewardingConfig, load_recipe
+from corewarding.training.config import CoRewardingConfig
+from corewarding.training.settings import load_recipe
 from corewarding.training.run import train, training_dataset
 from corewarding.training.trainer import CoRewardingTrainer
 

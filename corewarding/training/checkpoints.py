@@ -22,6 +22,8 @@ import re
 import shutil
 from pathlib import Path
 
+from corewarding.core.errors import UserError
+
 __all__ = [
     "MARKER", "CheckpointError", "mark_complete", "is_complete", "verify", "complete_checkpoints",
     "remove_incomplete", "resolve_resume",
@@ -31,7 +33,7 @@ MARKER = "checkpoint_complete.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint cannot be resumed from (one line, for the CLI)."""
 
 

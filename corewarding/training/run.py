@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from datasets import Dataset
 
+from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
@@ -39,7 +40,7 @@ RUN_FILES = (
 )
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(UserError):
     """The training data cannot be used as configured (one line, for the CLI)."""
 
 

@@ -48,6 +48,7 @@ from pathlib import Path
 
 from rich.progress import Progress
 
+from corewarding.core.errors import UserError
 from corewarding.core.jsonl import SkippedLine, describe_skipped, read_jsonl, unterminated
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.data.records import Problem
@@ -189,7 +190,7 @@ def rephrase_problems(
     everything received so far is cached; running the same call again continues.
     """
     if settings.n != 1:
-        raise ValueError(f"a question gets one rephrasing: settings.n must be 1, got {settings.n}")
+        raise UserError(f"a question gets one rephrasing: settings.n must be 1, got {settings.n}")
     cache = CompletionCache(cache_path)
     fingerprints = [instruction.fingerprint(p.question) for p in problems]
     cached = [cache.get(p.id, fingerprint) for p, fingerprint in zip(problems, fingerprints)]
@@ -288,7 +289,7 @@ def write_pair_dataset(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".parquet"):
-        raise ValueError(
+        raise UserError(
             f"cannot write a pair dataset as {suffix or 'a file without suffix'} ({path}): "
             "use .jsonl or .parquet"
         )
