@@ -24,7 +24,8 @@ from corewarding.inference.generation import (  # noqa: E402
     TransformersBackend,
     completion_texts,
 )
-from corewarding.tiny.regimes import synthetic_problems, tiny_model_dir  # noqa: E402
+from corewarding.inference.model_names import tiny_model_dir  # noqa: E402
+from corewarding.tiny.regimes import synthetic_problems  # noqa: E402
 from corewarding.training.callbacks import METRICS_FILE  # noqa: E402
 
 pytestmark = [pytest.mark.vllm, pytest.mark.slow]

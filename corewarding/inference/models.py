@@ -137,8 +137,6 @@ def engine_location(location: str | os.PathLike, cache_dir: str | os.PathLike) -
     :func:`load_model` accepts: the folder of a ``tiny`` name or a model folder, a hub id as it is, and
     for a GGUF file a plain folder in ``cache_dir`` that its dequantised weights are written to once
     (``<cache_dir>/<file stem>-<size>``)."""
-    from corewarding.tiny.regimes import model_location  # the tiny package builds on this module
-
     name, gguf_file, _ = _resolve(model_location(location))
     if gguf_file is None:
         return name

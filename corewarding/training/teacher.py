@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
 __all__ = ["ema_update_", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
@@ -160,7 +161,7 @@ class EMATeacher:
         state = load_file(folder / self._weights_file())
         missing = [name for name in self._names() if name not in state]
         if missing:
-            raise ValueError(f"{folder / self._weights_file()} lacks teacher weights, e.g. {missing[0]}")
+            raise UserError(f"{folder / self._weights_file()} lacks teacher weights, e.g. {missing[0]}")
         for name, master in zip(self._names(), self.master):
             master.copy_(state[name])
         self._refresh_module()

@@ -1,5 +1,6 @@
-"""GRPO with every reward of the paper, on TRL's ``GRPOTrainer`` — the only module that subclasses TRL
-(every TRL internal it reaches goes through :mod:`corewarding.training.trl_internals`).
+"""GRPO with every reward of the paper, on TRL's ``GRPOTrainer``: the only subclass of a TRL class (the
+config is TRL's ``GRPOConfig``; every TRL internal it reaches goes through
+:mod:`corewarding.training.trl_internals`).
 
 One training step is TRL's, with these hooks and two plug-ins::
 
@@ -51,6 +52,7 @@ from corewarding.cooper.plugin import CooperBatch, CooperPlugin
 from corewarding.cooper.reward_model import RewardModel, TemplateBounds
 from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
+from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
@@ -180,7 +182,7 @@ class CoRewardingTrainer(GRPOTrainer):
         if self.method.needs_teacher and isinstance(model, str):
             model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
         if self.method.needs_teacher and is_peft_model(model):
-            raise ValueError(
+            raise UserError(
                 f"{args.method} does not support PEFT models: the EMA teacher needs full weights"
             )
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
@@ -253,7 +255,7 @@ class CoRewardingTrainer(GRPOTrainer):
             heldout = read_labelled(args.reward_model_eval_data, split="heldout")
             heldout = heldout[: args.reward_model_eval_size]
             if not heldout:
-                raise ValueError(f"{args.reward_model_eval_data} has no held-out completions")
+                raise UserError(f"{args.reward_model_eval_data} has no held-out completions")
         writer = None
         if args.negative_source != "rollouts" and self.accelerator.is_main_process:
             assistant = make_assistant(
