@@ -1,7 +1,9 @@
 """The Typer application and the one place where errors become messages.
 
-A user mistake (a missing file, a bad column, an unknown setting, an unwritable folder, a full disk)
-ends with one line on stderr and exit code 2, never a stack trace; a failing backend (an endpoint that
+A user mistake (a missing file, a bad column, an unknown setting, an unwritable folder, a full disk,
+a damaged safetensors file) ends with one line on stderr and exit code 2, never a stack trace (a
+checkpoint that cannot be saved is removed and reported as one ``OSError``:
+:class:`~corewarding.training.checkpoints.CheckpointSaveError`); a failing backend (an endpoint that
 keeps failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on.
 """
 
@@ -36,12 +38,14 @@ def _message(error: BaseException) -> str:
 
 
 def handles_errors(interrupted: str = "interrupted"):
-    """Decorate a command: user mistakes (ValueError, OSError) → ``error: …`` and exit 2; a backend that
-    fails → exit 1; Ctrl-C → ``interrupted`` and exit 130."""
+    """Decorate a command: user mistakes (ValueError, OSError, SafetensorError) → ``error: …`` and exit 2;
+    a backend that fails → exit 1; Ctrl-C → ``interrupted`` and exit 130."""
 
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
+            from safetensors import SafetensorError
+
             from corewarding.inference.generation import BackendError
 
             try:
@@ -52,7 +56,7 @@ def handles_errors(interrupted: str = "interrupted"):
             except BackendError as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(1) from None
-            except (ValueError, OSError) as error:
+            except (ValueError, OSError, SafetensorError) as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(2) from None
             except ModuleNotFoundError as error:

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -573,25 +572,18 @@ Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
         before any older checkpoint is rotated out."""
         run_dir = Path(self._get_output_dir(trial=trial))
         folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.args.should_save and folder.is_dir() and not checkpoints.is_complete(folder):
-            checkpoints.remove_incomplete(run_dir)  # a crash's leftover at this very step
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
-            super()._save_checkpoint(model, trial)
-            if self.teacher is not None:
-                self.teacher.save(folder, write=self.args.should_save)
-            if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
-                self.cooper.save(folder)
-        except OSError:
-            # A full disk, a vanished folder: what was written is no checkpoint, and the previous one stays.
-            if self.args.should_save:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
+            with checkpoints.saving(folder, self.state.global_step, self.args.method, self.args.should_save):
+                super()._save_checkpoint(model, trial)
+                if self.teacher is not None:
+                    self.teacher.save(folder, write=self.args.should_save)
+                if self.cooper is not None and not self.cooper.frozen and self.args.should_save:
+                    self.cooper.save(folder)
+                self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         finally:
             self.args.save_total_limit = limit
-        self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         if self.args.should_save:
-            checkpoints.mark_complete(folder, self.state.global_step, self.args.method)
             checkpoints.remove_incomplete(run_dir)
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
