@@ -1,16 +1,26 @@
 """Crash-safe checkpoints and runs that never mix: a run killed at many points, inside saving
 included, resumes to the weights of an uninterrupted run, with every step's metrics once."""
 
+import errno
 import json
 import os
+import pickle
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from corewarding.cli import app
+from corewarding.cooper.co_training import CooperRewardModel
+from corewarding.cooper.reward_model import RewardModel
 from corewarding.training import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +99,8 @@ def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_meth
     ):
         checkpoints.verify(folder, "entropy")
     os.truncate(folder / "optimizer.pt", 20)
-    with pytest.raises(checkpoints.CheckpointError, match=rf"optimizer.pt is damaged: 20 bytes, saved as {size:,}"):
+    cut = f"optimizer.pt is damaged: 20 bytes, saved as {size:,}$"
+    with pytest.raises(checkpoints.CheckpointError, match=cut):
         checkpoints.verify(folder, "co_rewarding_ii")
     (folder / "optimizer.pt").unlink()
     with pytest.raises(checkpoints.CheckpointError, match="optimizer.pt is missing"):
@@ -108,3 +119,142 @@ def test_resume_last_takes_the_newest_complete_checkpoint_and_says_when_there_is
     with pytest.raises(checkpoints.CheckpointError, match="has no complete checkpoint yet"):
         checkpoints.resolve_resume("last", tmp_path / "empty", "majority_vote")
     assert checkpoints.resolve_resume(None, tmp_path, "majority_vote") is None
+
+
+# ----------------------------------------------------------------------------------- damage and planted files
+
+
+def small_checkpoint(folder: Path, step: int, method: str = "co_rewarding_ii") -> Path:
+    """A checkpoint with the files a resume unpickles, as the trainer writes them: optimizer and
+    scheduler state, and the RNG states (Python's, numpy's, torch's)."""
+    folder.mkdir(parents=True)
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    layer(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(schedule.state_dict(), folder / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, folder / "rng_state.pth")
+    torch.save(optimizer.state_dict(), folder / "reward_model_optimizer.pt")
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    checkpoints.mark_complete(folder, step, method)
+    return folder
+
+
+class RunsCode:
+    """Unpickled with code execution, it creates ``witness``: a planted checkpoint file."""
+
+    def __init__(self, witness: Path):
+        self.witness = witness
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.witness}",)
+
+
+def plant(path: Path, witness: Path, step: int, method: str) -> None:
+    """Replace a checkpoint file by a pickle that runs code, and its marker by one that agrees."""
+    torch.save({"state": RunsCode(witness)}, path)
+    checkpoints.mark_complete(path.parent, step, method)
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "name", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "reward_model_optimizer.pt"]  # train, Cooper
+)
+def test_a_planted_pickle_in_a_checkpoint_is_named_and_never_run(tmp_path, name):
+    folder = small_checkpoint(tmp_path / "checkpoint-2", 2)
+    checkpoints.verify(folder, "co_rewarding_ii")  # what the trainer writes passes
+    witness = tmp_path / "code-ran"
+    plant(folder / name, witness, 2, "co_rewarding_ii")
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        checkpoints.verify(folder, "co_rewarding_ii")
+    assert str(refused.value) == (
+        f"checkpoint file {folder / name} is refused: loading it would run code (posix.system); "
+        "it was not saved by corewarding"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/co_rewarding_ii", "--output_dir",
+                                      str(tmp_path / "run"), "--resume", str(folder)])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"error: {refused.value}"
+    assert not witness.exists()
+
+
+def test_cooper_loads_its_optimizer_as_tensors_only(tmp_path):
+    cooper = CooperRewardModel(RewardModel.load("tiny"), learning_rate=1e-3)
+    cooper.save(tmp_path)
+    witness = tmp_path / "code-ran"
+    torch.save({"state": RunsCode(witness)}, tmp_path / "reward_model_optimizer.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        cooper.load(tmp_path)
+    assert not witness.exists()
+
+
+def test_same_size_damage_is_caught_by_the_checksum(tmp_path):
+    folder = small_checkpoint(tmp_path / "checkpoint-2", 2)
+    for name in ("model.safetensors", "optimizer.pt"):
+        saved = (folder / name).read_bytes()
+        flip_a_byte(folder / name)
+        with pytest.raises(
+            checkpoints.CheckpointError,
+            match=rf"^checkpoint file {re.escape(str(folder / name))} is damaged: its content changed",
+        ):
+            checkpoints.verify(folder, "co_rewarding_ii")
+        (folder / name).write_bytes(saved)
+    (folder / "model.safetensors").write_bytes(b"\xff" * (folder / "model.safetensors").stat().st_size)
+    with pytest.raises(checkpoints.CheckpointError, match="model.safetensors is damaged"):
+        checkpoints.verify(folder, "co_rewarding_ii")
+
+
+def test_a_damaged_newest_checkpoint_is_named_with_the_older_intact_one(tmp_path):
+    for step in (2, 4, 6):
+        small_checkpoint(tmp_path / f"checkpoint-{step}", step)
+    flip_a_byte(tmp_path / "checkpoint-6" / "rng_state.pth")
+    damaged = f"checkpoint file {tmp_path / 'checkpoint-6' / 'rng_state.pth'} is damaged"
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+    older = tmp_path / "checkpoint-4"
+    assert str(refused.value).startswith(damaged) and str(refused.value).endswith(
+        f"; the older checkpoint checkpoint-4 is intact: resume from it with --resume {older}"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/co_rewarding_ii", "--output_dir",
+                                      str(tmp_path), "--resume", "last"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"error: {refused.value}"
+
+    flip_a_byte(tmp_path / "checkpoint-4" / "optimizer.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="the older checkpoint checkpoint-2 is intact"):
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+    flip_a_byte(tmp_path / "checkpoint-2" / "model.safetensors")
+    with pytest.raises(checkpoints.CheckpointError, match="; no older complete checkpoint is intact$"):
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+
+
+# ----------------------------------------------------------------------------------- failed saves
+
+
+FULL_DISK = [
+    OSError(errno.ENOSPC, "No space left on device", "checkpoint-4/optimizer.pt"),
+    SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+]
+
+
+@pytest.mark.parametrize("failure", FULL_DISK, ids=lambda e: type(e).__name__)
+def test_a_failed_save_is_removed_and_the_last_complete_checkpoint_stays(tmp_path, failure):
+    small_checkpoint(tmp_path / "checkpoint-2", 2)
+    folder = tmp_path / "checkpoint-4"
+    with pytest.raises(checkpoints.CheckpointSaveError) as failed:
+        with checkpoints.saving(folder, 4, "co_rewarding_ii"):
+            folder.mkdir()
+            (folder / "model.safetensors").write_bytes(b"half a model")
+            raise failure
+    message = str(failed.value)
+    assert message.startswith(f"saving {folder} failed (") and "\n" not in message
+    assert message.endswith("what was written of it is removed, the last complete checkpoint is checkpoint-2")
+    assert not folder.exists()
+    checkpoints.verify(tmp_path / "checkpoint-2", "co_rewarding_ii")
