@@ -38,11 +38,17 @@ def train_args(out, *extra):
     ]
 
 
-def run(kill_at: int, out, *extra) -> subprocess.CompletedProcess:
+def run(fault, command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` under :mod:`fault_injected_run` with ``fault`` (a write to die at, or ``fail:…``)."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(kill_at), *train_args(out, *extra)],
+        [sys.executable, str(SCRIPT), str(fault), *command],
         env=ENV, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
+
+
+def files_written(done: subprocess.CompletedProcess) -> list[str]:
+    """The files a run wrote, in order (one per write), as fault_injected_run prints them."""
+    return [line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("write ")]
 
 
 def steps_logged(out) -> list[int]:
@@ -50,12 +56,25 @@ def steps_logged(out) -> list[int]:
     return [r["step"] for r in map(json.loads, lines) if "loss" in r]
 
 
-@pytest.mark.slow
-def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp_path):
-    whole = tmp_path / "whole"
-    done = run(-1, whole)
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one line a failed command printed (after the libraries' warnings), checked to be alone."""
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The uninterrupted run: its folder and the files it wrote, in order."""
+    whole = tmp_path_factory.mktemp("train") / "whole"
+    done = run(-1, train_args(whole))
     assert done.returncode == 0, done.stderr[-3000:]
-    writes = int(done.stdout.strip().splitlines()[-1].removeprefix("writes: "))
+    return whole, files_written(done)
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(whole_run, tmp_path):
+    whole, written = whole_run
+    writes = len(written)
     reference = load_file(whole / "checkpoint-6" / "model.safetensors")
     reference_teacher = load_file(whole / "checkpoint-6" / "teacher.safetensors")
     assert [p.name for p in checkpoints.complete_checkpoints(whole)] == ["checkpoint-6"]
@@ -67,12 +86,13 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
     )
     for kill_at in kill_points:
         out = tmp_path / f"killed-{kill_at}"
-        killed = run(kill_at, out)
+        killed = run(kill_at, train_args(out))
         assert killed.returncode == 137, (kill_at, killed.stderr[-2000:])
         complete = checkpoints.complete_checkpoints(out)
         for folder in complete:
             checkpoints.verify(folder, "co_rewarding_ii")  # nothing complete is damaged
-        resumed = run(-1, out, *(["--resume", "last"] if complete else ["--overwrite_output_dir", "true"]))
+        resume = ["--resume", "last"] if complete else ["--overwrite_output_dir", "true"]
+        resumed = run(-1, train_args(out, *resume))
         assert resumed.returncode == 0, (kill_at, resumed.stderr[-3000:])
         final = out / "checkpoint-6"
         for name, expected in (("model.safetensors", reference), ("teacher.safetensors", reference_teacher)):
@@ -82,6 +102,32 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
                     got[key], expected[key], rtol=0, atol=1e-6, msg=f"kill {kill_at}: {name}:{key}"
                 )
         assert steps_logged(out) == [1, 2, 3, 4, 5, 6], kill_at
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_complete_checkpoint(whole_run, tmp_path):
+    whole, written = whole_run
+    # Injected: torch's writer fails half-way through checkpoint-4's optimizer state.
+    out = tmp_path / "injected"
+    at = written.index(str(whole / "checkpoint-4" / "optimizer.pt")) + 1
+    failed = run(f"fail:{at}:torch", train_args(out))
+    assert failed.returncode == 2
+    assert error_line(failed) == (
+        f"error: saving {out / 'checkpoint-4'} failed ([enforce fail at inline_container.cc:672] . "
+        "unexpected pos 704 vs 5; a full disk?); what was written of it is removed, the last complete "
+        "checkpoint is checkpoint-2"
+    )
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    checkpoints.verify(out / "checkpoint-2", "co_rewarding_ii")
+
+    # Real: no file may grow past 2 MB, so safetensors' writer fails on the first model.
+    out = tmp_path / "real"
+    failed = run(f"fsize:{2_000_000}", train_args(out))
+    assert failed.returncode == 2
+    line = error_line(failed)
+    assert line.startswith(f"error: saving {out / 'checkpoint-2'} failed (Error while serializing")
+    assert line.endswith("what was written of it is removed, no checkpoint is complete yet")
+    assert not list(out.glob("checkpoint-*"))
 
 
 def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_method(tmp_path):
