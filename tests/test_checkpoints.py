@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.cooper.co_training import CooperRewardModel
 from corewarding.cooper.reward_model import RewardModel
+from corewarding.data.synthetic import generate_problems
 from corewarding.training import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -304,3 +305,104 @@ def test_a_failed_save_is_removed_and_the_last_complete_checkpoint_stays(tmp_pat
     assert message.endswith("what was written of it is removed, the last complete checkpoint is checkpoint-2")
     assert not folder.exists()
     checkpoints.verify(tmp_path / "checkpoint-2", "co_rewarding_ii")
+
+
+# ----------------------------------------------------------------------------------- rm train
+
+
+def labelled_file(path: Path) -> Path:
+    """Labelled completions as ``rm annotate`` writes them: the right answer and one too high for each
+    of 12 training and 3 held-out questions."""
+    rows = []
+    for split, count, seed in (("train", 12, 1), ("heldout", 3, 2)):
+        for problem in generate_problems(count, "train", seed=seed):
+            for answer in (problem.answer, str(int(problem.answer) + 1)):
+                rows.append({
+                    "question_id": f"{split}-{problem.id}", "question": problem.question,
+                    "reference": problem.answer, "completion": f"\\boxed{{{answer}}}", "answer": answer,
+                    "label": answer == problem.answer, "labeler": "verifier", "split": split,
+                })
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def rm_train_args(data: Path, out: Path) -> list[str]:
+    """6 steps, checkpoints at steps 2 and 4, the model at the end."""
+    settings = ["--epochs", "2", "--batch-size", "8", "--save-steps", "2"]
+    return ["rm", "train", str(data), "-o", str(out), *settings]
+
+
+@pytest.fixture(scope="module")
+def whole_rm_run(tmp_path_factory):
+    """An uninterrupted ``rm train``: its labelled data, its folder and the files it wrote, in order."""
+    folder = tmp_path_factory.mktemp("rm")
+    data, whole = labelled_file(folder / "labelled.jsonl"), folder / "whole"
+    done = run(-1, rm_train_args(data, whole))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data, whole, files_written(done)
+
+
+def assert_same_reward_model(out: Path, whole: Path, label) -> None:
+    expected, got = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=f"{label}: {key}")
+    scores = json.loads((whole / "rm_train.json").read_text())["epochs"]
+    assert json.loads((out / "rm_train.json").read_text())["epochs"] == scores, label
+    assert not list(out.glob("checkpoint-*")) and not list(out.glob(".*")), label
+
+
+@pytest.mark.slow
+def test_rm_train_killed_while_saving_or_out_of_disk_reruns_to_the_same_model(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+
+    def write_of(relative: str) -> int:
+        return written.index(str(whole / relative)) + 1
+
+    # Inside the first checkpoint's optimizer state (the crash that made every rerun fail), inside the
+    # second one's (the first must stay usable), and inside the last write, the finished run's record.
+    kill_points = (write_of("checkpoint-2/optimizer.pt"), write_of("checkpoint-4/optimizer.pt"), len(written))
+    for kill_at in kill_points:
+        out = tmp_path / f"killed-{kill_at}"
+        killed = run(kill_at, rm_train_args(data, out))
+        assert killed.returncode == 137, (kill_at, killed.stderr[-2000:])
+        rerun = run(-1, rm_train_args(data, out))
+        assert rerun.returncode == 0, (kill_at, rerun.stderr[-3000:])
+        assert_same_reward_model(out, whole, f"kill {kill_at}")
+
+    out = tmp_path / "full-disk"
+    failed = run(f"fail:{write_of('checkpoint-4/optimizer.pt')}:oserror", rm_train_args(data, out))
+    assert failed.returncode == 2
+    assert error_line(failed) == (
+        f"error: saving {out / 'checkpoint-4'} failed ({out / 'checkpoint-4' / 'optimizer.pt'}: No space "
+        "left on device); what was written of it is removed, the last complete checkpoint is checkpoint-2"
+    )
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+    rerun = run(-1, rm_train_args(data, out))  # space freed: it goes on from checkpoint-2
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_reward_model(out, whole, "full disk")
+
+
+@pytest.mark.slow
+def test_rm_train_names_a_planted_or_damaged_checkpoint_file_and_runs_nothing(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+    out = tmp_path / "run"
+    killed = run(written.index(str(whole / "checkpoint-4" / "config.json")) + 1, rm_train_args(data, out))
+    assert killed.returncode == 137
+    optimizer, witness = out / "checkpoint-2" / "optimizer.pt", tmp_path / "code-ran"
+    saved = optimizer.read_bytes()
+    plant(optimizer, witness, 2, "rm_train")
+    planted = run(-1, rm_train_args(data, out))
+    assert planted.returncode == 2 and not witness.exists()
+    assert error_line(planted) == (
+        f"error: checkpoint file {optimizer} is refused: loading it would run code (posix.system); it was "
+        "not saved by corewarding; no older complete checkpoint is intact"
+    )
+    optimizer.write_bytes(saved)
+    checkpoints.mark_complete(optimizer.parent, 2, "rm_train")
+    flip_a_byte(optimizer)
+    damaged = run(-1, rm_train_args(data, out))
+    assert damaged.returncode == 2
+    assert error_line(damaged) == (
+        f"error: checkpoint file {optimizer} is damaged: its content changed since it was saved (checksum); "
+        "no older complete checkpoint is intact"
+    )
