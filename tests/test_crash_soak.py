@@ -75,6 +75,6 @@ def test_a_run_killed_many_times_at_random_ends_as_the_uninterrupted_run(tmp_pat
     metrics = (out / "metrics.jsonl").read_text()
     again = run(-1, train_args(out, *WITH_EVALUATION, "--resume", "last"))
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"{out} is finished: checkpoint-6 is at step 6 (max_steps 6); nothing to train" in again.stdout
+    assert f"nothing to train: {out / 'checkpoint-6'} is at step 6, the end of its run" in again.stdout
     assert (out / "metrics.jsonl").read_text() == metrics
     assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["checkpoint-6"]

@@ -157,7 +157,10 @@ def train_reward_model(
         return _train(model, train, heldout, output, config, progress)
 
 
-def _train(model, train, heldout, output: Path, config: RewardTrainingConfig, progress: bool):
+def _train(
+    model: RewardModel, train: Sequence[LabelledExample], heldout: Sequence[LabelledExample], output: Path,
+    config: RewardTrainingConfig, progress: bool,
+) -> RewardTrainingResult:
     # Imported here: importing corewarding.training imports the trainer, which imports this module.
     from corewarding.training import checkpoints
 

@@ -253,8 +253,8 @@ def finished_run(config: CoRewardingConfig, checkpoint: str) -> str | None:
     if not finished:
         return None
     return (
-        f"{config.output_dir} is finished: {Path(checkpoint).name} is at step {step} ({goal}); "
-        "nothing to train (raise --max_steps to extend it)"
+        f"nothing to train: {checkpoint} is at step {step}, the end of its run ({goal}); a larger "
+        "--max_steps extends it"
     )
 
 
@@ -264,8 +264,8 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
     there instead of TRL's per-step printing. Returns the trainer; raises :class:`RunFinished` when the
     run to resume is already at its end."""
-    # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
     check_output_dir(config.output_dir)
+    # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
     main_process = os.environ.get("RANK", "0") == "0"
     lock = locked_folder(config.output_dir, "choose another --output_dir") if main_process else nullcontext()
     with lock:
