@@ -30,10 +30,10 @@ import torch
 from transformers import TrainerCallback
 
 from corewarding.inference.models import load_model
+from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.precision import changed_share
 from corewarding.training.run import training_dataset
-from corewarding.tiny.regimes import synthetic_problems
 
 PRECISIONS = {
     "fp32": (torch.float32, False),
@@ -81,6 +81,7 @@ def measure(method: str, precision: str, steps: int, learning_rate: float) -> di
         heldout_dataset=None,
         seed=0,
         bf16=bf16,
+        use_cpu=not torch.cuda.is_available(),
         save_strategy="no",
         teacher_rate_start=0.01,
         teacher_rate_end=0.01,

@@ -21,7 +21,8 @@ from completions of the tiny model labelled by the rule-based verifier (``rm ann
 ``rm train`` with their defaults; a few minutes).
 
 An output folder that holds a demo is refused unless ``overwrite`` is set; then the previous demo's
-runs, report and figure are deleted first, so nothing of it is mixed into the new one.
+runs, report and figure are deleted first, so nothing of it is mixed into the new one. The folder is
+locked while the demo runs (:mod:`corewarding.core.folder_lock`): a second demo into it is refused.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 from rich.console import Console
 
 from corewarding.core.errors import UserError
+from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
@@ -94,10 +96,6 @@ def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -
 
 def _clear(output_dir: Path, overwrite: bool) -> None:
     """Refuse a folder holding a demo, or (``overwrite``) delete what a demo wrote there."""
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
-    if not output_dir.is_dir():
-        return
     written = [p for p in output_dir.iterdir() if p.name in DEMO_FILES or (p / "metrics.jsonl").exists()]
     if written and not overwrite:
         raise FileExistsError(
@@ -118,9 +116,6 @@ def run_demo(
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
     """Train each method in turn, then write the report; returns the paths of report.md and curves.png."""
-    from corewarding.training.progress import progress_display, show_progress
-    from corewarding.training.run import build_trainer
-
     variants = tiny_recipes()
     unknown = [m for m in methods if m not in variants]
     if unknown:
@@ -129,7 +124,20 @@ def run_demo(
         raise UserError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
     console = console or Console()
     output_dir = Path(output_dir)
-    _clear(output_dir, overwrite)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
+    with locked_folder(output_dir, "choose another --output"):
+        _clear(output_dir, overwrite)
+        return _train_and_report(methods, variants, budget, output_dir, seed, console, regime)
+
+
+def _train_and_report(
+    methods: Sequence[str], variants: dict[str, str], budget: DemoBudget, output_dir: Path, seed: int,
+    console: Console, regime: str,
+) -> tuple[Path, Path]:
+    from corewarding.training.progress import progress_display, show_progress
+    from corewarding.training.run import build_trainer
+
     model = f"tiny-{regime}"
     started = time.perf_counter()
     extra: dict[str, str] = {}

@@ -1,16 +1,27 @@
 """Crash-safe checkpoints and runs that never mix: a run killed at many points, inside saving
 included, resumes to the weights of an uninterrupted run, with every step's metrics once."""
 
+import errno
 import json
 import os
+import pickle
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
+from typer.testing import CliRunner
 
+from corewarding.cli import app
+from corewarding.cooper.co_training import CooperRewardModel
+from corewarding.cooper.reward_model import RewardModel
+from corewarding.data.synthetic import generate_problems
 from corewarding.training import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -28,11 +39,17 @@ def train_args(out, *extra):
     ]
 
 
-def run(kill_at: int, out, *extra) -> subprocess.CompletedProcess:
+def run(fault, command: list[str]) -> subprocess.CompletedProcess:
+    """``command`` under :mod:`fault_injected_run` with ``fault`` (a write to die at, or ``fail:…``)."""
     return subprocess.run(
-        [sys.executable, str(SCRIPT), str(kill_at), *train_args(out, *extra)],
+        [sys.executable, str(SCRIPT), str(fault), *command],
         env=ENV, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )
+
+
+def files_written(done: subprocess.CompletedProcess) -> list[str]:
+    """The files a run wrote, in order (one per write), as fault_injected_run prints them."""
+    return [line.split(": ", 1)[1] for line in done.stdout.splitlines() if line.startswith("write ")]
 
 
 def steps_logged(out) -> list[int]:
@@ -40,12 +57,25 @@ def steps_logged(out) -> list[int]:
     return [r["step"] for r in map(json.loads, lines) if "loss" in r]
 
 
-@pytest.mark.slow
-def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp_path):
-    whole = tmp_path / "whole"
-    done = run(-1, whole)
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one line a failed command printed (after the libraries' warnings), checked to be alone."""
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def whole_run(tmp_path_factory):
+    """The uninterrupted run: its folder and the files it wrote, in order."""
+    whole = tmp_path_factory.mktemp("train") / "whole"
+    done = run(-1, train_args(whole))
     assert done.returncode == 0, done.stderr[-3000:]
-    writes = int(done.stdout.strip().splitlines()[-1].removeprefix("writes: "))
+    return whole, files_written(done)
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(whole_run, tmp_path):
+    whole, written = whole_run
+    writes = len(written)
     reference = load_file(whole / "checkpoint-6" / "model.safetensors")
     reference_teacher = load_file(whole / "checkpoint-6" / "teacher.safetensors")
     assert [p.name for p in checkpoints.complete_checkpoints(whole)] == ["checkpoint-6"]
@@ -57,12 +87,13 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
     )
     for kill_at in kill_points:
         out = tmp_path / f"killed-{kill_at}"
-        killed = run(kill_at, out)
+        killed = run(kill_at, train_args(out))
         assert killed.returncode == 137, (kill_at, killed.stderr[-2000:])
         complete = checkpoints.complete_checkpoints(out)
         for folder in complete:
             checkpoints.verify(folder, "co_rewarding_ii")  # nothing complete is damaged
-        resumed = run(-1, out, *(["--resume", "last"] if complete else ["--overwrite_output_dir", "true"]))
+        resume = ["--resume", "last"] if complete else ["--overwrite_output_dir", "true"]
+        resumed = run(-1, train_args(out, *resume))
         assert resumed.returncode == 0, (kill_at, resumed.stderr[-3000:])
         final = out / "checkpoint-6"
         for name, expected in (("model.safetensors", reference), ("teacher.safetensors", reference_teacher)):
@@ -74,11 +105,38 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(tmp
         assert steps_logged(out) == [1, 2, 3, 4, 5, 6], kill_at
 
 
+@pytest.mark.slow
+def test_a_full_disk_while_saving_is_one_line_and_keeps_the_last_complete_checkpoint(whole_run, tmp_path):
+    whole, written = whole_run
+    # Injected: torch's writer fails half-way through checkpoint-4's optimizer state.
+    out = tmp_path / "injected"
+    at = written.index(str(whole / "checkpoint-4" / "optimizer.pt")) + 1
+    failed = run(f"fail:{at}:torch", train_args(out))
+    assert failed.returncode == 2
+    assert error_line(failed) == (
+        f"error: saving {out / 'checkpoint-4'} failed ([enforce fail at inline_container.cc:672] . "
+        "unexpected pos 704 vs 5; a full disk?); what was written of it is removed, the last complete "
+        "checkpoint is checkpoint-2"
+    )
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    checkpoints.verify(out / "checkpoint-2", "co_rewarding_ii")
+
+    # Real: no file may grow past 2 MB, so safetensors' writer fails on the first model.
+    out = tmp_path / "real"
+    failed = run(f"fsize:{2_000_000}", train_args(out))
+    assert failed.returncode == 2
+    line = error_line(failed)
+    assert line.startswith(f"error: saving {out / 'checkpoint-2'} failed (Error while serializing")
+    assert line.endswith("what was written of it is removed, no checkpoint is complete yet")
+    assert not list(out.glob("checkpoint-*"))
+
+
 def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_method(tmp_path):
     folder = tmp_path / "checkpoint-2"
     folder.mkdir()
     (folder / "model.safetensors").write_bytes(b"x" * 100)
-    (folder / "optimizer.pt").write_bytes(b"y" * 50)
+    torch.save({"state": {0: {"exp_avg": torch.zeros(3)}}}, folder / "optimizer.pt")
+    size = (folder / "optimizer.pt").stat().st_size
     with pytest.raises(checkpoints.CheckpointError, match="not a complete checkpoint"):
         checkpoints.verify(folder, "co_rewarding_ii")
     checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
@@ -88,7 +146,8 @@ def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_meth
     ):
         checkpoints.verify(folder, "entropy")
     os.truncate(folder / "optimizer.pt", 20)
-    with pytest.raises(checkpoints.CheckpointError, match=r"optimizer.pt is damaged: 20 bytes, saved as 50"):
+    cut = f"optimizer.pt is damaged: 20 bytes, saved as {size:,}$"
+    with pytest.raises(checkpoints.CheckpointError, match=cut):
         checkpoints.verify(folder, "co_rewarding_ii")
     (folder / "optimizer.pt").unlink()
     with pytest.raises(checkpoints.CheckpointError, match="optimizer.pt is missing"):
@@ -107,3 +166,243 @@ def test_resume_last_takes_the_newest_complete_checkpoint_and_says_when_there_is
     with pytest.raises(checkpoints.CheckpointError, match="has no complete checkpoint yet"):
         checkpoints.resolve_resume("last", tmp_path / "empty", "majority_vote")
     assert checkpoints.resolve_resume(None, tmp_path, "majority_vote") is None
+
+
+# ----------------------------------------------------------------------------------- damage and planted files
+
+
+def small_checkpoint(folder: Path, step: int, method: str = "co_rewarding_ii") -> Path:
+    """A checkpoint with the files a resume unpickles, as the trainer writes them: optimizer and
+    scheduler state, and the RNG states (Python's, numpy's, torch's)."""
+    folder.mkdir(parents=True)
+    layer = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(layer.parameters())
+    layer(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+    torch.save(schedule.state_dict(), folder / "scheduler.pt")
+    rng = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    torch.save(rng, folder / "rng_state.pth")
+    torch.save(optimizer.state_dict(), folder / "reward_model_optimizer.pt")
+    (folder / "model.safetensors").write_bytes(bytes(range(256)) * 4)
+    checkpoints.mark_complete(folder, step, method)
+    return folder
+
+
+class RunsCode:
+    """Unpickled with code execution, it creates ``witness``: a planted checkpoint file."""
+
+    def __init__(self, witness: Path):
+        self.witness = witness
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.witness}",)
+
+
+def plant(path: Path, witness: Path, step: int, method: str) -> None:
+    """Replace a checkpoint file by a pickle that runs code, and its marker by one that agrees."""
+    torch.save({"state": RunsCode(witness)}, path)
+    checkpoints.mark_complete(path.parent, step, method)
+
+
+def flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    "name", ["optimizer.pt", "scheduler.pt", "rng_state.pth", "reward_model_optimizer.pt"]  # train, Cooper
+)
+def test_a_planted_pickle_in_a_checkpoint_is_named_and_never_run(tmp_path, name):
+    folder = small_checkpoint(tmp_path / "checkpoint-2", 2)
+    checkpoints.verify(folder, "co_rewarding_ii")  # what the trainer writes passes
+    witness = tmp_path / "code-ran"
+    plant(folder / name, witness, 2, "co_rewarding_ii")
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        checkpoints.verify(folder, "co_rewarding_ii")
+    assert str(refused.value) == (
+        f"checkpoint file {folder / name} is refused: loading it would run code (posix.system); "
+        "it was not saved by corewarding"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/co_rewarding_ii", "--output_dir",
+                                      str(tmp_path / "run"), "--resume", str(folder)])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"error: {refused.value}"
+    assert not witness.exists()
+
+
+def test_cooper_loads_its_optimizer_as_tensors_only(tmp_path):
+    cooper = CooperRewardModel(RewardModel.load("tiny"), learning_rate=1e-3)
+    cooper.save(tmp_path)
+    witness = tmp_path / "code-ran"
+    torch.save({"state": RunsCode(witness)}, tmp_path / "reward_model_optimizer.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        cooper.load(tmp_path)
+    assert not witness.exists()
+
+
+def test_same_size_damage_is_caught_by_the_checksum(tmp_path):
+    folder = small_checkpoint(tmp_path / "checkpoint-2", 2)
+    for name in ("model.safetensors", "optimizer.pt"):
+        saved = (folder / name).read_bytes()
+        flip_a_byte(folder / name)
+        with pytest.raises(
+            checkpoints.CheckpointError,
+            match=rf"^checkpoint file {re.escape(str(folder / name))} is damaged: its content changed",
+        ):
+            checkpoints.verify(folder, "co_rewarding_ii")
+        (folder / name).write_bytes(saved)
+    (folder / "model.safetensors").write_bytes(b"\xff" * (folder / "model.safetensors").stat().st_size)
+    with pytest.raises(checkpoints.CheckpointError, match="model.safetensors is damaged"):
+        checkpoints.verify(folder, "co_rewarding_ii")
+
+
+def test_a_damaged_newest_checkpoint_is_named_with_the_older_intact_one(tmp_path):
+    for step in (2, 4, 6):
+        small_checkpoint(tmp_path / f"checkpoint-{step}", step)
+    flip_a_byte(tmp_path / "checkpoint-6" / "rng_state.pth")
+    damaged = f"checkpoint file {tmp_path / 'checkpoint-6' / 'rng_state.pth'} is damaged"
+    with pytest.raises(checkpoints.CheckpointError) as refused:
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+    older = tmp_path / "checkpoint-4"
+    assert str(refused.value).startswith(damaged) and str(refused.value).endswith(
+        f"; the older checkpoint checkpoint-4 is intact: resume from it with --resume {older}"
+    )
+    result = CliRunner().invoke(app, ["train", "--config", "tiny/co_rewarding_ii", "--output_dir",
+                                      str(tmp_path), "--resume", "last"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == f"error: {refused.value}"
+
+    flip_a_byte(tmp_path / "checkpoint-4" / "optimizer.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="the older checkpoint checkpoint-2 is intact"):
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+    flip_a_byte(tmp_path / "checkpoint-2" / "model.safetensors")
+    with pytest.raises(checkpoints.CheckpointError, match="; no older complete checkpoint is intact$"):
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+
+
+# ----------------------------------------------------------------------------------- failed saves
+
+
+FULL_DISK = [
+    OSError(errno.ENOSPC, "No space left on device", "checkpoint-4/optimizer.pt"),
+    SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598"),
+]
+
+
+@pytest.mark.parametrize("failure", FULL_DISK, ids=lambda e: type(e).__name__)
+def test_a_failed_save_is_removed_and_the_last_complete_checkpoint_stays(tmp_path, failure):
+    small_checkpoint(tmp_path / "checkpoint-2", 2)
+    folder = tmp_path / "checkpoint-4"
+    with pytest.raises(checkpoints.CheckpointSaveError) as failed:
+        with checkpoints.saving(folder, 4, "co_rewarding_ii"):
+            folder.mkdir()
+            (folder / "model.safetensors").write_bytes(b"half a model")
+            raise failure
+    message = str(failed.value)
+    assert message.startswith(f"saving {folder} failed (") and "\n" not in message
+    assert message.endswith("what was written of it is removed, the last complete checkpoint is checkpoint-2")
+    assert not folder.exists()
+    checkpoints.verify(tmp_path / "checkpoint-2", "co_rewarding_ii")
+
+
+# ----------------------------------------------------------------------------------- rm train
+
+
+def labelled_file(path: Path) -> Path:
+    """Labelled completions as ``rm annotate`` writes them: the right answer and one too high for each
+    of 12 training and 3 held-out questions."""
+    rows = []
+    for split, count, seed in (("train", 12, 1), ("heldout", 3, 2)):
+        for problem in generate_problems(count, "train", seed=seed):
+            for answer in (problem.answer, str(int(problem.answer) + 1)):
+                rows.append({
+                    "question_id": f"{split}-{problem.id}", "question": problem.question,
+                    "reference": problem.answer, "completion": f"\\boxed{{{answer}}}", "answer": answer,
+                    "label": answer == problem.answer, "labeler": "verifier", "split": split,
+                })
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def rm_train_args(data: Path, out: Path) -> list[str]:
+    """6 steps, checkpoints at steps 2 and 4, the model at the end."""
+    settings = ["--epochs", "2", "--batch-size", "8", "--save-steps", "2"]
+    return ["rm", "train", str(data), "-o", str(out), *settings]
+
+
+@pytest.fixture(scope="module")
+def whole_rm_run(tmp_path_factory):
+    """An uninterrupted ``rm train``: its labelled data, its folder and the files it wrote, in order."""
+    folder = tmp_path_factory.mktemp("rm")
+    data, whole = labelled_file(folder / "labelled.jsonl"), folder / "whole"
+    done = run(-1, rm_train_args(data, whole))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return data, whole, files_written(done)
+
+
+def assert_same_reward_model(out: Path, whole: Path, label) -> None:
+    expected, got = load_file(whole / "model.safetensors"), load_file(out / "model.safetensors")
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=f"{label}: {key}")
+    scores = json.loads((whole / "rm_train.json").read_text())["epochs"]
+    assert json.loads((out / "rm_train.json").read_text())["epochs"] == scores, label
+    assert not list(out.glob("checkpoint-*")) and not list(out.glob(".*")), label
+
+
+@pytest.mark.slow
+def test_rm_train_killed_while_saving_or_out_of_disk_reruns_to_the_same_model(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+
+    def write_of(relative: str) -> int:
+        return written.index(str(whole / relative)) + 1
+
+    # Inside the first checkpoint's optimizer state (the crash that made every rerun fail), inside the
+    # second one's (the first must stay usable), and inside the last write, the finished run's record.
+    kill_points = (write_of("checkpoint-2/optimizer.pt"), write_of("checkpoint-4/optimizer.pt"), len(written))
+    for kill_at in kill_points:
+        out = tmp_path / f"killed-{kill_at}"
+        killed = run(kill_at, rm_train_args(data, out))
+        assert killed.returncode == 137, (kill_at, killed.stderr[-2000:])
+        rerun = run(-1, rm_train_args(data, out))
+        assert rerun.returncode == 0, (kill_at, rerun.stderr[-3000:])
+        assert_same_reward_model(out, whole, f"kill {kill_at}")
+
+    out = tmp_path / "full-disk"
+    failed = run(f"fail:{write_of('checkpoint-4/optimizer.pt')}:oserror", rm_train_args(data, out))
+    assert failed.returncode == 2
+    assert error_line(failed) == (
+        f"error: saving {out / 'checkpoint-4'} failed ({out / 'checkpoint-4' / 'optimizer.pt'}: No space "
+        "left on device); what was written of it is removed, the last complete checkpoint is checkpoint-2"
+    )
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-2"]
+    rerun = run(-1, rm_train_args(data, out))  # space freed: it goes on from checkpoint-2
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_reward_model(out, whole, "full disk")
+
+
+@pytest.mark.slow
+def test_rm_train_names_a_planted_or_damaged_checkpoint_file_and_runs_nothing(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+    out = tmp_path / "run"
+    killed = run(written.index(str(whole / "checkpoint-4" / "config.json")) + 1, rm_train_args(data, out))
+    assert killed.returncode == 137
+    optimizer, witness = out / "checkpoint-2" / "optimizer.pt", tmp_path / "code-ran"
+    saved = optimizer.read_bytes()
+    plant(optimizer, witness, 2, "rm_train")
+    planted = run(-1, rm_train_args(data, out))
+    assert planted.returncode == 2 and not witness.exists()
+    assert error_line(planted) == (
+        f"error: checkpoint file {optimizer} is refused: loading it would run code (posix.system); it was "
+        "not saved by corewarding; no older complete checkpoint is intact"
+    )
+    optimizer.write_bytes(saved)
+    checkpoints.mark_complete(optimizer.parent, 2, "rm_train")
+    flip_a_byte(optimizer)
+    damaged = run(-1, rm_train_args(data, out))
+    assert damaged.returncode == 2
+    assert error_line(damaged) == (
+        f"error: checkpoint file {optimizer} is damaged: its content changed since it was saved (checksum); "
+        "no older complete checkpoint is intact"
+    )

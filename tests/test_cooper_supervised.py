@@ -69,7 +69,7 @@ def test_reward_model_training_resumes_to_the_weights_of_an_uninterrupted_run(
             RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False
         )
     monkeypatch.undo()
-    assert (tmp_path / "cut" / "checkpoint-3" / "training_state.pt").is_file()
+    assert (tmp_path / "cut" / "checkpoint-3" / "checkpoint_complete.json").is_file()
     resumed = train_reward_model(
         RewardModel.load(model_dir), train, heldout, tmp_path / "cut", config, progress=False
     )

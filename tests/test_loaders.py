@@ -419,6 +419,38 @@ def test_a_question_over_the_length_limit_is_refused_in_one_line(tmp_path):
     assert "row 0 has a rephrasing of" in one_line_error(excinfo)
 
 
+@pytest.mark.parametrize(
+    "row, column, shown",
+    [
+        ({"question": 0, "answer": "1"}, "question", "int, not text, in row 1 (0)"),
+        ({"question": {"a": 1}, "answer": "1"}, "question", "dict, not text, in row 1 ({'a': 1})"),
+        ({"question": ["1+1?", "2+2?"], "answer": "1"}, "question", "list, not text, in row 1 (['1+1?', '2+"),
+        ({"question": "1+1?", "answer": [1, 2]}, "answer", "list, not text, in row 1 ([1, 2])"),
+        ({"question": "1+1?", "answer": True}, "answer", "bool, not text, in row 1 (True)"),
+    ],
+)
+def test_a_question_or_answer_that_is_not_text_is_refused_naming_column_type_and_row(
+    tmp_path, row, column, shown
+):
+    path = write_jsonl(tmp_path / "q.jsonl", [{"question": "1+1?", "answer": "2"}, row])
+    with pytest.raises(DatasetError) as excinfo:
+        load_problems(path)
+    assert one_line_error(excinfo).startswith(f"{path}: column {column!r} holds {shown}")
+
+
+def test_binary_questions_are_refused_and_numbers_and_chat_messages_are_read(tmp_path):
+    binary = write_parquet(tmp_path / "b.parquet", [{"question": b"\xff\x00", "answer": "1"}])
+    with pytest.raises(DatasetError) as excinfo:
+        load_problems(binary)
+    assert "column 'question' holds bytes, not text, in row 0 (b'\\xff\\x00')" in one_line_error(excinfo)
+    rows = [
+        {"question": [{"role": "user", "content": "What is 2+2?"}], "answer": 4},
+        {"question": "What is 1.5*2?", "answer": 3.0},
+    ]
+    problems = load_problems(write_jsonl(tmp_path / "ok.jsonl", rows))
+    assert [(p.question, p.answer) for p in problems] == [("What is 2+2?", "4"), ("What is 1.5*2?", "3")]
+
+
 def test_hub_id_offline_is_one_line(monkeypatch):
     datasets = pytest.importorskip("datasets")
     import huggingface_hub.constants

@@ -21,6 +21,7 @@ from corewarding.data.synthetic import (
     worked_solution,
 )
 from corewarding.inference.generation import TransformersBackend
+from corewarding.inference.model_names import tiny_model_dir
 from corewarding.tiny.model import TinyModelConfig, build_tokenizer
 from corewarding.tiny.pretraining import (
     SETTINGS_FILE,
@@ -29,7 +30,6 @@ from corewarding.tiny.pretraining import (
     pretrain,
     training_batch,
 )
-from corewarding.inference.model_names import tiny_model_dir
 from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task
 from corewarding.tiny.view_diagnostics import measure_views
 

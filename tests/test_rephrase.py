@@ -14,6 +14,9 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.data.loaders import load_problems
 from corewarding.data.records import Problem
+from corewarding.data.rephrasing_checks import validate_pairs
+from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
+from corewarding.inference.generation import GenerationSettings, OpenAIBackend
 from corewarding.inference.rephrase import (
     CachedCompletion,
     CompletionCache,
@@ -22,9 +25,6 @@ from corewarding.inference.rephrase import (
     rephrase_problems,
     write_pair_dataset,
 )
-from corewarding.data.rephrasing_checks import validate_pairs
-from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
-from corewarding.inference.generation import GenerationSettings, OpenAIBackend
 
 
 def backend(server: StubServer, **options) -> OpenAIBackend:

@@ -2,7 +2,9 @@
 
 A user mistake — a :class:`~corewarding.core.errors.UserError` (a bad column, an unknown setting, a folder
 that holds another run) or an ``OSError`` (a missing file, an unwritable folder, a full disk) — ends with
-one line on stderr and exit code 2, never a stack trace; a failing backend (an endpoint that keeps
+one line on stderr and exit code 2, never a stack trace (a damaged safetensors file too; a checkpoint
+that cannot be saved is removed and reported as one ``OSError``:
+:class:`~corewarding.training.checkpoints.CheckpointSaveError`); a failing backend (an endpoint that keeps
 failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
 bug, and says so: one line naming its type and exit code 70, or its full traceback with
 ``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.
@@ -74,6 +76,8 @@ def handles_errors(interrupted: str = "interrupted"):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
+            from safetensors import SafetensorError
+
             from corewarding.inference.generation import BackendError
 
             try:
@@ -86,7 +90,7 @@ def handles_errors(interrupted: str = "interrupted"):
             except BackendError as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(1) from None
-            except USER_ERRORS as error:
+            except (*USER_ERRORS, SafetensorError) as error:
                 typer.echo(f"error: {_message(error)}", err=True)
                 raise typer.Exit(2) from None
             except ModuleNotFoundError as error:

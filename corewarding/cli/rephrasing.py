@@ -20,8 +20,8 @@ Outputs = Annotated[
 def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
     from rich.console import Console
 
-    from corewarding.inference.rephrase import pair_rows, write_pair_dataset
     from corewarding.data.rephrasing_checks import summary_table
+    from corewarding.inference.rephrase import pair_rows, write_pair_dataset
 
     Console().print(summary_table(reports, settings, title))
     rows = [row for row in pair_rows(problems, reports) if row["rephrasing_valid"] or not only_valid]
@@ -111,10 +111,10 @@ def rephrase(
     """
     from corewarding.cli.options import check_writable, make_backend
     from corewarding.data.loaders import load_problems
-    from corewarding.inference.rephrase import backend_solver, rephrase_problems
     from corewarding.data.rephrasing_checks import validate_pairs
     from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
     from corewarding.inference.generation import GenerationSettings
+    from corewarding.inference.rephrase import backend_solver, rephrase_problems
 
     if not output:
         raise UserError("give at least one --output file (.jsonl or .parquet)")

@@ -85,14 +85,19 @@ def train(
     import torch
 
     from corewarding.training.progress import progress_display
+    from corewarding.training.run import RunFinished
     from corewarding.training.run import train as run_training
 
     quiet_libraries()
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    with progress_display() as progress:
-        trainer = run_training(settings, resume, progress=progress)
+    try:
+        with progress_display() as progress:
+            trainer = run_training(settings, resume, progress=progress)
+    except RunFinished as finished:
+        typer.echo(str(finished))
+        return
     # Under torchrun / accelerate launch: close the trackers and leave the process group before exit.
     trainer.accelerator.end_training()
     if trainer.is_world_process_zero():

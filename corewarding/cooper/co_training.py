@@ -236,8 +236,9 @@ class CooperRewardModel:
             )
         saved = RewardModel.load(folder / REWARD_MODEL_DIR, device=self.reward_model.device)
         self.reward_model.model.load_state_dict(saved.model.state_dict())
+        # weights_only: tensors and plain values only; a pickle that would run code is refused.
         self.optimizer.load_state_dict(
-            torch.load(folder / OPTIMIZER_FILE, map_location=self.reward_model.device)
+            torch.load(folder / OPTIMIZER_FILE, map_location=self.reward_model.device, weights_only=True)
         )
         self.steps = json.loads((folder / STATE_FILE).read_text())["steps"]
 

@@ -59,8 +59,8 @@ from typing import Protocol
 
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
-from corewarding.inference.rephrase import CachedCompletion, CompletionCache
 from corewarding.inference.generation import Completion, GenerationBackend, GenerationSettings
+from corewarding.inference.rephrase import CachedCompletion, CompletionCache
 
 __all__ = [
     "NEGATIVE_SOURCES",

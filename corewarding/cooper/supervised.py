@@ -9,18 +9,23 @@ minimised by AdamW with a linear warm-up and cosine decay, gradients clipped to 
 epoch the model is scored on the held-out completions (:func:`evaluate_reward_model`: accuracy,
 balanced accuracy, precision and recall of σ(s) ≥ 0.5, and the threshold-free AUC).
 
-**Resuming.** Every ``save_steps`` steps the model, the optimizer, the schedule and the step are
-saved to ``<output>/checkpoint-<step>``; a rerun with the same settings continues from the newest
-complete one and ends with the weights an uninterrupted run ends with (the order of the examples in
-epoch e is fixed by the seed and e; the backbones used here have no dropout). At the end the model
-and tokenizer are saved to ``<output>`` (``RewardModel.load`` reads it), with ``rm_train.json``
-(settings, data sizes, the scores after every epoch, time); a rerun then only reports them.
+**Resuming.** Every ``save_steps`` steps the model, the optimizer (a torch file of tensors) and the
+schedule, step and scores so far (JSON) are saved to ``<output>/checkpoint-<step>``, crash-safe as
+``train``'s checkpoints are (:mod:`corewarding.training.checkpoints`: complete only once its marker
+is written, checksummed, removed when saving fails); a rerun with the same settings continues from
+the newest complete one and ends with the weights an uninterrupted run ends with (the order of the
+examples in epoch e is fixed by the seed and e; the backbones used here have no dropout). At the end
+the model and tokenizer replace those in ``<output>`` file by file (``RewardModel.load`` reads it),
+then ``rm_train.json`` (settings, data sizes, the scores after every epoch, time) is written, last;
+a rerun then only reports them. The output folder is locked for the run
+(:mod:`corewarding.core.folder_lock`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import shutil
 import time
@@ -35,7 +40,9 @@ from transformers import get_cosine_schedule_with_warmup
 
 from corewarding.cooper.annotate import LabelledExample
 from corewarding.cooper.reward_model import ClassificationScores, RewardModel, classification_scores
+from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
+from corewarding.core.folder_lock import locked_folder
 
 __all__ = [
     "RewardTrainingConfig",
@@ -48,7 +55,10 @@ __all__ = [
 #: The file in the output folder that records the training run and its scores.
 RESULT_FILE = "rm_train.json"
 _CHECKPOINT = "checkpoint"
-_STATE = "training_state.pt"
+_OPTIMIZER = "optimizer.pt"
+_STATE = "training_state.json"
+#: The method a checkpoint's completion marker names.
+_METHOD = "rm_train"
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,17 @@ def train_reward_model(
     if not train:
         raise UserError("no training completions: the labelled data has no rows of the train split")
     output = Path(output_dir)
+    with locked_folder(output, "choose another --output"):
+        return _train(model, train, heldout, output, config, progress)
+
+
+def _train(
+    model: RewardModel, train: Sequence[LabelledExample], heldout: Sequence[LabelledExample], output: Path,
+    config: RewardTrainingConfig, progress: bool,
+) -> RewardTrainingResult:
+    # Imported here: importing corewarding.training imports the trainer, which imports this module.
+    from corewarding.training import checkpoints
+
     settings = asdict(config) | {"bounds": asdict(model.bounds)}
     finished = output / RESULT_FILE
     if finished.is_file():
@@ -159,12 +180,16 @@ def train_reward_model(
     schedule = get_cosine_schedule_with_warmup(optimizer, round(config.warmup_ratio * total), total)
     result = RewardTrainingResult(settings, len(train), len(heldout))
     epoch_losses: list[float] = []
-    checkpoint = _last_checkpoint(output)
+    checkpoint = checkpoints.last_intact(
+        output, _METHOD, use_older="delete the checkpoints after it and run the same command again"
+    )
     if checkpoint is not None:
-        state = torch.load(checkpoint / _STATE, weights_only=False)
+        state = json.loads((checkpoint / _STATE).read_text())
         _check_same(state["result"]["config"], settings, output)
         model.model.load_state_dict(RewardModel.load(checkpoint, device=model.device).model.state_dict())
-        optimizer.load_state_dict(state["optimizer"])
+        optimizer.load_state_dict(
+            torch.load(checkpoint / _OPTIMIZER, map_location=model.device, weights_only=True)
+        )
         schedule.load_state_dict(state["schedule"])
         epoch_losses = state["epoch_losses"]
         result = RewardTrainingResult(**state["result"])
@@ -212,34 +237,44 @@ def train_reward_model(
                 _save_checkpoint(output, step, model, optimizer, schedule, epoch_losses, result)
 
     result.seconds = time.perf_counter() - started
-    model.save(output)
-    finished.write_text(json.dumps(asdict(result), indent=2))
-    for folder in output.glob(f"{_CHECKPOINT}-*"):
-        shutil.rmtree(folder)
+    _save_final(output, model, result)
     return result
 
 
-def _last_checkpoint(output: Path) -> Path | None:
-    """The newest complete checkpoint folder (its state file is written last), or None."""
-    complete = [f for f in output.glob(f"{_CHECKPOINT}-*") if (f / _STATE).is_file()]
-    return max(complete, key=lambda f: int(f.name.rsplit("-", 1)[1]), default=None)
-
-
 def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losses, result) -> None:
-    """``checkpoint-<step>``: the model, then the state file; older checkpoints go once it is complete."""
+    """``checkpoint-<step>``: the model, the optimizer, then the rest of the state as JSON; complete
+    (:func:`~corewarding.training.checkpoints.saving`) before older checkpoints go."""
+    from corewarding.training import checkpoints
+
     folder = output / f"{_CHECKPOINT}-{step}"
-    model.save(folder)
-    state = {
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "step": step,
-        "epoch_losses": epoch_losses,
-        "result": asdict(result),
-    }
-    torch.save(state, folder / _STATE)
+    with checkpoints.saving(folder, step, _METHOD):
+        model.save(folder)
+        torch.save(optimizer.state_dict(), folder / _OPTIMIZER)
+        state = {
+            "schedule": schedule.state_dict(), "step": step, "epoch_losses": epoch_losses,
+            "result": asdict(result),
+        }
+        (folder / _STATE).write_text(json.dumps(state))
     for older in output.glob(f"{_CHECKPOINT}-*"):
         if older != folder:
             shutil.rmtree(older)
+
+
+def _save_final(output: Path, model: RewardModel, result: RewardTrainingResult) -> None:
+    """The trained model into ``output``, each file replacing its old version in one rename; then
+    ``rm_train.json``, the mark of a finished run, and the checkpoints go."""
+    from corewarding.training import checkpoints
+
+    staging = output / ".final-model"
+    shutil.rmtree(staging, ignore_errors=True)
+    with checkpoints.removed_on_failure(staging):
+        model.save(staging)
+    for path in staging.iterdir():
+        os.replace(path, output / path.name)
+    staging.rmdir()
+    write_atomically(output / RESULT_FILE, json.dumps(asdict(result), indent=2))
+    for folder in output.glob(f"{_CHECKPOINT}-*"):
+        shutil.rmtree(folder)
 
 
 def _check_same(before: dict, now: dict, output: Path) -> None:

@@ -73,7 +73,7 @@ over the length limit, two files that do not pair up) raises
 
 from __future__ import annotations
 
-import json
+import numbers
 import os
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -372,14 +372,15 @@ def _column_map(columns: ColumnMap | str | None, present: list[str], label: str)
 
 
 def _problem(row: Row, index: int, columns: ColumnMap, source: str, label: str) -> Problem:
-    parts = [_text(_lookup(row, name)) for name in columns.question]
+    cell = _CellReader(row, index, label)
+    parts = [cell.text(name) for name in columns.question]
     if not all(parts):
         raise DatasetError(f"{label}: row {index} has no question in {' + '.join(columns.question)}")
-    rephrasing = _text(_lookup(row, columns.rephrasing)) if columns.rephrasing else None
+    rephrasing = cell.text(columns.rephrasing) if columns.rephrasing else None
     return Problem(
         id=str(_lookup(row, columns.id)) if columns.id else str(index),
         question=_join_sentences(parts),
-        answer=reference_answer(_lookup(row, columns.answer)) if columns.answer else None,
+        answer=reference_answer(cell.answer(columns.answer)) if columns.answer else None,
         rephrasing=rephrasing or None,
         rephrasing_valid=_verdict(row, index, columns.rephrasing_valid, label),
         source=source,
@@ -453,13 +454,45 @@ def _column_names(rows: list[Row]) -> list[str]:
     return list(names)
 
 
-def _text(value) -> str | None:
-    """A question cell as text: a string, or the last user message of a list of chat messages."""
-    if value is None:
-        return None
-    if isinstance(value, list):
-        return _text(question_text(value))
-    return str(value).strip()
+@dataclass(frozen=True)
+class _CellReader:
+    """The cells of one row, type-checked: a question is text or chat messages, an answer text or a
+    number. Anything else (an int question, a struct, bytes, a list answer) would otherwise become its
+    Python ``str()`` and train silently on ``"{'a': 1}"``; it is refused naming the column, the type and
+    the row."""
+
+    row: Row
+    index: int
+    label: str
+
+    def text(self, column: str) -> str | None:
+        """A question cell as text: a string, or the last user message of a list of chat messages."""
+        value = _lookup(self.row, column)
+        if value is None or isinstance(value, str):
+            return None if value is None else value.strip()
+        if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+            question = question_text(value)
+            if question is None or isinstance(question, str):
+                return None if question is None else question.strip()
+        raise self._refuse(column, value, "a question must be text or chat messages")
+
+    def answer(self, column: str):
+        value = _lookup(self.row, column)
+        if value is None or isinstance(value, str) or _is_number(value):
+            return value
+        raise self._refuse(column, value, "a reference answer must be text or a number")
+
+    def _refuse(self, column: str, value, rule: str) -> DatasetError:
+        shown = repr(value)
+        shown = shown if len(shown) <= 40 else shown[:37] + "..."
+        return DatasetError(
+            f"{self.label}: column {column!r} holds {type(value).__name__}, not text, in row {self.index} "
+            f"({shown}); {rule}"
+        )
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Number) and not isinstance(value, (bool, complex))
 
 
 def _join_sentences(parts: list[str]) -> str:

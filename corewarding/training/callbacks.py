@@ -9,6 +9,7 @@ from transformers import TrainerCallback
 from transformers.utils import logging
 
 from corewarding.cooper.plugin import SAMPLES_FILE
+from corewarding.core.atomic_files import write_atomically
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.jsonl import read_jsonl
 
@@ -25,27 +26,44 @@ COLLAPSE_FILE = "collapse.json"
 class MetricsFileCallback(TrainerCallback):
     """Appends every log record, with its step, as one JSON line to ``<output_dir>/metrics.jsonl``.
 
-    A resumed run first cuts that file and ``samples.jsonl`` back to the checkpoint's step, so every step
-    is there once.
+    A resumed run first cuts that file and ``samples.jsonl`` back to the checkpoint's step (each replaced
+    atomically), so every step is there once; a record it logs again at that step (the held-out
+    evaluation of ``eval_on_start``: the same metrics of the same weights) is not written twice.
     """
 
+    def __init__(self):
+        self._logged_at_resume: set[tuple[int, tuple[str, ...]]] = set()
+
     def on_train_begin(self, args, state, control, **kwargs):
+        self._logged_at_resume = set()
         if not (state.is_world_process_zero and state.global_step > 0):
             return
         metrics, samples = Path(args.output_dir) / METRICS_FILE, Path(args.output_dir) / SAMPLES_FILE
         if metrics.is_file():
             kept = read_metrics(metrics, up_to_step=state.global_step)
-            metrics.write_text("".join(json.dumps(record) + "\n" for record in kept))
+            write_atomically(metrics, "".join(json.dumps(record) + "\n" for record in kept))
+            self._logged_at_resume = {
+                _record_key(record) for record in kept if record.get("step") == state.global_step
+            }
         if samples.is_file():
             rows = [r for r in read_jsonl(samples)[0] if r.get("step", 0) <= state.global_step]
-            samples.write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            write_atomically(samples, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if state.is_world_process_zero and logs:
-            path = Path(args.output_dir) / METRICS_FILE
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a") as f:
-                f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+        if not (state.is_world_process_zero and logs):
+            return
+        record = {"step": state.global_step, **logs}
+        if _record_key(record) in self._logged_at_resume:
+            return
+        path = Path(args.output_dir) / METRICS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _record_key(record: dict) -> tuple[int, tuple[str, ...]]:
+    """A log record's step and metric names: the same at the same step is the same record."""
+    return record.get("step", 0), tuple(sorted(k for k in record if k != "step"))
 
 
 class CollapseCallback(TrainerCallback):
@@ -78,7 +96,7 @@ class CollapseCallback(TrainerCallback):
         logger.warning("%s: collapse at step %d: %s", self.method, state.global_step, ", ".join(signals))
         if state.is_world_process_zero:
             Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-            (Path(args.output_dir) / COLLAPSE_FILE).write_text(json.dumps(self.monitor.report.to_dict()))
+            write_atomically(Path(args.output_dir) / COLLAPSE_FILE, json.dumps(self.monitor.report.to_dict()))
         if self.stop_on_collapse:
             control.should_training_stop = True
 

@@ -1,45 +1,121 @@
-"""Crash-safe checkpoints: a checkpoint counts only once all of it is on disk.
+"""Crash-safe checkpoints: a checkpoint counts only once all of it is on disk, intact, and safe to load.
 
 TRL / transformers write a checkpoint folder file by file (model, optimizer, scheduler, RNG states,
 trainer state) and then delete older checkpoints; the trainer adds the EMA teacher or Cooper's reward
-model. A crash in between used to leave a folder that looked like a checkpoint but was not one, after
-the good one before it had been deleted. Here:
+model, and ``rm train`` writes its own. A crash in between used to leave a folder that looked like a
+checkpoint but was not one, after the good one before it had been deleted. Here, for ``train`` and
+``rm train`` alike (:func:`saving`):
 
-1. older checkpoints are rotated out only *after* the new one is complete;
-2. the last file written is ``checkpoint_complete.json`` (:data:`MARKER`), itself written to a
-   temporary name, flushed and renamed, after every other file has been flushed to disk; it lists
-   every file with its size, the step and the method;
+1. a checkpoint is written inside ``with saving(folder, step, method):``; any failure while saving
+   (a full disk: ``OSError``, safetensors' ``SafetensorError``, torch's ``RuntimeError`` from its zip
+   writer) removes what was written, giving the space back, and is raised as one
+   :class:`CheckpointSaveError`; older checkpoints are rotated out only *after* the new one is complete;
+2. the last file written is ``checkpoint_complete.json`` (:data:`MARKER`), replaced atomically after
+   every other file has been flushed to disk; it lists every file with its size and CRC-32 (a fast
+   checksum: it is there to catch damage, not forgery), the step and the method;
 3. ``--resume last`` takes the newest checkpoint with a marker, and any checkpoint to resume from is
-   checked against its marker first (a missing or truncated file is named), so no crash point loses the
-   previous good checkpoint, and an unfinished one is never resumed from.
+   checked first (:func:`verify`): every file there, at its size, with its checksum, and every torch
+   pickle in it loadable with ``weights_only=True`` (tensors and plain values: a planted pickle that
+   would run code is named and never loaded). A damaged newest checkpoint is named with the older
+   complete one that passes the check.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import torch
+from safetensors import SafetensorError
+
+from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 
 __all__ = [
-    "MARKER", "CheckpointError", "mark_complete", "is_complete", "verify", "complete_checkpoints",
-    "remove_incomplete", "resolve_resume",
+    "MARKER", "SAVE_ERRORS", "CheckpointError", "CheckpointSaveError", "saving", "removed_on_failure",
+    "mark_complete",
+    "is_complete", "verify", "complete_checkpoints", "last_intact", "remove_incomplete", "resolve_resume",
 ]
 
 MARKER = "checkpoint_complete.json"
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+#: What saving a checkpoint raises when the disk is full or gone (torch reports a failed write of its zip
+#: archive as a RuntimeError, safetensors as a SafetensorError).
+SAVE_ERRORS = (OSError, SafetensorError, RuntimeError)
+#: Files of a checkpoint that torch unpickles on resume (optimizer, scheduler, RNG states).
+_PICKLED = (".pt", ".pth")
+_CHUNK = 1 << 22
 
 
 class CheckpointError(UserError):
     """A checkpoint cannot be resumed from (one line, for the CLI)."""
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
+class CheckpointSaveError(OSError):
+    """Saving a checkpoint failed; what was written of it is removed (one line, for the CLI)."""
+
+
+@contextmanager
+def saving(folder: str | Path, step: int, method: str, write: bool = True) -> Iterator[Path]:
+    """Write a checkpoint into ``folder`` inside the ``with`` block; then mark it complete.
+
+    A folder of that name left from before (a crash's leftover, or a checkpoint of another history at
+    this step) is removed first; a failure while saving is :func:`removed_on_failure`. Processes that
+    do not write (``write=False``, in a multi-process run) only run the block.
+    """
+    folder = Path(folder)
+    if not write:
+        yield folder
+        return
+    if folder.exists():
+        shutil.rmtree(folder)
+    with removed_on_failure(folder):
+        yield folder
+        mark_complete(folder, step, method)
+
+
+@contextmanager
+def removed_on_failure(folder: str | Path) -> Iterator[Path]:
+    """Inside the ``with`` block files are saved into ``folder``; on any of :data:`SAVE_ERRORS` the
+    folder is removed (the space given back) and :class:`CheckpointSaveError` raised, naming the last
+    complete checkpoint beside it."""
+    folder = Path(folder)
+    try:
+        yield folder
+    except SAVE_ERRORS as error:
+        shutil.rmtree(folder, ignore_errors=True)
+        kept = complete_checkpoints(folder.parent)
+        last = f"the last complete checkpoint is {kept[-1].name}" if kept else "no checkpoint is complete yet"
+        # torch and safetensors word a full disk as an internal error: say what it most likely is.
+        reason = _first_line(error) if isinstance(error, OSError) else f"{_first_line(error)}; a full disk?"
+        raise CheckpointSaveError(
+            f"saving {folder} failed ({reason}); what was written of it is removed, {last}"
+        ) from error
+
+
+def _first_line(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _checksum(path: Path) -> tuple[int, str]:
+    """Size and CRC-32 of a file, flushed to disk on the way (one read)."""
+    crc = 0
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(_CHUNK), b""):
+            crc = zlib.crc32(chunk, crc)
+        os.fsync(file.fileno())
+    return path.stat().st_size, f"{crc:08x}"
 
 
 def mark_complete(folder: str | Path, step: int, method: str) -> None:
@@ -47,12 +123,9 @@ def mark_complete(folder: str | Path, step: int, method: str) -> None:
     folder = Path(folder)
     files = {}
     for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MARKER):
-        _fsync(path)
-        files[path.relative_to(folder).as_posix()] = path.stat().st_size
-    staging = folder / (MARKER + ".tmp")
-    staging.write_text(json.dumps({"step": step, "method": method, "files": files}, indent=1))
-    _fsync(staging)
-    staging.replace(folder / MARKER)
+        size, crc = _checksum(path)
+        files[path.relative_to(folder).as_posix()] = {"size": size, "crc32": crc}
+    write_atomically(folder / MARKER, json.dumps({"step": step, "method": method, "files": files}, indent=1))
 
 
 def is_complete(folder: str | Path) -> bool:
@@ -60,7 +133,8 @@ def is_complete(folder: str | Path) -> bool:
 
 
 def verify(folder: str | Path, method: str) -> None:
-    """Check a checkpoint against its marker: complete, of ``method``, every file there at its size."""
+    """Check a checkpoint against its marker: complete, of ``method``, every file there at its size and
+    checksum, and every torch pickle loadable without running code."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"no checkpoint folder {folder}")
@@ -76,14 +150,41 @@ def verify(folder: str | Path, method: str) -> None:
         raise CheckpointError(f"{folder / MARKER} cannot be read: {error}") from None
     if saved_by != method:
         raise CheckpointError(f"{folder} was saved by a {saved_by} run; this run's method is {method}")
-    for name, size in files.items():
+    for name, saved in files.items():
+        # Markers written before checksums were recorded hold the size alone.
+        expected = saved if isinstance(saved, dict) else {"size": saved}
         path = folder / name
         if not path.is_file():
             raise CheckpointError(f"checkpoint file {path} is missing")
-        if path.stat().st_size != size:
+        if path.stat().st_size != expected["size"]:
             raise CheckpointError(
-                f"checkpoint file {path} is damaged: {path.stat().st_size:,} bytes, saved as {size:,}"
+                f"checkpoint file {path} is damaged: {path.stat().st_size:,} bytes, saved as "
+                f"{expected['size']:,}"
             )
+        if "crc32" in expected and _checksum(path)[1] != expected["crc32"]:
+            raise CheckpointError(
+                f"checkpoint file {path} is damaged: its content changed since it was saved (checksum)"
+            )
+        if path.suffix in _PICKLED:
+            _check_loads_safely(path)
+
+
+def _check_loads_safely(path: Path) -> None:
+    """Refuse a torch pickle that ``weights_only=True`` would not load (one that names code to run, or
+    not a torch file at all) without running it; the tensors are memory-mapped, not read."""
+    from transformers.trainer_pt_utils import safe_globals  # numpy's RNG state, as transformers loads it
+
+    try:
+        with safe_globals():
+            torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as error:
+        names = re.findall(r"GLOBAL (\S+)", str(error))
+        why = f"loading it would run code ({names[0]})" if names else "it holds more than tensors and numbers"
+        raise CheckpointError(
+            f"checkpoint file {path} is refused: {why}; it was not saved by corewarding"
+        ) from None
+    except (RuntimeError, EOFError, ValueError) as error:
+        raise CheckpointError(f"checkpoint file {path} is not a torch file: {_first_line(error)}") from None
 
 
 def _step(folder: Path) -> int:
@@ -99,6 +200,30 @@ def complete_checkpoints(output_dir: str | Path) -> list[Path]:
     return sorted(found, key=_step)
 
 
+def last_intact(output_dir: str | Path, method: str, use_older: str) -> Path | None:
+    """The newest complete checkpoint of ``output_dir`` checked by :func:`verify` (None: there is none).
+
+    When it fails the check, :class:`CheckpointError` says why and names the newest older checkpoint
+    that passes, with ``use_older`` (formatted with ``older``, that folder) saying how to use it.
+    """
+    found = complete_checkpoints(output_dir)
+    if not found:
+        return None
+    try:
+        verify(found[-1], method)
+    except CheckpointError as damage:
+        for older in reversed(found[:-1]):
+            try:
+                verify(older, method)
+            except CheckpointError:
+                continue
+            raise CheckpointError(
+                f"{damage}; the older checkpoint {older.name} is intact: {use_older.format(older=older)}"
+            ) from None
+        raise CheckpointError(f"{damage}; no older complete checkpoint is intact") from None
+    return found[-1]
+
+
 def remove_incomplete(output_dir: str | Path) -> list[Path]:
     """Delete checkpoint folders without a marker (what a crash while saving left); returns them."""
     root = Path(output_dir)
@@ -109,17 +234,17 @@ def remove_incomplete(output_dir: str | Path) -> list[Path]:
 
 
 def resolve_resume(resume: str | None, output_dir: str | Path, method: str) -> str | None:
-    """The checkpoint to resume from: None, ``"last"`` (the newest complete one in ``output_dir``) or a
-    folder, checked by :func:`verify`."""
+    """The checkpoint to resume from: None, ``"last"`` (the newest complete one in ``output_dir``,
+    :func:`last_intact`) or a folder, checked by :func:`verify`."""
     if resume is None:
         return None
     if resume == "last":
-        found = complete_checkpoints(output_dir)
-        if not found:
+        found = last_intact(output_dir, method, use_older="resume from it with --resume {older}")
+        if found is None:
             raise CheckpointError(
                 f"--resume last: {output_dir} has no complete checkpoint yet (runs save one every "
                 "save_steps steps and at the end)"
             )
-        resume = str(found[-1])
+        return str(found)
     verify(resume, method)
     return resume

@@ -3,19 +3,25 @@
 This is what ``corewarding train --config recipe.yaml`` runs, and what the demo runs once per method.
 A run folder holds one run: starting a run where one already is needs ``resume`` (continue it) or
 ``overwrite_output_dir`` (start over); anything else is refused before any work, so two runs' metrics
-never mix in one ``metrics.jsonl``.
+never mix in one ``metrics.jsonl``. The folder is locked for the life of the run
+(:mod:`corewarding.core.folder_lock`), so a second run started into it at the same time is refused too;
+and resuming a run that already reached its last step does nothing (:class:`RunFinished`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
 from datasets import Dataset
 
+from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
+from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
@@ -27,7 +33,8 @@ from corewarding.training import checkpoints
 from corewarding.training.config import CoRewardingConfig
 
 __all__ = [
-    "TrainingDataError", "training_problems", "heldout_problems", "training_dataset", "prepare_run_folder",
+    "TrainingDataError", "RunFinished", "training_problems", "heldout_problems", "training_dataset",
+    "check_output_dir", "prepare_run_folder", "finished_run",
     "build_trainer", "train",
 ]
 
@@ -42,6 +49,11 @@ RUN_FILES = (
 
 class TrainingDataError(UserError):
     """The training data cannot be used as configured (one line, for the CLI)."""
+
+
+class RunFinished(Exception):
+    """The run to resume already reached its last step: nothing to do (one line, for the CLI; not an
+    error)."""
 
 
 def training_problems(config: CoRewardingConfig) -> list[Problem]:
@@ -161,16 +173,28 @@ def training_dataset(
     return Dataset.from_list(rows)
 
 
+def check_output_dir(output_dir: str | os.PathLike) -> None:
+    """The run folder must be a folder (or not exist yet) in a writable place."""
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output_dir {out} is a file, not a folder")
+    existing = out
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(f"output_dir {out}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+        raise PermissionError(f"cannot write to output_dir {out}: {existing} is read-only")
+
+
 def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | None:
     """Check the run folder before any work; returns the checkpoint to resume from (or None).
 
     A folder that holds a run is refused unless the run is resumed or ``overwrite_output_dir`` is set,
-    in which case what a run writes there is deleted first. The folder must be creatable and writable;
-    it is created when the run starts (:func:`train`), after the data and the model have loaded.
+    in which case what a run writes there is deleted first. :func:`train` calls it holding the folder's
+    lock, after :func:`check_output_dir`.
     """
     out = Path(config.output_dir)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"output_dir {out} is a file, not a folder")
     checkpoint = checkpoints.resolve_resume(resume, out, config.method)
     if checkpoint is None and out.is_dir():
         found = [
@@ -185,13 +209,6 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
         for name in found:
             path = out / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-    existing = out
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise NotADirectoryError(f"output_dir {out}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK):
-        raise PermissionError(f"cannot write to output_dir {out}: {existing} is read-only")
     return checkpoint
 
 
@@ -229,18 +246,46 @@ def build_trainer(config: CoRewardingConfig):
     )
 
 
-def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
-    """Run training: the folder checked (:func:`prepare_run_folder`), the config saved as ``config.yaml``,
-    then resumed from ``resume`` (a checkpoint folder or ``"last"``) or started. With ``progress`` (a
-    :func:`~corewarding.training.progress.progress_display`) the run shows there instead of TRL's
-    per-step printing. Returns the trainer."""
-    checkpoint = prepare_run_folder(config, resume)
-    trainer = build_trainer(config)
-    Path(config.output_dir).mkdir(parents=True, exist_ok=True)
-    if progress is not None:
-        from corewarding.training.progress import show_progress
+def finished_run(config: CoRewardingConfig, checkpoint: str) -> str | None:
+    """Why resuming from ``checkpoint`` would train nothing (the run reached ``max_steps``, or with
+    ``max_steps: -1`` its epochs), or None. A larger ``max_steps`` extends a finished run."""
+    state = json.loads((Path(checkpoint) / "trainer_state.json").read_text())
+    step = state["global_step"]
+    if config.max_steps > 0:
+        finished, goal = step >= config.max_steps, f"max_steps {config.max_steps}"
+    else:
+        finished = step >= state["max_steps"] and config.num_train_epochs <= state["num_train_epochs"]
+        goal = f"num_train_epochs {config.num_train_epochs}"
+    if not finished:
+        return None
+    return (
+        f"nothing to train: {checkpoint} is at step {step}, the end of its run ({goal}); a larger "
+        "--max_steps extends it"
+    )
 
-        show_progress(trainer, progress, config.method)
-    (Path(config.output_dir) / "config.yaml").write_text(yaml.safe_dump(config.to_dict(), sort_keys=True))
-    trainer.train(resume_from_checkpoint=checkpoint)
+
+def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
+    """Run training: the run folder locked for the run, checked (:func:`prepare_run_folder`), the config
+    saved as ``config.yaml``, then resumed from ``resume`` (a checkpoint folder or ``"last"``) or
+    started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
+    there instead of TRL's per-step printing. Returns the trainer; raises :class:`RunFinished` when the
+    run to resume is already at its end."""
+    check_output_dir(config.output_dir)
+    # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
+    main_process = os.environ.get("RANK", "0") == "0"
+    lock = locked_folder(config.output_dir, "choose another --output_dir") if main_process else nullcontext()
+    with lock:
+        checkpoint = prepare_run_folder(config, resume)
+        finished = finished_run(config, checkpoint) if checkpoint else None
+        if finished:
+            raise RunFinished(finished)
+        trainer = build_trainer(config)
+        Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+        if progress is not None:
+            from corewarding.training.progress import show_progress
+
+            show_progress(trainer, progress, config.method)
+        settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
+        write_atomically(Path(config.output_dir) / "config.yaml", settings)
+        trainer.train(resume_from_checkpoint=checkpoint)
     return trainer

@@ -52,6 +52,7 @@ from corewarding.cooper.plugin import CooperBatch, CooperPlugin
 from corewarding.cooper.reward_model import RewardModel, TemplateBounds
 from corewarding.core import metric_names
 from corewarding.core.answers import extract_answer
+from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
@@ -461,32 +462,25 @@ class CoRewardingTrainer(GRPOTrainer):
         if self.is_world_process_zero():
             Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
             card = model_card(self.args, self.method.label_from, self.state, len(self.heldout))
-            (Path(self.args.output_dir) / "README.md").write_text(card)
+            write_atomically(Path(self.args.output_dir) / "README.md", card)
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)
         before any older checkpoint is rotated out."""
         run_dir = Path(trl_internals.output_dir(self, trial))
         folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-        if self.args.should_save and folder.is_dir() and not checkpoints.is_complete(folder):
-            checkpoints.remove_incomplete(run_dir)  # a crash's leftover at this very step
         limit, self.args.save_total_limit = self.args.save_total_limit, None
         try:
-            super()._save_checkpoint(model, trial)
-            if self.teacher is not None:
-                self.teacher.save(folder, write=self.args.should_save)
-            if self.cooper is not None and self.args.should_save:
-                self.cooper.save(folder)
-        except OSError:
-            # A full disk, a vanished folder: what was written is no checkpoint, and the previous one stays.
-            if self.args.should_save:
-                shutil.rmtree(folder, ignore_errors=True)
-            raise
+            with checkpoints.saving(folder, self.state.global_step, self.args.method, self.args.should_save):
+                super()._save_checkpoint(model, trial)
+                if self.teacher is not None:
+                    self.teacher.save(folder, write=self.args.should_save)
+                if self.cooper is not None and self.args.should_save:
+                    self.cooper.save(folder)
+                self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         finally:
             self.args.save_total_limit = limit
-        self.accelerator.wait_for_everyone()  # every process's RNG state is on disk
         if self.args.should_save:
-            checkpoints.mark_complete(folder, self.state.global_step, self.args.method)
             checkpoints.remove_incomplete(run_dir)
             rotate_checkpoints(run_dir, limit, self.state.best_model_checkpoint, use_mtime=True)
 
