@@ -27,8 +27,8 @@ from corewarding.demo import prepare_reward_model
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend, VLLMBackend
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.config import load_recipe
 from corewarding.training.run import build_trainer
+from corewarding.training.settings import load_recipe
 
 
 class StepTimer(TrainerCallback):

@@ -17,8 +17,8 @@ from corewarding.core.atomic_files import write_atomically
 from corewarding.core.folder_lock import LOCK_FILE, FolderInUseError, locked_folder
 from corewarding.demo import run_demo
 from corewarding.training.callbacks import MetricsFileCallback
-from corewarding.training.config import load_recipe
 from corewarding.training.run import finished_run
+from corewarding.training.settings import load_recipe
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 HOLD_THE_LOCK = """
