@@ -88,3 +88,80 @@ def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype):
     assert moved > 0 and error < 1e-3 * moved, (error, moved)
     module = list(trainer.teacher.module.parameters())
     assert all(torch.equal(p.data, m.to(p.dtype)) for p, m in zip(module, master))
+
+
+def short_answers(completions, **kwargs) -> list[float]:
+    """A TRL user's own reward function: 0.5 for a completion under 30 characters."""
+    return [0.5 if len(completion) < 30 else 0.0 for completion in completions]
+
+
+@pytest.mark.slow
+def test_a_trl_users_script_trains_unchanged(tmp_path):
+    """A TRL script — a ``prompt``-only dataset and a reward function of its own — with CoRewardingTrainer in
+    place of GRPOTrainer: the method's reward and the user's are logged apart and summed."""
+    from datasets import Dataset
+
+    model, tokenizer = load_model("tiny", device="cpu")
+    problems = synthetic_problems("tiny", 16, "train", seed=0)
+    dataset = Dataset.from_dict({"prompt": [p.question for p in problems]})
+    config = CoRewardingConfig(
+        method="majority_vote",
+        output_dir=str(tmp_path),
+        max_steps=2,
+        num_generations=4,
+        per_device_train_batch_size=16,
+        max_completion_length=32,
+        report_to=[],
+        disable_tqdm=True,
+        heldout_dataset=None,
+        save_strategy="no",
+        logging_steps=1,
+    )
+    trainer = CoRewardingTrainer(
+        model=model,
+        reward_funcs=short_answers,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    steps = [r for r in trainer.state.log_history if "reward" in r]
+    assert len(steps) == 2
+    for record in steps:
+        method, own = record["rewards/majority_vote/mean"], record["rewards/short_answers/mean"]
+        assert 0 < method <= 1 and 0 <= own <= 0.5
+        assert record["reward"] == pytest.approx(method + own, abs=1e-5)
+        assert "majority_ratio" in record
+
+
+def test_a_dataset_without_what_the_method_needs_is_refused_in_one_line(tmp_path):
+    from datasets import Dataset
+
+    from corewarding.core.errors import UserError
+
+    model, tokenizer = load_model("tiny", device="cpu")
+    config = CoRewardingConfig(
+        method="co_rewarding_i",
+        output_dir=str(tmp_path),
+        heldout_dataset=None,
+        per_device_train_batch_size=16,
+        num_generations=8,
+    )
+    with pytest.raises(
+        UserError, match="co_rewarding_i needs the column question_id in the training set"
+    ) as error:
+        CoRewardingTrainer(
+            model=model,
+            args=config,
+            train_dataset=Dataset.from_dict({"prompt": ["1+1?"] * 8}),
+            processing_class=tokenizer,
+        )
+    assert "\n" not in str(error.value)
+    ground_truth = CoRewardingConfig(method="ground_truth", output_dir=str(tmp_path), heldout_dataset=None)
+    with pytest.raises(UserError, match="ground_truth needs the column answer or solution"):
+        CoRewardingTrainer(
+            model=model,
+            args=ground_truth,
+            train_dataset=Dataset.from_dict({"prompt": ["1+1?"] * 8}),
+            processing_class=tokenizer,
+        )

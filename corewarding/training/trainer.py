@@ -32,6 +32,8 @@ the batch: the rewards of a batch always come from the reward model *before* its
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,10 +53,10 @@ from corewarding.cooper.negatives import NegativeWriter, make_assistant
 from corewarding.cooper.plugin import CooperBatch, CooperPlugin
 from corewarding.cooper.reward_model import RewardModel, TemplateBounds
 from corewarding.core import metric_names
-from corewarding.core.answers import extract_answer
+from corewarding.core.answers import extract_answer, reference_answer
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
-from corewarding.core.methods import METHODS, RewardInputs, is_labelled, method_rewards
+from corewarding.core.methods import METHODS, Method, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
 from corewarding.core.teacher_schedule import TeacherSchedule
@@ -128,30 +130,62 @@ def heldout_metrics(scores: list, k: int, prefix: str = "eval") -> dict[str, flo
     return {name.replace("eval_", f"{prefix}_", 1): v for name, v in metrics.items() if v is not None}
 
 
-class _GatheredReward:
-    """Names a reward column for TRL's logs; the values come from ``_calculate_rewards``."""
+class GatheredReward:
+    """A reward column TRL calls like any reward function, whose values were computed on the gathered batch:
+    :meth:`CoRewardingTrainer._calculate_rewards` hands it this process's share just before TRL calls it."""
 
     def __init__(self, name: str):
         self.__name__ = name
+        self.share: list[float] | None = None
 
-    def __call__(self, *args, **kwargs):
-        raise RuntimeError(
-            f"the {self.__name__} reward is computed on the gathered batch by CoRewardingTrainer"
-        )
+    def __call__(self, prompts, **kwargs) -> list[float]:
+        values, self.share = self.share, None
+        if values is None or len(values) != len(prompts):
+            raise RuntimeError(f"{self.__name__}: computed by CoRewardingTrainer._calculate_rewards only")
+        return values
+
+
+def question_id(row: dict) -> str:
+    """A row's question id: its ``question_id`` column, else a digest of its prompt (a TRL dataset)."""
+    if "question_id" in row:
+        return str(row["question_id"])
+    return hashlib.sha1(json.dumps(row["prompt"], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def check_columns(columns: Sequence[str] | None, method: Method) -> None:
+    """Refuse, in one line, a training set without the columns ``method`` needs (None: not known yet)."""
+    if columns is None:
+        return
+    needed = [("prompt",)]
+    if method.paired_views:
+        needed += [("question_id",), ("view",)]
+    if method.teacher_on_rephrasing:
+        needed.append(("teacher_prompt",))
+    if method.needs_references:
+        needed.append(("answer", "solution"))
+    for names in needed:
+        if not set(names) & set(columns):
+            raise UserError(
+                f"{method.name} needs the column {' or '.join(names)} in the training set (it has "
+                f"{', '.join(columns)}); corewarding.training.training_dataset builds one from problems"
+            )
 
 
 class CoRewardingTrainer(GRPOTrainer):
     """``GRPOTrainer`` whose rewards are one of the methods of :data:`~corewarding.core.methods.METHODS`.
 
-    The training dataset has, besides ``prompt``, the columns ``question_id`` (shared by a question
-    and its rephrasing), ``view`` (0 question, 1 rephrasing) and ``answer`` (the hidden reference
-    answer or None; it feeds diagnostics, and the reward only for methods that need references). For
-    ``co_rewarding_i`` rows 2k and 2k+1 are the two views of pair k
-    (:func:`corewarding.training.run.training_dataset` builds such a dataset).
+    A drop-in for TRL's trainer: any dataset TRL's ``GRPOTrainer`` takes trains as it is — a ``prompt``
+    column (text or conversation) and, for methods that read references, an ``answer`` (or ``solution``)
+    column; a rollout's question is identified by a digest of its prompt. Besides these, the columns
+    ``question_id`` (shared by a question and its rephrasing), ``view`` (0 question, 1 rephrasing) and
+    ``teacher_prompt`` carry what the methods with two views need: for ``co_rewarding_i`` rows 2k and 2k+1
+    are the two views of pair k (:func:`corewarding.training.run.training_dataset` builds such a dataset;
+    a training set without what the method needs is refused at construction, in one line).
 
-    Reward columns, as TRL logs them: the method's reward (``rewards/<method>/mean``) and a format
-    reward (``rewards/format/mean``: 1 when an answer can be extracted), weighted by TRL's
-    ``reward_weights`` (default ``[1.0, 0.0]``: the format reward is only watched).
+    Reward columns, as TRL logs them: the method's reward (``rewards/<method>/mean``), a format reward
+    (``rewards/format/mean``: 1 when an answer can be extracted) and TRL's own ``reward_funcs`` of the
+    user, if any (callables or reward-model ids, with TRL's semantics), summed under TRL's
+    ``reward_weights`` (default ``[1, 0, 1, …]``: the format reward is only watched).
 
     Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, methods that need a
     teacher) and ``self.cooper`` (:class:`~corewarding.cooper.plugin.CooperPlugin`, methods with a reward
@@ -177,9 +211,11 @@ class CoRewardingTrainer(GRPOTrainer):
         train_dataset,
         processing_class=None,
         heldout: Sequence[Problem] = (),
+        reward_funcs=None,
         **kwargs,
     ):
         self.method = METHODS[args.method]
+        check_columns(getattr(train_dataset, "column_names", None), self.method)
         if self.method.needs_teacher and isinstance(model, str):
             model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
         if self.method.needs_teacher and is_peft_model(model):
@@ -190,16 +226,18 @@ class CoRewardingTrainer(GRPOTrainer):
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
         # "Co-rewarding-II's teacher").
         teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
+        self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
+        extra = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
         super().__init__(
             model=model,
-            reward_funcs=[_GatheredReward(args.method), _GatheredReward("format")],
+            reward_funcs=[self.method_reward, self.format_reward, *extra],
             args=args,
             train_dataset=train_dataset,
             processing_class=processing_class,
             **kwargs,
         )
-        if args.reward_weights is None:  # the format reward is only watched
-            trl_internals.set_reward_weights(self, [1.0, 0.0])
+        if args.reward_weights is None:  # the format reward is only watched; a user's rewards count fully
+            trl_internals.set_reward_weights(self, [1.0, 0.0] + [1.0] * len(extra))
         warn_if_low_precision(self.model, self.is_deepspeed_enabled)
         self.voting = VotingConfig(args.answer_matching, args.min_agreement_count, args.min_agreement_ratio)
         self.teacher = self._make_teacher(teacher_copy) if self.method.needs_teacher else None
@@ -304,7 +342,8 @@ class CoRewardingTrainer(GRPOTrainer):
             gathered slot:  [ q1 × G | q1' × G | q2 × G | q2' × G | … ]   every process's rollouts, in order
             teacher/votes:  per_slot samples per slot, slot-major: [s0_1 … s0_n | s1_1 … s1_n | …]
 
-        Returns TRL's reward columns (the method's, the format reward) for every gathered rollout.
+        Each process hands its share of the method's and the format reward to their columns, and TRL's own
+        reward computation gathers them with the user's ``reward_funcs`` (weighted by ``reward_weights``).
         """
         local = self._local_reward_inputs(inputs, prompts, completions, completion_ids_list)
         batch = {key: gather_object(values) for key, values in local.items()}
@@ -318,8 +357,11 @@ class CoRewardingTrainer(GRPOTrainer):
             result.metrics.update(self.cooper.after_rewards(step, cooper_batch, result.rewards))
         for name, value in result.metrics.items():
             trl_internals.log_metric(self, name, value)
-        columns = torch.tensor([result.rewards, format_rewards(rollouts).rewards], dtype=torch.float32).T
-        return columns.to(self.accelerator.device)
+        rank, size = self.accelerator.process_index, len(prompts)  # TRL's layout: equal shares, in rank order
+        mine = slice(rank * size, (rank + 1) * size)
+        self.method_reward.share = result.rewards[mine]
+        self.format_reward.share = format_rewards(rollouts).rewards[mine]
+        return super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
 
     @property
     def _votes_per_slot(self) -> int:
@@ -333,9 +375,11 @@ class CoRewardingTrainer(GRPOTrainer):
         texts = [completion_text(c) for c in completions]
         local = {
             "answers": [extract_answer(t) for t in texts],
-            "question_ids": [str(x["question_id"]) for x in inputs],
+            "question_ids": [question_id(x) for x in inputs],
             "views": [int(x.get("view", 0)) for x in inputs],
-            "references": [x.get("answer") for x in inputs],
+            "references": [
+                x["answer"] if "answer" in x else reference_answer(x.get("solution")) for x in inputs
+            ],
         }
         extra = self._votes_per_slot
         if method.needs_teacher or method.token_statistic or extra:
