@@ -227,7 +227,7 @@ class CoRewardingTrainer(GRPOTrainer):
         # "Co-rewarding-II's teacher").
         teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
         self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
-        extra = list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
+        extra = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
         super().__init__(
             model=model,
             reward_funcs=[self.method_reward, self.format_reward, *extra],
