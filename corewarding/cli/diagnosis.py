@@ -71,7 +71,6 @@ def diagnose_command(
     from corewarding.diagnosis.report import measurements_table, verdict_table
     from corewarding.tiny.regimes import tiny_model_dir
     from corewarding.training.config import recipe_settings
-    from corewarding.training.progress import progress_display
 
     if matching not in ("equivalence", "exact"):
         raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
@@ -86,13 +85,12 @@ def diagnose_command(
     # One thread by default: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
     engine = make_backend(model, backend, seed)
+    record = diagnose(
+        model, dataset, problems, engine, k=samples, temperature=temperature,
+        max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=matching,
+        system_prompt=system_prompt or None, fallback_last_number=fallback_last_number, progress=True,
+    )
     console = Console()
-    with progress_display(console) as progress:
-        record = diagnose(
-            model, dataset, problems, engine, k=samples, temperature=temperature,
-            max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=matching,
-            system_prompt=system_prompt or None, fallback_last_number=fallback_last_number, progress=progress,
-        )
     console.print(measurements_table(record))
     console.print(verdict_table(record))
     recommended = ", ".join(record["recommended"]) or "no label-free method"

@@ -41,17 +41,16 @@ def diagnose(
     system_prompt: str | None = SYSTEM_PROMPT,
     fallback_last_number: bool = False,
     rules: VerdictRules = VerdictRules(),
-    progress=None,
+    progress: bool = False,
 ) -> dict:
     """Diagnose ``model`` (served by ``backend``) on ``problems`` of ``dataset`` (module docstring).
 
-    Answers are measured only when every problem has one. ``progress``: a
-    :func:`~corewarding.training.progress.progress_display` for the probe; sampling shows its own bars
-    when it is given. Returns the JSON-ready record."""
+    Answers are measured only when every problem has one. ``progress``: show progress bars of the
+    sampling and of the probe. Returns the JSON-ready record."""
     started = time.perf_counter()
     answers, failed = sample_views(
         problems, backend, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-        system_prompt=system_prompt, fallback_last_number=fallback_last_number, progress=progress is not None,
+        system_prompt=system_prompt, fallback_last_number=fallback_last_number, progress=progress,
     )
     sampled = time.perf_counter()
     references = [p.answer for p in problems]
@@ -63,9 +62,15 @@ def diagnose(
         "probe": None,
     }
     if probe_steps:
-        with tempfile.TemporaryDirectory(prefix="corewarding-probe-") as folder:
+        from rich.progress import Progress
+
+        from corewarding.training.progress import progress_display
+
+        # A disabled display still replaces TRL's per-step printing.
+        display = progress_display() if progress else Progress(disable=True)
+        with tempfile.TemporaryDirectory(prefix="corewarding-probe-") as folder, display as bar:
             measurements["probe"] = run_probe(
-                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=progress
+                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=bar
             )
     verdict = judge(measurements, rules).to_dict()
     return {
