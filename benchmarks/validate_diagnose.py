@@ -37,6 +37,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from corewarding.cli.app import quiet_libraries
 from corewarding.diagnosis.verdict import HELPS, judge
 
 #: Runs judged by another method's verdict: the study's ablations.
@@ -114,6 +115,7 @@ def main() -> None:
     parser.add_argument("--probe-steps", type=int, default=30)
     parser.add_argument("--cache", type=Path, default=None, help="Folder keeping each diagnosis (JSON).")
     args = parser.parse_args()
+    quiet_libraries()
 
     table = Table(title="diagnose vs the study (per regime, seed and method)")
     for header in ("regime", "seed", "method", "verdict (answers)", "verdict (label-free)", "measured",

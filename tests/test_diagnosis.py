@@ -83,7 +83,9 @@ def measured(avg=0.45, maj=0.65, teacher=0.63, both_wrong=0.12, gain=0.21, cross
         "label_free": {"cross_view_agreement": agreement},
         "labelled": {
             "question": {"avg_at_k": avg, "maj_at_k": maj},
-            "label_accuracy": {"majority_vote": maj, "co_rewarding_ii": teacher, "co_rewarding_i": cross_label},
+            "label_accuracy": {
+                "majority_vote": maj, "co_rewarding_ii": teacher, "co_rewarding_i": cross_label,
+            },
             "cross_view": {"gain": gain, "both_wrong": both_wrong},
         },
         "probe": probe,
@@ -106,9 +108,7 @@ def test_verdict_on_a_distractor_like_model_recommends_the_cross_view_methods_on
 def test_verdict_on_a_shortcut_like_model_recommends_nothing():
     verdict = judge(measured(avg=0.29, maj=0.35, teacher=0.35, both_wrong=0.61, gain=0.04, cross_label=0.35))
     assert verdict.recommended == []
-    assert {m: v.expected for m, v in verdict.methods.items() if m in ("co_rewarding_i", "majority_vote")} == {
-        "co_rewarding_i": SHARPENS, "majority_vote": SHARPENS,
-    }
+    assert verdict.methods["co_rewarding_i"].expected == verdict.methods["majority_vote"].expected == SHARPENS
 
 
 @pytest.mark.parametrize("maj, expected", [(0.71, HELPS), (0.69, SHARPENS)])
@@ -180,7 +180,8 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     assert rows[1] == {"id": "1", "question": "What is 1+1?", "answer": "2"}
     unlabelled = [Problem(id="a", question="Q?", answer=None)]
     settings = dict(zip(*[iter(probe_settings("tiny", "q.jsonl", unlabelled, 6, tmp_path, 0)[2:])] * 2))
-    assert settings["--heldout_dataset"] == "none" and settings["--dataset_columns"] == "question=question,id=id"
+    assert settings["--heldout_dataset"] == "none" and settings["--eval_strategy"] == "no"
+    assert settings["--dataset_columns"] == "question=question,id=id"
 
 
 def run_diagnose(*args: str):

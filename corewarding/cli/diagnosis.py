@@ -9,18 +9,27 @@ from typing import Annotated
 import typer
 
 from corewarding.cli.app import app, handles_errors, quiet_libraries
-from corewarding.cli.options import BackendOptions, Columns, check_writable, make_backend, option_group
-from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.cli.options import (
+    AnswerOptions,
+    BackendOptions,
+    Columns,
+    check_writable,
+    make_backend,
+    option_group,
+)
 
 
 @app.command("diagnose")
 @handles_errors("interrupted")
 @option_group(BackendOptions, "backend")
+@option_group(AnswerOptions, "answers")
 def diagnose_command(
     model: Annotated[
         str,
-        typer.Argument(help="tiny (tiny-shortcut: the control regime's), a model folder, a .gguf file or a hub "
-                       "id; with --backend vllm or openai, the model's name there."),
+        typer.Argument(
+            help="tiny (tiny-shortcut: the control regime's), a model folder, a .gguf file or a hub id; with "
+            "--backend vllm or openai, the model's name there."
+        ),
     ],
     dataset: Annotated[
         str, typer.Argument(help="synthetic (the test split of the tiny task), or a dataset file.")
@@ -43,21 +52,13 @@ def diagnose_command(
         int | None,
         typer.Option(help="Longest completion (default: the training recipe's; tiny: 48, paper: 3072)."),
     ] = None,
-    system_prompt: Annotated[
-        str, typer.Option(help="The system turn of every prompt ('' for none).")
-    ] = SYSTEM_PROMPT,
-    fallback_last_number: Annotated[
-        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
-    ] = False,
-    matching: Annotated[
-        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
-    ] = "equivalence",
     json_output: Annotated[
         Path | None, typer.Option("--json", help="JSON file for the verdict and every measurement.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds the sampling, the synthetic questions and the probe.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
     backend: BackendOptions = BackendOptions(),
+    answers: AnswerOptions = AnswerOptions(),
 ) -> None:
     """Which label-free methods will help this model on these questions: measured before training.
 
@@ -72,8 +73,6 @@ def diagnose_command(
     from corewarding.tiny.regimes import tiny_model_dir
     from corewarding.training.config import recipe_settings
 
-    if matching not in ("equivalence", "exact"):
-        raise ValueError(f"unknown --matching {matching!r}: expected equivalence or exact")
     if temperature <= 0:
         raise ValueError(f"--temperature {temperature}: votes need samples, use a temperature above 0")
     if json_output is not None:
@@ -87,8 +86,9 @@ def diagnose_command(
     engine = make_backend(model, backend, seed)
     record = diagnose(
         model, dataset, problems, engine, k=samples, temperature=temperature,
-        max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=matching,
-        system_prompt=system_prompt or None, fallback_last_number=fallback_last_number, progress=True,
+        max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=answers.matching,
+        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        progress=True,
     )
     console = Console()
     console.print(measurements_table(record))
@@ -119,7 +119,7 @@ def diagnosis_problems(model: str, dataset: str, columns, pairs: Path | None, co
     problems = load_rephrased_pair(dataset, pairs, columns) if pairs else load_problems(dataset, columns)
     answered = [p for p in problems if p.answer is not None]
     if answered and len(answered) < len(problems):
-        typer.echo(f"note: {len(problems) - len(answered):,} of {len(problems):,} questions have no reference "
-                   "answer and are left out", err=True)
+        typer.echo(f"note: {len(problems) - len(answered):,} of {len(problems):,} questions have no "
+                   "reference answer and are left out", err=True)
         problems = answered
     return problems[:count]

@@ -51,9 +51,11 @@ def probe_settings(
         ))
         columns = "question=question,id=id" + (",answer=answer" if labelled else "")
         args += ["--dataset", str(questions), "--dataset_columns", columns]
-        args += ["--heldout_dataset", str(questions) if labelled else "none"]
         if labelled:
-            args += ["--max_heldout_problems", str(min(len(problems), 64))]
+            heldout = str(min(len(problems), 64))
+            args += ["--heldout_dataset", str(questions), "--max_heldout_problems", heldout]
+        else:
+            args += ["--heldout_dataset", "none", "--eval_strategy", "no", "--eval_on_start", "false"]
     return ["--config", recipe, *args]
 
 

@@ -16,12 +16,12 @@ def _rows(record: dict) -> list[tuple[str, str, str]]:
     """(figure, value, what it tells) rows of every measurement the record holds."""
     m = record["measurements"]
     free, labelled, probe = m["label_free"], m["labelled"], m["probe"]
-    k = record["k"]
+    k, entropy = record["k"], free["answer_entropy_bits"]
     rows = [
         ("majority share, mean %", _pct(free["majority_share"]["mean"]), f"votes of the majority of {k}"),
         ("no-answer rate %", _pct(free["no_answer_rate"]), "samples without an extractable answer"),
-        ("answer entropy, bits", f"{free['answer_entropy_bits']:.2f}" if free["answer_entropy_bits"] is not None
-         else "–", "spread of a question's answers"),
+        ("answer entropy, bits", "–" if entropy is None else f"{entropy:.2f}", "spread of a question's "
+         "answers"),
         ("teacher agreement %", _pct(free["teacher_agreement"]), "fresh samples' majority = own majority"),
         ("cross-view agreement %", _pct(free["cross_view_agreement"]), "the two wordings' majorities agree"),
     ]
@@ -32,8 +32,8 @@ def _rows(record: dict) -> list[tuple[str, str, str]]:
                 continue
             rows.append((
                 f"{view}: greedy / avg@{k} / maj@{k} / pass@{k} %",
-                " / ".join(_pct(v) for v in (scores["greedy_accuracy"], scores["avg_at_k"], scores["maj_at_k"],
-                                             scores["pass_at_k"].get(k, scores["pass_at_k"].get(str(k))))),
+                " / ".join(_pct(scores[name]) for name in ("greedy_accuracy", "avg_at_k", "maj_at_k"))
+                + f" / {_pct(scores['pass_at_k'][k])}",
                 f"headroom maj@{k} − avg@{k}: {100 * scores['headroom']:+.1f} points",
             ))
         accuracy = labelled["label_accuracy"]

@@ -112,7 +112,9 @@ def _pct(value: float) -> str:
     return f"{100 * value:.0f}%"
 
 
-def _ceiling_verdict(method: str, ceiling: float, avg: float, label: str, rules: VerdictRules) -> MethodVerdict:
+def _ceiling_verdict(ceiling: float, avg: float, label: str, rules: VerdictRules) -> tuple[str, str]:
+    """The expected outcome of a voting reward whose labels can be right on ``ceiling`` of the questions,
+    and why."""
     gap, gain = 1 - avg, ceiling - avg
     needed = rules.gap_share * gap
     figures = (
@@ -120,75 +122,63 @@ def _ceiling_verdict(method: str, ceiling: float, avg: float, label: str, rules:
         f"{100 * gain:.0f} of the {100 * gap:.0f} points to 100%"
     )
     if gain >= needed:
-        return MethodVerdict(method, HELPS, f"{figures}, at least the {100 * needed:.0f} needed")
-    return MethodVerdict(
-        method, SHARPENS, f"{figures}, fewer than the {100 * needed:.0f} needed: it can at most sharpen"
-    )
+        return HELPS, f"{figures}, at least the {100 * needed:.0f} needed"
+    return SHARPENS, f"{figures}, fewer than the {100 * needed:.0f} needed: it can at most sharpen"
 
 
-def _with_answers(measured: dict, rules: VerdictRules) -> dict[str, MethodVerdict]:
-    labelled = measured["labelled"]
-    avg = labelled["question"]["avg_at_k"]
-    verdicts = {
-        "majority_vote": _ceiling_verdict(
-            "majority_vote", labelled["question"]["maj_at_k"], avg, "its own majority is right", rules
-        ),
-        "co_rewarding_ii": _ceiling_verdict(
-            "co_rewarding_ii", labelled["label_accuracy"]["co_rewarding_ii"], avg,
-            "the teacher's majority (fresh samples) is right", rules,
-        ),
-    }
+def _cross_view_with_answers(labelled: dict, rules: VerdictRules) -> tuple[str, str]:
     cross = labelled["cross_view"]
-    for method in _CROSS_VIEW:
-        if cross is None:
-            verdicts[method] = MethodVerdict(
-                method, UNKNOWN, "needs a rephrasing of each question (--pairs) to be measured"
-            )
-            continue
-        ceiling = _ceiling_verdict(
-            method, 1 - cross["both_wrong"], avg, "either wording's majority is right", rules
+    expected, reason = _ceiling_verdict(
+        1 - cross["both_wrong"], labelled["question"]["avg_at_k"], "either wording's majority is right", rules
+    )
+    reason = (
+        f"the other wording's majority is right where the own is wrong on {_pct(cross['gain'])} of the "
+        f"questions; {reason}"
+    )
+    label_accuracy = labelled["label_accuracy"]["co_rewarding_i"]
+    if expected == HELPS and label_accuracy < rules.min_cross_view_label_accuracy:
+        return SHARPENS, (
+            f"{reason}; but its labels are right on only {_pct(label_accuracy)} of the rollouts (below "
+            f"{_pct(rules.min_cross_view_label_accuracy)}): wrong partner labels would spread the errors "
+            "both wordings share"
         )
-        expected = ceiling.expected
-        reason = (
-            f"the other wording's majority is right where the own is wrong on {_pct(cross['gain'])} of "
-            f"the questions; {ceiling.reason}"
-        )
-        label_accuracy = labelled["label_accuracy"]["co_rewarding_i"]
-        if expected == HELPS and label_accuracy < rules.min_cross_view_label_accuracy:
-            expected = SHARPENS
-            reason += (
-                f"; but its labels are right on only {_pct(label_accuracy)} of the rollouts (below "
-                f"{_pct(rules.min_cross_view_label_accuracy)}): wrong partner labels would spread the "
-                "errors both wordings share"
-            )
-        verdicts[method] = MethodVerdict(method, expected, reason)
-    return verdicts
+    return expected, reason
 
 
-def _label_free(measured: dict, rules: VerdictRules) -> dict[str, MethodVerdict]:
-    free = measured["label_free"]
-    unknown = "its labels' accuracy needs reference answers (an answer column, --columns)"
-    verdicts = {m: MethodVerdict(m, UNKNOWN, unknown) for m in ("majority_vote", "co_rewarding_ii")}
-    agreement = free["cross_view_agreement"]
+def _cross_view_label_free(free: dict, rules: VerdictRules) -> tuple[str, str]:
+    disagreement = 1 - free["cross_view_agreement"]
+    words = (
+        f"the two wordings' majorities differ on {_pct(disagreement)} of the questions (threshold "
+        f"{_pct(rules.min_cross_view_disagreement)})"
+    )
+    if disagreement >= rules.min_cross_view_disagreement:
+        return HELPS, f"{words}: its label carries what self-voting lacks (label-free proxy)"
+    return SHARPENS, f"{words}: its label is mostly the own majority, as self-voting's"
+
+
+def _voting_verdicts(measured: dict, rules: VerdictRules) -> dict[str, tuple[str, str]]:
+    """(expected, reason) of majority vote, Co-rewarding-II and the cross-view methods."""
+    labelled, free = measured.get("labelled"), measured["label_free"]
+    if labelled is not None:
+        avg = labelled["question"]["avg_at_k"]
+        verdicts = {
+            "majority_vote": _ceiling_verdict(
+                labelled["question"]["maj_at_k"], avg, "its own majority is right", rules
+            ),
+            "co_rewarding_ii": _ceiling_verdict(
+                labelled["label_accuracy"]["co_rewarding_ii"], avg,
+                "the teacher's majority (fresh samples) is right", rules,
+            ),
+        }
+        paired = labelled["cross_view"] is not None
+        cross_view = _cross_view_with_answers(labelled, rules) if paired else None
+    else:
+        unknown = (UNKNOWN, "its labels' accuracy needs reference answers (an answer column, --columns)")
+        verdicts = {"majority_vote": unknown, "co_rewarding_ii": unknown}
+        paired = free["cross_view_agreement"] is not None
+        cross_view = _cross_view_label_free(free, rules) if paired else None
     for method in _CROSS_VIEW:
-        if agreement is None:
-            verdicts[method] = MethodVerdict(
-                method, UNKNOWN, "needs a rephrasing of each question (--pairs) to be measured"
-            )
-            continue
-        disagreement = 1 - agreement
-        words = (
-            f"the two wordings' majorities differ on {_pct(disagreement)} of the questions (threshold "
-            f"{_pct(rules.min_cross_view_disagreement)})"
-        )
-        if disagreement >= rules.min_cross_view_disagreement:
-            verdicts[method] = MethodVerdict(
-                method, HELPS, f"{words}: its label carries what self-voting lacks (label-free proxy)"
-            )
-        else:
-            verdicts[method] = MethodVerdict(
-                method, SHARPENS, f"{words}: its label is mostly the own majority, as self-voting's"
-            )
+        verdicts[method] = cross_view or (UNKNOWN, "needs a rephrasing of each question (--pairs)")
     return verdicts
 
 
@@ -198,7 +188,7 @@ def judge(measured: dict, rules: VerdictRules = VerdictRules()) -> Verdict:
     :func:`~corewarding.diagnosis.measurements.labelled_measurements`,
     :func:`~corewarding.diagnosis.probe.summarize_probe`)."""
     basis = "answers" if measured.get("labelled") is not None else "label-free"
-    verdicts = _with_answers(measured, rules) if basis == "answers" else _label_free(measured, rules)
+    verdicts = {m: MethodVerdict(m, *v) for m, v in _voting_verdicts(measured, rules).items()}
     for method, runs in _CONFIDENCE.items():
         verdicts[method] = MethodVerdict(
             method, COLLAPSES,
