@@ -12,7 +12,9 @@ N``); the verdict is judged twice from the same measurements, with the answers a
 * **collapses**: the monitor flagged it;
 * **no real gain** otherwise.
 
-A diagnosis is right for a run when it recommends the method exactly when the run helped. The ablations
+A diagnosis is right for a run when it recommends the method exactly when the run helped; its expected
+outcome matches the run's when helps, sharpens only and collapses meet helps, no real gain and collapses
+(unknown never matches). The ablations
 are judged by their method's verdict (``majority_vote_rephrased`` by majority vote's,
 ``co_rewarding_ii_frozen_teacher`` by Co-rewarding-II's); ground truth sets the bar and is not judged.
 Also checked per seed: that the ranking puts each pair of methods in the order of their measured final
@@ -38,10 +40,12 @@ from rich.console import Console
 from rich.table import Table
 
 from corewarding.cli.app import quiet_libraries
-from corewarding.diagnosis.verdict import HELPS, judge
+from corewarding.diagnosis.verdict import COLLAPSES, HELPS, SHARPENS, judge
 
 #: Runs judged by another method's verdict: the study's ablations.
 JUDGED_AS = {"majority_vote_rephrased": "majority_vote", "co_rewarding_ii_frozen_teacher": "co_rewarding_ii"}
+#: The measured outcome each expected outcome names.
+MEASURED_AS = {HELPS: "helps", SHARPENS: "no real gain", COLLAPSES: "collapses"}
 #: Final accuracies closer than this (points) are not an order the ranking must get right.
 RANKING_MARGIN = 5.0
 
@@ -119,9 +123,10 @@ def main() -> None:
 
     table = Table(title="diagnose vs the study (per regime, seed and method)")
     for header in ("regime", "seed", "method", "verdict (answers)", "verdict (label-free)", "measured",
-                   "gain / GT gain", "answers", "label-free"):
+                   "gain / GT gain", "recommendation (answers / label-free)", "outcome"):
         table.add_column(header)
     right = {"answers": 0, "label-free": 0}
+    outcome_right = {"answers": 0, "label-free": 0}
     wrong: list[str] = []
     judged = 0
     for spec in args.regimes:
@@ -141,25 +146,33 @@ def main() -> None:
                 outcome = measured_outcome(outcomes, method, seed)
                 run, truth = outcomes[(method, seed)], outcomes[("ground_truth", seed)]
                 expected = {basis: v[JUDGED_AS.get(method, method)].expected for basis, v in verdicts.items()}
-                marks = {}
+                marks, outcome_marks = {}, {}
                 for basis, verdict in expected.items():
                     ok = (verdict == HELPS) == (outcome == "helps")
                     right[basis] += ok
                     marks[basis] = "right" if ok else "[red]WRONG[/red]"
                     if not ok:
+                        wrong.append(f"{name} seed {seed} {method} ({basis}): recommended "
+                                     f"{'' if verdict == HELPS else 'not '}but measured {outcome}")
+                    matched = MEASURED_AS.get(verdict) == outcome
+                    outcome_right[basis] += matched
+                    if verdict in MEASURED_AS and not matched:
                         wrong.append(f"{name} seed {seed} {method} ({basis}): expected {verdict}, measured "
                                      f"{outcome}")
+                    outcome_marks[basis] = "=" if matched else "≠"
                 judged += 1
                 table.add_row(
                     name, str(seed), method, expected["answers"], expected["label-free"], outcome,
                     f"{run['final'] - run['start']:+.1f} / {truth['final'] - truth['start']:+.1f}",
-                    marks["answers"], marks["label-free"],
+                    f"{marks['answers']} / {marks['label-free']}",
+                    f"{outcome_marks['answers']} / {outcome_marks['label-free']}",
                 )
             wrong += [f"{name} seed {seed}: {e}" for e in ranking_errors(record["ranking"], outcomes, seed)]
     console = Console()
     console.print(table)
     for basis, count in right.items():
-        console.print(f"{basis} basis: right on {count} of {judged} runs")
+        console.print(f"{basis} basis: recommendation right on {count} of {judged} runs, expected outcome "
+                      f"= measured on {outcome_right[basis]}")
     console.print("where the diagnosis is wrong:" if wrong else "the diagnosis is right on every run")
     for line in wrong:
         console.print(f"  {line}")

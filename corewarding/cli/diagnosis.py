@@ -70,6 +70,7 @@ def diagnose_command(
 
     from corewarding.diagnosis.diagnose import diagnose
     from corewarding.diagnosis.report import measurements_table, verdict_table
+    from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
     from corewarding.tiny.regimes import tiny_model_dir
     from corewarding.training.config import recipe_settings
 
@@ -93,6 +94,8 @@ def diagnose_command(
     console = Console()
     console.print(measurements_table(record))
     console.print(verdict_table(record))
+    if record["basis"] == "label-free":
+        typer.echo(f"without answers: {LABEL_FREE_EVIDENCE}")
     recommended = ", ".join(record["recommended"]) or "no label-free method"
     typer.echo(f"recommended: {recommended} ({record['basis']} basis; {record['seconds']['total']:.0f} s, "
                f"{engine.description})")

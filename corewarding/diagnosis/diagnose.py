@@ -20,7 +20,7 @@ from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.data.records import Problem
 from corewarding.diagnosis.measurements import label_free_measurements, labelled_measurements, sample_views
 from corewarding.diagnosis.probe import run_probe
-from corewarding.diagnosis.verdict import VerdictRules, judge
+from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE, VerdictRules, judge
 from corewarding.inference.generation import GenerationBackend
 
 __all__ = ["diagnose"]
@@ -82,6 +82,7 @@ def diagnose(
         "recommended": verdict["recommended"],
         "ranking": verdict["ranking"],
         "basis": verdict["basis"],
+        "label_free_evidence": LABEL_FREE_EVIDENCE if verdict["basis"] == "label-free" else None,
         "verdicts": verdict["methods"],
         "measurements": measurements,
         "seconds": {
