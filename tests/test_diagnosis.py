@@ -179,6 +179,8 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
     assert rows[1] == {"id": "1", "question": "What is 1+1?", "answer": "2"}
     unlabelled = [Problem(id="a", question="Q?", answer=None)]
+    synthetic = dict(zip(*[iter(probe_settings("some/model", "synthetic", [], 6, tmp_path, 0)[2:])] * 2))
+    assert synthetic["--dataset"] == synthetic["--heldout_dataset"] == "synthetic"
     settings = dict(zip(*[iter(probe_settings("tiny", "q.jsonl", unlabelled, 6, tmp_path, 0)[2:])] * 2))
     assert settings["--heldout_dataset"] == "none" and settings["--eval_strategy"] == "no"
     assert settings["--dataset_columns"] == "question=question,id=id"

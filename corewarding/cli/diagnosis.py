@@ -82,6 +82,10 @@ def diagnose_command(
     if max_new_tokens is None:
         recipe = "tiny/_common" if tiny_model_dir(model) is not None else "paper/_reference"
         max_new_tokens = recipe_settings(recipe)["max_completion_length"]
+    if probe_steps and backend.backend == "openai":
+        typer.echo("note: the probe trains the model here, which an OpenAI-compatible endpoint does not "
+                   "allow: no probe", err=True)
+        probe_steps = 0
     # One thread by default: on shared cores more threads slowed small models down.
     torch.set_num_threads(threads)
     engine = make_backend(model, backend, seed)

@@ -41,7 +41,9 @@ def probe_settings(
         "--output_dir", str(folder / "run"), "--seed", str(seed), "--save_strategy", "no",
         "--report_to", "none",
     ]
-    if dataset != "synthetic":
+    if dataset == "synthetic":  # the paper recipe's own dataset is MATH
+        args += ["--dataset", "synthetic", "--heldout_dataset", "synthetic"]
+    else:
         questions = folder / "questions.jsonl"
         labelled = all(p.answer is not None for p in problems)
         questions.write_text("".join(
