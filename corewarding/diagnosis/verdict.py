@@ -3,8 +3,8 @@ sharpen it, which to collapse — rules on :mod:`corewarding.diagnosis.measureme
 
 **The rule with answers.** A voting reward teaches the policy its labels; RL toward them can lift
 accuracy at most to the share of questions on which the labels are (or can become) right — the
-method's *ceiling* (in the study, majority vote and Co-rewarding-II ended within 1–7 points of the
-starting maj@8, on both regimes). Ground truth's ceiling is 100%. A method is expected to **help** —
+method's *ceiling* (in the study, majority vote and Co-rewarding-II ended at most 1.7 points above
+the starting maj@8, on both regimes). Ground truth's ceiling is 100%. A method is expected to **help** —
 the project's target, a gain of at least half of ground truth's — when its ceiling closes at least
 ``gap_share`` (½) of the gap from avg@k to 100%::
 
