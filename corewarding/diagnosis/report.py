@@ -20,8 +20,7 @@ def _rows(record: dict) -> list[tuple[str, str, str]]:
     rows = [
         ("majority share, mean %", _pct(free["majority_share"]["mean"]), f"votes of the majority of {k}"),
         ("no-answer rate %", _pct(free["no_answer_rate"]), "samples without an extractable answer"),
-        ("answer entropy, bits", "–" if entropy is None else f"{entropy:.2f}", "spread of a question's "
-         "answers"),
+        ("answer entropy, bits", "–" if entropy is None else f"{entropy:.2f}", "spread of the answers"),
         ("teacher agreement %", _pct(free["teacher_agreement"]), "fresh samples' majority = own majority"),
         ("cross-view agreement %", _pct(free["cross_view_agreement"]), "the two wordings' majorities agree"),
     ]
