@@ -22,7 +22,7 @@ from corewarding.cli import app
 from corewarding.cooper.co_training import CooperRewardModel
 from corewarding.cooper.reward_model import RewardModel
 from corewarding.data.synthetic import generate_problems
-from corewarding.training import checkpoints
+from corewarding import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("fault_injected_run.py")

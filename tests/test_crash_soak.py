@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from test_checkpoints import files_written, run, train_args
 
-from corewarding.training import checkpoints
+from corewarding import checkpoints
 
 SEED = 2026
 KILLS = 6

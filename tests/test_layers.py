@@ -13,7 +13,9 @@ import corewarding
 PACKAGE = Path(corewarding.__file__).parent
 ARCHITECTURE = PACKAGE.parent / "docs" / "architecture.md"
 #: The layers, lowest first: each may import only from those before it (and from itself).
-LAYERS = ["core", "data", "inference", "tiny", "cooper", "training", "report", "demo", "cli"]
+LAYERS = [
+    "core", "checkpoints", "data", "inference", "tiny", "cooper", "training", "diagnosis", "report", "demo", "cli",
+]
 BLOCKER = """
 import importlib.abc, sys
 class Blocked(importlib.abc.MetaPathFinder):

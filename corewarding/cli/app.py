@@ -4,7 +4,7 @@ A user mistake — a :class:`~corewarding.core.errors.UserError` (a bad column, 
 that holds another run) or an ``OSError`` (a missing file, an unwritable folder, a full disk) — ends with
 one line on stderr and exit code 2, never a stack trace (a damaged safetensors file too; a checkpoint
 that cannot be saved is removed and reported as one ``OSError``:
-:class:`~corewarding.training.checkpoints.CheckpointSaveError`); a failing backend (an endpoint that keeps
+:class:`~corewarding.checkpoints.CheckpointSaveError`); a failing backend (an endpoint that keeps
 failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
 bug, and says so: one line naming its type and exit code 70, or its full traceback with
 ``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.

@@ -9,14 +9,21 @@ from typing import Annotated
 import typer
 
 from corewarding.cli.app import app, handles_errors, quiet_libraries
-from corewarding.cli.options import BackendOptions, Columns, check_writable, make_backend, option_group
+from corewarding.cli.options import (
+    AnswerOptions,
+    BackendOptions,
+    Columns,
+    check_writable,
+    make_backend,
+    option_group,
+)
 from corewarding.core.errors import UserError
-from corewarding.core.prompts import SYSTEM_PROMPT
 
 
 @app.command("eval")
 @handles_errors("interrupted")
 @option_group(BackendOptions, "backend")
+@option_group(AnswerOptions, "answers")
 def eval_command(
     model: Annotated[
         str,
@@ -44,15 +51,6 @@ def eval_command(
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
-    system_prompt: Annotated[
-        str, typer.Option(help="The system turn of every prompt ('' for none).")
-    ] = SYSTEM_PROMPT,
-    fallback_last_number: Annotated[
-        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
-    ] = False,
-    matching: Annotated[
-        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
-    ] = "equivalence",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
     views: Annotated[
         bool,
@@ -64,6 +62,7 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
     backend: BackendOptions = BackendOptions(),
+    answers: AnswerOptions = AnswerOptions(),
 ) -> None:
     """Accuracy of a model on a dataset: greedy pass@1; with -k, avg@k, pass@k and maj@k at --temperature.
 
@@ -77,8 +76,6 @@ def eval_command(
 
     from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
 
-    if matching not in ("equivalence", "exact"):
-        raise UserError(f"unknown --matching {matching!r}: expected equivalence or exact")
     # Checked now, before a model is loaded or a question asked.
     evaluation_runs(
         k=samples, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
@@ -113,8 +110,9 @@ def eval_command(
         return
     result = evaluate(
         problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
-        max_new_tokens=max_new_tokens, matching=matching, system_prompt=system_prompt or None,
-        fallback_last_number=fallback_last_number, progress=True,
+        max_new_tokens=max_new_tokens, matching=answers.matching,
+        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        progress=True,
     )
     seconds = time.perf_counter() - started
     Console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
@@ -124,7 +122,8 @@ def eval_command(
     if output is not None:
         record = {
             "model": model, "backend": engine.description, "dataset": dataset, "seed": seed,
-            "system_prompt": system_prompt or None, "fallback_last_number": fallback_last_number,
+            "system_prompt": answers.system_prompt or None,
+            "fallback_last_number": answers.fallback_last_number,
             "seconds": round(seconds, 1), "evaluation": json.loads(result.to_json()),
         }
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,13 @@ from typing import Annotated
 import typer
 
 from corewarding.core.errors import UserError
+from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.data.rephrasing_checks import ValidationSettings
 
-__all__ = ["option_group", "BackendOptions", "ValidationOptions", "Columns", "make_backend", "check_writable"]
+__all__ = [
+    "option_group", "BackendOptions", "AnswerOptions", "ValidationOptions", "Columns", "make_backend",
+    "check_writable",
+]
 
 Columns = Annotated[
     str | None,
@@ -93,6 +97,25 @@ class BackendOptions:
         ),
     ] = "{}"
     batch_size: Annotated[int, typer.Option(help="Sequences per generate call (transformers).")] = 64
+
+
+@dataclass(frozen=True)
+class AnswerOptions:
+    """How a command asks for answers and compares them: the system prompt, answer extraction, matching."""
+
+    system_prompt: Annotated[
+        str, typer.Option(help="The system turn of every prompt ('' for none).")
+    ] = SYSTEM_PROMPT
+    fallback_last_number: Annotated[
+        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
+    ] = False
+    matching: Annotated[
+        str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
+    ] = "equivalence"
+
+    def __post_init__(self):
+        if self.matching not in ("equivalence", "exact"):
+            raise UserError(f"unknown --matching {self.matching!r}: expected equivalence or exact")
 
 
 def make_backend(model: str, options: BackendOptions, seed: int = 0):

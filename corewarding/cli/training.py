@@ -106,7 +106,7 @@ def train(
 
 def run_summary(trainer, seconds: float) -> str:
     """The closing lines of a run: where it is, how it ended, what to run next."""
-    from corewarding.training import checkpoints
+    from corewarding import checkpoints
 
     out = Path(trainer.args.output_dir)
     saved = checkpoints.complete_checkpoints(out)

@@ -11,7 +11,7 @@ balanced accuracy, precision and recall of σ(s) ≥ 0.5, and the threshold-free
 
 **Resuming.** Every ``save_steps`` steps the model, the optimizer (a torch file of tensors) and the
 schedule, step and scores so far (JSON) are saved to ``<output>/checkpoint-<step>``, crash-safe as
-``train``'s checkpoints are (:mod:`corewarding.training.checkpoints`: complete only once its marker
+``train``'s checkpoints are (:mod:`corewarding.checkpoints`: complete only once its marker
 is written, checksummed, removed when saving fails); a rerun with the same settings continues from
 the newest complete one and ends with the weights an uninterrupted run ends with (the order of the
 examples in epoch e is fixed by the seed and e; the backbones used here have no dropout). At the end
@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import get_cosine_schedule_with_warmup
 
+from corewarding import checkpoints
 from corewarding.cooper.annotate import LabelledExample
 from corewarding.cooper.reward_model import ClassificationScores, RewardModel, classification_scores
 from corewarding.core.atomic_files import write_atomically
@@ -162,9 +163,6 @@ def _train(
     model: RewardModel, train: Sequence[LabelledExample], heldout: Sequence[LabelledExample], output: Path,
     config: RewardTrainingConfig, progress: bool,
 ) -> RewardTrainingResult:
-    # Imported here: importing corewarding.training imports the trainer, which imports this module.
-    from corewarding.training import checkpoints
-
     settings = asdict(config) | {"bounds": asdict(model.bounds)}
     finished = output / RESULT_FILE
     if finished.is_file():
@@ -243,9 +241,7 @@ def _train(
 
 def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losses, result) -> None:
     """``checkpoint-<step>``: the model, the optimizer, then the rest of the state as JSON; complete
-    (:func:`~corewarding.training.checkpoints.saving`) before older checkpoints go."""
-    from corewarding.training import checkpoints
-
+    (:func:`~corewarding.checkpoints.saving`) before older checkpoints go."""
     folder = output / f"{_CHECKPOINT}-{step}"
     with checkpoints.saving(folder, step, _METHOD):
         model.save(folder)
@@ -263,8 +259,6 @@ def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losse
 def _save_final(output: Path, model: RewardModel, result: RewardTrainingResult) -> None:
     """The trained model into ``output``, each file replacing its old version in one rename; then
     ``rm_train.json``, the mark of a finished run, and the checkpoints go."""
-    from corewarding.training import checkpoints
-
     staging = output / ".final-model"
     shutil.rmtree(staging, ignore_errors=True)
     with checkpoints.removed_on_failure(staging):

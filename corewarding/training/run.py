@@ -29,7 +29,7 @@ from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training import checkpoints
+from corewarding import checkpoints
 from corewarding.training.config import CoRewardingConfig
 
 __all__ = [

@@ -65,7 +65,8 @@ from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.models import ModelLoadError
-from corewarding.training import checkpoints, trl_internals
+from corewarding import checkpoints
+from corewarding.training import trl_internals
 from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.model_card import model_card
@@ -509,7 +510,7 @@ class CoRewardingTrainer(GRPOTrainer):
             write_atomically(Path(self.args.output_dir) / "README.md", card)
 
     def _save_checkpoint(self, model, trial):
-        """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.training.checkpoints`)
+        """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.checkpoints`)
         before any older checkpoint is rotated out."""
         run_dir = Path(trl_internals.output_dir(self, trial))
         folder = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"

@@ -1,0 +1,107 @@
+"""The probe: a short majority-vote run, watched by the collapse monitor, as an estimate of a model's prior.
+
+Majority vote is the reward every label-free method builds on, and the one that fails first when a
+model's majorities are wrong: it rewards them, the majority ratio rises, and held-out accuracy falls
+(the collapse the paper reports for TTRL-style training after 80–100 steps on DAPO). The probe runs
+``corewarding train`` itself (:func:`corewarding.training.run.train`) with the shipped majority-vote
+recipe (``tiny/majority_vote`` for the tiny models, ``paper/majority_vote`` for any other) and a budget
+of ``steps``, then reads the run's ``metrics.jsonl`` and runs the collapse monitor
+(:func:`corewarding.core.collapse.detect_collapse`) over it. A flag within the probe's steps is the
+step at which the monitor would stop a real run; no flag says only that none came within ``steps``.
+
+On a dataset file the probe trains on the diagnosed questions themselves (written to the run folder as
+``questions.jsonl``), and, where they have answers, measures held-out accuracy on them too: a test-time
+probe, whose answers only measure.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from statistics import fmean
+
+from corewarding.core import metric_names
+from corewarding.core.collapse import detect_collapse, read_metrics
+from corewarding.data.records import Problem
+from corewarding.tiny.regimes import tiny_model_dir
+
+__all__ = ["probe_settings", "run_probe", "summarize_probe"]
+
+
+def probe_settings(
+    model: str, dataset: str, problems: Sequence[Problem], steps: int, folder: Path, seed: int
+) -> list[str]:
+    """The ``corewarding train`` arguments of the probe (``--config`` first); writes the questions file
+    it trains on into ``folder`` when ``dataset`` is a file."""
+    recipe = "tiny/majority_vote" if tiny_model_dir(model) is not None else "paper/majority_vote"
+    args = [
+        "--model_name_or_path", model, "--max_steps", str(steps), "--eval_steps", str(max(1, steps // 3)),
+        "--output_dir", str(folder / "run"), "--seed", str(seed), "--save_strategy", "no",
+        "--report_to", "none",
+    ]
+    if dataset == "synthetic":  # the paper recipe's own dataset is MATH
+        args += ["--dataset", "synthetic", "--heldout_dataset", "synthetic"]
+    else:
+        questions = folder / "questions.jsonl"
+        labelled = all(p.answer is not None for p in problems)
+        questions.write_text("".join(
+            json.dumps({"id": p.id, "question": p.question, **({"answer": p.answer} if labelled else {})})
+            + "\n"
+            for p in problems
+        ))
+        columns = "question=question,id=id" + (",answer=answer" if labelled else "")
+        args += ["--dataset", str(questions), "--dataset_columns", columns]
+        if labelled:
+            heldout = str(min(len(problems), 64))
+            args += ["--heldout_dataset", str(questions), "--max_heldout_problems", heldout]
+        else:
+            args += ["--heldout_dataset", "none", "--eval_strategy", "no", "--eval_on_start", "false"]
+    return ["--config", recipe, *args]
+
+
+def _window_means(records: Sequence[dict], key: str, window: int) -> tuple[float, float] | None:
+    values = [r[key] for r in records if r.get(key) is not None]
+    if not values:
+        return None
+    return fmean(values[:window]), fmean(values[-window:])
+
+
+def summarize_probe(records: Sequence[dict]) -> dict:
+    """What a probe's metric records show: the collapse monitor's verdict, and the first and last
+    windows of the training signals (a third of the steps, at most 10) and held-out accuracy."""
+    train = [r for r in records if metric_names.REWARD in r]
+    heldout = [r for r in records if metric_names.HELDOUT_GREEDY in r]
+    window = max(1, min(10, len(train) // 3))
+    trends = {
+        key: _window_means(train, key, window)
+        for key in (metric_names.MAJORITY_RATIO, metric_names.LABEL_ACCURACY, "dominant_answer_share",
+                    "no_answer_rate")
+    }
+    for key in (metric_names.HELDOUT_GREEDY, metric_names.HELDOUT_SAMPLED):
+        values = [r[key] for r in heldout if r.get(key) is not None]
+        trends[key] = (values[0], values[-1]) if values else None
+    return {
+        "steps": max((r.get("step", 0) for r in train), default=0),
+        "collapse": detect_collapse(records).to_dict(),
+        "window": window,
+        "first_last": {key: list(pair) if pair else None for key, pair in trends.items()},
+    }
+
+
+def run_probe(
+    model: str, dataset: str, problems: Sequence[Problem], steps: int, folder: Path, seed: int = 0,
+    progress=None,
+) -> dict:
+    """Run the probe (module docstring) in ``folder`` and return :func:`summarize_probe` of its metrics,
+    with its recipe and wall time."""
+    from corewarding.training.config import config_from_args
+    from corewarding.training.run import train
+
+    args = probe_settings(model, dataset, problems, steps, folder, seed)
+    config = config_from_args(args[1], args[2:])
+    started = time.perf_counter()
+    train(config, progress=progress)
+    summary = summarize_probe(read_metrics(Path(config.output_dir) / "metrics.jsonl"))
+    return {"recipe": args[1], "seconds": round(time.perf_counter() - started, 1), **summary}

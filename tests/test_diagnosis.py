@@ -1,0 +1,252 @@
+"""The diagnosis: its measurements on hand-written answers, its verdict rules on hand-written measurements,
+the probe's summary of a metric history, and `corewarding diagnose` itself on the tiny model."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from corewarding.cli import app
+from corewarding.data.records import Problem
+from corewarding.diagnosis.measurements import (
+    SampledAnswers,
+    ViewAnswers,
+    label_free_measurements,
+    labelled_measurements,
+)
+from corewarding.diagnosis.probe import probe_settings, summarize_probe
+from corewarding.diagnosis.verdict import COLLAPSES, HELPS, LABEL_FREE_METHODS, SHARPENS, UNKNOWN, judge
+
+# Three questions, reference 4 each, k = 4. Question 0: both wordings' majorities right. Question 1: the
+# wording's majority is the distracted 7, the rephrasing's right. Question 2: both wordings stop early
+# at 2 (a shared, systematic error).
+ANSWERS = SampledAnswers(
+    question=ViewAnswers(
+        greedy=["4", "7", "2"],
+        samples=[["4", "4", "4", "5"], ["7", "7", "4", None], ["2", "2", "2", "2"]],
+    ),
+    teacher=[["4", "4", "3", "4"], ["7", "4", "7", "7"], ["2", "2", "2", "4"]],
+    rephrasing=ViewAnswers(
+        greedy=["4", "4", "2"],
+        samples=[["4", "3", "4", "4"], ["4", "4", "4", "5"], ["2", "2", "3", "2"]],
+    ),
+)
+REFERENCES = ["4", "4", "4"]
+
+
+def test_label_free_measurements_by_hand():
+    figures = label_free_measurements(ANSWERS, matching="exact")
+    assert figures["num_questions"] == 3 and figures["k"] == 4
+    # Majority counts 3, 2 and 4 of 4 (the missing answer counts in k).
+    assert figures["majority_share"]["mean"] == pytest.approx((3 + 2 + 4) / 12)
+    assert figures["majority_share"]["distribution"] == pytest.approx(
+        {"0/4": 0, "1/4": 0, "2/4": 1 / 3, "3/4": 1 / 3, "4/4": 1 / 3}
+    )
+    assert figures["no_answer_rate"] == pytest.approx(1 / 12)
+    # Entropies: 3:1 → 0.811 bits; 2:1 of the answered → 0.918 bits; all alike → 0.
+    assert figures["answer_entropy_bits"] == pytest.approx((0.811278 + 0.918296 + 0) / 3, abs=1e-5)
+    assert figures["teacher_agreement"] == 1.0  # 4, 7 and 2 again
+    assert figures["cross_view_agreement"] == pytest.approx(2 / 3)  # question 1's majorities differ (7 / 4)
+
+
+def test_labelled_measurements_by_hand():
+    figures = labelled_measurements(ANSWERS, REFERENCES, matching="exact")
+    question, rephrasing = figures["question"], figures["rephrasing"]
+    assert question["greedy_accuracy"] == pytest.approx(1 / 3)
+    assert question["avg_at_k"] == pytest.approx((3 / 4 + 1 / 4 + 0) / 3)
+    assert question["maj_at_k"] == pytest.approx(1 / 3)
+    assert question["headroom"] == pytest.approx(1 / 3 - 1 / 3)
+    assert rephrasing["maj_at_k"] == pytest.approx(2 / 3)
+    assert figures["label_accuracy"] == pytest.approx(
+        {"majority_vote": 1 / 3, "co_rewarding_ii": 1 / 3, "co_rewarding_i": (1 / 3 + 2 / 3) / 2}
+    )
+    cross = figures["cross_view"]
+    assert cross["other_right_own_wrong"] == pytest.approx({"question": 1 / 3, "rephrasing": 0.0})
+    assert cross["gain"] == pytest.approx(1 / 6) and cross["both_wrong"] == pytest.approx(1 / 3)
+
+
+def test_measurements_match_answers_by_equivalence():
+    answers = SampledAnswers(ViewAnswers(["0.5"], [["1/2", "0.5", "\\frac{1}{2}", "3"]]),
+                             [["0.5", "0.5", "1", "2"]], None)
+    free = label_free_measurements(answers)
+    assert free["majority_share"]["mean"] == 0.75 and free["teacher_agreement"] == 1.0
+    assert free["cross_view_agreement"] is None
+    labelled = labelled_measurements(answers, ["\\frac{1}{2}"])
+    assert labelled["question"]["maj_at_k"] == 1.0 and labelled["cross_view"] is None
+    assert labelled["label_accuracy"]["co_rewarding_i"] is None
+
+
+def measured(avg=0.45, maj=0.65, teacher=0.63, both_wrong=0.12, gain=0.21, cross_label=0.67,
+             agreement=0.5, probe=None) -> dict:
+    """Hand-written measurements; the defaults are close to the distractor regime's."""
+    return {
+        "label_free": {"cross_view_agreement": agreement},
+        "labelled": {
+            "question": {"avg_at_k": avg, "maj_at_k": maj},
+            "label_accuracy": {
+                "majority_vote": maj, "co_rewarding_ii": teacher, "co_rewarding_i": cross_label,
+            },
+            "cross_view": {"gain": gain, "both_wrong": both_wrong},
+        },
+        "probe": probe,
+    }
+
+
+def test_verdict_on_a_distractor_like_model_recommends_the_cross_view_methods_only():
+    verdict = judge(measured())
+    assert verdict.basis == "answers"
+    assert verdict.recommended == ["co_rewarding_i", "co_rewarding_iii"]
+    assert verdict.ranking.index("co_rewarding_i") < verdict.ranking.index("majority_vote")
+    assert verdict.ranking.index("co_rewarding_ii") < verdict.ranking.index("majority_vote")
+    assert verdict.methods["majority_vote"].expected == SHARPENS
+    # The reason gives the numbers: 65% right, 20 of the 55 points, 27.5 needed (printed 28).
+    assert "65%" in verdict.methods["majority_vote"].reason and "20 of the 55" in verdict.methods[
+        "majority_vote"].reason
+    assert set(verdict.ranking) == set(LABEL_FREE_METHODS)
+
+
+def test_verdict_on_a_shortcut_like_model_recommends_nothing():
+    verdict = judge(measured(avg=0.29, maj=0.35, teacher=0.35, both_wrong=0.61, gain=0.04, cross_label=0.35))
+    assert verdict.recommended == []
+    assert verdict.methods["co_rewarding_i"].expected == verdict.methods["majority_vote"].expected == SHARPENS
+
+
+@pytest.mark.parametrize("maj, expected", [(0.71, HELPS), (0.69, SHARPENS)])
+def test_majority_vote_helps_when_its_majority_closes_half_the_gap(maj, expected):
+    # avg@k 0.4: the gap to 100% is 60 points, half of it 30: maj@k must reach 70%.
+    assert judge(measured(avg=0.4, maj=maj)).methods["majority_vote"].expected == expected
+
+
+def test_cross_view_labels_below_sixty_percent_right_do_not_help_even_with_a_high_ceiling():
+    verdict = judge(measured(both_wrong=0.05, cross_label=0.55))
+    assert verdict.methods["co_rewarding_i"].expected == SHARPENS
+    assert "55%" in verdict.methods["co_rewarding_i"].reason and "co_rewarding_i" not in verdict.recommended
+
+
+def test_without_rephrasings_the_cross_view_methods_are_unknown():
+    data = measured()
+    data["labelled"]["cross_view"] = None
+    verdict = judge(data)
+    assert verdict.methods["co_rewarding_i"].expected == UNKNOWN and "--pairs" in verdict.methods[
+        "co_rewarding_i"].reason
+    assert verdict.ranking[:2] == ["co_rewarding_ii", "majority_vote"]  # sharpens only, before unknown
+
+
+def test_label_free_verdict_uses_the_cross_view_disagreement():
+    helps = judge({**measured(agreement=0.5), "labelled": None})
+    assert helps.basis == "label-free" and helps.recommended == ["co_rewarding_i", "co_rewarding_iii"]
+    assert helps.methods["majority_vote"].expected == UNKNOWN
+    assert judge({**measured(agreement=0.9), "labelled": None}).recommended == []
+
+
+def test_a_flagged_probe_marks_majority_vote_as_collapsing():
+    probe = {"collapse": {"collapsed": True, "step": 24, "reasons": ["dominant_answer"]}}
+    verdict = judge(measured(probe=probe))
+    assert verdict.methods["majority_vote"].expected == COLLAPSES
+    assert "step 24 (dominant_answer)" in verdict.methods["majority_vote"].reason
+    assert verdict.ranking.index("majority_vote") > verdict.ranking.index("co_rewarding_ii")
+
+
+def test_confidence_rewards_are_never_recommended():
+    # Even on a model where every voting reward would help.
+    verdict = judge(measured(avg=0.2, maj=0.9, teacher=0.9, both_wrong=0.01))
+    assert {"majority_vote", "co_rewarding_ii", "co_rewarding_i"} <= set(verdict.recommended)
+    assert verdict.methods["entropy"].expected == verdict.methods["self_certainty"].expected == COLLAPSES
+
+
+def test_probe_summary_of_a_metric_history():
+    records = [{"step": 0, "eval_greedy_accuracy": 0.5, "eval_sampled_accuracy": 0.4}]
+    records += [
+        {"step": s, "reward": 0.5 + 0.01 * s, "majority_ratio": 0.5 + 0.01 * s, "label_accuracy": 0.6,
+         "dominant_answer_share": 0.1, "no_answer_rate": 0.0}
+        for s in range(1, 13)
+    ]
+    records.append({"step": 12, "eval_greedy_accuracy": 0.45, "eval_sampled_accuracy": 0.42})
+    summary = summarize_probe(records)
+    assert summary["steps"] == 12 and summary["window"] == 4
+    assert summary["first_last"]["majority_ratio"] == pytest.approx([0.525, 0.605])
+    assert summary["first_last"]["eval_sampled_accuracy"] == [0.4, 0.42]
+    assert summary["collapse"] == {"collapsed": False, "step": None, "reasons": []}
+
+
+def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
+    problems = [Problem(id=str(i), question=f"What is {i}+1?", answer=str(i + 1)) for i in range(3)]
+    args = probe_settings("some/model", "mine.jsonl", problems, 30, tmp_path, seed=2)
+    assert args[:2] == ["--config", "paper/majority_vote"]
+    settings = dict(zip(args[2::2], args[3::2]))
+    assert settings["--max_steps"] == "30" and settings["--eval_steps"] == "10" and settings["--seed"] == "2"
+    assert settings["--dataset"] == settings["--heldout_dataset"] == str(tmp_path / "questions.jsonl")
+    rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
+    assert rows[1] == {"id": "1", "question": "What is 1+1?", "answer": "2"}
+    unlabelled = [Problem(id="a", question="Q?", answer=None)]
+    synthetic = dict(zip(*[iter(probe_settings("some/model", "synthetic", [], 6, tmp_path, 0)[2:])] * 2))
+    assert synthetic["--dataset"] == synthetic["--heldout_dataset"] == "synthetic"
+    settings = dict(zip(*[iter(probe_settings("tiny", "q.jsonl", unlabelled, 6, tmp_path, 0)[2:])] * 2))
+    assert settings["--heldout_dataset"] == "none" and settings["--eval_strategy"] == "no"
+    assert settings["--dataset_columns"] == "question=question,id=id"
+
+
+def run_diagnose(*args: str):
+    return CliRunner().invoke(app, ["diagnose", *args])
+
+
+@pytest.mark.slow
+def test_diagnose_command_on_the_tiny_model(tmp_path):
+    out = tmp_path / "diagnosis.json"
+    result = run_diagnose("tiny", "synthetic", "--questions", "16", "-k", "4", "--probe-steps", "2",
+                          "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "Verdict (answers basis)" in result.output and "recommended:" in result.output
+    record = json.loads(out.read_text())
+    assert isinstance(record["recommended"], list) and set(record["ranking"]) == set(LABEL_FREE_METHODS)
+    assert set(record["recommended"]) <= set(LABEL_FREE_METHODS)
+    assert all(record["verdicts"][m]["expected"] == HELPS for m in record["recommended"])
+    measurements = record["measurements"]
+    assert measurements["label_free"]["num_questions"] == 16 and measurements["label_free"]["k"] == 4
+    assert measurements["labelled"]["question"]["num_questions"] == 16
+    assert measurements["labelled"]["cross_view"] is not None  # the synthetic questions' rephrasings
+    assert measurements["probe"]["steps"] == 2 and measurements["probe"]["recipe"] == "tiny/majority_vote"
+    assert record["max_new_tokens"] == 48  # the tiny recipe's completion length
+
+
+@pytest.mark.slow
+def test_diagnose_command_without_answers_says_what_can_be_known(tmp_path):
+    path = tmp_path / "questions.jsonl"
+    path.write_text("".join(json.dumps({"text": f"What is {i} plus {i + 2}?"}) + "\n" for i in range(10)))
+    out = tmp_path / "diagnosis.json"
+    result = run_diagnose("tiny", str(path), "--columns", "question=text", "-k", "2", "--probe-steps", "1",
+                          "--json", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["basis"] == "label-free" and record["measurements"]["labelled"] is None
+    assert record["has_rephrasings"] is False
+    assert record["verdicts"]["co_rewarding_i"]["expected"] == UNKNOWN and record["recommended"] == []
+    free = record["measurements"]["label_free"]
+    assert sum(free["majority_share"]["distribution"].values()) == pytest.approx(1.0)
+    assert record["measurements"]["probe"]["first_last"]["eval_greedy_accuracy"] is None  # nothing to score
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{file}", "--columns", "question=problem"], "has no column 'problem'; columns"),
+        (["{missing}"], "no such dataset file or folder"),
+        (["{empty}"], "has no rows"),
+        (["{unreadable}"], "unreadable.jsonl"),
+        (["synthetic", "--pairs", "{file}"], "the synthetic questions come with their rephrasings"),
+        (["synthetic", "-k", "1"], "Invalid value for '--samples'"),
+        (["synthetic", "--json", "{folder}"], "is a folder"),
+    ],
+)
+def test_diagnose_command_user_errors_are_one_line(tmp_path, args, message):
+    path = tmp_path / "questions.jsonl"
+    path.write_text(json.dumps({"question": "What is 2+3?", "answer": "#### 5"}) + "\n")
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "unreadable.jsonl").write_text("{not json\n")
+    names = {"file": path, "missing": tmp_path / "missing.jsonl", "empty": tmp_path / "empty.jsonl",
+             "unreadable": tmp_path / "unreadable.jsonl", "folder": tmp_path}
+    result = run_diagnose("tiny", *[a.format(**names) for a in args])
+    assert result.exit_code == 2
+    assert message in result.output
+    if not message.startswith("Invalid value"):  # typer's own usage errors have their box
+        assert result.output.startswith("error: ") and len(result.output.strip().splitlines()) == 1
