@@ -37,6 +37,7 @@ from trl import GRPOConfig, GRPOTrainer
 from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
 from corewarding.core.methods import METHODS
+from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training import trainer as trainer_module
