@@ -152,7 +152,7 @@ def baseline(args, problems, **extra) -> dict:
         model=model,
         reward_funcs=ground_truth_reward,
         args=GRPOConfig(**settings("trl", args, **extra)),
-        train_dataset=training_dataset(problems, "ground_truth", None),
+        train_dataset=training_dataset(problems, "ground_truth", SYSTEM_PROMPT),
         processing_class=tokenizer,
     )
     return timed_run(trainer, args.steps)
