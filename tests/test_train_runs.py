@@ -55,6 +55,13 @@ def test_label_free_training_on_a_questions_only_file_logs_what_it_can(questions
         and str(questions) in card
         and "None" not in card
     )
+    # The final model is in the run folder, as TRL leaves it: `corewarding eval RUN` reads it.
+    report = tmp_path / "eval.json"
+    evaluated = CliRunner().invoke(
+        app, ["eval", str(out), "synthetic", "--limit", "4", "--max-new-tokens", "16", "-o", str(report)]
+    )
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(report.read_text())["model"] == str(out)
 
 
 def test_methods_that_need_references_say_so_in_one_line(questions, tmp_path):

@@ -268,8 +268,8 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     """Run training: the run folder locked for the run, checked (:func:`prepare_run_folder`), the config
     saved as ``config.yaml``, then resumed from ``resume`` (a checkpoint folder or ``"last"``) or
     started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
-    there instead of TRL's per-step printing. Returns the trainer; raises :class:`RunFinished` when the
-    run to resume is already at its end."""
+    there instead of TRL's per-step printing. The final model and tokenizer are saved in the run folder.
+    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end."""
     check_output_dir(config.output_dir)
     # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
     main_process = os.environ.get("RANK", "0") == "0"
@@ -288,4 +288,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
         write_atomically(Path(config.output_dir) / "config.yaml", settings)
         trainer.train(resume_from_checkpoint=checkpoint)
+        # The final policy and its tokenizer in the run folder, as TRL leaves them: `corewarding eval RUN`,
+        # `--model_name_or_path RUN` and `from_pretrained(RUN)` read it.
+        trainer.save_model(config.output_dir)
     return trainer
