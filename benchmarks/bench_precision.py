@@ -138,7 +138,7 @@ def table(results: dict[str, dict], title: str) -> None:
                 f"{row['ii']['policy_moved'] / base['policy_moved']:.2f}x",
                 f"{row['ii']['teacher_moved'] / base['teacher_moved']:.2f}x",
             )
-    Console().print(out)
+    Console(width=160).print(out)  # a full table in a log file too
 
 
 def main() -> None:

@@ -262,9 +262,10 @@ def main() -> None:
             rows[method] = ours(method, args, problems)
     # Timed again last: on a shared machine the load drifts, and the reference is the two runs' mean.
     rows["TRL GRPOTrainer (last)"] = baseline(args, problems)
-    Console().print(trainer_table(rows))
+    console = Console(width=160)  # a full table in a log file too
+    console.print(trainer_table(rows))
     if args.vllm:
-        Console().print(vllm_rows(args, problems))
+        console.print(vllm_rows(args, problems))
 
 
 if __name__ == "__main__":
