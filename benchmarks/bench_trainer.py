@@ -173,6 +173,9 @@ def ours(method: str, args, problems, **extra) -> dict:
 def trainer_table(rows: dict[str, dict]) -> Table:
     first, last = rows["TRL GRPOTrainer (first)"], rows["TRL GRPOTrainer (last)"]
     base = {"step": (first["step"] + last["step"]) / 2}
+    # With fixed rollouts the policy's generation is the same work in every trainer, so seconds of step per
+    # second of generation compare trainers measured minutes apart under a changing load.
+    per_generation = (first["step"] / first["generation"] + last["step"] / last["generation"]) / 2
     table = Table(
         title="Seconds per step, tiny model, fixed rollouts (lr 1e-12), median over steps 2..N; "
         "x TRL: against the mean of TRL's two runs"
