@@ -11,7 +11,9 @@ Each step is split into the policy's generation (TRL's ``_generate_single_turn``
 (``_calculate_rewards``) — of which the work a method needs by design is shown apart (the teacher's
 samples for Co-rewarding-II, the extra forward pass of the confidence rewards, the extra votes) — and
 the rest (log-probabilities, loss, backward, optimizer, logging). Target: ground truth, majority vote
-and Co-rewarding-I within 1.05x of the baseline.
+and Co-rewarding-I within 1.05x of the baseline. On a shared machine the load drifts between runs made
+minutes apart, so the last column also compares each step, less the work by design, per second of the
+policy's generation — the same work in every trainer when the rollouts are fixed (equal mean lengths).
 
 With ``--vllm`` (in an environment with vLLM, e.g. ``.ci/vllm``'s; on the CPU build the runner's switches
 of ``tests/vllm_cpu.py`` apply) ground truth and Co-rewarding-II are also timed with vLLM colocate:
@@ -189,6 +191,7 @@ def trainer_table(rows: dict[str, dict]) -> Table:
         "reward overhead",
         "rest",
         "mean length",
+        "x TRL per generation s, less by design",
     ):
         table.add_column(column, justify="right")
     for name, row in rows.items():
@@ -201,6 +204,7 @@ def trainer_table(rows: dict[str, dict]) -> Table:
             f"{100 * row['overhead'] / row['step']:.1f}%",
             f"{row['rest']:.2f}",
             f"{row['length']:.1f}",
+            f"{(row['step'] - row['by design']) / row['generation'] / per_generation:.2f}x",
         )
     return table
 
