@@ -18,11 +18,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+from corewarding import checkpoints
 from corewarding.cli import app
 from corewarding.cooper.co_training import CooperRewardModel
 from corewarding.cooper.reward_model import RewardModel
 from corewarding.data.synthetic import generate_problems
-from corewarding import checkpoints
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(__file__).with_name("fault_injected_run.py")

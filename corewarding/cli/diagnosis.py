@@ -17,6 +17,7 @@ from corewarding.cli.options import (
     make_backend,
     option_group,
 )
+from corewarding.core.errors import UserError
 
 
 @app.command("diagnose")
@@ -71,7 +72,7 @@ def diagnose_command(
     from corewarding.diagnosis.diagnose import diagnose
     from corewarding.diagnosis.report import measurements_table, verdict_table
     from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
-    from corewarding.tiny.regimes import tiny_model_dir
+    from corewarding.inference.model_names import tiny_model_dir
     from corewarding.training.config import recipe_settings
 
     if temperature <= 0:

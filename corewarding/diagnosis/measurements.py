@@ -49,6 +49,7 @@ from math import log2
 from statistics import fmean
 
 from corewarding.core.equivalence import answers_match, cluster_answer_groups
+from corewarding.core.errors import UserError
 from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluation_runs, outcome_scores, question_outcomes, sample_answers

@@ -25,7 +25,7 @@ from statistics import fmean
 from corewarding.core import metric_names
 from corewarding.core.collapse import detect_collapse, read_metrics
 from corewarding.data.records import Problem
-from corewarding.tiny.regimes import tiny_model_dir
+from corewarding.inference.model_names import tiny_model_dir
 
 __all__ = ["probe_settings", "run_probe", "summarize_probe"]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 from datasets import Dataset
 
+from corewarding import checkpoints
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
@@ -29,7 +30,6 @@ from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding import checkpoints
 from corewarding.training.config import CoRewardingConfig
 
 __all__ = [

@@ -47,6 +47,7 @@ from transformers.utils import logging
 from trl import GRPOTrainer
 from trl.models import unwrap_model_for_generation
 
+from corewarding import checkpoints
 from corewarding.cooper.annotate import read_labelled
 from corewarding.cooper.co_training import CooperRewardModel
 from corewarding.cooper.negatives import NegativeWriter, make_assistant
@@ -65,7 +66,6 @@ from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.models import ModelLoadError
-from corewarding import checkpoints
 from corewarding.training import trl_internals
 from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
 from corewarding.training.config import CoRewardingConfig
