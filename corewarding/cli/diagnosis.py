@@ -73,7 +73,7 @@ def diagnose_command(
     from corewarding.diagnosis.report import measurements_table, verdict_table
     from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
     from corewarding.inference.model_names import tiny_model_dir
-    from corewarding.training.config import recipe_settings
+    from corewarding.training.settings import recipe_settings
 
     if temperature <= 0:
         raise UserError(f"--temperature {temperature}: votes need samples, use a temperature above 0")

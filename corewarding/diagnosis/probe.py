@@ -96,7 +96,7 @@ def run_probe(
 ) -> dict:
     """Run the probe (module docstring) in ``folder`` and return :func:`summarize_probe` of its metrics,
     with its recipe and wall time."""
-    from corewarding.training.config import config_from_args
+    from corewarding.training.settings import config_from_args
     from corewarding.training.run import train
 
     args = probe_settings(model, dataset, problems, steps, folder, seed)
