@@ -1,4 +1,4 @@
-"""The two regimes of the synthetic task: which mistakes the shipped tiny model was taught to make.
+"""The three regimes of the synthetic task: which mistakes the shipped tiny model was taught to make.
 
 A label-free reward can only teach what its labels know, and that is a property of the model's errors
 (see :mod:`corewarding.tiny.view_diagnostics`). The pretraining corpus sets them, so each regime is a
@@ -67,6 +67,14 @@ REGIMES = {
             "shortcut",
             "a problem-dependent shortcut: stops one step early on most -/x problems (systematic errors)",
             PretrainConfig(shortcut_rate=0.95, shortcut_rate_addition=0.25),
+        ),
+        Regime(
+            "hard",
+            "three-step problems: slips scatter wrong answers, a premature answer concentrates them",
+            PretrainConfig(
+                steps=800, slip_rate=0.4, slip_max=3, shortcut_rate=0.4, shortcut_rate_addition=0.4,
+                eval_problems=150, task=TaskConfig(steps=3),
+            ),
         ),
     )
 }
