@@ -17,8 +17,16 @@ and a model pretrained on it, shipped in ``corewarding/tiny/assets/tiny-<regime>
   multiplication problems stop one step early. The errors are systematic: every wording of a problem
   fails alike and the majority is wrong on the same problems, the one case where no label-free reward
   can help. It is the model the project shipped first; its negative result is documented.
+* ``hard``: the reason the paper gives for majority vote collapsing on DAPO-14k — questions hard enough
+  that the model's sampled majority is often wrong. Three-step problems; **arithmetic slips** scatter
+  wrong answers as in ``distractor``, and a **premature answer** (the last step left out, on any
+  problem) concentrates them: on many questions that one wrong value is the plurality. Stopping early
+  is a behaviour every question shares, so a reward that follows the policy's own majority can spread
+  it from the questions where it already wins to the rest, while a slowly updated teacher's labels lag
+  behind it (docs/results.md measures both).
 
-``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control),
+``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control,
+``tiny-hard`` the third),
 and ``synthetic`` the task that model was pretrained on.
 """
 
