@@ -126,6 +126,30 @@ def test_slips_and_irrelevant_numbers_come_at_the_configured_rates():
         PretrainConfig(slip_max=0)
 
 
+def test_the_hard_corpus_stops_early_on_any_problem_and_slips_elsewhere():
+    """The ``hard`` regime's premature answer does not depend on the problem (unlike ``shortcut``'s), so
+    one wrong value per problem, the value before the last step, gathers a fixed share of solutions."""
+    config = REGIMES["hard"].pretraining
+    rng = random.Random(4)
+    chains = sample_chains(random.Random(5), "train", config.task)
+    stopped = {"+": [], "-*": []}
+    slipped = []
+    for _ in range(2400):
+        chain = next(chains)
+        solution = corpus_solution(chain, SurfaceForm("…", 0), rng, config)
+        early = solution.count("=") == len(chain.steps) - 1
+        stopped["+" if chain.steps[-1][0] == "+" else "-*"].append(early)
+        if early:
+            continue
+        slipped.append(solution != worked_solution(chain))
+        if not slipped[-1]:
+            assert solution.endswith(f"\\boxed{{{chain.answer}}}")
+    # About 800 "+" and 1,600 "-"/"*" problems: within 0.06 of the rate (more than 3 standard deviations).
+    for share in stopped.values():
+        assert fmean(share) == pytest.approx(config.shortcut_rate, abs=0.06)
+    assert fmean(slipped) == pytest.approx(config.slip_rate, abs=0.05)
+
+
 def test_saves_a_loadable_model_tokenizer_and_settings(tmp_path):
     task = TaskConfig(distractor_rate=0.5)
     config = tiny_budget(eval_problems=4, eval_samples=2, max_new_tokens=8, task=task, slip_rate=0.3)
@@ -224,3 +248,16 @@ def test_the_shipped_models_have_their_regimes_properties():
     assert distractor["clean"]["maj_at_k"] >= 0.9 and distractor["distracted"]["maj_at_k"] <= 0.2
     assert control["question"]["maj_at_k"] - control["question"]["avg_at_k"] <= 0.10
     assert max(control["pairs"]["other_right_own_wrong"].values()) <= 0.06
+
+
+@pytest.mark.slow
+def test_the_hard_model_is_often_wrong_by_majority_yet_its_majority_beats_a_sample():
+    """Measured here on 100 fresh training problems (8 samples at T = 1): the ``hard`` model's majority
+    is right on a minority of questions, and still more often than one sample is."""
+    task = REGIMES["hard"].pretraining.task
+    problems = generate_problems(100, "train", seed=11, config=task)
+    figures = measure_views(problems, TransformersBackend.load("tiny-hard"), task, k=8)
+    question = figures["question"]
+    assert question["maj_at_k"] - question["avg_at_k"] >= 0.05
+    assert max(figures["pairs"]["majority_right"].values()) <= 0.55
+    assert question["avg_at_k"] <= 0.45

@@ -94,6 +94,21 @@ def test_every_surface_form_tells_the_same_problem_with_the_same_answer(split):
         assert extract_answer(problem.meta["solution"]) == independent
 
 
+def test_the_hard_regimes_problems_take_three_steps_and_every_form_tells_the_same_one():
+    from corewarding.tiny.regimes import REGIMES
+
+    config = REGIMES["hard"].pretraining.task
+    assert config.distractor_rate == 0.0  # its errors come from the corpus's mistakes, not the wording
+    problems = generate_problems(200, "test", seed=5, config=config)
+    for problem in problems:
+        chain = chain_of(problem)
+        assert len(chain.steps) == 3 and all(1 <= v <= config.max_value for v in chain.values())
+        assert [read_chain(form) for form in surface_forms(problem, config)] == [chain.key] * NUM_FORMS
+        assert problem.answer == str(evaluate_chain(chain))
+        assert worked_solution(chain).count("=") == 3
+    assert {split_of(chain_of(p)) for p in problems} == {"test"}
+
+
 def test_worked_solution_is_one_short_equation_per_step():
     chain = Chain.from_key("7+5*2-3")
     assert worked_solution(chain) == "7+5=12. 12*2=24. 24-3=21. \\boxed{21}"

@@ -5,8 +5,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.data.synthetic import generate_problems, surface_forms
+from corewarding.data.synthetic import chain_of, generate_problems, surface_forms, worked_solution
 from corewarding.tiny.model import EOS_TOKEN, PAD_TOKEN, TinyModelConfig, build_model, build_tokenizer
+from corewarding.tiny.regimes import REGIMES
 
 
 @pytest.fixture(scope="module")
@@ -15,7 +16,8 @@ def tokenizer():
 
 
 def task_texts():
-    problems = generate_problems(30, "test", seed=1)
+    hard = REGIMES["hard"].pretraining.task
+    problems = generate_problems(30, "test", seed=1) + generate_problems(30, "test", seed=1, config=hard)
     return (
         [SYSTEM_PROMPT]
         + [f for p in problems for f in surface_forms(p)]
@@ -37,6 +39,17 @@ def test_digits_are_single_tokens_and_task_prompts_are_short(tokenizer):
         chat_messages(generate_problems(1, "test")[0].question), add_generation_prompt=True, tokenize=False
     )
     assert len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) < 30
+
+
+def test_the_hard_tasks_solutions_fit_the_recipes_completion_cap(tokenizer):
+    """Three steps of worked solution, a slipped step's value included, stay well inside the 48 new
+    tokens the tiny recipes allow (``max_completion_length``)."""
+    hard = REGIMES["hard"].pretraining.task
+    for problem in generate_problems(200, "train", seed=2, config=hard):
+        chain = chain_of(problem)
+        for slip in (None, (0, 3), (2, -3)):
+            solution = worked_solution(chain, slip=slip) + EOS_TOKEN
+            assert len(tokenizer(solution, add_special_tokens=False)["input_ids"]) <= 40
 
 
 def test_special_tokens_and_chat_template(tokenizer):

@@ -16,7 +16,8 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="A short budget (about 3 minutes instead of 10)."),
     regime: str = typer.Option(
         "distractor",
-        help="The tiny model's regime: distractor (errors label-free RL can fix) or shortcut (the control).",
+        help="The tiny model's regime: distractor (errors label-free RL can fix), shortcut (the control) "
+        "or hard (majority often wrong).",
     ),
     methods: str = typer.Option(
         None,
@@ -126,7 +127,7 @@ def run_summary(trainer, seconds: float) -> str:
 @handles_errors()
 def pretrain(
     regime: str = typer.Option(
-        "distractor", help="Corpus of a shipped model: distractor or shortcut (the control)."
+        "distractor", help="Corpus of a shipped model: distractor, shortcut (the control) or hard."
     ),
     output: Path = typer.Option(
         None,

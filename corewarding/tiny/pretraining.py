@@ -16,7 +16,7 @@ a share of its worked solutions carry a mistake, drawn at the rates of :class:`P
 * **a shortcut** (``shortcut_rate``, ``shortcut_rate_addition``): the last step left out, at a rate
   that depends on the problem's last operation — systematic errors that every wording shares.
 
-:mod:`corewarding.tiny.regimes` names the two corpora the shipped models were made from.
+:mod:`corewarding.tiny.regimes` names the three corpora the shipped models were made from.
 
 Why mistakes in the corpus rather than an undertrained model. RL on a model this small cannot teach
 it arithmetic facts it does not know (a model stopped half-way through learning them, 40% right, got
@@ -96,9 +96,10 @@ class PretrainConfig:
         eval_samples: sampled answers per surface form, at temperature 1.0 (default 8).
         max_new_tokens: completion limit at evaluation (default 48; a worked solution takes ~25).
         shortcut_rate: share of the solutions that stop one step early, for problems whose last
-            operation is ``-`` or ``*`` (default 0.0; the ``shortcut`` regime: 0.95).
+            operation is ``-`` or ``*`` (default 0.0; the ``shortcut`` regime: 0.95; ``hard``: 0.4).
         shortcut_rate_addition: the same for problems whose last operation is ``+`` (default 0.0;
-            the ``shortcut`` regime: 0.25).
+            the ``shortcut`` regime: 0.25; ``hard``: 0.4, so that stopping early does not depend on the
+            problem).
         slip_rate: share of the solutions with one arithmetic slip: the result of one step, chosen
             uniformly among those written, is off by ±1..``slip_max`` (never below 1), and the later
             steps compute from it (default 0.0).

@@ -1,4 +1,4 @@
-"""The two regimes of the synthetic task: which mistakes the shipped tiny model was taught to make.
+"""The three regimes of the synthetic task: which mistakes the shipped tiny model was taught to make.
 
 A label-free reward can only teach what its labels know, and that is a property of the model's errors
 (see :mod:`corewarding.tiny.view_diagnostics`). The pretraining corpus sets them, so each regime is a
@@ -17,8 +17,16 @@ and a model pretrained on it, shipped in ``corewarding/tiny/assets/tiny-<regime>
   multiplication problems stop one step early. The errors are systematic: every wording of a problem
   fails alike and the majority is wrong on the same problems, the one case where no label-free reward
   can help. It is the model the project shipped first; its negative result is documented.
+* ``hard``: the reason the paper gives for majority vote collapsing on DAPO-14k — questions hard enough
+  that the model's sampled majority is often wrong. Three-step problems; **arithmetic slips** scatter
+  wrong answers as in ``distractor``, and a **premature answer** (the last step left out, on any
+  problem) concentrates them: on many questions that one wrong value is the plurality. Stopping early
+  is a behaviour every question shares, so a reward that follows the policy's own majority can spread
+  it from the questions where it already wins to the rest, while a slowly updated teacher's labels lag
+  behind it (docs/results.md measures both).
 
-``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control;
+``tiny`` names the default regime's model wherever a model is expected (``tiny-shortcut`` the control,
+``tiny-hard`` the third;
 :mod:`corewarding.inference.model_names` resolves the names), and ``synthetic`` the task that model was
 pretrained on.
 """
@@ -65,6 +73,14 @@ REGIMES = {
             "shortcut",
             "a problem-dependent shortcut: stops one step early on most -/x problems (systematic errors)",
             PretrainConfig(shortcut_rate=0.95, shortcut_rate_addition=0.25),
+        ),
+        Regime(
+            "hard",
+            "three-step problems: slips scatter wrong answers, a premature answer concentrates them",
+            PretrainConfig(
+                steps=800, slip_rate=0.4, slip_max=3, shortcut_rate=0.4, shortcut_rate_addition=0.4,
+                eval_problems=150, task=TaskConfig(steps=3),
+            ),
         ),
     )
 }
