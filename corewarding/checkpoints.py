@@ -101,6 +101,21 @@ def removed_on_failure(folder: str | Path) -> Iterator[Path]:
         ) from error
 
 
+@contextmanager
+def published_into(output_dir: str | Path) -> Iterator[Path]:
+    """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
+    its files replaces its namesake in ``output_dir`` in one rename, so no file there is ever half-written (a
+    failed save is removed as in :func:`removed_on_failure`)."""
+    output_dir = Path(output_dir)
+    staging = output_dir / ".final-model"
+    shutil.rmtree(staging, ignore_errors=True)
+    with removed_on_failure(staging):
+        yield staging
+    for path in staging.iterdir():
+        os.replace(path, output_dir / path.name)
+    staging.rmdir()
+
+
 def _first_line(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return f"{error.filename}: {error.strerror}" if error.filename else error.strerror

@@ -22,6 +22,7 @@ from corewarding import checkpoints
 from corewarding.cli import app
 from corewarding.cooper.co_training import CooperRewardModel
 from corewarding.cooper.reward_model import RewardModel
+from corewarding.core.collapse import read_metrics
 from corewarding.data.synthetic import generate_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -53,8 +54,9 @@ def files_written(done: subprocess.CompletedProcess) -> list[str]:
 
 
 def steps_logged(out) -> list[int]:
-    lines = (out / "metrics.jsonl").read_text().splitlines()
-    return [r["step"] for r in map(json.loads, lines) if "loss" in r]
+    """The steps of the training records (a kill while the end-of-run summary was written may leave that
+    line cut; the project's readers skip such a line)."""
+    return [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r]
 
 
 def error_line(done: subprocess.CompletedProcess) -> str:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import time
@@ -259,13 +258,8 @@ def _save_checkpoint(output: Path, step, model, optimizer, schedule, epoch_losse
 def _save_final(output: Path, model: RewardModel, result: RewardTrainingResult) -> None:
     """The trained model into ``output``, each file replacing its old version in one rename; then
     ``rm_train.json``, the mark of a finished run, and the checkpoints go."""
-    staging = output / ".final-model"
-    shutil.rmtree(staging, ignore_errors=True)
-    with checkpoints.removed_on_failure(staging):
+    with checkpoints.published_into(output) as staging:
         model.save(staging)
-    for path in staging.iterdir():
-        os.replace(path, output / path.name)
-    staging.rmdir()
     write_atomically(output / RESULT_FILE, json.dumps(asdict(result), indent=2))
     for folder in output.glob(f"{_CHECKPOINT}-*"):
         shutil.rmtree(folder)

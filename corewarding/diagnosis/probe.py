@@ -96,8 +96,8 @@ def run_probe(
 ) -> dict:
     """Run the probe (module docstring) in ``folder`` and return :func:`summarize_probe` of its metrics,
     with its recipe and wall time."""
-    from corewarding.training.settings import config_from_args
     from corewarding.training.run import train
+    from corewarding.training.settings import config_from_args
 
     args = probe_settings(model, dataset, problems, steps, folder, seed)
     config = config_from_args(args[1], args[2:])
