@@ -200,7 +200,7 @@ def test_every_method_of_the_table_rewards_a_batch_with_what_it_says_it_needs():
                 with pytest.raises(ValueError, match=f"{name} needs"):
                     method_rewards(name, BATCH, replace(inputs, **{field: None}))
     paired = [name for name, method in METHODS.items() if method.paired_views]
-    assert paired == ["co_rewarding_i", "co_rewarding_iii_paired"]
+    assert paired == ["co_rewarding_i"]
     assert {name for name, method in METHODS.items() if method.needs_references} == {
         "ground_truth", "cooper", "cooper_static",
     }
@@ -235,20 +235,6 @@ def test_a_vote_budget_adds_voters_that_are_not_rewarded():
     more = Rollouts(answers=["5", "5"], question_ids=[0, 0], views=[1, 1])
     assert cross_view_rewards(pair).labels[:2] == ["7", "7"]
     assert cross_view_rewards(pair, extra=more).labels[:2] == ["5", "5"]
-
-
-def test_co_rewarding_iii_paired_labels_each_view_with_the_teachers_majority_on_the_other():
-    batch = Rollouts(
-        answers=["4", "5", "5", "5"], question_ids=[0] * 4, views=[0, 0, 1, 1], references=["5"] * 4
-    )
-    teacher = Rollouts(answers=["5", "5", "4", "4"], question_ids=[0] * 4, views=[0, 0, 1, 1])
-    ii = method_rewards("co_rewarding_ii", batch, RewardInputs(teacher=teacher))
-    iii = method_rewards("co_rewarding_iii_paired", batch, RewardInputs(teacher=teacher))
-    assert ii.labels == ["5", "5", "4", "4"] and ii.rewards == [0.0, 1.0, 0.0, 0.0]
-    assert iii.labels == ["4", "4", "5", "5"] and iii.rewards == [1.0, 0.0, 1.0, 1.0]
-    assert iii.metrics["original/label_accuracy"] == 0.0 and iii.metrics["rephrased/label_accuracy"] == 1.0
-    paired = METHODS["co_rewarding_iii_paired"]
-    assert paired.paired_views and paired.needs_teacher
 
 
 def test_co_rewarding_iii_trains_the_question_on_the_teachers_majority_on_its_rephrasing():

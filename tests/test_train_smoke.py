@@ -35,9 +35,6 @@ METHOD_METRICS = {
         "label_accuracy", "teacher/rate", "teacher_policy_agreement", "teacher/no_answer_rate"
     ],
     "co_rewarding_iii": ["label_accuracy", "teacher/rate", "teacher_policy_agreement"],
-    "co_rewarding_iii_paired": [
-        "label_accuracy", "teacher/rate", "original/label_accuracy", "rephrased/label_accuracy"
-    ],
     # The variants and ablations: recipes of the methods above.
     "majority_vote_rephrased": ["label_accuracy", "majority_ratio"],
     "majority_vote_budget": ["label_accuracy", "majority_ratio", "votes/extra_seconds"],

@@ -14,8 +14,6 @@ co_rewarding_i      1[answer ≡ the other view's majority]       (question, rep
 co_rewarding_ii     1[answer ≡ the EMA teacher's majority]      a teacher
 co_rewarding_iii    1[answer ≡ the teacher's majority on the    a teacher, (question, rephrasing)
                     rephrasing]  (the authors' later code)      pairs; only questions trained
-co_rewarding_iii_   each view: 1[answer ≡ the teacher's         a teacher, (question, rephrasing)
-paired              majority on the other view]                 pairs; both views trained
 cooper              σ(reward model score)  (Cooper)             references, a co-trained reward model
 cooper_static       σ(reward model score), RM frozen            references, a frozen reward model
 ==================  =========================================  ==================================
@@ -126,10 +124,10 @@ def _given(value, what: str, method: str):
     return value
 
 
-def _teacher_vote(name: str, cross_view: bool) -> Callable[[Rollouts, RewardInputs], RewardResult]:
+def _teacher_vote(name: str) -> Callable[[Rollouts, RewardInputs], RewardResult]:
     def reward(rollouts: Rollouts, inputs: RewardInputs) -> RewardResult:
         teacher = _given(inputs.teacher, "the teacher's rollouts", name)
-        return teacher_vote_rewards(rollouts, teacher, inputs.voting, cross_view=cross_view)
+        return teacher_vote_rewards(rollouts, teacher, inputs.voting)
 
     return reward
 
@@ -161,12 +159,10 @@ METHODS: dict[str, Method] = {
         Method("co_rewarding_i", lambda r, i: cross_view_rewards(r, i.voting, i.extra_votes),
                "the other view's majority (the rephrasing's, or the question's)", paired_views=True,
                votes_on_own_samples=True),
-        Method("co_rewarding_ii", _teacher_vote("co_rewarding_ii", cross_view=False),
+        Method("co_rewarding_ii", _teacher_vote("co_rewarding_ii"),
                "an EMA teacher's majority", needs_teacher=True),
-        Method("co_rewarding_iii", _teacher_vote("co_rewarding_iii", cross_view=False),
+        Method("co_rewarding_iii", _teacher_vote("co_rewarding_iii"),
                "an EMA teacher's majority on the rephrasing", needs_teacher=True, teacher_on_rephrasing=True),
-        Method("co_rewarding_iii_paired", _teacher_vote("co_rewarding_iii_paired", cross_view=True),
-               "an EMA teacher's majority on the other view", paired_views=True, needs_teacher=True),
         Method("cooper", _cooper("cooper"), "a reward model co-trained with the policy",
                needs_references=True, reward_model="co_trained"),
         Method("cooper_static", _cooper("cooper_static"), "a frozen reward model", needs_references=True,

@@ -13,8 +13,8 @@ function                    reward of rollout y_i of prompt x (paper's name)
 ground_truth_rewards        1[ans(y_i) ≡ reference]                 (RLVR / GT-GRPO)
 majority_vote_rewards       1[ans(y_i) = maj{ans(y_1..y_G)}]         (TTRL / SRT majority voting)
 cross_view_rewards          1[ans(y_i) ≡ maj{ans(y'_1..y'_G)}] of the other view   (Co-rewarding-I)
-teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II);
-                            with cross_view, of the teacher's rollouts of the other view (Co-rewarding-III)
+teacher_vote_rewards        1[ans(y_i) ≡ maj{ans(ỹ_1..ỹ_G)}] of the teacher's rollouts (Co-rewarding-II;
+                            Co-rewarding-III: the teacher's rollouts of the rephrasing)
 self_certainty_rewards      mean_t KL(U ‖ p_t), given per rollout    (Intuitor)
 entropy_rewards             −mean_t H(p_t), optional no-answer penalty  (RENT / EM-RL)
 cooper_rewards              σ(s_i), s_i the reward model's score of (x, reference, y_i)   (Cooper)
@@ -304,7 +304,7 @@ def _per_view_metrics(
 
 
 def teacher_vote_rewards(
-    rollouts: Rollouts, teacher: Rollouts, voting: VotingConfig = VotingConfig(), cross_view: bool = False
+    rollouts: Rollouts, teacher: Rollouts, voting: VotingConfig = VotingConfig()
 ) -> RewardResult:
     """Co-rewarding-II: policy rollouts of x are rewarded against ṽ = maj{ans(ỹ_j)} of the teacher's.
 
@@ -312,20 +312,15 @@ def teacher_vote_rewards(
     number per prompt (the vote budget samples more than G). ``majority_ratio`` and ``label_accuracy``
     describe the teacher's vote; ``teacher_policy_agreement`` is the share of groups whose policy
     majority matches the teacher's label, and ``teacher/no_answer_rate`` the teacher's share of
-    rollouts without an answer.
-
-    ``cross_view``: **Co-rewarding-III** (the authors' later variant, not in the paper): rollouts of x
-    are rewarded against the teacher's majority on the *other* view x', and the reverse — the
-    complementary views of Co-rewarding-I and -II together. Then the diagnostics are also given per view.
+    rollouts without an answer. **Co-rewarding-III** (the authors' later code) is the same reward with the
+    teacher's rollouts sampled on the rephrasing x' and carried under x's question id and view.
     """
     teacher_groups = teacher.groups()
     teacher_votes = dict(zip(teacher_groups, majority_votes(teacher.group_answers(teacher_groups), voting)))
     groups = rollouts.groups()
-    label_votes = {(q, v): teacher_votes.get((q, 1 - v) if cross_view else (q, v)) for q, v in groups}
+    label_votes = {group: teacher_votes.get(group) for group in groups}
     labels = {key: vote.label if vote is not None else None for key, vote in label_votes.items()}
     result = _rewards_against_labels(rollouts, labels, label_votes, voting)
-    if cross_view:
-        _per_view_metrics(rollouts, result, labels, label_votes, voting)
 
     policy_votes = majority_votes(rollouts.group_answers(groups), voting)
     agree = answers_match(

@@ -41,9 +41,9 @@ weaker: disagreement is also what a noisy model gives.
 
 The ranking orders the label-free methods by expected outcome (helps, sharpens only, unknown,
 collapses), then by a fixed precedence measured in the study: Co-rewarding-I before Co-rewarding-III
-(the same gain, 97% vs 85% right labels, without a teacher to sample; measured for the both-views
-reading, ``co_rewarding_iii_paired``; the authors' reading, where the teacher's majority on the
-rephrasing labels the question, is judged by the same rule until its own study rows exist),
+(the same gain, 97% vs 85% right labels, without a teacher to sample; measured for the project's earlier
+both-views reading; the authors' reading, where the teacher's majority on the rephrasing labels the
+question, is judged by the same rule until the diagnosis's validation takes its study rows),
 Co-rewarding-II before majority
 vote (ahead in all 6 seeds of both regimes; its teacher damps self-reinforced wrong majorities).
 """
