@@ -4,6 +4,7 @@
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from corewarding.cli import app
@@ -141,3 +142,22 @@ def test_pairs_nobody_checked_are_validated_before_co_rewarding_i_trains_on_them
     assert result.output.strip().splitlines()[-1].startswith(
         "error: 1 of 11 rephrasings fail the validator (first: 3: placeholder"
     )
+
+
+@pytest.mark.slow
+def test_a_final_model_cut_short_is_published_again_when_the_finished_run_is_resumed(tmp_path):
+    """A crash while the final model was published (after the last checkpoint was complete) leaves the
+    staging folder; resuming the finished run trains nothing and publishes the last checkpoint's model."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "run"
+    args = ["--config", "tiny/majority_vote", "--output_dir", str(out), *FAST]
+    assert train(*args).exit_code == 0
+    (out / "model.safetensors").unlink()
+    (out / ".final-model").mkdir()
+    again = train(*args, "--resume", "last")
+    assert again.exit_code == 0, again.output
+    assert "nothing to train" in again.output
+    assert not (out / ".final-model").exists()
+    published, saved = load_file(out / "model.safetensors"), load_file(out / "checkpoint-2" / "model.safetensors")
+    assert saved.keys() <= published.keys() and all(torch.equal(published[k], saved[k]) for k in saved)

@@ -278,6 +278,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         checkpoint = prepare_run_folder(config, resume)
         finished = finished_run(config, checkpoint) if checkpoint else None
         if finished:
+            publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)
             raise RunFinished(finished)
         trainer = build_trainer(config)
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
@@ -297,3 +298,17 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         else:
             trainer.save_model(str(Path(config.output_dir) / ".final-model"))
     return trainer
+
+
+def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_incomplete: bool = False) -> None:
+    """The final model and tokenizer of ``checkpoint`` into ``output_dir`` (file by file, never half
+    written); with ``only_if_incomplete``, only when a crash cut the last publication short (its staging
+    folder is left, or no model is there yet)."""
+    output_dir = Path(output_dir)
+    complete = (output_dir / "model.safetensors").is_file() and not (output_dir / ".final-model").exists()
+    if only_if_incomplete and complete:
+        return
+    model, tokenizer = load_model(checkpoint, device="cpu")
+    with checkpoints.published_into(output_dir) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
