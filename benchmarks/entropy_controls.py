@@ -202,7 +202,7 @@ def anatomy(model_name: str, questions: int, group: int, seed: int) -> None:
     pairs = _sample_groups(model, tokenizer, [p.question for p in problems], group, 48)
     params = [p for p in model.parameters() if p.requires_grad]
     spreads, ranges, peak_shares, ratios, means = [], [], [], [], []
-    negative_share = []
+    negative_share, advantage_ratios, unit_ratios = [], [], []
     for start in range(0, len(pairs), group):
         mean_h, grads, peak = [], [], []
         for prompt_ids, completion_ids in pairs[start: start + group]:
@@ -227,12 +227,20 @@ def anatomy(model_name: str, questions: int, group: int, seed: int) -> None:
         up = [g for g, a in zip(grads, advantages) if a > 0]
         if down and up:
             ratios.append(statistics.fmean(down) / statistics.fmean(up))
+            size_down = statistics.fmean(-a for a in advantages if a < 0)
+            size_up = statistics.fmean(a for a in advantages if a > 0)
+            advantage_ratios.append(size_down / size_up)
+            unit_ratios.append(ratios[-1] / advantage_ratios[-1])
         negative_share.append(sum(a < 0 for a in advantages) / len(advantages))
         spreads.append(statistics.pstdev(mean_h))
         ranges.append(max(mean_h) - min(mean_h))
         peak_shares.append(statistics.fmean(peak))
         means.append(statistics.fmean(mean_h))
-    ratios.sort()
+    def spread(values: list[float]) -> str:
+        values = sorted(values)
+        return (f"{statistics.median(values):.2f}× ({values[len(values) // 10]:.2f}–"
+                f"{values[(9 * len(values)) // 10]:.2f})")
+
     print(f"| measurement ({model_name}, {len(spreads)} groups of {group}, T = 1) | value |")
     print("|---|---|")
     print(f"| a rollout's mean token entropy, mean over rollouts | {statistics.fmean(means):.3f} nats |")
@@ -240,9 +248,10 @@ def anatomy(model_name: str, questions: int, group: int, seed: int) -> None:
     print(f"| its range within a group (max − min), mean over groups | {statistics.fmean(ranges):.3f} nats |")
     print(f"| share of a rollout's summed entropy in its most uncertain token | {statistics.fmean(peak_shares):.0%} |")
     print(f"| share of a group's rollouts with a negative advantage | {statistics.fmean(negative_share):.0%} |")
-    print(f"| gradient norm, pushed-down over pushed-up rollouts: median (10th–90th percentile) | "
-          f"{statistics.median(ratios):.2f}× ({ratios[len(ratios) // 10]:.2f}–"
-          f"{ratios[(9 * len(ratios)) // 10]:.2f}) |")
+    print("| per group, pushed-down (A < 0) over pushed-up (A > 0) rollouts, median (10th–90th percentile): | |")
+    print(f"| – mean gradient norm of A_i · mean_t log p(y_t) | {spread(ratios)} |")
+    print(f"| – mean advantage size abs(A_i) | {spread(advantage_ratios)} |")
+    print(f"| – gradient norm per unit of advantage | {spread(unit_ratios)} |")
 
 
 def main() -> None:
