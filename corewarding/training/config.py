@@ -192,6 +192,11 @@ class CoRewardingConfig(GRPOConfig):
         "folder made by `corewarding rm train`, or any causal LM folder or hub id (a fresh one-logit "
         "head); `tiny`: the tiny model's backbone with a fresh head.",
     )
+    make_reward_model: bool = _setting(
+        False, "cooper", "cooper: make the reward model when reward_model_path holds none yet. As "
+        "`corewarding rm annotate reward_model_eval_data` then `rm train reward_model_eval_data -o "
+        "reward_model_path` with their defaults (a tiny policy only; a few CPU minutes, once).",
+    )
     reward_model_learning_rate: float = _setting(
         1e-5, "cooper", "cooper: AdamW learning rate of the reward model."
     )
@@ -436,6 +441,8 @@ class CoRewardingConfig(GRPOConfig):
             for name, default in (("negative_source", "rollouts"), ("pointwise_weight", 0.0)):
                 if getattr(self, name) != default:
                     raise SettingError(f"{name}: {self.method} does not update a reward model (cooper does)")
+        if self.make_reward_model and self.reward_model_eval_data is None:
+            raise SettingError("make_reward_model writes its labelled data to reward_model_eval_data: set it")
         needs_backend = self.negative_source != "rollouts" and self.assistant_model != STAND_IN
         if self.negative_source != "rollouts" and self.assistant_model is None:
             raise SettingError(f"negative_source {self.negative_source} needs assistant_model (or stand-in)")

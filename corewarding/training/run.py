@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import yaml
 from datasets import Dataset
 
 from corewarding import checkpoints
+from corewarding.cooper.on_demand import make_reward_model, needs_making
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
@@ -28,14 +30,23 @@ from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
+from corewarding.inference.model_names import tiny_model_dir
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
 from corewarding.training.config import CoRewardingConfig
 
 __all__ = [
-    "TrainingDataError", "RunFinished", "training_problems", "heldout_problems", "training_dataset",
-    "check_output_dir", "prepare_run_folder", "finished_run",
-    "build_trainer", "train",
+    "RunFinished",
+    "TrainingDataError",
+    "build_trainer",
+    "check_output_dir",
+    "finished_run",
+    "heldout_problems",
+    "make_reward_model_if_asked",
+    "prepare_run_folder",
+    "train",
+    "training_dataset",
+    "training_problems",
 ]
 
 #: Synthetic problems drawn for training when ``max_train_problems`` is not set.
@@ -45,6 +56,11 @@ RUN_FILES = (
     "metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model", "samples.jsonl",
     "assistant_negatives.jsonl",
 )
+
+
+def _say(line: str) -> None:
+    """A line for the person running the training (stderr, as the run's other notes)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 class TrainingDataError(UserError):
@@ -212,8 +228,34 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
     return checkpoint
 
 
-def build_trainer(config: CoRewardingConfig):
-    """Load the data and the model of ``config`` and make the trainer (not yet trained).
+def make_reward_model_if_asked(config: CoRewardingConfig, progress=None) -> None:
+    """With ``make_reward_model``, Cooper's reward model and its labelled data when ``reward_model_path``
+    holds none yet (:func:`corewarding.cooper.on_demand.make_reward_model`, the policy's task). A live
+    ``progress`` display is paused meanwhile: the two steps show their own bars."""
+    wanted = config.make_reward_model and METHODS[config.method].reward_model
+    # `tiny` names the shipped backbone (a fresh head), not a folder to make.
+    if not wanted or tiny_model_dir(config.reward_model_path) or not needs_making(config.reward_model_path):
+        return
+    if tiny_model_dir(config.model_name_or_path) is None:
+        raise UserError(
+            "make_reward_model makes a reward model for a tiny policy only, not "
+            f"{config.model_name_or_path}: make one with `corewarding rm annotate` and `corewarding rm "
+            "train`, then set reward_model_path"
+        )
+    if progress is not None:
+        progress.stop()
+    try:
+        make_reward_model(
+            config.reward_model_path, config.reward_model_eval_data, config.model_name_or_path, say=_say
+        )
+    finally:
+        if progress is not None:
+            progress.start()
+
+
+def build_trainer(config: CoRewardingConfig, progress=None):
+    """Load the data and the model of ``config`` and make the trainer (not yet trained); ``progress``: the
+    live display of the run, paused while a reward model is made (:func:`make_reward_model_if_asked`).
 
     The data comes first: a missing file or column is reported before seconds of model loading.
     """
@@ -230,6 +272,7 @@ def build_trainer(config: CoRewardingConfig):
             f"({prompts_per_batch} prompts of {config.num_generations} rollouts): add data or lower "
             "per_device_train_batch_size"
         )
+    make_reward_model_if_asked(config, progress)
     heldout = heldout_problems(config)
     eval_data = training_dataset(heldout, "ground_truth", config.system_prompt) if heldout else None
     model, tokenizer = load_model(config.model_name_or_path, device="cpu")
@@ -280,7 +323,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         if finished:
             publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)
             raise RunFinished(finished)
-        trainer = build_trainer(config)
+        trainer = build_trainer(config, progress)
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         if progress is not None:
             from corewarding.training.progress import show_progress
