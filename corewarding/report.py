@@ -284,8 +284,13 @@ def _caption(columns: Sequence[Column]) -> str:
     if "label acc. %" in shown:
         parts.append("label: label accuracy %; label and reward: mean of the last steps")
     elif shown & set(_LABEL_FREE_HEADERS):
-        parts.append("maj. ratio: rollouts in the label's answer %; no answer: rollouts without one %; "
-                     "teacher: policy majority = teacher's label %; these and reward: mean of the last steps")
+        meanings = {
+            "majority ratio %": "maj. ratio: rollouts in the label's answer %",
+            "no answer %": "no answer: rollouts without one %",
+            "teacher agreement %": "teacher: policy majority = teacher's label %",
+        }
+        parts += [meaning for header, meaning in meanings.items() if header in shown]
+        parts.append("these and reward: mean of the last steps")
     else:
         parts.append("reward: mean of the last steps")
     return "; ".join(parts)

@@ -30,8 +30,14 @@ from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
 
 __all__ = [
-    "CoRewardingConfig", "SettingError", "SETTING_GROUPS", "SettingHelp", "default_bf16",
+    "HELDOUT_SPLIT",
+    "SETTING_GROUPS",
+    "CoRewardingConfig",
+    "SettingError",
+    "SettingHelp",
+    "default_bf16",
     "default_save_strategy",
+    "resolve_heldout_dataset",
 ]
 
 #: The groups of `corewarding train --help` and `docs/settings.md` (key: title), in the order shown.
@@ -41,6 +47,19 @@ SETTING_GROUPS = {
     "trl": "GRPO (TRL)", "optimisation": "optimisation (transformers)", "run": "run folder and logging",
 }
 _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
+
+
+#: ``heldout_dataset``: a share of the training questions, held out of training.
+HELDOUT_SPLIT = "split"
+
+
+def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
+    """What ``heldout_dataset: auto`` means: the synthetic test split for the synthetic task, the training
+    file itself in test-time training (it trains on the held-out questions), else a held-out split of the
+    training questions (:data:`HELDOUT_SPLIT`)."""
+    if dataset == "synthetic":
+        return "synthetic"
+    return dataset if test_time_training else HELDOUT_SPLIT
 
 
 class SettingError(UserError):
@@ -163,8 +182,14 @@ class CoRewardingConfig(GRPOConfig):
     system_prompt: str = _setting(SYSTEM_PROMPT, "data", "System turn of every prompt (the reference runs').")
 
     heldout_dataset: str | None = _setting(
-        "synthetic", "heldout", "Held-out accuracy problems. `synthetic`: the synthetic test "
-        "split; `none`: no held-out evaluation.",
+        "auto", "heldout", "Held-out accuracy problems. `auto`: `synthetic` when training on the "
+        "synthetic task, else `split`; `split`: a share of the training questions that have an answer "
+        "(heldout_fraction), kept out of training; `synthetic`: the synthetic test split; a file/folder/hub "
+        "id; `none`: no held-out evaluation.",
+    )
+    heldout_fraction: float = _setting(
+        0.1, "heldout", "heldout_dataset `split`: the share of the answered questions held out, at most "
+        "max_heldout_problems.",
     )
     max_heldout_problems: int = _setting(64, "heldout", "Held-out problems per evaluation.")
     heldout_samples: int = _setting(
@@ -345,6 +370,8 @@ class CoRewardingConfig(GRPOConfig):
             self.bf16 = default_bf16(self.fp16)
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available()
+        if self.heldout_dataset == "auto":
+            self.heldout_dataset = resolve_heldout_dataset(self.dataset, self.test_time_training)
         if self.save_strategy is None:
             self.save_strategy = default_save_strategy(self.stop_on_collapse, self.test_time_training)
         if self.save_strategy == "best" and self.metric_for_best_model is None:
@@ -408,8 +435,12 @@ class CoRewardingConfig(GRPOConfig):
             raise SettingError(f"vote_samples: {self.method} does not vote")
 
     def _check_collapse_settings(self) -> None:
-        if self.test_time_training and self.heldout_dataset is None:
-            raise SettingError("test_time_training trains on the held-out questions: set heldout_dataset")
+        if self.test_time_training and self.heldout_dataset in (None, HELDOUT_SPLIT):
+            raise SettingError(
+                "test_time_training trains on the held-out questions: set heldout_dataset to their file"
+            )
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise SettingError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if not self.stop_on_collapse or self.test_time_training:
             return
         if self.eval_strategy in ("no", None) or self.heldout_dataset is None:

@@ -10,6 +10,7 @@ and resuming a run that already reached its last step does nothing (:class:`RunF
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import yaml
 from datasets import Dataset
+from transformers import IntervalStrategy
 
 from corewarding import checkpoints
 from corewarding.cooper.on_demand import make_reward_model, needs_making
@@ -32,16 +34,19 @@ from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
 from corewarding.inference.model_names import tiny_model_dir
 from corewarding.inference.models import load_model
+from corewarding.tiny.familiarity import TASK_CHARS_PER_TOKEN, characters_per_token, reads_as_task
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.config import CoRewardingConfig
+from corewarding.training.config import HELDOUT_SPLIT, CoRewardingConfig
 
 __all__ = [
     "RunFinished",
     "TrainingDataError",
     "build_trainer",
     "check_output_dir",
+    "data_notes",
     "finished_run",
     "heldout_problems",
+    "heldout_split",
     "make_reward_model_if_asked",
     "prepare_run_folder",
     "train",
@@ -51,6 +56,8 @@ __all__ = [
 
 #: Synthetic problems drawn for training when ``max_train_problems`` is not set.
 SYNTHETIC_TRAIN_SIZE = 2000
+#: Training questions whose tokenization tells whether they are the tiny model's task.
+FAMILIARITY_SAMPLE = 200
 #: What a run writes into its folder (besides checkpoint-* folders): removed by ``overwrite_output_dir``.
 RUN_FILES = (
     "metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model", "samples.jsonl",
@@ -96,6 +103,15 @@ def training_problems(config: CoRewardingConfig) -> list[Problem]:
 def _training_problems(config: CoRewardingConfig) -> list[Problem]:
     if config.test_time_training:
         return heldout_problems(config)
+    problems = _dataset_problems(config)
+    if config.heldout_dataset == HELDOUT_SPLIT:
+        held = {p.id for p in heldout_split(problems, config.heldout_fraction, config.max_heldout_problems)}
+        problems = [p for p in problems if p.id not in held]
+    return problems[: config.max_train_problems] if config.max_train_problems else problems
+
+
+def _dataset_problems(config: CoRewardingConfig) -> list[Problem]:
+    """The problems of ``dataset`` (with its rephrasings): a draw of the synthetic train split, or a file."""
     if config.dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path,
@@ -104,24 +120,68 @@ def _training_problems(config: CoRewardingConfig) -> list[Problem]:
             seed=config.seed,
         )
     if config.dataset_rephrasings:
-        problems = load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
-    else:
-        problems = load_problems(config.dataset, config.dataset_columns)
-    return problems[: config.max_train_problems] if config.max_train_problems else problems
+        return load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
+    return load_problems(config.dataset, config.dataset_columns)
+
+
+def heldout_split(problems: list[Problem], fraction: float, most: int) -> list[Problem]:
+    """The held-out split of a training set (``heldout_dataset: split``): round(fraction × n) of its n
+    questions that have an answer, at most ``most``, in the dataset's order. Chosen by a hash of the
+    question's id, not by position or seed: the same questions whatever the seed, the order of the rows
+    or the method, so that runs compare on one held-out set."""
+    answered = [p for p in problems if p.answer is not None]
+    count = min(most, round(fraction * len(answered)))
+    chosen = set(sorted((hashlib.sha256(p.id.encode()).hexdigest(), p.id) for p in answered)[:count])
+    ids = {question_id for _, question_id in chosen}
+    return [p for p in answered if p.id in ids]
 
 
 def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
-    """The problems held-out accuracy is measured on (empty when none are configured)."""
+    """The problems held-out accuracy is measured on (empty when none are configured, or when the
+    ``split`` of a dataset without answers is empty)."""
     if config.heldout_dataset is None:
         return []
     if config.heldout_dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed
         )
+    if config.heldout_dataset == HELDOUT_SPLIT:
+        return heldout_split(_dataset_problems(config), config.heldout_fraction, config.max_heldout_problems)
     # In test-time training the held-out file is the training data: the same column mapping reads it.
     columns = config.dataset_columns if config.test_time_training else None
     problems = [p for p in load_problems(config.heldout_dataset, columns) if p.answer is not None]
     return problems[: config.max_heldout_problems]
+
+
+def data_notes(
+    config: CoRewardingConfig, train: list[Problem], heldout: list[Problem], tokenizer
+) -> list[str]:
+    """One line each for what a user of their own data should know before the run: where held-out
+    accuracy comes from (a split of their questions, or none without answers), and that the tiny model
+    cannot read questions that are not its synthetic task
+    (:func:`corewarding.tiny.familiarity.reads_as_task`)."""
+    notes = []
+    if config.heldout_dataset == HELDOUT_SPLIT and not config.test_time_training:
+        if heldout:
+            notes.append(
+                f"held-out accuracy: on {len(heldout)} questions of {config.dataset} with an answer, kept "
+                f"out of training (heldout_fraction {config.heldout_fraction}; or set heldout_dataset)"
+            )
+        else:
+            notes.append(
+                f"no held-out accuracy: {config.dataset} has no questions with an answer to hold out (name "
+                "its answer column in dataset_columns, answer=COL, or set heldout_dataset)"
+            )
+    if tiny_model_dir(config.model_name_or_path) and config.dataset != "synthetic":
+        questions = [p.question for p in train[:FAMILIARITY_SAMPLE]]
+        if questions and not reads_as_task(tokenizer, questions):
+            notes.append(
+                f"warning: the tiny model reads only its synthetic arithmetic task, and the questions of "
+                f"{config.dataset} are not it ({characters_per_token(tokenizer, questions):.1f} characters "
+                f"a token against at least {TASK_CHARS_PER_TOKEN:g} on its task): its rewards and accuracy "
+                "on them mean little; train a real model (--model_name_or_path, e.g. Qwen/Qwen3-1.7B-Base)"
+            )
+    return notes
 
 
 def training_dataset(
@@ -261,9 +321,9 @@ def build_trainer(config: CoRewardingConfig, progress=None):
     """
     from corewarding.training.trainer import CoRewardingTrainer  # TRL is imported only when a trainer is made
 
+    problems = training_problems(config)
     train_data = training_dataset(
-        training_problems(config), config.method, config.system_prompt, config.allow_invalid_rephrasings,
-        config.training_view,
+        problems, config.method, config.system_prompt, config.allow_invalid_rephrasings, config.training_view,
     )
     prompts_per_batch = config.generation_batch_size // config.num_generations
     if len(train_data) < prompts_per_batch:
@@ -274,8 +334,19 @@ def build_trainer(config: CoRewardingConfig, progress=None):
         )
     make_reward_model_if_asked(config, progress)
     heldout = heldout_problems(config)
+    if not heldout and config.eval_strategy != "no":
+        if config.stop_on_collapse and not config.test_time_training:
+            raise TrainingDataError(
+                "stop_on_collapse keeps the best checkpoint by held-out accuracy, and there are no held-out "
+                "questions with an answer: set heldout_dataset"
+            )
+        # Nothing to evaluate (data_notes says why), and TRL refuses an evaluation without data.
+        config.eval_strategy = IntervalStrategy.NO
     eval_data = training_dataset(heldout, "ground_truth", config.system_prompt) if heldout else None
     model, tokenizer = load_model(config.model_name_or_path, device="cpu")
+    if os.environ.get("RANK", "0") == "0":
+        for note in data_notes(config, problems, heldout, tokenizer):
+            _say(note)
     if config.model_name_or_path.endswith(".gguf") and config.beta > 0:
         # With a KL term TRL rebuilds the reference model from the policy's folder, which a GGUF file is
         # not: write the dequantised model once as a plain folder and train from that.
