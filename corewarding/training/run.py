@@ -131,8 +131,8 @@ def heldout_split(problems: list[Problem], fraction: float, most: int) -> list[P
     or the method, so that runs compare on one held-out set."""
     answered = [p for p in problems if p.answer is not None]
     count = min(most, round(fraction * len(answered)))
-    chosen = set(sorted((hashlib.sha256(p.id.encode()).hexdigest(), p.id) for p in answered)[:count])
-    ids = {question_id for _, question_id in chosen}
+    ranked = sorted(answered, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
+    ids = {p.id for p in ranked[:count]}
     return [p for p in answered if p.id in ids]
 
 
