@@ -274,43 +274,56 @@ def markdown_table(summaries: Sequence[RunSummary]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+#: What the short headers of the terminal's label-free table mean.
+_SIGNAL_MEANINGS = {
+    "majority ratio %": "maj. ratio: rollouts in the label's answer %",
+    "no answer %": "no answer: rollouts without one %",
+    "teacher agreement %": "teacher: policy majority = teacher's label %",
+}
+
+
 def _caption(columns: Sequence[Column]) -> str:
     """What the terminal table's short headers mean, for the columns shown."""
     shown = {c.header for c in columns}
+    if shown and shown <= set(_LABEL_FREE_HEADERS):
+        return "; ".join([*(m for h, m in _SIGNAL_MEANINGS.items() if h in shown), "mean of the last steps"])
     parts = []
     if shown & {"sampled start %", "greedy start %"}:
         parts.append("held-out accuracy %: sampled (avg@k, the paper's pass@1) at the start → end; "
                      "greedy at the start, best, → end")
     if "label acc. %" in shown:
         parts.append("label: label accuracy %; label and reward: mean of the last steps")
-    elif shown & set(_LABEL_FREE_HEADERS):
-        meanings = {
-            "majority ratio %": "maj. ratio: rollouts in the label's answer %",
-            "no answer %": "no answer: rollouts without one %",
-            "teacher agreement %": "teacher: policy majority = teacher's label %",
-        }
-        parts += [meaning for header, meaning in meanings.items() if header in shown]
-        parts.append("these and reward: mean of the last steps")
     else:
         parts.append("reward: mean of the last steps")
     return "; ".join(parts)
 
 
 def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
-    """:func:`table_rows` as a rich table for the terminal: short headers, the run's name standing for
-    its method, and the collapse cell cut to its step (``report.md`` has the signals)."""
+    """:func:`table_rows` for the terminal: short headers, the run's name standing for its method, and
+    the collapse cell cut to its step (``report.md`` has the signals). Label-free signals go in a second
+    table below the first, so that each fits in 80 columns; a rich renderable."""
+    from rich.console import Group
     from rich.table import Table
 
     columns = columns_for(summaries)
-    table = Table(title=title, caption=_caption(columns))
-    for column in ("run", *(c.short for c in columns), "collapse"):
-        table.add_column(
-            column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run"
-        )
-    for row in table_rows(summaries)[1]:
-        name = row[0].replace("**", "").replace(" (mean ± std)", " (mean)")
-        table.add_row(name, *row[3:-1], row[-1].split(":")[0])
-    return table
+    headers, rows = table_rows(summaries)
+    names = [row[0].replace("**", "").replace(" (mean ± std)", " (mean)") for row in rows]
+    cells = [dict(zip(headers[3:-1], row[3:-1])) for row in rows]
+
+    def table(part: list[Column], caption_title: str | None, collapse: bool) -> Table:
+        shown = Table(title=caption_title, caption=_caption(part))
+        for header in ("run", *(c.short for c in part), *(["collapse"] if collapse else [])):
+            shown.add_column(
+                header, justify="left" if header in ("run", "collapse") else "right", no_wrap=header == "run"
+            )
+        for name, row, cell in zip(names, rows, cells):
+            collapsed = [row[-1].split(":")[0]] if collapse else []
+            shown.add_row(name, *(cell[c.header] for c in part), *collapsed)
+        return shown
+
+    signals = [c for c in columns if c.header in _LABEL_FREE_HEADERS]
+    main = table([c for c in columns if c not in signals], title, collapse=True)
+    return Group(main, table(signals, "label-free signals", collapse=False)) if signals else main
 
 
 def _trailing_mean(values: list[float], window: int) -> list[float]:
@@ -393,7 +406,10 @@ def draw_curves(runs: Sequence[Run]):
             ax.set_yscale("symlog", linthresh=1.0)
             ax.set_title(f"{title}, mean of {SMOOTHING} steps\n(linear in [-1, 1], log beyond)")
         if share:
-            ax.set_ylim(max(low_y, 0.0), min(high_y, 100.0))  # a share lies in [0, 100] %
+            # A share lies in [0, 100] %; a span of at least 1 point keeps a flat 0% line from ticks
+            # of 0.01%.
+            low_y, high_y = max(low_y, 0.0), min(high_y, 100.0)
+            ax.set_ylim(low_y, max(high_y, low_y + 1.0))
             ax.yaxis.set_major_formatter(_percent_ticks())
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
