@@ -18,7 +18,7 @@ beside each method's run folder.
 ``cooper`` and ``cooper_static`` (the co-trained and the frozen reference-based reward model) run only
 when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
-``rm train`` with their defaults; a few minutes).
+``rm train`` with their defaults, :mod:`corewarding.cooper.on_demand`; 5 to 10 minutes).
 
 An output folder that holds a demo is refused unless ``overwrite`` is set; then the previous demo's
 runs, report and figure are deleted first, so nothing of it is mixed into the new one. The folder is

@@ -45,7 +45,9 @@ def test_the_cooper_recipes_make_their_reward_model_once_then_train(tmp_path, mo
     monkeypatch.setattr(on_demand, "QUESTIONS", 16)
     first = train("cooper")
     assert first.exit_code == 0, first.output
-    assert "making the reward model (once, a few minutes): labelling 16 questions" in first.output
+    assert "making the reward model (once; 5 to 10 minutes on 2 CPU cores): labelling 16 questions" in (
+        first.output
+    )
     assert "training the reward model on them into runs/tiny/reward_model" in first.output
     assert (tmp_path / "runs/tiny/reward_model/rm_train.json").is_file()
     assert (tmp_path / "runs/tiny/rm_data.jsonl").is_file()

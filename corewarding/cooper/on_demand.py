@@ -54,7 +54,7 @@ def make_reward_model(
     folder, data = Path(folder), Path(data)
     if not needs_making(folder):
         return folder, data
-    say(f"making the reward model (once, a few minutes): labelling {QUESTIONS} questions x "
+    say(f"making the reward model (once; 5 to 10 minutes on 2 CPU cores): labelling {QUESTIONS} questions x "
         f"{AnnotationSettings().samples} completions of {policy} into {data}")
     data.parent.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_model(policy)

@@ -220,7 +220,7 @@ class CoRewardingConfig(GRPOConfig):
     make_reward_model: bool = _setting(
         False, "cooper", "cooper: make the reward model when reward_model_path holds none yet. As "
         "`corewarding rm annotate reward_model_eval_data` then `rm train reward_model_eval_data -o "
-        "reward_model_path` with their defaults (a tiny policy only; a few CPU minutes, once).",
+        "reward_model_path` with their defaults (a tiny policy only; once, 5 to 10 minutes on 2 CPU cores).",
     )
     reward_model_learning_rate: float = _setting(
         1e-5, "cooper", "cooper: AdamW learning rate of the reward model."
