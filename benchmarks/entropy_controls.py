@@ -12,7 +12,7 @@ entropy goes *up* under this reward (docs/results.md). Two parts:
 * ``runs``: short training runs of the shipped ``tiny/entropy`` recipe and controls that change one
   thing each — the reward replaced by N(0, 1) noise, the entropy reward with a random sign per group
   (so its direction carries no information), the sign flipped (entropy *maximisation*), a lower
-  learning rate, and a RENT-like setting (no std scaling of the advantage, a KL term, a lower learning
+  learning rate, the advantage without its division by the group's standard deviation, and a RENT-like setting (no std scaling of the advantage, a KL term, a lower learning
   rate, a longer run). Prints token entropy at the start and the end of each run, held-out accuracy and
   length, and draws token entropy over the steps.
 
@@ -52,6 +52,8 @@ VARIANTS = (
     ("entropy_maximisation", "r = +H", "maximise", {}, 120),
     ("entropy_lr3e-5", "lr 3e-5", None, {"learning_rate": 3e-5}, 120),
     ("entropy_lr1e-5", "lr 1e-5", None, {"learning_rate": 1e-5}, 120),
+    ("entropy_no_std_scaling", "advantage r − mean_g r, not divided by std_g r", None,
+     {"scale_rewards": "none"}, 120),
     ("rent_like", "no std scaling, KL β = 0.04, lr 1e-5, 360 steps", None,
      {"scale_rewards": "none", "beta": 0.04, "learning_rate": 1e-5}, 360),
 )
