@@ -22,7 +22,7 @@ import typer
 
 from corewarding.core.errors import UserError
 
-__all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries"]
+__all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
 #: The exceptions that are the user's mistake: one line, exit code 2.
 USER_ERRORS = (UserError, OSError)
@@ -49,6 +49,7 @@ def main(
 ) -> None:
     """Options of every command (``corewarding --debug train …``), set on each invocation."""
     _invocation["debug"] = debug
+    quiet_warnings()
 
 
 # The options of the current invocation (Typer calls ``main`` before every command).
@@ -115,13 +116,22 @@ def handles_errors(interrupted: str = "interrupted"):
     return decorate
 
 
+def quiet_warnings() -> None:
+    """Hide the warnings a user of the command line cannot act on: every deprecation notice
+    (FutureWarning, DeprecationWarning: messages to the developers of a library, wherever the library
+    points them, its own module or, with a ``stacklevel``, its caller's), and the UserWarnings of
+    transformers, TRL, torch and accelerate. Set when the command line starts (:func:`main`), before a
+    library is imported or a config built: transformers warns while a config is built."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for module in ("transformers", "trl", "torch", "accelerate"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
 def quiet_libraries() -> None:
-    """Silence what transformers, TRL and torch print that a user cannot act on: deprecation notices of
-    settings this project does not set, weight-loading bars, informational logs."""
+    """Silence what transformers prints that a user cannot act on: weight-loading bars, informational
+    logs (its warnings: :func:`quiet_warnings`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    for module in ("transformers", "trl", "torch", "accelerate"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=UserWarning, module=module)

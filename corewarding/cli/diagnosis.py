@@ -67,8 +67,8 @@ def diagnose_command(
     """
     quiet_libraries()
     import torch
-    from rich.console import Console
 
+    from corewarding.core.terminal import output_console
     from corewarding.diagnosis.diagnose import diagnose
     from corewarding.diagnosis.report import measurements_table, verdict_table
     from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
@@ -96,7 +96,7 @@ def diagnose_command(
         system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
         progress=True,
     )
-    console = Console()
+    console = output_console()
     console.print(measurements_table(record))
     console.print(verdict_table(record))
     if record["basis"] == "label-free":

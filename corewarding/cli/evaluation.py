@@ -72,8 +72,8 @@ def eval_command(
     import time
 
     import torch
-    from rich.console import Console
 
+    from corewarding.core.terminal import output_console
     from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
 
     # Checked now, before a model is loaded or a question asked.
@@ -101,7 +101,7 @@ def eval_command(
                 max_new_tokens=max_new_tokens, progress=True,
             )
         }
-        Console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
+        output_console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
         typer.echo("\n".join(pair_summary(figures)))
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +115,7 @@ def eval_command(
         progress=True,
     )
     seconds = time.perf_counter() - started
-    Console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
+    output_console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
     typer.echo(f"{len(problems):,} questions in {seconds:.1f} s ({engine.description})")
     if result.failed:
         typer.echo(f"note: {result.failed:,} completions failed and were scored as no answer", err=True)

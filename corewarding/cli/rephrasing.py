@@ -18,12 +18,11 @@ Outputs = Annotated[
 
 
 def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.data.rephrasing_checks import summary_table
     from corewarding.inference.rephrase import pair_rows, write_pair_dataset
 
-    Console().print(summary_table(reports, settings, title))
+    output_console().print(summary_table(reports, settings, title))
     rows = [row for row in pair_rows(problems, reports) if row["rephrasing_valid"] or not only_valid]
     for path in outputs or []:
         write_pair_dataset(path, rows)

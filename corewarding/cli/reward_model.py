@@ -129,12 +129,12 @@ def rm_train(
     Example: corewarding rm train runs/tiny/rm_data.jsonl -o runs/tiny/reward_model
     """
     quiet_libraries()
-    from rich.console import Console
     from rich.table import Table
 
     from corewarding.cooper.annotate import read_labelled
     from corewarding.cooper.reward_model import RewardModel, TemplateBounds
     from corewarding.cooper.supervised import RESULT_FILE, RewardTrainingConfig, train_reward_model
+    from corewarding.core.terminal import output_console
 
     config = RewardTrainingConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, seed=seed
@@ -157,7 +157,7 @@ def rm_train(
     for row in result.epochs:
         percents = ("–" if row.get(k) is None else f"{100 * row[k]:.1f}" for k in columns)
         table.add_row(str(row["epoch"]), f"{row['loss']:.4f}", *percents)
-    console = Console()
+    console = output_console()
     console.print(table)
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     console.print(

@@ -161,8 +161,8 @@ def pretrain(
     from dataclasses import replace
 
     import torch
-    from rich.console import Console
 
+    from corewarding.core.terminal import output_console
     from corewarding.tiny.pretraining import pretrain as run_pretraining
     from corewarding.tiny.regimes import REGIMES
     from corewarding.tiny.view_diagnostics import pair_summary, views_table
@@ -187,7 +187,7 @@ def pretrain(
     # saved only about 40%.
     torch.set_num_threads(threads)
     result = run_pretraining(config, output)
-    console = Console()
+    console = output_console()
     if result.evaluation is not None:
         console.print(views_table(result.evaluation, title=f"{output.name}: the synthetic task (%)"))
         for line in pair_summary(result.evaluation):
@@ -205,13 +205,12 @@ def report(
     output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for report.md and curves.png."),
 ) -> None:
     """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.report import load_runs, rich_table, summarize, write_report
 
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is a file, not a folder")
     markdown, figure = write_report(runs, output)
-    console = Console()
+    console = output_console()
     console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(f"wrote {markdown} and {figure}")
