@@ -100,11 +100,12 @@ def test_checking_changes_no_setting():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"method": "vibes"}, "method must be one of"),
+        ({"method": "vibes"}, "unknown method 'vibes': expected one of ground_truth, majority_vote"),
+        ({"method": "majority_votes"}, r"unknown method 'majority_votes' \(did you mean majority_vote\?\)"),
         ({"vote_samples": 12}, "vote_samples must be a multiple of num_generations"),
         ({"method": "entropy", "vote_samples": 16}, "vote_samples: entropy does not vote"),
         ({"stop_on_collapse": True}, "stop_on_collapse keeps the best checkpoint"),
-        ({"training_view": "both"}, "training_view must be original or rephrased"),
+        ({"training_view": "both"}, "unknown training_view 'both': expected one of original, rephrased"),
         ({"reward_threshold": 1.0}, "reward_threshold must be in"),
         ({"negative_source": "assistant", "method": "cooper"}, "needs assistant_model"),
         ({"method": "co_rewarding_i", "per_device_train_batch_size": 8, "generation_batch_size": 8},

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import handles_errors, quiet_libraries, rm_app
-from corewarding.cli.options import BackendOptions, Columns, option_group
+from corewarding.cli.app import handles_errors, rm_app
+from corewarding.cli.options import BackendOptions, Columns, Threads, option_group, start_torch
 
 
 @rm_app.command("annotate")
@@ -48,13 +48,14 @@ def rm_annotate(
     judge_max_new_tokens: Annotated[
         int, typer.Option(help="Longest judge answer, thinking included.")
     ] = 1024,
+    threads: Threads = None,
     judge_backend: BackendOptions = BackendOptions(),
 ) -> None:
     """Sample completions from a policy and label them with the rule-based verifier (and a judge). Resumable.
 
     Example: corewarding rm annotate runs/tiny/rm_data.jsonl --problems 500 --samples 8
     """
-    quiet_libraries()
+    start_torch(threads)
     from corewarding.cli.options import make_backend
     from corewarding.cooper.annotate import AnnotationSettings, annotate
     from corewarding.data.loaders import load_problems
@@ -123,12 +124,13 @@ def rm_train(
     completion_chars: Annotated[
         int, typer.Option(help="Longest completion in the template (characters).")
     ] = 4000,
+    threads: Threads = None,
 ) -> None:
     """Train the reward model (binary cross-entropy); report held-out accuracy, precision, recall. Resumable.
 
     Example: corewarding rm train runs/tiny/rm_data.jsonl -o runs/tiny/reward_model
     """
-    quiet_libraries()
+    start_torch(threads)
     from rich.table import Table
 
     from corewarding.cooper.annotate import read_labelled

@@ -62,7 +62,12 @@ __all__ = [
     "evaluation_runs",
     "evaluate",
     "results_table",
+    "SAMPLING_TEMPERATURE",
 ]
+
+#: The temperature of sampled evaluation (avg@k, pass@k, maj@k), the one default of ``corewarding eval``
+#: and of training's held-out evaluation (``heldout_temperature``): the same checkpoint scores the same.
+SAMPLING_TEMPERATURE = 0.8
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
@@ -292,7 +297,7 @@ def evaluate(
     backend: GenerationBackend,
     *,
     k: int = 8,
-    temperature: float = 1.0,
+    temperature: float = SAMPLING_TEMPERATURE,
     top_p: float = 1.0,
     greedy: bool = True,
     max_new_tokens: int = 1024,
