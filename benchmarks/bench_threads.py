@@ -2,8 +2,9 @@
 measurement behind the one default of ``--threads`` (docs/launch_modes.md, "CPU threads").
 
 Each command runs as a user runs it (``python -m corewarding …``, a fresh process, start-up included),
-the thread counts interleaved and repeated so that a change of the machine's load falls on all of them;
-the 1-minute load average is read before each run.
+with each ``--threads`` count and with none (the default rule: the cores no other process is using),
+interleaved and repeated so that a change of the machine's load falls on all of them; the 1-minute load
+average is read before each run.
 
     python benchmarks/bench_threads.py [--repeats 2] [--steps 4] [--threads 1,2]
 """
@@ -48,8 +49,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated counts")
     options = parser.parse_args()
-    counts = [int(n) for n in options.threads.split(",")]
-    seconds: dict[tuple[str, int], list[float]] = {}
+    counts: list[int | None] = [int(n) for n in options.threads.split(",")] + [None]
+    seconds: dict[tuple[str, int | None], list[float]] = {}
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as folder:
         for _ in range(options.repeats):
@@ -58,12 +59,12 @@ def main() -> None:
                     run = len(loads)
                     arguments = [a.format(steps=options.steps, folder=folder, run=run) for a in template]
                     loads.append(os.getloadavg()[0])
-                    seconds.setdefault((name, count), []).append(
-                        timed([*arguments, "--threads", str(count)])
-                    )
+                    threads = ["--threads", str(count)] if count is not None else []
+                    seconds.setdefault((name, count), []).append(timed([*arguments, *threads]))
     print(f"{os.cpu_count()} CPU cores; 1-minute load average before the runs: "
           f"{min(loads):.2f}–{max(loads):.2f}; median of {options.repeats} runs (each run's seconds)\n")
-    print("| command | " + " | ".join(f"--threads {n}" for n in counts) + " |")
+    headers = [f"--threads {n}" if n is not None else "default" for n in counts]
+    print("| command | " + " | ".join(headers) + " |")
     print("| --- |" + " --- |" * len(counts))
     for name in COMMANDS:
         cells = []

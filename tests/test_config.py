@@ -14,6 +14,7 @@ from trl import GRPOConfig
 from corewarding.training import config as config_module
 from corewarding.training.config import SETTING_GROUPS, CoRewardingConfig, default_bf16
 from corewarding.training.settings import settings_help, settings_markdown, shown_settings
+from corewarding.training.settings_index import INDEX_PATH, build_index
 
 DOCS = Path(__file__).parents[1] / "docs" / "settings.md"
 FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
@@ -23,6 +24,13 @@ TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
 def test_docs_settings_table_is_the_generated_one():
     assert DOCS.read_text() == settings_markdown(), (
         "docs/settings.md is out of date: write corewarding.training.settings.settings_markdown() into it"
+    )
+
+
+def test_the_shipped_settings_index_is_the_configs():
+    assert INDEX_PATH.read_text(encoding="utf-8") == build_index().to_json(), (
+        "corewarding/training/settings_index.json is out of date: "
+        "python -m corewarding.training.settings_index"
     )
 
 

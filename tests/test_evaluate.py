@@ -270,6 +270,7 @@ def test_eval_command_agrees_with_the_shipped_checkpoints_recorded_measurement(t
     result = run_eval(
         "tiny", "synthetic", "--limit", str(settings["eval_problems"]), "-k", str(settings["eval_samples"]),
         "--max-new-tokens", str(settings["max_new_tokens"]), "--seed", str(settings["seed"]), "-o", str(out),
+        "--temperature", "1",  # pretraining's evaluation samples at 1.0
     )
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())["evaluation"]["scores"]

@@ -1,4 +1,5 @@
-"""The Typer application and the one place where errors become messages.
+"""The Typer application, the conventions every command shares (:class:`Commands`: workflow order, both
+option spellings, usage mistakes in one line), and the one place where errors become messages.
 
 A user mistake — a :class:`~corewarding.core.errors.UserError` (a bad column, an unknown setting, a folder
 that holds another run) or an ``OSError`` (a missing file, an unwritable folder, a full disk) — ends with
@@ -8,6 +9,9 @@ that cannot be saved is removed and reported as one ``OSError``:
 failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
 bug, and says so: one line naming its type and exit code 70, or its full traceback with
 ``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.
+
+Nothing here imports torch, transformers or TRL: every ``--help`` and every check of a command's options
+answers in a fraction of a second; a command imports them when it runs (``options.start_torch``).
 """
 
 from __future__ import annotations
