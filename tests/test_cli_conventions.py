@@ -148,7 +148,7 @@ def test_a_malformed_recipe_is_reported_with_its_line_and_column(tmp_path):
     recipe.write_text("base: tiny/majority_vote\nmax_steps: 3\nlearning_rate: [1e-5\n")
     done = corewarding("train", "--config", str(recipe), blocked=True)
     assert done.returncode == 2
-    assert done.stderr.strip().startswith(f"error: recipe {recipe}:4:1: "), done.stderr
+    assert done.stderr.strip().startswith(f"error: recipe {recipe.resolve()}:4:1: "), done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 
 
@@ -237,3 +237,15 @@ def test_a_training_run_piped_to_a_log_is_quiet_and_uncut(tmp_path):
     assert "Warning" not in done.stderr, done.stderr
     progress = next(line for line in done.stdout.splitlines() if line.startswith("majority_vote "))
     assert "label acc " in progress and "…" not in progress and "1/1" in progress, progress
+
+
+def test_a_recipes_unknown_value_is_reported_with_its_file_and_line(tmp_path):
+    recipe = tmp_path / "mine.yaml"
+    recipe.write_text("base: tiny/_common\nmax_steps: 3\nmethod: majority_votes\n")
+    done = corewarding("train", "--config", str(recipe), blocked=True)
+    assert (done.returncode, done.stderr.strip()) == (
+        2, f"error: recipe {recipe.resolve()}:3: unknown method 'majority_votes' (did you mean majority_vote?)"
+    )
+    # Given again on the command line, the value is the command line's, and so is the error.
+    done = corewarding("train", "--config", str(recipe), "--method", "entropi", blocked=True)
+    assert done.stderr.strip() == "error: unknown method 'entropi' (did you mean entropy?)"

@@ -45,6 +45,7 @@ from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
 from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.terminal import output_console
 from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.loaders import MAX_QUESTION_CHARS
 from corewarding.data.records import Problem
@@ -275,7 +276,7 @@ def sample_answers(
             )
     conversations = [chat_messages(question, system_prompt) for question in questions]
     answers, failed = {}, 0
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress, console=output_console()) as bar:
         for name, settings in runs.items():
             label = (
                 "greedy decoding"

@@ -35,12 +35,14 @@ def _unknown_key_error(key: str, where: str) -> SettingError:
     return SettingError(f"{where}: unknown setting {key}{hint}")
 
 
-def _check_choices(settings: dict) -> None:
+def _check_choices(settings: dict, origins: dict) -> None:
     """A setting that takes one of a few words (the method, answer matching, …) and is given another:
-    ``unknown method 'majority_votes' (did you mean majority_vote?)``."""
+    ``unknown method 'majority_votes' (did you mean majority_vote?)``, after the recipe's file and line
+    when ``origins`` (:func:`recipe_settings`) says it was written in one."""
     for name, choices in settings_index().choices.items():
         if name in settings and settings[name] not in choices:
-            raise unknown_choice(name, settings[name], choices, SettingError)
+            error = unknown_choice(name, settings[name], choices, SettingError)
+            raise SettingError(f"recipe {origins[name]}: {error}") if name in origins else error
 
 
 def _yaml_error(path: Path, error: yaml.YAMLError) -> SettingError:
@@ -59,6 +61,7 @@ def _key_lines(text: str) -> dict:
         return {}
     return {key.value: key.start_mark.line + 1 for key, _ in node.value}
 
+
 def recipe_path(name: str | Path) -> Path:
     """A recipe file: a path, or the name of a shipped recipe (``tiny/co_rewarding_ii``)."""
     path = Path(name)
@@ -75,8 +78,9 @@ def recipe_path(name: str | Path) -> Path:
     raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
 
 
-def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
-    """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names.
+def recipe_settings(name: str | Path, _within: tuple[Path, ...] = (), origins: dict | None = None) -> dict:
+    """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names;
+    ``origins``, when given, receives where each setting was written (``path:line``), for errors.
 
     ``base`` is a file path relative to the recipe, or a shipped recipe's name (``tiny/_common``); bases
     may have bases; a key that is not a setting is refused with a close match. Shared settings live in one
@@ -99,11 +103,15 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
         raise _yaml_error(path, error) from None
     if not isinstance(settings, dict):
         raise SettingError(f"recipe {path} must be a YAML mapping of settings")
+    lines = _key_lines(text)
     for key in settings:
         if key != "base" and key not in settings_index().names:
-            raise _unknown_key_error(key, f"recipe {path}:{_key_lines(text).get(key, 1)}")
+            raise _unknown_key_error(key, f"recipe {path}:{lines.get(key, 1)}")
     base = settings.pop("base", None)
+    own = {key: f"{path}:{lines.get(key, 1)}" for key in settings}
     if base is None:
+        if origins is not None:
+            origins.update(own)
         return settings
     if (path.parent / base).is_file():
         base_path = path.parent / base
@@ -114,7 +122,10 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
             raise FileNotFoundError(
                 f"recipe {path}: its base {base} is neither a file beside it nor a shipped recipe"
             ) from None
-    return {**recipe_settings(base_path, (*_within, path)), **settings}
+    merged = {**recipe_settings(base_path, (*_within, path), origins), **settings}
+    if origins is not None:
+        origins.update(own)
+    return merged
 
 
 def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
@@ -165,7 +176,8 @@ def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
         key, equals, value = token[2:].partition("=")
         key = key.replace("-", "_")
         key = _ALIASES.get(key, key)
-        if key not in settings_index().names and not (key.startswith("no_") and key[3:] in settings_index().names):
+        names = settings_index().names
+        if key not in names and not (key.startswith("no_") and key[3:] in names):
             raise _unknown_key_error("--" + key, "command line")
         following = args[index + 1] if index + 1 < len(args) else None
         if not equals and following is not None and (not following.startswith("-") or _is_number(following)):
@@ -183,9 +195,10 @@ def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingC
     overrides. An unknown key or a word setting's unknown value gets a close-match suggestion, before TRL
     is imported; a value of the wrong type or out of range is a one-line SettingError, raised before any
     model or data is loaded."""
-    settings = recipe_settings(recipe) if recipe is not None else {}
+    origins: dict[str, str] = {}
+    settings = recipe_settings(recipe, origins=origins) if recipe is not None else {}
     parsed, given = _command_line_settings(args)
-    _check_choices({**settings, **given})
+    _check_choices({**settings, **given}, {k: v for k, v in origins.items() if k not in given})
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=parsed)

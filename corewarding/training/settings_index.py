@@ -43,6 +43,7 @@ class SettingsIndex:
         return next(s for settings in self.groups.values() for s in settings if s["name"] == name)
 
     def to_json(self) -> str:
+        """The text of ``settings_index.json``."""
         record = {"names": sorted(self.names), "groups": self.groups, "choices": self.choices}
         return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 
