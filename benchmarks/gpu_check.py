@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
 
-from corewarding.demo import prepare_reward_model
+from corewarding.cooper.on_demand import make_reward_model
 from corewarding.inference.evaluate import evaluate
 from corewarding.inference.generation import TransformersBackend, VLLMBackend
 from corewarding.tiny.regimes import synthetic_problems
@@ -93,7 +93,7 @@ def main() -> None:
     rows = [train("ground_truth", args.steps, folder, use_vllm)]
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm))
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm, bf16=False))
-    model_dir, data = prepare_reward_model(folder)
+    model_dir, data = make_reward_model(folder / "reward_model", folder / "reward_model_data.jsonl")
     rows.append(
         train(
             "cooper",

@@ -18,7 +18,7 @@ beside each method's run folder.
 ``cooper`` and ``cooper_static`` (the co-trained and the frozen reference-based reward model) run only
 when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
-``rm train`` with their defaults; a few minutes).
+``rm train`` with their defaults, :mod:`corewarding.cooper.on_demand`; 5 to 10 minutes).
 
 An output folder that holds a demo is refused unless ``overwrite`` is set; then the previous demo's
 runs, report and figure are deleted first, so nothing of it is mixed into the new one. The folder is
@@ -43,7 +43,7 @@ from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
 from corewarding.training.settings import load_recipe
 
-__all__ = ["DemoBudget", "DEFAULT_BUDGET", "QUICK_BUDGET", "DEMO_METHODS", "run_demo", "prepare_reward_model"]
+__all__ = ["DEFAULT_BUDGET", "DEMO_METHODS", "QUICK_BUDGET", "DemoBudget", "run_demo"]
 
 #: The methods the demo runs unless told otherwise: the paper's six.
 DEMO_METHODS = (
@@ -74,25 +74,6 @@ class DemoBudget:
 DEFAULT_BUDGET = DemoBudget(steps=60, eval_steps=10, heldout_problems=128, heldout_samples=4)
 #: ``--quick``: under 3 minutes.
 QUICK_BUDGET = DemoBudget(steps=24, eval_steps=8, heldout_problems=64, heldout_samples=4)
-
-
-def prepare_reward_model(output_dir: Path, model: str = "tiny", seed: int = 0) -> tuple[Path, Path]:
-    """The demo's reward model for Cooper: ``(model folder, labelled data)``, made once and reused."""
-    from corewarding.cooper.annotate import AnnotationSettings, annotate, read_labelled
-    from corewarding.cooper.reward_model import RewardModel
-    from corewarding.cooper.supervised import RESULT_FILE, train_reward_model
-    from corewarding.inference.generation import TransformersBackend
-    from corewarding.inference.models import load_model
-    from corewarding.tiny.regimes import synthetic_problems
-
-    data, folder = output_dir / "reward_model_data.jsonl", output_dir / "reward_model"
-    if not (folder / RESULT_FILE).is_file():
-        policy, tokenizer = load_model(model)
-        annotate(synthetic_problems(model, 500, "train", seed=seed),
-                 TransformersBackend(policy, tokenizer, seed=seed), data, AnnotationSettings(), policy=model)
-        train_reward_model(RewardModel.load(model, seed=seed), read_labelled(data, "train"),
-                           read_labelled(data, "heldout"), folder)
-    return folder, data
 
 
 def _clear(output_dir: Path, overwrite: bool) -> None:
@@ -136,6 +117,7 @@ def _train_and_report(
     methods: Sequence[str], variants: dict[str, str], budget: DemoBudget, output_dir: Path, seed: int,
     console: Console, regime: str,
 ) -> tuple[Path, Path]:
+    from corewarding.cooper.on_demand import make_reward_model
     from corewarding.training.progress import progress_display, show_progress
     from corewarding.training.run import build_trainer
 
@@ -144,8 +126,10 @@ def _train_and_report(
     extra: dict[str, str] = {}
     needs_reward_model = [m for m in methods if METHODS[variants[m]].reward_model]
     if needs_reward_model:
-        console.print("making the reward model for Cooper (once; a few minutes)")
-        folder, data = prepare_reward_model(output_dir, model, seed)
+        folder, data = make_reward_model(
+            output_dir / "reward_model", output_dir / "reward_model_data.jsonl", model, seed,
+            say=console.print,
+        )
         extra = {"reward_model_path": str(folder), "reward_model_eval_data": str(data)}
     with progress_display(console) as progress:
         for method in methods:

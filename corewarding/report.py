@@ -10,14 +10,23 @@ and 6). Runs of the same method (several seeds) are drawn as their mean with a b
 the highest run, and the table adds a ``mean ± std`` row; runs of different lengths are said to be so
 in that row.
 
-    corewarding report runs/demo -o runs/demo      # every run folder inside runs/demo
+Label-free runs (no references: no label or rollout accuracy) show, in their place, the signals a run
+without labels has (:data:`LABEL_FREE`): the majority ratio, the no-answer rate and, for Co-rewarding-II,
+the teacher–policy agreement. A panel or column without data in any run is left out (a run without
+held-out evaluations has no held-out accuracy), and the y-axis of a share has tick labels with the
+decimals its range needs (0.2%, 0.4%; 56.7%, 56.8%; 20%, 40%). The report goes beside the runs unless
+told otherwise (:func:`default_output`).
+
+    corewarding report runs/demo                   # every run folder inside runs/demo; report there
 """
 
 from __future__ import annotations
 
+import math
+import os
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import fmean, pstdev
@@ -29,8 +38,20 @@ from corewarding.core.collapse import CollapseReport, detect_collapse, read_metr
 from corewarding.core.errors import UserError
 
 __all__ = [
-    "RunSummary", "run_folders", "load_run", "load_runs", "summarize", "table_rows", "markdown_table",
-    "rich_table", "plot_curves", "write_report",
+    "RunSummary",
+    "columns_for",
+    "default_output",
+    "draw_curves",
+    "load_run",
+    "load_runs",
+    "markdown_table",
+    "panels_for",
+    "plot_curves",
+    "rich_table",
+    "run_folders",
+    "summarize",
+    "table_rows",
+    "write_report",
 ]
 
 HELDOUT = metric_names.HELDOUT_GREEDY
@@ -47,6 +68,14 @@ PANELS = (
     (metric_names.LABEL_ACCURACY, "label accuracy (pseudo-label = reference)", "label accuracy (%)", True),
     (metric_names.ROLLOUT_ACCURACY, "training rollouts that are right", "rollout accuracy (%)", True),
     (metric_names.MEAN_LENGTH, "completion length", "mean tokens", False),
+)
+#: The panels that need references, and the label-free signals drawn in their place when no run has them.
+LABELLED = (metric_names.LABEL_ACCURACY, metric_names.ROLLOUT_ACCURACY)
+LABEL_FREE = (
+    (metric_names.MAJORITY_RATIO, "majority ratio (rollouts in the label's answer)", "majority ratio (%)",
+     True),
+    (metric_names.NO_ANSWER_RATE, "rollouts without an answer", "no-answer rate (%)", True),
+    (metric_names.TEACHER_AGREEMENT, "policy majority = teacher's label", "teacher agreement (%)", True),
 )
 #: Metrics logged at evaluations only (drawn as points, not smoothed).
 _EVALUATED = (SAMPLED, HELDOUT)
@@ -88,6 +117,9 @@ class RunSummary:
     label_accuracy: float | None
     reward: float | None
     collapse: CollapseReport
+    majority_ratio: float | None = None
+    no_answer_rate: float | None = None
+    teacher_agreement: float | None = None
 
 
 def run_folders(paths: Sequence[str | Path]) -> list[Path]:
@@ -146,6 +178,9 @@ def summarize(run: Run) -> RunSummary:
         label_accuracy=final(metric_names.LABEL_ACCURACY),
         reward=final(metric_names.REWARD),
         collapse=detect_collapse(run.records),
+        majority_ratio=final(metric_names.MAJORITY_RATIO),
+        no_answer_rate=final(metric_names.NO_ANSWER_RATE),
+        teacher_agreement=final(metric_names.TEACHER_AGREEMENT),
     )
 
 
@@ -160,15 +195,58 @@ def _mean_std(values: Sequence[float | None], scale: float = 100.0, digits: int 
     return f"{fmean(known):.{digits}f} ± {pstdev(known):.{digits}f}"
 
 
-COLUMNS = (
-    "run", "method", "steps", "sampled start %", "sampled final %", "greedy start %", "greedy best %",
-    "greedy final %", "label acc. %", "reward", "collapse",
+@dataclass(frozen=True)
+class Column:
+    """A column of numbers: its header in ``report.md`` and in the terminal, and its value in a summary
+    (a share, shown in %, or a reward, shown with 3 decimals)."""
+
+    header: str
+    short: str
+    value: Callable[[RunSummary], float | None]
+    share: bool = True
+
+    def cell(self, summary: RunSummary) -> str:
+        value = self.value(summary)
+        if not self.share:
+            return "–" if value is None else f"{value:.3f}"
+        return _percent(value)
+
+    def mean_cell(self, summaries: Sequence[RunSummary]) -> str:
+        values = [self.value(s) for s in summaries]
+        return _mean_std(values) if self.share else _mean_std(values, scale=1.0, digits=3)
+
+
+#: Every column of numbers, in order; :func:`columns_for` picks those a set of runs has data for.
+VALUE_COLUMNS = (
+    Column("sampled start %", "sampled", lambda s: s.sampled_start),
+    Column("sampled final %", "→", lambda s: s.sampled_final),
+    Column("greedy start %", "greedy", lambda s: s.heldout_start),
+    Column("greedy best %", "best", lambda s: s.heldout_best),
+    Column("greedy final %", "→", lambda s: s.heldout_final),
+    Column("label acc. %", "label", lambda s: s.label_accuracy),
+    Column("majority ratio %", "maj. ratio", lambda s: s.majority_ratio),
+    Column("no answer %", "no answer", lambda s: s.no_answer_rate),
+    Column("teacher agreement %", "teacher", lambda s: s.teacher_agreement),
+    Column("reward", "reward", lambda s: s.reward, share=False),
 )
+_LABEL_FREE_HEADERS = ("majority ratio %", "no answer %", "teacher agreement %")
 
 
-def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
-    """The cells of :data:`COLUMNS`: one row per run, plus a ``mean ± std`` row per method with several
-    runs."""
+def columns_for(summaries: Sequence[RunSummary]) -> list[Column]:
+    """The columns of :data:`VALUE_COLUMNS` with a value in some run; the label-free signals only when no
+    run has a label accuracy (runs with references keep the table they always had)."""
+    labelled = any(s.label_accuracy is not None for s in summaries)
+    return [
+        c for c in VALUE_COLUMNS
+        if any(c.value(s) is not None for s in summaries)
+        and not (labelled and c.header in _LABEL_FREE_HEADERS)
+    ]
+
+
+def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
+    """The headers (run, method, steps, :func:`columns_for`, collapse) and the cells: one row per run,
+    plus a ``mean ± std`` row per method with several runs."""
+    columns = columns_for(summaries)
     rows = []
     by_method: dict[str, list[RunSummary]] = defaultdict(list)
     for s in summaries:
@@ -179,74 +257,127 @@ def table_rows(summaries: Sequence[RunSummary]) -> list[list[str]]:
             collapse = (
                 f"step {s.collapse.step}: {', '.join(s.collapse.reasons)}" if s.collapse.collapsed else "no"
             )
-            reward = "–" if s.reward is None else f"{s.reward:.3f}"
-            rows.append([s.name, method, str(s.steps), _percent(s.sampled_start), _percent(s.sampled_final),
-                         _percent(s.heldout_start), _percent(s.heldout_best), _percent(s.heldout_final),
-                         _percent(s.label_accuracy), reward, collapse])
+            rows.append([s.name, method, str(s.steps), *(c.cell(s) for c in columns), collapse])
         if len(runs) > 1:
             collapsed = sum(s.collapse.collapsed for s in runs)
             lengths = sorted({s.steps for s in runs})
             steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
-            rows.append([f"**{variant}** (mean ± std)", method, steps,
-                         _mean_std([s.sampled_start for s in runs]),
-                         _mean_std([s.sampled_final for s in runs]),
-                         _mean_std([s.heldout_start for s in runs]),
-                         _mean_std([s.heldout_best for s in runs]),
-                         _mean_std([s.heldout_final for s in runs]),
-                         _mean_std([s.label_accuracy for s in runs]),
-                         _mean_std([s.reward for s in runs], scale=1.0, digits=3),
+            rows.append([f"**{variant}** (mean ± std)", method, steps, *(c.mean_cell(runs) for c in columns),
                          f"{collapsed} of {len(runs)} runs"])
-    return rows
+    return ["run", "method", "steps", *(c.header for c in columns), "collapse"], rows
 
 
 def markdown_table(summaries: Sequence[RunSummary]) -> str:
     """:func:`table_rows` as a Markdown table."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in table_rows(summaries)])
+    headers, rows = table_rows(summaries)
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-#: The terminal table's headers for :data:`COLUMNS` without method and steps, short enough for 80 columns.
-SHORT_COLUMNS = ("run", "sampled", "→", "greedy", "best", "→", "label", "reward", "collapse")
+#: What the short headers of the terminal's label-free table mean.
+_SIGNAL_MEANINGS = {
+    "majority ratio %": "maj. ratio: rollouts in the label's answer %",
+    "no answer %": "no answer: rollouts without one %",
+    "teacher agreement %": "teacher: policy majority = teacher's label %",
+}
+
+
+def _caption(columns: Sequence[Column]) -> str:
+    """What the terminal table's short headers mean, for the columns shown."""
+    shown = {c.header for c in columns}
+    if shown and shown <= set(_LABEL_FREE_HEADERS):
+        return "; ".join([*(m for h, m in _SIGNAL_MEANINGS.items() if h in shown), "mean of the last steps"])
+    parts = []
+    if shown & {"sampled start %", "greedy start %"}:
+        parts.append("held-out accuracy %: sampled (avg@k, the paper's pass@1) at the start → end; "
+                     "greedy at the start, best, → end")
+    if "label acc. %" in shown:
+        parts.append("label: label accuracy %; label and reward: mean of the last steps")
+    else:
+        parts.append("reward: mean of the last steps")
+    return "; ".join(parts)
 
 
 def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
-    """:func:`table_rows` as a rich table for the terminal: short headers, the run's name standing for
-    its method, and the collapse cell cut to its step (``report.md`` has the signals)."""
+    """:func:`table_rows` for the terminal: short headers, the run's name standing for its method, and
+    the collapse cell cut to its step (``report.md`` has the signals). Label-free signals go in a second
+    table below the first, so that each fits in 80 columns; a rich renderable."""
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(
-        title=title,
-        caption="held-out accuracy %: sampled (avg@k, the paper's pass@1) at the start → end; greedy at the "
-        "start, best, → end; label: label accuracy %; label and reward: mean of the last steps",
-    )
-    for column in SHORT_COLUMNS:
-        table.add_column(
-            column, justify="left" if column in ("run", "collapse") else "right", no_wrap=column == "run"
-        )
-    for row in table_rows(summaries):
-        name = row[0].replace("**", "").replace(" (mean ± std)", " (mean)")
-        table.add_row(name, *row[3:-1], row[-1].split(":")[0])
-    return table
+    columns = columns_for(summaries)
+    headers, rows = table_rows(summaries)
+    names = [row[0].replace("**", "").replace(" (mean ± std)", " (mean)") for row in rows]
+    cells = [dict(zip(headers[3:-1], row[3:-1])) for row in rows]
+
+    def table(part: list[Column], caption_title: str | None, collapse: bool) -> Table:
+        shown = Table(title=caption_title, caption=_caption(part))
+        for header in ("run", *(c.short for c in part), *(["collapse"] if collapse else [])):
+            shown.add_column(
+                header, justify="left" if header in ("run", "collapse") else "right", no_wrap=header == "run"
+            )
+        for name, row, cell in zip(names, rows, cells):
+            collapsed = [row[-1].split(":")[0]] if collapse else []
+            shown.add_row(name, *(cell[c.header] for c in part), *collapsed)
+        return shown
+
+    signals = [c for c in columns if c.header in _LABEL_FREE_HEADERS]
+    main = table([c for c in columns if c not in signals], title, collapse=True)
+    return Group(main, table(signals, "label-free signals", collapse=False)) if signals else main
 
 
 def _trailing_mean(values: list[float], window: int) -> list[float]:
     return [fmean(values[max(0, i - window + 1) : i + 1]) for i in range(len(values))]
 
 
-def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
-    """Six panels (see :data:`PANELS`) against step, one colour per method, a band across its runs."""
+def panels_for(runs: Sequence[Run]) -> list[tuple[str, str, str, bool]]:
+    """The panels of :data:`PANELS` with data in some run; when no run has label or rollout accuracy
+    (runs without references), the label-free signals of :data:`LABEL_FREE` with data come in their
+    place."""
+    def has_data(key: str) -> bool:
+        return any(run.series(key)[0] for run in runs)
+
+    labelled = any(has_data(key) for key in LABELLED)
+    panels = []
+    for panel in PANELS:
+        if panel[0] == LABELLED[0] and not labelled:
+            panels += LABEL_FREE
+        panels.append(panel)
+    return [panel for panel in panels if has_data(panel[0])]
+
+
+def _percent_ticks():
+    """A tick formatter for shares drawn in %: the decimals the ticks' spacing needs, so that no two
+    ticks read alike (0.2%, 0.4%; 56.7%, 56.8%; 20%, 40%)."""
+    from matplotlib.ticker import ScalarFormatter
+
+    class PercentTicks(ScalarFormatter):
+        def __call__(self, x, pos=None):
+            return super().__call__(x, pos) + "%"
+
+    formatter = PercentTicks(useOffset=False)
+    formatter.set_scientific(False)
+    return formatter
+
+
+def draw_curves(runs: Sequence[Run]):
+    """The figure of :func:`panels_for` against step (three panels a row), one colour per method, a band
+    across its runs; a matplotlib Figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
 
     by_method: dict[str, list[Run]] = defaultdict(list)
     for run in runs:
         by_method[run.variant].append(run)
-    fig, axes = plt.subplots(2, 3, figsize=(16, 8.5), constrained_layout=True)
+    panels = panels_for(runs)
+    rows = max(1, math.ceil(len(panels) / 3))
+    fig, axes = plt.subplots(rows, 3, figsize=(16, 4.25 * rows), constrained_layout=True, squeeze=False)
+    for ax in axes.flat[len(panels):]:
+        ax.remove()
     colours = plt.get_cmap("tab10")
-    for (key, title, ylabel, share), ax in zip(PANELS, axes.flat):
+    for (key, title, ylabel, share), ax in zip(panels, axes.flat):
         for index, (method, group) in enumerate(by_method.items()):
             curves = [dict(zip(*run.series(key))) for run in group]
             steps = sorted(set().union(*curves))
@@ -275,41 +406,72 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
             ax.set_yscale("symlog", linthresh=1.0)
             ax.set_title(f"{title}, mean of {SMOOTHING} steps\n(linear in [-1, 1], log beyond)")
         if share:
-            ax.yaxis.set_major_formatter(PercentFormatter(decimals=0))
+            # A share lies in [0, 100] %; a span of at least 1 point keeps a flat 0% line from ticks
+            # of 0.01%.
+            low_y, high_y = max(low_y, 0.0), min(high_y, 100.0)
+            ax.set_ylim(low_y, max(high_y, low_y + 1.0))
+            ax.yaxis.set_major_formatter(_percent_ticks())
         ax.set_xlabel("training step")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    # The legend goes on the first panel that drew something (a run without held-out evaluations draws
-    # nothing on the accuracy panels).
-    drawn = next((ax for ax in axes.flat if ax.get_legend_handles_labels()[0]), None)
+    # The legend goes on the first panel that drew something.
+    drawn = next((ax for ax in fig.axes if ax.get_legend_handles_labels()[0]), None)
     if drawn is not None:
         drawn.legend(fontsize=8)
     fig.suptitle("Label-free RL on the same model and data (dotted lines: detected collapse)")
+    return fig
+
+
+def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
+    """:func:`draw_curves` saved as a PNG at ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig = draw_curves(runs)
     path = Path(path)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def default_output(folders: Sequence[str | Path]) -> Path:
+    """Where the report of ``folders`` goes unless told: beside the runs, in the one run's folder, or in
+    the deepest folder that holds all the runs (``report runs/a runs/b`` → ``runs``)."""
+    runs = [Path(f).resolve() for f in run_folders(folders)]
+    if not runs:
+        raise UserError("no run folders given")
+    return runs[0] if len(runs) == 1 else Path(os.path.commonpath(runs))
+
+
 def write_report(
-    folders: Sequence[str | Path], out_dir: str | Path, title: str = "Training runs"
+    folders: Sequence[str | Path], out_dir: str | Path | None = None, title: str = "Training runs"
 ) -> tuple[Path, Path]:
-    """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir``."""
+    """``report.md`` and ``curves.png`` for the runs in ``folders``, written to ``out_dir`` (default:
+    :func:`default_output`)."""
     runs = load_runs(folders)
     if not runs:
         raise UserError("no run folders given")
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir) if out_dir is not None else default_output(folders)
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = plot_curves(runs, out_dir / "curves.png")
-    table = markdown_table([summarize(r) for r in runs])
+    summaries = [summarize(r) for r in runs]
+    table = markdown_table(summaries)
+    signals = ""
+    if any(c.header in _LABEL_FREE_HEADERS for c in columns_for(summaries)):
+        signals = (
+            "The runs have no references: in place of label accuracy, the label-free signals, each the "
+            f"mean of the last {FINAL_WINDOW} logged steps: majority ratio (the share of a group's rollouts "
+            "in the answer its label came from; near 100% on every question is the collapse of majority "
+            "voting), no-answer rate (rollouts without an extractable answer) and teacher agreement "
+            "(Co-rewarding-II: the share of questions whose policy majority is the teacher's label).\n\n"
+        )
     text = (
         f"# {title}\n\n{table}\n\n"
         "Held-out accuracy on held-out problems: sampled, avg@k at the held-out temperature (the paper's "
         "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation. "
-        "Label accuracy and reward: mean of the last "
-        f"{FINAL_WINDOW} logged steps. "
+        f"{'Reward' if signals else 'Label accuracy and reward'}: mean of the last {FINAL_WINDOW} logged "
+        "steps. "
         "Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
-        f"![curves]({figure.name})\n"
+        f"{signals}![curves]({figure.name})\n"
     )
     report = out_dir / "report.md"
     report.write_text(text)

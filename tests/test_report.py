@@ -7,7 +7,15 @@ import yaml
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.report import load_run, load_runs, markdown_table, summarize, write_report
+from corewarding.report import (
+    default_output,
+    draw_curves,
+    load_run,
+    load_runs,
+    markdown_table,
+    summarize,
+    write_report,
+)
 
 
 def make_run(folder, method, heldout, rewards, labels):
@@ -138,3 +146,83 @@ def test_a_hacked_reward_model_shows_in_the_table_like_every_collapse(tmp_path):
     report, _ = write_report([folder], tmp_path / "out")
     row = next(line for line in report.read_text().splitlines() if line.startswith("| cooper_static |"))
     assert row.endswith("| step 31: rm_false_positives_up |")  # 7 of 10 steps at 0.7, held 5 steps
+
+
+def make_label_free_run(folder, method="co_rewarding_ii", steps=20):
+    """A run on questions without references: no label or rollout accuracy, held-out accuracy in a narrow
+    band (56.8–57.3%), the label-free signals logged every step."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump({"method": method}))
+    records = [
+        {"step": step, "reward": 0.6, "majority_ratio": 0.6 + 0.01 * step,
+         "no_answer_rate": 0.002 * (step % 3), "teacher_policy_agreement": 0.8,
+         "completions/mean_length": 20.0}
+        for step in range(1, steps + 1)
+    ]
+    records += [
+        {"step": step, "eval_greedy_accuracy": 0.568 + 0.0005 * step, "eval_sampled_accuracy": 0.57}
+        for step in (0, 10, 20)
+    ]
+    records.sort(key=lambda r: r["step"])
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return folder
+
+
+def test_a_label_free_run_reports_its_signals_beside_itself_without_empty_panels(tmp_path):
+    run = make_label_free_run(tmp_path / "runs" / "mine")
+    result = CliRunner().invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    text = (run / "report.md").read_text()  # beside the run, not in the current folder
+    assert (run / "curves.png").is_file() and not (tmp_path / "report.md").exists()
+    header, _, row = text.splitlines()[2:5]
+    assert header == (
+        "| run | method | steps | sampled start % | sampled final % | greedy start % | greedy best % | "
+        "greedy final % | majority ratio % | no answer % | teacher agreement % | reward | collapse |"
+    )
+    # Means of the last 5 steps: majority ratio 0.6 + 0.01 x (16..20), no answer 0.002 x (1, 2, 0, 1, 2).
+    assert row.startswith(
+        "| mine | co_rewarding_ii | 20 | 57.0 | 57.0 | 56.8 | 57.8 | 57.8 | 78.0 | 0.2 | 80.0 | 0.600 | no |"
+    )
+    assert "label acc. %" not in text and "no references" in text
+    # In the terminal the signals get a table of their own, so that neither is cut at 80 columns.
+    assert "label-free signals" in result.output and "maj. ratio" in result.output
+    assert "…" not in result.output
+
+    figure = draw_curves(load_runs([run]))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert len(titles) == 7
+    assert not any("label accuracy" in t or "rollouts that are right" in t for t in titles)
+    assert any(t.startswith("majority ratio") for t in titles)
+    assert any(t.startswith("rollouts without an answer") for t in titles)
+    assert any(t.startswith("policy majority = teacher's label") for t in titles)
+    figure.canvas.draw()
+    for ax in figure.axes:
+        if ax.get_ylabel().endswith("(%)"):
+            ticks = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+            assert len(set(ticks)) == len(ticks) and all(t.endswith("%") for t in ticks), ticks
+    greedy = next(ax for ax in figure.axes if ax.get_title() == "held-out accuracy, greedy")
+    assert all("." in t.get_text() for t in greedy.get_yticklabels())  # a band of 1 point: 56.8%, 57.0%, …
+
+
+def test_a_labelled_run_keeps_its_table_and_panels(runs):
+    summaries = [summarize(load_run(r)) for r in runs]
+    assert markdown_table(summaries).splitlines()[0] == (
+        "| run | method | steps | sampled start % | sampled final % | greedy start % | greedy best % | "
+        "greedy final % | label acc. % | reward | collapse |"
+    )
+    titles = [ax.get_title() for ax in draw_curves(load_runs(runs)).axes]
+    # No rollout accuracy was logged: that panel alone is left out.
+    assert [t.split(",")[0] for t in titles] == [
+        "held-out accuracy", "held-out accuracy", "training reward",
+        "label accuracy (pseudo-label = reference)", "completion length",
+    ]
+
+
+def test_the_report_of_several_runs_goes_to_the_folder_holding_them(tmp_path):
+    first = make_label_free_run(tmp_path / "study" / "seed-0" / "cr2")
+    second = make_label_free_run(tmp_path / "study" / "seed-1" / "cr2")
+    result = CliRunner().invoke(app, ["report", str(first), str(second)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "study" / "report.md").is_file() and (tmp_path / "study" / "curves.png").is_file()
+    assert "(mean ± std)" in (tmp_path / "study" / "report.md").read_text()
+    assert default_output([tmp_path / "study" / "seed-0"]) == first.resolve()

@@ -191,13 +191,18 @@ def pretrain(
 @handles_errors()
 def report(
     runs: list[Path] = typer.Argument(..., help="Run folders (with metrics.jsonl), or folders holding them."),
-    output: Path = typer.Option(Path("."), "--output", "-o", help="Folder for report.md and curves.png."),
+    output: Path = typer.Option(
+        None, "--output", "-o",
+        help="Folder for report.md and curves.png (default: beside the runs: the run folder, or the folder "
+        "holding them all).",
+    ),
 ) -> None:
-    """Table and figure of any set of runs: held-out accuracy, reward, label accuracy, length, collapse."""
+    """Table and figure of any set of runs: held-out accuracy, reward, label accuracy or the label-free
+    signals, length, collapse."""
     from corewarding.core.terminal import output_console
     from corewarding.report import load_runs, rich_table, summarize, write_report
 
-    if output.exists() and not output.is_dir():
+    if output is not None and output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is a file, not a folder")
     markdown, figure = write_report(runs, output)
     console = output_console()

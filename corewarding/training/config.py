@@ -31,8 +31,15 @@ from corewarding.core.voting import MATCHING_MODES, VotingConfig
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 __all__ = [
-    "CHOICES", "CoRewardingConfig", "SettingError", "SETTING_GROUPS", "SettingHelp", "default_bf16",
+    "CHOICES",
+    "HELDOUT_SPLIT",
+    "SETTING_GROUPS",
+    "CoRewardingConfig",
+    "SettingError",
+    "SettingHelp",
+    "default_bf16",
     "default_save_strategy",
+    "resolve_heldout_dataset",
 ]
 
 #: The groups of `corewarding train --help` and `docs/settings.md` (key: title), in the order shown.
@@ -48,6 +55,19 @@ CHOICES = {
     "method": tuple(METHODS), "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
     "negative_source": NEGATIVE_SOURCES,
 }
+
+
+#: ``heldout_dataset``: a share of the training questions, held out of training.
+HELDOUT_SPLIT = "split"
+
+
+def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
+    """What ``heldout_dataset: auto`` means: the synthetic test split for the synthetic task, the training
+    file itself in test-time training (it trains on the held-out questions), else a held-out split of the
+    training questions (:data:`HELDOUT_SPLIT`)."""
+    if dataset == "synthetic":
+        return "synthetic"
+    return dataset if test_time_training else HELDOUT_SPLIT
 
 
 class SettingHelp(str):
@@ -166,8 +186,14 @@ class CoRewardingConfig(GRPOConfig):
     system_prompt: str = _setting(SYSTEM_PROMPT, "data", "System turn of every prompt (the reference runs').")
 
     heldout_dataset: str | None = _setting(
-        "synthetic", "heldout", "Held-out accuracy problems. `synthetic`: the synthetic test "
-        "split; `none`: no held-out evaluation.",
+        "auto", "heldout", "Held-out accuracy problems. `auto`: `synthetic` when training on the "
+        "synthetic task, else `split`; `split`: a share of the training questions that have an answer "
+        "(heldout_fraction), kept out of training; `synthetic`: the synthetic test split; a file/folder/hub "
+        "id; `none`: no held-out evaluation.",
+    )
+    heldout_fraction: float = _setting(
+        0.1, "heldout", "heldout_dataset `split`: the share of the answered questions held out, at most "
+        "max_heldout_problems.",
     )
     max_heldout_problems: int = _setting(64, "heldout", "Held-out problems per evaluation.")
     heldout_samples: int = _setting(
@@ -194,6 +220,11 @@ class CoRewardingConfig(GRPOConfig):
         "tiny", "cooper", "cooper: reward model folder, backbone or tiny. A "
         "folder made by `corewarding rm train`, or any causal LM folder or hub id (a fresh one-logit "
         "head); `tiny`: the tiny model's backbone with a fresh head.",
+    )
+    make_reward_model: bool = _setting(
+        False, "cooper", "cooper: make the reward model when reward_model_path holds none yet. As "
+        "`corewarding rm annotate reward_model_eval_data` then `rm train reward_model_eval_data -o "
+        "reward_model_path` with their defaults (a tiny policy only; once, 5 to 10 minutes on 2 CPU cores).",
     )
     reward_model_learning_rate: float = _setting(
         1e-5, "cooper", "cooper: AdamW learning rate of the reward model."
@@ -343,6 +374,8 @@ class CoRewardingConfig(GRPOConfig):
             self.bf16 = default_bf16(self.fp16)
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available()
+        if self.heldout_dataset == "auto":
+            self.heldout_dataset = resolve_heldout_dataset(self.dataset, self.test_time_training)
         if self.save_strategy is None:
             self.save_strategy = default_save_strategy(self.stop_on_collapse, self.test_time_training)
         if self.save_strategy == "best" and self.metric_for_best_model is None:
@@ -401,8 +434,12 @@ class CoRewardingConfig(GRPOConfig):
             raise SettingError(f"vote_samples: {self.method} does not vote")
 
     def _check_collapse_settings(self) -> None:
-        if self.test_time_training and self.heldout_dataset is None:
-            raise SettingError("test_time_training trains on the held-out questions: set heldout_dataset")
+        if self.test_time_training and self.heldout_dataset in (None, HELDOUT_SPLIT):
+            raise SettingError(
+                "test_time_training trains on the held-out questions: set heldout_dataset to their file"
+            )
+        if not 0.0 < self.heldout_fraction < 1.0:
+            raise SettingError(f"heldout_fraction must be in (0, 1), got {self.heldout_fraction}")
         if not self.stop_on_collapse or self.test_time_training:
             return
         if self.eval_strategy in ("no", None) or self.heldout_dataset is None:
@@ -430,6 +467,8 @@ class CoRewardingConfig(GRPOConfig):
             for name, default in (("negative_source", "rollouts"), ("pointwise_weight", 0.0)):
                 if getattr(self, name) != default:
                     raise SettingError(f"{name}: {self.method} does not update a reward model (cooper does)")
+        if self.make_reward_model and self.reward_model_eval_data is None:
+            raise SettingError("make_reward_model writes its labelled data to reward_model_eval_data: set it")
         needs_backend = self.negative_source != "rollouts" and self.assistant_model != STAND_IN
         if self.negative_source != "rollouts" and self.assistant_model is None:
             raise SettingError(f"negative_source {self.negative_source} needs assistant_model (or stand-in)")

@@ -10,16 +10,20 @@ and resuming a run that already reached its last step does nothing (:class:`RunF
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 
 import yaml
 from datasets import Dataset
+from transformers import IntervalStrategy
 
 from corewarding import checkpoints
+from corewarding.cooper.on_demand import make_reward_model, needs_making
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
@@ -28,23 +32,42 @@ from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
+from corewarding.inference.model_names import tiny_model_dir
 from corewarding.inference.models import load_model
+from corewarding.tiny.familiarity import TASK_CHARS_PER_TOKEN, characters_per_token, reads_as_task
 from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.config import CoRewardingConfig
+from corewarding.training.config import HELDOUT_SPLIT, CoRewardingConfig
 
 __all__ = [
-    "TrainingDataError", "RunFinished", "training_problems", "heldout_problems", "training_dataset",
-    "check_output_dir", "prepare_run_folder", "finished_run",
-    "build_trainer", "train",
+    "RunFinished",
+    "TrainingDataError",
+    "build_trainer",
+    "check_output_dir",
+    "data_notes",
+    "finished_run",
+    "heldout_problems",
+    "heldout_split",
+    "make_reward_model_if_asked",
+    "prepare_run_folder",
+    "train",
+    "training_dataset",
+    "training_problems",
 ]
 
 #: Synthetic problems drawn for training when ``max_train_problems`` is not set.
 SYNTHETIC_TRAIN_SIZE = 2000
+#: Training questions whose tokenization tells whether they are the tiny model's task.
+FAMILIARITY_SAMPLE = 200
 #: What a run writes into its folder (besides checkpoint-* folders): removed by ``overwrite_output_dir``.
 RUN_FILES = (
     "metrics.jsonl", "collapse.json", "config.yaml", "README.md", "base_model", "samples.jsonl",
     "assistant_negatives.jsonl",
 )
+
+
+def _say(line: str) -> None:
+    """A line for the person running the training (stderr, as the run's other notes)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 class TrainingDataError(UserError):
@@ -80,6 +103,15 @@ def training_problems(config: CoRewardingConfig) -> list[Problem]:
 def _training_problems(config: CoRewardingConfig) -> list[Problem]:
     if config.test_time_training:
         return heldout_problems(config)
+    problems = _dataset_problems(config)
+    if config.heldout_dataset == HELDOUT_SPLIT:
+        held = {p.id for p in heldout_split(problems, config.heldout_fraction, config.max_heldout_problems)}
+        problems = [p for p in problems if p.id not in held]
+    return problems[: config.max_train_problems] if config.max_train_problems else problems
+
+
+def _dataset_problems(config: CoRewardingConfig) -> list[Problem]:
+    """The problems of ``dataset`` (with its rephrasings): a draw of the synthetic train split, or a file."""
     if config.dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path,
@@ -88,24 +120,68 @@ def _training_problems(config: CoRewardingConfig) -> list[Problem]:
             seed=config.seed,
         )
     if config.dataset_rephrasings:
-        problems = load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
-    else:
-        problems = load_problems(config.dataset, config.dataset_columns)
-    return problems[: config.max_train_problems] if config.max_train_problems else problems
+        return load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
+    return load_problems(config.dataset, config.dataset_columns)
+
+
+def heldout_split(problems: list[Problem], fraction: float, most: int) -> list[Problem]:
+    """The held-out split of a training set (``heldout_dataset: split``): round(fraction × n) of its n
+    questions that have an answer, at most ``most``, in the dataset's order. Chosen by a hash of the
+    question's id, not by position or seed: the same questions whatever the seed, the order of the rows
+    or the method, so that runs compare on one held-out set."""
+    answered = [p for p in problems if p.answer is not None]
+    count = min(most, round(fraction * len(answered)))
+    ranked = sorted(answered, key=lambda p: hashlib.sha256(p.id.encode()).hexdigest())
+    ids = {p.id for p in ranked[:count]}
+    return [p for p in answered if p.id in ids]
 
 
 def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
-    """The problems held-out accuracy is measured on (empty when none are configured)."""
+    """The problems held-out accuracy is measured on (empty when none are configured, or when the
+    ``split`` of a dataset without answers is empty)."""
     if config.heldout_dataset is None:
         return []
     if config.heldout_dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed
         )
+    if config.heldout_dataset == HELDOUT_SPLIT:
+        return heldout_split(_dataset_problems(config), config.heldout_fraction, config.max_heldout_problems)
     # In test-time training the held-out file is the training data: the same column mapping reads it.
     columns = config.dataset_columns if config.test_time_training else None
     problems = [p for p in load_problems(config.heldout_dataset, columns) if p.answer is not None]
     return problems[: config.max_heldout_problems]
+
+
+def data_notes(
+    config: CoRewardingConfig, train: list[Problem], heldout: list[Problem], tokenizer
+) -> list[str]:
+    """One line each for what a user of their own data should know before the run: where held-out
+    accuracy comes from (a split of their questions, or none without answers), and that the tiny model
+    cannot read questions that are not its synthetic task
+    (:func:`corewarding.tiny.familiarity.reads_as_task`)."""
+    notes = []
+    if config.heldout_dataset == HELDOUT_SPLIT and not config.test_time_training:
+        if heldout:
+            notes.append(
+                f"held-out accuracy: on {len(heldout)} questions of {config.dataset} with an answer, kept "
+                f"out of training (heldout_fraction {config.heldout_fraction}; or set heldout_dataset)"
+            )
+        else:
+            notes.append(
+                f"no held-out accuracy: {config.dataset} has no questions with an answer to hold out (name "
+                "its answer column in dataset_columns, answer=COL, or set heldout_dataset)"
+            )
+    if tiny_model_dir(config.model_name_or_path) and config.dataset != "synthetic":
+        questions = [p.question for p in train[:FAMILIARITY_SAMPLE]]
+        if questions and not reads_as_task(tokenizer, questions):
+            notes.append(
+                f"warning: the tiny model reads only its synthetic arithmetic task, and the questions of "
+                f"{config.dataset} are not it ({characters_per_token(tokenizer, questions):.1f} characters "
+                f"a token against at least {TASK_CHARS_PER_TOKEN:g} on its task): its rewards and accuracy "
+                "on them mean little; train a real model (--model_name_or_path, e.g. Qwen/Qwen3-1.7B-Base)"
+            )
+    return notes
 
 
 def training_dataset(
@@ -212,16 +288,42 @@ def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | N
     return checkpoint
 
 
-def build_trainer(config: CoRewardingConfig):
-    """Load the data and the model of ``config`` and make the trainer (not yet trained).
+def make_reward_model_if_asked(config: CoRewardingConfig, progress=None) -> None:
+    """With ``make_reward_model``, Cooper's reward model and its labelled data when ``reward_model_path``
+    holds none yet (:func:`corewarding.cooper.on_demand.make_reward_model`, the policy's task). A live
+    ``progress`` display is paused meanwhile: the two steps show their own bars."""
+    wanted = config.make_reward_model and METHODS[config.method].reward_model
+    # `tiny` names the shipped backbone (a fresh head), not a folder to make.
+    if not wanted or tiny_model_dir(config.reward_model_path) or not needs_making(config.reward_model_path):
+        return
+    if tiny_model_dir(config.model_name_or_path) is None:
+        raise UserError(
+            "make_reward_model makes a reward model for a tiny policy only, not "
+            f"{config.model_name_or_path}: make one with `corewarding rm annotate` and `corewarding rm "
+            "train`, then set reward_model_path"
+        )
+    if progress is not None:
+        progress.stop()
+    try:
+        make_reward_model(
+            config.reward_model_path, config.reward_model_eval_data, config.model_name_or_path, say=_say
+        )
+    finally:
+        if progress is not None:
+            progress.start()
+
+
+def build_trainer(config: CoRewardingConfig, progress=None):
+    """Load the data and the model of ``config`` and make the trainer (not yet trained); ``progress``: the
+    live display of the run, paused while a reward model is made (:func:`make_reward_model_if_asked`).
 
     The data comes first: a missing file or column is reported before seconds of model loading.
     """
     from corewarding.training.trainer import CoRewardingTrainer  # TRL is imported only when a trainer is made
 
+    problems = training_problems(config)
     train_data = training_dataset(
-        training_problems(config), config.method, config.system_prompt, config.allow_invalid_rephrasings,
-        config.training_view,
+        problems, config.method, config.system_prompt, config.allow_invalid_rephrasings, config.training_view,
     )
     prompts_per_batch = config.generation_batch_size // config.num_generations
     if len(train_data) < prompts_per_batch:
@@ -230,9 +332,21 @@ def build_trainer(config: CoRewardingConfig):
             f"({prompts_per_batch} prompts of {config.num_generations} rollouts): add data or lower "
             "per_device_train_batch_size"
         )
+    make_reward_model_if_asked(config, progress)
     heldout = heldout_problems(config)
+    if not heldout and config.eval_strategy != "no":
+        if config.stop_on_collapse and not config.test_time_training:
+            raise TrainingDataError(
+                "stop_on_collapse keeps the best checkpoint by held-out accuracy, and there are no held-out "
+                "questions with an answer: set heldout_dataset"
+            )
+        # Nothing to evaluate (data_notes says why), and TRL refuses an evaluation without data.
+        config.eval_strategy = IntervalStrategy.NO
     eval_data = training_dataset(heldout, "ground_truth", config.system_prompt) if heldout else None
     model, tokenizer = load_model(config.model_name_or_path, device="cpu")
+    if os.environ.get("RANK", "0") == "0":
+        for note in data_notes(config, problems, heldout, tokenizer):
+            _say(note)
     if config.model_name_or_path.endswith(".gguf") and config.beta > 0:
         # With a KL term TRL rebuilds the reference model from the policy's folder, which a GGUF file is
         # not: write the dequantised model once as a plain folder and train from that.
@@ -280,7 +394,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         if finished:
             publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)
             raise RunFinished(finished)
-        trainer = build_trainer(config)
+        trainer = build_trainer(config, progress)
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         if progress is not None:
             from corewarding.training.progress import show_progress
