@@ -227,6 +227,39 @@ def test_the_threads_rule_leaves_the_cores_other_processes_use(monkeypatch):
     assert default_threads() is None
 
 
+def test_every_command_that_runs_torch_takes_the_one_threads_option():
+    with_threads = []
+    for words in commands():
+        command = typer.main.get_command(app)
+        for word in words:
+            command = command.commands[word]
+        threads = next((p for p in command.params if "--threads" in p.opts), None)
+        if threads is not None:
+            with_threads.append(" ".join(words))
+            assert threads.default is None and "the cores no other process is using" in threads.help, words
+    assert set(with_threads) == {
+        "demo", "diagnose", "rephrase", "rm annotate", "rm train", "train", "eval", "pretrain",
+    }
+
+
+def test_eval_runs_torch_on_the_free_cores_by_default(monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    before = torch.get_num_threads()
+    try:
+        command = ["eval", "tiny", "synthetic", "--limit", "1", "--max-new-tokens", "4"]
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 3  # 4 cores, 1.2 of them busy
+        result = CliRunner().invoke(app, [*command, "--threads", "2"])
+        assert result.exit_code == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.slow
 def test_a_training_run_piped_to_a_log_is_quiet_and_uncut(tmp_path):
     done = corewarding(
@@ -244,7 +277,8 @@ def test_a_recipes_unknown_value_is_reported_with_its_file_and_line(tmp_path):
     recipe.write_text("base: tiny/_common\nmax_steps: 3\nmethod: majority_votes\n")
     done = corewarding("train", "--config", str(recipe), blocked=True)
     assert (done.returncode, done.stderr.strip()) == (
-        2, f"error: recipe {recipe.resolve()}:3: unknown method 'majority_votes' (did you mean majority_vote?)"
+        2,
+        f"error: recipe {recipe.resolve()}:3: unknown method 'majority_votes' (did you mean majority_vote?)",
     )
     # Given again on the command line, the value is the command line's, and so is the error.
     done = corewarding("train", "--config", str(recipe), "--method", "entropi", blocked=True)
