@@ -35,9 +35,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from corewarding.core.errors import UserError
+from corewarding.core.errors import unknown_choice
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS
+from corewarding.core.terminal import output_console
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
 from corewarding.training.settings import load_recipe
@@ -100,10 +101,10 @@ def run_demo(
     variants = tiny_recipes()
     unknown = [m for m in methods if m not in variants]
     if unknown:
-        raise UserError(f"unknown method {unknown[0]!r}: expected some of {', '.join(variants)}")
+        raise unknown_choice("method", unknown[0], variants)
     if regime not in REGIMES:
-        raise UserError(f"unknown regime {regime!r}: expected one of {', '.join(REGIMES)}")
-    console = console or Console()
+        raise unknown_choice("regime", regime, REGIMES)
+    console = console or output_console()
     output_dir = Path(output_dir)
     if output_dir.exists() and not output_dir.is_dir():
         raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")

@@ -14,6 +14,7 @@ from trl import GRPOConfig
 from corewarding.training import config as config_module
 from corewarding.training.config import SETTING_GROUPS, CoRewardingConfig, default_bf16
 from corewarding.training.settings import settings_help, settings_markdown, shown_settings
+from corewarding.training.settings_index import INDEX_PATH, build_index
 
 DOCS = Path(__file__).parents[1] / "docs" / "settings.md"
 FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
@@ -23,6 +24,13 @@ TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
 def test_docs_settings_table_is_the_generated_one():
     assert DOCS.read_text() == settings_markdown(), (
         "docs/settings.md is out of date: write corewarding.training.settings.settings_markdown() into it"
+    )
+
+
+def test_the_shipped_settings_index_is_the_configs():
+    assert INDEX_PATH.read_text(encoding="utf-8") == build_index().to_json(), (
+        "corewarding/training/settings_index.json is out of date: "
+        "python -m corewarding.training.settings_index"
     )
 
 
@@ -100,11 +108,12 @@ def test_checking_changes_no_setting():
 @pytest.mark.parametrize(
     "settings, message",
     [
-        ({"method": "vibes"}, "method must be one of"),
+        ({"method": "vibes"}, "unknown method 'vibes': expected one of ground_truth, majority_vote"),
+        ({"method": "majority_votes"}, r"unknown method 'majority_votes' \(did you mean majority_vote\?\)"),
         ({"vote_samples": 12}, "vote_samples must be a multiple of num_generations"),
         ({"method": "entropy", "vote_samples": 16}, "vote_samples: entropy does not vote"),
         ({"stop_on_collapse": True}, "stop_on_collapse keeps the best checkpoint"),
-        ({"training_view": "both"}, "training_view must be original or rephrased"),
+        ({"training_view": "both"}, "unknown training_view 'both': expected one of original, rephrased"),
         ({"reward_threshold": 1.0}, "reward_threshold must be in"),
         ({"negative_source": "assistant", "method": "cooper"}, "needs assistant_model"),
         ({"method": "co_rewarding_i", "per_device_train_batch_size": 8, "generation_batch_size": 8},

@@ -263,7 +263,7 @@ def test_cooper_takes_negatives_from_an_openai_compatible_assistant_and_its_roll
     [
         ({"method": "cooper_static", "negative_source": "both", "assistant_model": "stand-in"}, "does not"),
         ({"method": "cooper_static", "pointwise_weight": 0.5}, "does not update a reward model"),
-        ({"method": "cooper", "negative_source": "teacher"}, "negative_source must be one of"),
+        ({"method": "cooper", "negative_source": "teacher"}, "unknown negative_source .teacher.: expected one of"),
         ({"method": "cooper", "negative_source": "assistant"}, "needs assistant_model"),
         ({"method": "cooper", "negative_source": "both", "assistant_model": "m"}, "assistant_base_url"),
         ({"method": "cooper", "negative_source": "both", "assistant_model": "m", "assistant_backend": "x"},

@@ -10,7 +10,14 @@ from corewarding.cli import app
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.data.records import Problem
 from corewarding.data.synthetic import generate_problems
-from corewarding.inference.evaluate import EvaluationResult, evaluate, pass_at_k, results_table, score_answers
+from corewarding.inference.evaluate import (
+    SAMPLING_TEMPERATURE,
+    EvaluationResult,
+    evaluate,
+    pass_at_k,
+    results_table,
+    score_answers,
+)
 from corewarding.inference.generation import Completion, GenerationSettings, TransformersBackend
 from corewarding.inference.model_names import tiny_model_dir
 from corewarding.tiny.regimes import synthetic_problems
@@ -176,7 +183,7 @@ def test_eval_command_on_the_synthetic_test_split(tmp_path):
     assert (record["model"], record["dataset"], record["seed"]) == ("tiny", "synthetic", 0)
     evaluation = EvaluationResult.from_json(json.dumps(record["evaluation"]))
     assert (evaluation.scores.num_questions, evaluation.scores.k) == (8, 2)
-    assert (evaluation.temperature, evaluation.max_new_tokens, evaluation.failed) == (1.0, 48, 0)
+    assert (evaluation.temperature, evaluation.max_new_tokens, evaluation.failed) == (SAMPLING_TEMPERATURE, 48, 0)
     # The same as the library on the same questions, model and seed: the command adds nothing of its own.
     again = evaluate(
         synthetic_problems("tiny", 8, "test"),
@@ -263,6 +270,7 @@ def test_eval_command_agrees_with_the_shipped_checkpoints_recorded_measurement(t
     result = run_eval(
         "tiny", "synthetic", "--limit", str(settings["eval_problems"]), "-k", str(settings["eval_samples"]),
         "--max-new-tokens", str(settings["max_new_tokens"]), "--seed", str(settings["seed"]), "-o", str(out),
+        "--temperature", "1",  # pretraining's evaluation samples at 1.0
     )
     assert result.exit_code == 0, result.output
     scores = json.loads(out.read_text())["evaluation"]["scores"]

@@ -275,7 +275,10 @@ def test_hub_id_offline_is_one_line(monkeypatch):
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(ModelLoadError) as excinfo:
         load_model("HuggingFaceTB/SmolLM2-135M-Instruct")
-    assert "from the hub (no network, or no such model)" in one_line_error(excinfo)
+    assert one_line_error(excinfo) == (
+        "cannot load 'HuggingFaceTB/SmolLM2-135M-Instruct': HF_HUB_OFFLINE is set and the model is not in "
+        "the local Hugging Face cache"
+    )
 
 
 # --- a real instruction model, on request ------------------------------------------------------------

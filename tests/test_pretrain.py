@@ -178,7 +178,7 @@ def test_cli_pretrain_runs_and_rejects_bad_settings_in_one_line(tmp_path):
     assert "steps must be at least 1" in bad.output and "Traceback" not in bad.output
     assert not (tmp_path / "bad").exists()
     unknown = runner.invoke(app, ["pretrain", "--regime", "noisy", "--output", str(tmp_path / "bad")])
-    assert unknown.exit_code == 2 and "unknown --regime 'noisy'" in unknown.output
+    assert unknown.exit_code == 2 and "unknown regime 'noisy'" in unknown.output
     (tmp_path / "a-file").write_text("")
     unwritable = runner.invoke(
         app, ["pretrain", "--steps", "1", "--output", str(tmp_path / "a-file" / "out")]

@@ -86,7 +86,7 @@ def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
     result = CliRunner().invoke(app, ["train", "--config", str(recipe)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1] == (
-        f"error: recipe {recipe.resolve()}: unknown setting lerning_rate (did you mean learning_rate?)"
+        f"error: recipe {recipe.resolve()}:2: unknown setting lerning_rate (did you mean learning_rate?)"
     )
 
 
@@ -101,7 +101,10 @@ def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
         (["--min_agreement_ratio", "2"], "error: min_ratio must be in [0, 1], got 2.0"),
         (["--learning_rate", "-0.0001"], "error: learning_rate must be positive, got -0.0001"),
         (["--max_steps", "ten"], "error: command line: argument --max_steps"),
-        (["--method", "vibes"], "error: method must be one of"),
+        (["--method", "vibes"], "error: unknown method 'vibes': expected one of"),
+        (["--method", "majority_votes"], "error: unknown method 'majority_votes' (did you mean majority_vote?)"),
+        (["--learning_rate", "-1e-5"], "error: learning_rate must be positive, got -1e-05"),
+        (["--learning-rate", "-1e-5"], "error: learning_rate must be positive, got -1e-05"),
     ],
 )
 def test_train_refuses_bad_settings_in_one_line_before_any_work(tmp_path, args, message):

@@ -409,7 +409,7 @@ def test_rephrase_command_stops_on_a_wrong_key(tmp_path):
     "extra, message",
     [
         ([], "give the rephrasing model with --model"),
-        (["--model", "m", "--backend", "carrier-pigeon"], "unknown backend 'carrier-pigeon'"),
+        (["--model", "m", "--backend", "carrier-pigeon"], "unknown --backend 'carrier-pigeon'"),
         (["--model", "m", "--extra-body", "{oops"], "--extra-body is not JSON"),
         (["--model", "m", "--instruction", "missing.txt"], "cannot read the instruction file missing.txt"),
     ],
@@ -462,7 +462,7 @@ def test_validate_pairs_command_user_errors(tmp_path):
     no_pairs = runner.invoke(app, ["validate-pairs", str(tmp_path / "questions.jsonl")])
     assert (
         no_pairs.exit_code == 2
-        and "has no rephrasing column: name it with --columns question=COL,rephrasing=COL" in no_pairs.output
+        and "has no rephrasing column: name it with --dataset-columns question=COL,rephrasing=COL" in no_pairs.output
     )
     write_questions(tmp_path / "three.jsonl", 3)
     misaligned = runner.invoke(

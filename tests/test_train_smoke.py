@@ -111,7 +111,7 @@ def test_train_reports_a_bad_setting_in_one_line(tmp_path):
         app, ["train", "--config", "configs/tiny/majority_vote.yaml", "--method", "vibes"]
     )
     assert result.exit_code == 2
-    assert result.output.strip().splitlines()[-1].startswith("error: method must be one of")
+    assert result.output.strip().splitlines()[-1].startswith("error: unknown method 'vibes': expected one of")
 
 
 def test_train_reports_a_missing_recipe(tmp_path):

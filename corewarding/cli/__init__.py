@@ -7,7 +7,7 @@ commands live by subject: :mod:`~corewarding.cli.diagnosis` (diagnose),
 (rm annotate, rm train).
 """
 
-# The imports' order is the commands' order in --help: diagnose, what to run before anything else, first.
+# --help lists the commands in the order of a user's work (app.WORKFLOW), whatever the imports' order.
 from corewarding.cli import (  # noqa: F401  (they register commands)
     diagnosis,
     evaluation,

@@ -1,4 +1,5 @@
-"""The Typer application and the one place where errors become messages.
+"""The Typer application, the conventions every command shares (:class:`Commands`: workflow order, both
+option spellings, usage mistakes in one line), and the one place where errors become messages.
 
 A user mistake — a :class:`~corewarding.core.errors.UserError` (a bad column, an unknown setting, a folder
 that holds another run) or an ``OSError`` (a missing file, an unwritable folder, a full disk) — ends with
@@ -8,6 +9,9 @@ that cannot be saved is removed and reported as one ``OSError``:
 failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
 bug, and says so: one line naming its type and exit code 70, or its full traceback with
 ``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.
+
+Nothing here imports torch, transformers or TRL: every ``--help`` and every check of a command's options
+answers in a fraction of a second; a command imports them when it runs (``options.start_torch``).
 """
 
 from __future__ import annotations
@@ -17,24 +21,83 @@ import os
 import sys
 import warnings
 
-import click
 import typer
+import typer.core
 
 from corewarding.core.errors import UserError
 
-__all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries"]
+__all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
 #: The exceptions that are the user's mistake: one line, exit code 2.
 USER_ERRORS = (UserError, OSError)
 #: The exit code of an unexpected exception (a bug): EX_SOFTWARE of sysexits.h.
 BUG_EXIT_CODE = 70
 
+#: The commands in the order of a user's work, as ``--help`` lists them: try the method, measure a model
+#: before training, prepare the data (rephrasings, Cooper's reward model), train, evaluate, compare the
+#: runs; last, remake the tiny model.
+WORKFLOW = ("demo", "diagnose", "rephrase", "validate-pairs", "rm", "train", "eval", "report", "pretrain")
+
+
+def _dashed_options(command, args: list[str]) -> list[str]:
+    """``args`` with each ``--a_b`` that is ``command``'s option ``--a-b`` spelled so (``--a_b=v`` too):
+    every option of every command takes both spellings."""
+    known = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    dashed = []
+    for position, token in enumerate(args):
+        if token == "--":
+            return dashed + args[position:]
+        name, equals, value = token.partition("=")
+        if name.startswith("--") and name not in known and name.replace("_", "-") in known:
+            token = name.replace("_", "-") + equals + value
+        dashed.append(token)
+    return dashed
+
+
+class Commands(typer.core.TyperGroup):
+    """The command groups of ``corewarding``: commands listed in :data:`WORKFLOW` order, options spelled
+    ``--a-b`` or ``--a_b``, and a usage mistake (an unknown option, a missing argument, a bad value) as one
+    line on stderr, ``error: …``, exit code 2, as every other mistake (:func:`handles_errors`)."""
+
+    def list_commands(self, ctx) -> list[str]:
+        names = super().list_commands(ctx)
+        return sorted(names, key=lambda name: WORKFLOW.index(name) if name in WORKFLOW else len(WORKFLOW))
+
+    def resolve_command(self, ctx, args: list[str]):
+        name, command, rest = super().resolve_command(ctx, args)
+        return name, command, _dashed_options(command, rest) if command is not None else rest
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as error:  # click's usage errors (typer carries its own click)
+            # A group called without a command: Typer has shown its help (Typer too tells this one by name).
+            if type(error).__name__ != "NoArgsIsHelpError":
+                typer.echo(f"error: {_usage_message(error)}", err=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            typer.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _usage_message(error: typer.TyperException) -> str:
+    """Click's message in one line, with where to read the command's options."""
+    text = " ".join(error.format_message().split())
+    context = getattr(error, "ctx", None)
+    return f"{text} (see {context.command_path} --help)" if context is not None else text
+
+
 app = typer.Typer(
+    cls=Commands,
     add_completion=False,
     no_args_is_help=True,
     help="Stable label-free RL of LLM reasoning: Co-rewarding, its baselines, evaluation and diagnostics.",
 )
 rm_app = typer.Typer(
+    cls=Commands,
     no_args_is_help=True,
     help="Cooper's reference-based reward model: labelled completions (annotate), then training (train).",
 )
@@ -49,6 +112,7 @@ def main(
 ) -> None:
     """Options of every command (``corewarding --debug train …``), set on each invocation."""
     _invocation["debug"] = debug
+    quiet_warnings()
 
 
 # The options of the current invocation (Typer calls ``main`` before every command).
@@ -76,31 +140,23 @@ def handles_errors(interrupted: str = "interrupted"):
     def decorate(command):
         @functools.wraps(command)
         def wrapper(*args, **kwargs):
-            from safetensors import SafetensorError
-
-            from corewarding.inference.generation import BackendError
-
             try:
                 return command(*args, **kwargs)
-            except (typer.Exit, click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            except (typer.Exit, typer.TyperException, typer.Abort):
                 raise  # the command's own exit, or Typer's usage message
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(130) from None
-            except BackendError as error:
-                typer.echo(f"error: {_message(error)}", err=True)
-                raise typer.Exit(1) from None
-            except (*USER_ERRORS, SafetensorError) as error:
-                typer.echo(f"error: {_message(error)}", err=True)
-                raise typer.Exit(2) from None
-            except ModuleNotFoundError as error:
-                if error.name != "trl":
-                    raise
-                # TRL 1.16 is installed only on Python >= 3.11; the framework-free core works on 3.10.
-                typer.echo(f"error: this command trains with TRL 1.16, which needs Python >= 3.11 (this is "
-                           f"{sys.version.split()[0]})", err=True)
-                raise typer.Exit(2) from None
             except Exception as error:
+                code = _exit_code(error)
+                if code is not None:
+                    typer.echo(f"error: {_message(error)}", err=True)
+                    raise typer.Exit(code) from None
+                if isinstance(error, ModuleNotFoundError) and error.name == "trl":
+                    # TRL 1.16 is installed only on Python >= 3.11; the framework-free core works on 3.10.
+                    typer.echo(f"error: this command trains with TRL 1.16, which needs Python >= 3.11 (this "
+                               f"is {sys.version.split()[0]})", err=True)
+                    raise typer.Exit(2) from None
                 if debugging():
                     raise
                 typer.echo(
@@ -115,13 +171,38 @@ def handles_errors(interrupted: str = "interrupted"):
     return decorate
 
 
+def _exit_code(error: Exception) -> int | None:
+    """1 for a backend that fails, 2 for a user's mistake (:data:`USER_ERRORS`, a damaged safetensors
+    file), None for a bug. The backend's and safetensors' errors are looked up only where their modules
+    were imported (an error of a module never imported cannot be raised), so that a command's help and
+    its first checks import neither."""
+    generation = sys.modules.get("corewarding.inference.generation")
+    if generation is not None and isinstance(error, generation.BackendError):
+        return 1
+    safetensors = sys.modules.get("safetensors")
+    if isinstance(error, USER_ERRORS) or (
+        safetensors is not None and isinstance(error, safetensors.SafetensorError)
+    ):
+        return 2
+    return None
+
+
+def quiet_warnings() -> None:
+    """Hide the warnings a user of the command line cannot act on: every deprecation notice
+    (FutureWarning, DeprecationWarning: messages to the developers of a library, wherever the library
+    points them, its own module or, with a ``stacklevel``, its caller's), and the UserWarnings of
+    transformers, TRL, torch and accelerate. Set when the command line starts (:func:`main`), before a
+    library is imported or a config built: transformers warns while a config is built."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    for module in ("transformers", "trl", "torch", "accelerate"):
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+
+
 def quiet_libraries() -> None:
-    """Silence what transformers, TRL and torch print that a user cannot act on: deprecation notices of
-    settings this project does not set, weight-loading bars, informational logs."""
+    """Silence what transformers prints that a user cannot act on: weight-loading bars, informational
+    logs (its warnings: :func:`quiet_warnings`)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    for module in ("transformers", "trl", "torch", "accelerate"):
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=UserWarning, module=module)

@@ -8,14 +8,16 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import app, handles_errors, quiet_libraries
+from corewarding.cli.app import app, handles_errors
 from corewarding.cli.options import (
     AnswerOptions,
     BackendOptions,
     Columns,
+    Threads,
     check_writable,
     make_backend,
     option_group,
+    start_torch,
 )
 from corewarding.core.errors import UserError
 
@@ -38,8 +40,8 @@ def diagnose_command(
     columns: Columns = None,
     pairs: Annotated[
         Path | None,
-        typer.Option(help="Rephrasings of DATASET's questions, row-aligned (read with the same --columns): "
-                     "measures Co-rewarding-I's cross-view label."),
+        typer.Option(help="Rephrasings of DATASET's questions, row-aligned (read with the same "
+                     "--dataset-columns): measures Co-rewarding-I's cross-view label."),
     ] = None,
     questions: Annotated[int, typer.Option(min=1, help="Diagnose the first N questions.")] = 200,
     samples: Annotated[
@@ -57,7 +59,7 @@ def diagnose_command(
         Path | None, typer.Option("--json", help="JSON file for the verdict and every measurement.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds the sampling, the synthetic questions and the probe.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
+    threads: Threads = None,
     backend: BackendOptions = BackendOptions(),
     answers: AnswerOptions = AnswerOptions(),
 ) -> None:
@@ -65,13 +67,6 @@ def diagnose_command(
 
     Example: corewarding diagnose tiny synthetic --json diagnosis.json
     """
-    quiet_libraries()
-    import torch
-    from rich.console import Console
-
-    from corewarding.diagnosis.diagnose import diagnose
-    from corewarding.diagnosis.report import measurements_table, verdict_table
-    from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
     from corewarding.inference.model_names import tiny_model_dir
     from corewarding.training.settings import recipe_settings
 
@@ -87,8 +82,12 @@ def diagnose_command(
         typer.echo("note: the probe trains the model here, which an OpenAI-compatible endpoint does not "
                    "allow: no probe", err=True)
         probe_steps = 0
-    # One thread by default: on shared cores more threads slowed small models down.
-    torch.set_num_threads(threads)
+    start_torch(threads)
+    from corewarding.core.terminal import output_console
+    from corewarding.diagnosis.diagnose import diagnose
+    from corewarding.diagnosis.report import measurements_table, verdict_table
+    from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
+
     engine = make_backend(model, backend, seed)
     record = diagnose(
         model, dataset, problems, engine, k=samples, temperature=temperature,
@@ -96,7 +95,7 @@ def diagnose_command(
         system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
         progress=True,
     )
-    console = Console()
+    console = output_console()
     console.print(measurements_table(record))
     console.print(verdict_table(record))
     if record["basis"] == "label-free":

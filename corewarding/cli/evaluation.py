@@ -8,16 +8,19 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import app, handles_errors, quiet_libraries
+from corewarding.cli.app import app, handles_errors
 from corewarding.cli.options import (
     AnswerOptions,
     BackendOptions,
     Columns,
+    Threads,
     check_writable,
     make_backend,
     option_group,
+    start_torch,
 )
 from corewarding.core.errors import UserError
+from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 
 @app.command("eval")
@@ -47,7 +50,9 @@ def eval_command(
         int,
         typer.Option("--samples", "-k", min=0, help="Sampled answers per question (avg@k, pass@k, maj@k)."),
     ] = 0,
-    temperature: Annotated[float, typer.Option(help="Sampling temperature of the k samples.")] = 1.0,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature of the k samples (training's held-out evaluation's).")
+    ] = SAMPLING_TEMPERATURE,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold of the k samples.")] = 1.0,
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
@@ -60,7 +65,7 @@ def eval_command(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
-    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch (transformers).")] = 1,
+    threads: Threads = None,
     backend: BackendOptions = BackendOptions(),
     answers: AnswerOptions = AnswerOptions(),
 ) -> None:
@@ -68,12 +73,9 @@ def eval_command(
 
     Example: corewarding eval tiny synthetic --limit 200 -k 8 --max-new-tokens 48 -o tiny.json
     """
-    quiet_libraries()
     import time
 
-    import torch
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.inference.evaluate import evaluate, evaluation_runs, results_table
 
     # Checked now, before a model is loaded or a question asked.
@@ -87,8 +89,7 @@ def eval_command(
             "--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k"
         )
     problems = evaluation_problems(model, dataset, columns, limit, seed)
-    # One thread by default: on shared cores more threads slowed small models down.
-    torch.set_num_threads(threads)
+    start_torch(threads)
     started = time.perf_counter()
     engine = make_backend(model, backend, seed)
     if views:
@@ -101,7 +102,7 @@ def eval_command(
                 max_new_tokens=max_new_tokens, progress=True,
             )
         }
-        Console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
+        output_console().print(views_table(figures, title=f"{model} on the synthetic task (%)"))
         typer.echo("\n".join(pair_summary(figures)))
         if output is not None:
             output.parent.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def eval_command(
         progress=True,
     )
     seconds = time.perf_counter() - started
-    Console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
+    output_console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))
     typer.echo(f"{len(problems):,} questions in {seconds:.1f} s ({engine.description})")
     if result.failed:
         typer.echo(f"note: {result.failed:,} completions failed and were scored as no answer", err=True)
@@ -142,7 +143,9 @@ def evaluation_problems(model: str, dataset: str, columns, limit: int | None, se
     problems = load_problems(dataset, columns)
     scorable = [p for p in problems if p.answer is not None]
     if not scorable:
-        raise UserError(f"{dataset}: no question has a reference answer (name its column with --columns)")
+        raise UserError(
+            f"{dataset}: no question has a reference answer (name its column with --dataset-columns)"
+        )
     if len(scorable) < len(problems):
         typer.echo(
             f"note: {len(problems) - len(scorable):,} of {len(problems):,} questions have no reference "

@@ -15,22 +15,63 @@ from typing import Annotated
 
 import typer
 
-from corewarding.core.errors import UserError
+from corewarding.cli.app import quiet_libraries
+from corewarding.core.errors import UserError, unknown_choice
 from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.core.voting import MATCHING_MODES
 from corewarding.data.rephrasing_checks import ValidationSettings
 
 __all__ = [
-    "option_group", "BackendOptions", "AnswerOptions", "ValidationOptions", "Columns", "make_backend",
-    "check_writable",
+    "option_group", "BackendOptions", "AnswerOptions", "ValidationOptions", "Columns", "Threads",
+    "make_backend", "check_writable", "default_threads", "start_torch",
 ]
 
+#: The column mapping, one option in every command: ``--dataset-columns`` (``dataset_columns`` in a
+#: training recipe), ``--columns`` for short.
 Columns = Annotated[
     str | None,
     typer.Option(
+        "--dataset-columns", "--columns",
         help="Column preset (verl, pairs, svamp, asdiv, qa), or the columns: "
-        "question=COL[,answer=COL][,id=COL] (question=A+B joins two). Detected when not given."
+        "question=COL[,answer=COL][,id=COL] (question=A+B joins two). Detected when not given.",
     ),
 ]
+
+
+#: torch's CPU threads, the same option in every command that computes with torch.
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        min=1, help="CPU threads for torch. Default: the cores no other process is using (CPU count less "
+        "the load average, at least 1), or OMP_NUM_THREADS when set.",
+    ),
+]
+
+
+def default_threads() -> int | None:
+    """The one rule for ``--threads`` left unset, in every command: the cores no other process is using,
+    the CPU count less the 1-minute load average (rounded, at least 1); None (torch's own count) where
+    ``OMP_NUM_THREADS`` is set, as torchrun sets it for each of its processes.
+
+    Measured (docs/launch_modes.md, "CPU threads"): on 2 cores shared with other jobs, torch's default
+    of one thread per core made steps of the tiny model several times slower than one thread (the threads
+    wait on each other for a core); on cores left idle, more threads are faster."""
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
+def start_torch(threads: int | None) -> None:
+    """Import torch and transformers for a command, quiet, with ``threads`` CPU threads
+    (:func:`default_threads` when None). Called after the command's own checks, so that a mistake is
+    reported before seconds of imports."""
+    import torch
+
+    quiet_libraries()
+    threads = threads or default_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def check_writable(path: Path, option: str) -> None:
@@ -114,8 +155,8 @@ class AnswerOptions:
     ] = "equivalence"
 
     def __post_init__(self):
-        if self.matching not in ("equivalence", "exact"):
-            raise UserError(f"unknown --matching {self.matching!r}: expected equivalence or exact")
+        if self.matching not in MATCHING_MODES:
+            raise unknown_choice("--matching", self.matching, MATCHING_MODES)
 
 
 def make_backend(model: str, options: BackendOptions, seed: int = 0):
@@ -137,7 +178,7 @@ def make_backend(model: str, options: BackendOptions, seed: int = 0):
         return TransformersBackend.load(model, batch_size=options.batch_size, seed=seed)
     if options.backend == "vllm":
         return VLLMBackend(model, seed=seed)
-    raise UserError(f"unknown backend {options.backend!r}: expected openai, transformers or vllm")
+    raise unknown_choice("--backend", options.backend, ("openai", "transformers", "vllm"))
 
 
 _DEFAULT_CHECKS = ValidationSettings()

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from corewarding.cli.app import app, handles_errors
-from corewarding.cli.options import BackendOptions, Columns, ValidationOptions, option_group
+from corewarding.cli.options import BackendOptions, Columns, Threads, ValidationOptions, option_group
 from corewarding.core.errors import UserError
 
 Outputs = Annotated[
@@ -18,12 +18,11 @@ Outputs = Annotated[
 
 
 def _report_and_write(problems, reports, settings, title: str, outputs: list[Path] | None, only_valid: bool):
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.data.rephrasing_checks import summary_table
     from corewarding.inference.rephrase import pair_rows, write_pair_dataset
 
-    Console().print(summary_table(reports, settings, title))
+    output_console().print(summary_table(reports, settings, title))
     rows = [row for row in pair_rows(problems, reports) if row["rephrasing_valid"] or not only_valid]
     for path in outputs or []:
         write_pair_dataset(path, rows)
@@ -59,8 +58,8 @@ def validate_pairs_command(
         problems = load_problems(pairs, columns)
         if all(p.rephrasing is None for p in problems):
             raise UserError(
-                f"{pairs} has no rephrasing column: name it with --columns question=COL,rephrasing=COL, "
-                "or pass the rephrasings file as a second argument"
+                f"{pairs} has no rephrasing column: name it with --dataset-columns "
+                "question=COL,rephrasing=COL, or pass the rephrasings file as a second argument"
             )
     settings = checks.settings(placeholders=tuple(placeholder or ()))
     reports = validate_pairs(problems, settings)
@@ -102,6 +101,7 @@ def rephrase(
         ),
     ] = 0,
     columns: Columns = None,
+    threads: Threads = None,
     backend: BackendOptions = BackendOptions(),
     checks: ValidationOptions = ValidationOptions(),
 ) -> None:
@@ -109,7 +109,7 @@ def rephrase(
 
     Example: corewarding rephrase train.parquet -o pairs.parquet --model Qwen/Qwen3-32B --base-url http://gpu:8000/v1
     """
-    from corewarding.cli.options import check_writable, make_backend
+    from corewarding.cli.options import check_writable, make_backend, start_torch
     from corewarding.data.loaders import load_problems
     from corewarding.data.rephrasing_checks import validate_pairs
     from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction
@@ -132,6 +132,8 @@ def rephrase(
     settings = checks.settings(placeholders=(prompt.placeholder,), answer_samples=check_answers)
     problems = load_problems(dataset, columns)
     problems = problems[:limit] if limit else problems
+    if backend.backend != "openai":
+        start_torch(threads)
     engine = make_backend(model, backend)
     run = rephrase_problems(problems, engine, cache, instruction=prompt, settings=generation)
     solver = backend_solver(engine, generation) if check_answers else None

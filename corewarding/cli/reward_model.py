@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from corewarding.cli.app import handles_errors, quiet_libraries, rm_app
-from corewarding.cli.options import BackendOptions, Columns, option_group
+from corewarding.cli.app import handles_errors, rm_app
+from corewarding.cli.options import BackendOptions, Columns, Threads, option_group, start_torch
 
 
 @rm_app.command("annotate")
@@ -48,13 +48,14 @@ def rm_annotate(
     judge_max_new_tokens: Annotated[
         int, typer.Option(help="Longest judge answer, thinking included.")
     ] = 1024,
+    threads: Threads = None,
     judge_backend: BackendOptions = BackendOptions(),
 ) -> None:
     """Sample completions from a policy and label them with the rule-based verifier (and a judge). Resumable.
 
     Example: corewarding rm annotate runs/tiny/rm_data.jsonl --problems 500 --samples 8
     """
-    quiet_libraries()
+    start_torch(threads)
     from corewarding.cli.options import make_backend
     from corewarding.cooper.annotate import AnnotationSettings, annotate
     from corewarding.data.loaders import load_problems
@@ -123,18 +124,19 @@ def rm_train(
     completion_chars: Annotated[
         int, typer.Option(help="Longest completion in the template (characters).")
     ] = 4000,
+    threads: Threads = None,
 ) -> None:
     """Train the reward model (binary cross-entropy); report held-out accuracy, precision, recall. Resumable.
 
     Example: corewarding rm train runs/tiny/rm_data.jsonl -o runs/tiny/reward_model
     """
-    quiet_libraries()
-    from rich.console import Console
+    start_torch(threads)
     from rich.table import Table
 
     from corewarding.cooper.annotate import read_labelled
     from corewarding.cooper.reward_model import RewardModel, TemplateBounds
     from corewarding.cooper.supervised import RESULT_FILE, RewardTrainingConfig, train_reward_model
+    from corewarding.core.terminal import output_console
 
     config = RewardTrainingConfig(
         epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, save_steps=save_steps, seed=seed
@@ -157,7 +159,7 @@ def rm_train(
     for row in result.epochs:
         percents = ("–" if row.get(k) is None else f"{100 * row[k]:.1f}" for k in columns)
         table.add_row(str(row["epoch"]), f"{row['loss']:.4f}", *percents)
-    console = Console()
+    console = output_console()
     console.print(table)
     resumed = f", resumed from step {result.resumed_from_step}" if result.resumed_from_step else ""
     console.print(

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
 
 import typer
 
-from corewarding.cli.app import app, handles_errors, quiet_libraries
-from corewarding.core.errors import UserError
+from corewarding.cli.app import app, handles_errors
+from corewarding.cli.options import Threads, start_torch
+from corewarding.core.errors import UserError, unknown_choice
 
 
 @app.command()
@@ -32,16 +35,12 @@ def demo(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in the output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
-    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch."),
+    threads: Threads = None,
 ) -> None:
     """Train the tiny model with every method on the synthetic task; compare them in a table and a figure."""
-    import torch
-
+    start_torch(threads)
     from corewarding.demo import DEMO_METHODS, budget_for, run_demo
 
-    quiet_libraries()
-    # One thread by default: on a 2-core machine two torch threads wait on each other for a model this small.
-    torch.set_num_threads(threads)
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEMO_METHODS)
     run_demo(chosen, budget_for(quick, steps), output or Path(f"runs/demo-{regime}"), seed, regime=regime,
              overwrite=overwrite)
@@ -64,10 +63,7 @@ def train(
         "--resume",
         help="Go on from a checkpoint folder, or 'last': the newest complete one in output_dir.",
     ),
-    threads: int = typer.Option(
-        None, "--threads", min=1, help="CPU threads for torch (default: torch's; 1 is best for the tiny "
-        "model on a busy machine)."
-    ),
+    threads: Threads = None,
     show_help: bool = typer.Option(False, "--help", "-h", help="Show every setting, by group, and exit."),
 ) -> None:
     """Label-free GRPO with any method: a recipe's settings, then `--key value` overrides.
@@ -78,20 +74,18 @@ def train(
 
     if show_help:
         typer.echo(ctx.get_help())
-        typer.echo("\n" + settings_help(config))
+        # A terminal's width; piped to a file, each setting's line in full.
+        width = shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+        typer.echo("\n" + settings_help(config, width))
         raise typer.Exit()
     settings = config_from_args(config, list(ctx.args))
     import time
 
-    import torch
-
+    start_torch(threads)
     from corewarding.training.progress import progress_display
     from corewarding.training.run import RunFinished
     from corewarding.training.run import train as run_training
 
-    quiet_libraries()
-    if threads is not None:
-        torch.set_num_threads(threads)
     started = time.perf_counter()
     try:
         with progress_display() as progress:
@@ -151,7 +145,7 @@ def pretrain(
     eval_problems: int | None = typer.Option(
         None, help="Problems per split measured at the end; 0: none (default: the regime's)."
     ),
-    threads: int = typer.Option(1, min=1, help="CPU threads for torch (1 and 2 gave identical weights)."),
+    threads: Threads = None,
 ) -> None:
     """Pretrain the tiny model on the synthetic task to a partial skill; measure and save it.
 
@@ -160,15 +154,13 @@ def pretrain(
     """
     from dataclasses import replace
 
-    import torch
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.tiny.pretraining import pretrain as run_pretraining
     from corewarding.tiny.regimes import REGIMES
     from corewarding.tiny.view_diagnostics import pair_summary, views_table
 
     if regime not in REGIMES:
-        raise UserError(f"unknown --regime {regime!r}: expected one of {', '.join(REGIMES)}")
+        raise unknown_choice("regime", regime, REGIMES)
     base = REGIMES[regime].pretraining
     overrides = {
         "steps": steps, "batch_size": batch_size, "learning_rate": learning_rate, "slip_rate": slip_rate,
@@ -182,12 +174,9 @@ def pretrain(
         output.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"cannot write to {output}: {error.strerror}") from None
-    # One thread by default: on a 2-core machine shared with other processes, two torch threads made a
-    # step of this model ten times slower (the threads wait on each other), while on idle cores they
-    # saved only about 40%.
-    torch.set_num_threads(threads)
+    start_torch(threads)
     result = run_pretraining(config, output)
-    console = Console()
+    console = output_console()
     if result.evaluation is not None:
         console.print(views_table(result.evaluation, title=f"{output.name}: the synthetic task (%)"))
         for line in pair_summary(result.evaluation):
@@ -210,13 +199,12 @@ def report(
 ) -> None:
     """Table and figure of any set of runs: held-out accuracy, reward, label accuracy or the label-free
     signals, length, collapse."""
-    from rich.console import Console
-
+    from corewarding.core.terminal import output_console
     from corewarding.report import load_runs, rich_table, summarize, write_report
 
     if output is not None and output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is a file, not a folder")
     markdown, figure = write_report(runs, output)
-    console = Console()
+    console = output_console()
     console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(f"wrote {markdown} and {figure}")

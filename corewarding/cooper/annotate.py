@@ -52,6 +52,7 @@ from corewarding.core.equivalence import answers_match
 from corewarding.core.errors import UserError
 from corewarding.core.jsonl import read_jsonl, unterminated
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.terminal import output_console
 from corewarding.data.records import Problem
 from corewarding.inference.generation import (
     Completion,
@@ -276,7 +277,7 @@ def annotate(
     sampling = settings.sampling()
     labelers: Counter[str] = Counter()
     written = positives = unclear = 0
-    with Progress(disable=not (progress and todo)) as bar:
+    with Progress(disable=not (progress and todo), console=output_console()) as bar:
         task = bar.add_task(f"annotating ({len(usable) - len(todo)} done before)", total=len(todo))
         for start in range(0, len(todo), settings.chunk_size):
             chunk = todo[start : start + settings.chunk_size]

@@ -43,6 +43,7 @@ from corewarding.cooper.reward_model import ClassificationScores, RewardModel, c
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
+from corewarding.core.terminal import output_console
 
 __all__ = [
     "RewardTrainingConfig",
@@ -206,7 +207,7 @@ def _train(
         TextColumn("loss {task.fields[loss]:.4f}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not progress, console=output_console()) as bar:
         task = bar.add_task("training the reward model", total=total, completed=step, loss=float("nan"))
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)

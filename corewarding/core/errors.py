@@ -8,7 +8,10 @@ other exception is a bug: it is reported as one, with the way to see its traceba
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+import difflib
+from collections.abc import Iterable
+
+__all__ = ["SettingError", "UserError", "did_you_mean", "unknown_choice"]
 
 
 class UserError(ValueError):
@@ -16,3 +19,21 @@ class UserError(ValueError):
 
     A ``ValueError``, so that code catching a bad argument's ``ValueError`` catches it too.
     """
+
+
+class SettingError(UserError):
+    """A setting out of its range or at odds with another: one line, before any model or data is loaded."""
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean X?)`` with the choice closest to ``value`` when one is close, else ``""``."""
+    close = difflib.get_close_matches(str(value), list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def unknown_choice(what: str, value, choices: Iterable[str], error: type[UserError] = UserError) -> UserError:
+    """The error of a value that is none of ``choices``: ``unknown method 'majority_votes' (did you mean
+    majority_vote?)``, or, when none is close, ``unknown method 'vibes': expected one of …``."""
+    choices = list(choices)
+    hint = did_you_mean(value, choices)
+    return error(f"unknown {what} {value!r}{hint or ': expected one of ' + ', '.join(choices)}")

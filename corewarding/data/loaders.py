@@ -81,6 +81,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from corewarding.core.answers import reference_answer
+from corewarding.core.errors import unknown_choice
 from corewarding.core.prompts import question_text
 from corewarding.data.records import Problem
 from corewarding.data.rows import DatasetError, Row, read_rows
@@ -242,7 +243,7 @@ def detect_columns(columns: Collection[str]) -> ColumnMap:
         return ColumnMap(question=question, answer=None)
     raise DatasetError(
         f"no preset ({', '.join(PRESETS)}) fits the columns {', '.join(columns)}: name them with "
-        "question=COL[,answer=COL] (--columns, or dataset_columns for training)"
+        "question=COL[,answer=COL] (--dataset-columns, or dataset_columns in a recipe)"
     )
 
 
@@ -361,7 +362,7 @@ def _column_map(columns: ColumnMap | str | None, present: list[str], label: str)
             raise DatasetError(f"{label}: {error}") from None
     preset = PRESETS.get(columns)
     if preset is None:
-        raise DatasetError(f"unknown preset {columns!r}: expected one of {', '.join(PRESETS)}")
+        raise unknown_choice("preset", columns, PRESETS, DatasetError)
     column_map = preset.resolve(present)
     if column_map is None:
         raise DatasetError(

@@ -185,7 +185,7 @@ def _voting_verdicts(measured: dict, rules: VerdictRules) -> dict[str, tuple[str
         paired = labelled["cross_view"] is not None
         cross_view = _cross_view_with_answers(labelled, rules) if paired else None
     else:
-        unknown = (UNKNOWN, "its labels' accuracy needs reference answers (an answer column, --columns)")
+        unknown = (UNKNOWN, "its labels' accuracy needs reference answers (an answer column, --dataset-columns)")
         verdicts = {"majority_vote": unknown, "co_rewarding_ii": unknown}
         paired = free["cross_view_agreement"] is not None
         cross_view = _cross_view_label_free(free, rules) if paired else None

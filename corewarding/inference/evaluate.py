@@ -45,6 +45,7 @@ from corewarding.core.answers import extract_answer
 from corewarding.core.equivalence import answers_match
 from corewarding.core.errors import UserError
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.terminal import output_console
 from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.loaders import MAX_QUESTION_CHARS
 from corewarding.data.records import Problem
@@ -62,7 +63,12 @@ __all__ = [
     "evaluation_runs",
     "evaluate",
     "results_table",
+    "SAMPLING_TEMPERATURE",
 ]
+
+#: The temperature of sampled evaluation (avg@k, pass@k, maj@k), the one default of ``corewarding eval``
+#: and of training's held-out evaluation (``heldout_temperature``): the same checkpoint scores the same.
+SAMPLING_TEMPERATURE = 0.8
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from n samples of which c are correct: 1 − C(n − c, k) / C(n, k).
@@ -270,7 +276,7 @@ def sample_answers(
             )
     conversations = [chat_messages(question, system_prompt) for question in questions]
     answers, failed = {}, 0
-    with Progress(disable=not progress) as bar:
+    with Progress(disable=not progress, console=output_console()) as bar:
         for name, settings in runs.items():
             label = (
                 "greedy decoding"
@@ -292,7 +298,7 @@ def evaluate(
     backend: GenerationBackend,
     *,
     k: int = 8,
-    temperature: float = 1.0,
+    temperature: float = SAMPLING_TEMPERATURE,
     top_p: float = 1.0,
     greedy: bool = True,
     max_new_tokens: int = 1024,

@@ -6,7 +6,9 @@ A model comes from one of three places, told apart by what the location is:
 * a GGUF file (``*.gguf``), dequantised by transformers on loading; it needs the ``gguf`` package
   (``pip install 'corewarding[gguf]'``);
 * a hub id such as ``Qwen/Qwen2.5-Math-1.5B`` when no local path of that name exists; this needs a
-  network (with ``HF_HUB_OFFLINE=1`` a missing model fails at once instead of after retries).
+  network, or the model in the local Hugging Face cache: when the hub cannot be asked
+  (``HF_HUB_OFFLINE=1``, or one quick connection fails: :func:`hub_unavailable`), the model is read
+  from the cache only, and a model not there fails at once in one line, not after a minute of retries.
 
 Device and precision: the model goes to the first CUDA GPU when there is one, else to the CPU. On a
 GPU that supports bfloat16 it is loaded in bfloat16 (what RL fine-tuning of LLMs uses; it has
@@ -40,11 +42,15 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import struct
+import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import torch
+from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from corewarding.core.errors import UserError
@@ -108,10 +114,18 @@ def load_model(
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype if dtype is not None else default_dtype(device)
     from_gguf = {"gguf_file": gguf_file} if gguf_file else {}
+    unavailable = hub_unavailable() if on_hub else None
+    cached_only = unavailable is not None
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf)
-        model = model_class.from_pretrained(name, dtype=dtype, **from_gguf, **model_options)
+        tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf, local_files_only=cached_only)
+        model = model_class.from_pretrained(
+            name, dtype=dtype, **from_gguf, **model_options, local_files_only=cached_only
+        )
     except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
+        if cached_only:
+            raise ModelLoadError(
+                f"cannot load {name!r}: {unavailable} and the model is not in the local Hugging Face cache"
+            ) from None
         where = f"{name!r} from the hub (no network, or no such model)" if on_hub else str(location)
         raise ModelLoadError(f"cannot load {where}: {_first_line(error)}") from None
     if gguf_file:
@@ -209,6 +223,24 @@ def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
     if _HUB_ID.fullmatch(str(location)) and path.suffix.lower() != ".gguf":
         return str(location), None, True
     raise ModelLoadError(f"no such model file or folder: {path}")
+
+
+def hub_unavailable(timeout_s: float = 3.0) -> str | None:
+    """Why the Hugging Face hub cannot be asked for a model now, or None when it can: offline mode
+    (``HF_HUB_OFFLINE``), or no connection to it (``HF_ENDPOINT``, through the proxy the environment
+    names) within ``timeout_s``. Without this check, an unknown model id on a machine without network is
+    retried for about a minute before it fails."""
+    if hub_constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlsplit(hub_constants.ENDPOINT)
+    proxy = urllib.request.getproxies().get(endpoint.scheme)
+    target = urlsplit(proxy) if proxy else endpoint
+    port = target.port or (443 if target.scheme == "https" else 80)
+    try:
+        with socket.create_connection((target.hostname, port), timeout=timeout_s):
+            return None
+    except OSError:
+        return f"the hub ({endpoint.geturl()}) cannot be reached"
 
 
 def _first_line(error: BaseException) -> str:

@@ -51,6 +51,7 @@ from rich.progress import Progress
 from corewarding.core.errors import UserError
 from corewarding.core.jsonl import SkippedLine, describe_skipped, read_jsonl, unterminated
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
+from corewarding.core.terminal import output_console
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import PairReport, Solver
 from corewarding.data.rephrasing_prompt import DEFAULT_INSTRUCTION, Instruction, parse_rephrasing
@@ -198,7 +199,7 @@ def rephrase_problems(
     conversations = [[{"role": "user", "content": instruction.render(problems[i].question)}] for i in pending]
     errors: dict[str, str] = {}
 
-    with Progress(disable=not (progress and pending)) as bar:
+    with Progress(disable=not (progress and pending), console=output_console()) as bar:
         task = bar.add_task(f"rephrasing ({len(problems) - len(pending)} cached)", total=len(pending))
 
         def on_result(position: int, completions: list[Completion]) -> None:

@@ -54,6 +54,7 @@ import transformers
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from corewarding.core.errors import UserError
+from corewarding.core.terminal import output_console
 from corewarding.data.synthetic import (
     SPLITS,
     Chain,
@@ -257,7 +258,7 @@ def pretrain(
     chains = sample_chains(rng, "train", config.task)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     losses = []
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not progress, console=output_console()) as bar:
         task = bar.add_task("pretraining", total=config.steps)
         for _ in range(config.steps if stop_after is None else min(stop_after, config.steps)):
             loss = model(**training_batch(tokenizer, rng, chains, config.batch_size, config)).loss

@@ -23,13 +23,15 @@ from trl import GRPOConfig
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
-from corewarding.core.errors import UserError
+from corewarding.core.errors import SettingError, unknown_choice
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
+from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 __all__ = [
+    "CHOICES",
     "HELDOUT_SPLIT",
     "SETTING_GROUPS",
     "CoRewardingConfig",
@@ -47,6 +49,12 @@ SETTING_GROUPS = {
     "trl": "GRPO (TRL)", "optimisation": "optimisation (transformers)", "run": "run folder and logging",
 }
 _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
+#: The settings whose value is one of a few words, and those words: checked by the config, and from the
+#: settings index (:mod:`~corewarding.training.settings_index`) before TRL is even imported.
+CHOICES = {
+    "method": tuple(METHODS), "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
+    "negative_source": NEGATIVE_SOURCES,
+}
 
 
 #: ``heldout_dataset``: a share of the training questions, held out of training.
@@ -60,10 +68,6 @@ def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
     if dataset == "synthetic":
         return "synthetic"
     return dataset if test_time_training else HELDOUT_SPLIT
-
-
-class SettingError(UserError):
-    """A setting out of its range or at odds with another: one line, before any model or data is loaded."""
 
 
 class SettingHelp(str):
@@ -161,8 +165,8 @@ class CoRewardingConfig(GRPOConfig):
         "synthetic", "data", "synthetic, or a dataset file/folder/hub id. `synthetic`: the embedded task.",
     )
     dataset_columns: str | None = _setting(
-        None, "data", "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa). As "
-        "`--columns` of the other commands; None: detected (a lone question column is enough).",
+        None, "data", "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa). The same "
+        "option in every command (`--columns` for short); None: detected (a lone question column is enough).",
     )
     dataset_rephrasings: str | None = _setting(
         None, "data", "co_rewarding_i: a rephrasings file aligned row by row with `dataset`. "
@@ -196,8 +200,8 @@ class CoRewardingConfig(GRPOConfig):
         4, "heldout", "Samples per held-out problem (sampled accuracy). 0: greedy only.",
     )
     heldout_temperature: float = _setting(
-        0.8, "heldout", "Temperature of the held-out samples. The paper's evaluation: its avg@k "
-        "is the paper's pass@1.",
+        SAMPLING_TEMPERATURE, "heldout", "Temperature of the held-out samples, as `corewarding eval`'s "
+        "default. The paper's evaluation: its avg@k is the paper's pass@1.",
     )
     eval_strategy: IntervalStrategy | str = _trl_setting("eval_strategy", "heldout")
     eval_steps: float | None = _trl_setting("eval_steps", "heldout")
@@ -380,12 +384,9 @@ class CoRewardingConfig(GRPOConfig):
     def _check_settings(self) -> None:
         """Each value in its range and the settings consistent: a one-line :class:`SettingError`, before any
         model or data is loaded. Checks only; nothing is changed."""
-        if self.method not in METHODS:
-            raise SettingError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if self.answer_matching not in MATCHING_MODES:
-            raise SettingError(
-                f"answer_matching must be one of {', '.join(MATCHING_MODES)}, got {self.answer_matching!r}"
-            )
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise unknown_choice(name, getattr(self, name), choices, SettingError)
         if self.max_steps == 0 or self.max_steps < -1:
             raise SettingError(
                 "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
@@ -407,8 +408,6 @@ class CoRewardingConfig(GRPOConfig):
             raise SettingError(f"labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
         self._check_voting_settings()
         self._check_collapse_settings()
-        if self.training_view not in ("original", "rephrased"):
-            raise SettingError(f"training_view must be original or rephrased, got {self.training_view!r}")
         if self.reward_threshold is not None and not 0.0 < self.reward_threshold < 1.0:
             raise SettingError(f"reward_threshold must be in (0, 1), got {self.reward_threshold}")
         if self.reward_model_eval_steps < 1:
@@ -464,10 +463,6 @@ class CoRewardingConfig(GRPOConfig):
             )
 
     def _check_reward_model_settings(self) -> None:
-        if self.negative_source not in NEGATIVE_SOURCES:
-            raise SettingError(
-                f"negative_source must be one of {', '.join(NEGATIVE_SOURCES)}, got {self.negative_source!r}"
-            )
         if METHODS[self.method].reward_model != "co_trained":
             for name, default in (("negative_source", "rollouts"), ("pointwise_weight", 0.0)):
                 if getattr(self, name) != default:

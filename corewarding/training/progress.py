@@ -11,6 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from transformers import TrainerCallback
 
 from corewarding.core import metric_names
+from corewarding.core.terminal import output_console
 
 __all__ = ["RunProgress", "progress_display", "show_progress"]
 
@@ -24,9 +25,10 @@ _SHOWN = {
 
 
 def progress_display(console=None) -> Progress:
-    """The rich progress display the runs of one command share."""
+    """The rich progress display the runs of one command share (on ``console``, by default
+    :func:`~corewarding.core.terminal.output_console`: never cut when piped to a log)."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    return Progress(*columns, console=console)
+    return Progress(*columns, console=console or output_console())
 
 
 class RunProgress(TrainerCallback):

@@ -1,20 +1,25 @@
 """Where settings come from and how they are shown: recipes (YAML files that build on one another), the
 ``--key value`` command line of ``corewarding train``, its help screen, and the table of
 ``docs/settings.md``. The two views are generated from the fields' metadata of
-:class:`~corewarding.training.config.CoRewardingConfig`, the one place each setting is described.
+:class:`~corewarding.training.config.CoRewardingConfig`, the one place each setting is described, through
+the settings index (:mod:`~corewarding.training.settings_index`): neither they nor the checks of a
+recipe's or command line's keys import TRL, so that help and mistakes answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
-import inspect
-from dataclasses import MISSING, fields
+import textwrap
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
-from corewarding.training.config import SETTING_GROUPS, CoRewardingConfig, SettingError, SettingHelp
+from corewarding.core.errors import SettingError, did_you_mean, unknown_choice
+from corewarding.training.settings_index import settings_index
+
+if TYPE_CHECKING:
+    from corewarding.training.config import CoRewardingConfig
 
 __all__ = [
     "RECIPES_DIR", "recipe_path", "recipe_settings", "load_recipe", "config_from_args", "shown_settings",
@@ -24,13 +29,38 @@ __all__ = [
 #: The recipes shipped with the package (``configs/tiny`` in the repository points here).
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
-_FIELDS = {f.name: f for f in fields(CoRewardingConfig)}
-
 
 def _unknown_key_error(key: str, where: str) -> SettingError:
-    close = difflib.get_close_matches(key, _FIELDS, n=1, cutoff=0.6)
-    hint = f" (did you mean {close[0]}?)" if close else " (corewarding train --help lists the settings)"
+    hint = did_you_mean(key, settings_index().names) or " (corewarding train --help lists the settings)"
     return SettingError(f"{where}: unknown setting {key}{hint}")
+
+
+def _check_choices(settings: dict, origins: dict) -> None:
+    """A setting that takes one of a few words (the method, answer matching, …) and is given another:
+    ``unknown method 'majority_votes' (did you mean majority_vote?)``, after the recipe's file and line
+    when ``origins`` (:func:`recipe_settings`) says it was written in one."""
+    for name, choices in settings_index().choices.items():
+        if name in settings and settings[name] not in choices:
+            error = unknown_choice(name, settings[name], choices, SettingError)
+            raise SettingError(f"recipe {origins[name]}: {error}") if name in origins else error
+
+
+def _yaml_error(path: Path, error: yaml.YAMLError) -> SettingError:
+    """A recipe that is not valid YAML, with where: ``recipe r.yaml:3:9: mapping values are not allowed
+    here``."""
+    mark = getattr(error, "problem_mark", None)
+    where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return SettingError(f"recipe {where}: {problem}")
+
+
+def _key_lines(text: str) -> dict:
+    """The line of each top-level key of a YAML mapping (for errors that name a key)."""
+    node = yaml.compose(text)
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {key.value: key.start_mark.line + 1 for key, _ in node.value}
+
 
 def recipe_path(name: str | Path) -> Path:
     """A recipe file: a path, or the name of a shipped recipe (``tiny/co_rewarding_ii``)."""
@@ -48,8 +78,9 @@ def recipe_path(name: str | Path) -> Path:
     raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
 
 
-def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
-    """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names.
+def recipe_settings(name: str | Path, _within: tuple[Path, ...] = (), origins: dict | None = None) -> dict:
+    """The settings of a recipe (:func:`recipe_path`), over those of the recipe its ``base`` key names;
+    ``origins``, when given, receives where each setting was written (``path:line``), for errors.
 
     ``base`` is a file path relative to the recipe, or a shipped recipe's name (``tiny/_common``); bases
     may have bases; a key that is not a setting is refused with a close match. Shared settings live in one
@@ -64,16 +95,23 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
     if path in _within:
         raise SettingError(f"recipe {_within[0]}: its bases form a cycle through {path}")
     try:
-        settings = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise SettingError(f"recipe {path} cannot be read: {error}") from None
+        text = path.read_text()
+        settings = yaml.safe_load(text) or {}
+    except OSError as error:
+        raise SettingError(f"recipe {path} cannot be read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, error) from None
     if not isinstance(settings, dict):
         raise SettingError(f"recipe {path} must be a YAML mapping of settings")
+    lines = _key_lines(text)
     for key in settings:
-        if key != "base" and key not in _FIELDS:
-            raise _unknown_key_error(key, f"recipe {path}")
+        if key != "base" and key not in settings_index().names:
+            raise _unknown_key_error(key, f"recipe {path}:{lines.get(key, 1)}")
     base = settings.pop("base", None)
+    own = {key: f"{path}:{lines.get(key, 1)}" for key in settings}
     if base is None:
+        if origins is not None:
+            origins.update(own)
         return settings
     if (path.parent / base).is_file():
         base_path = path.parent / base
@@ -84,11 +122,16 @@ def recipe_settings(name: str | Path, _within: tuple[Path, ...] = ()) -> dict:
             raise FileNotFoundError(
                 f"recipe {path}: its base {base} is neither a file beside it nor a shipped recipe"
             ) from None
-    return {**recipe_settings(base_path, (*_within, path)), **settings}
+    merged = {**recipe_settings(base_path, (*_within, path), origins), **settings}
+    if origins is not None:
+        origins.update(own)
+    return merged
 
 
 def load_recipe(name: str | Path, **overrides) -> CoRewardingConfig:
     """The config of a recipe (:func:`recipe_settings`), with ``overrides`` applied."""
+    from corewarding.training.config import CoRewardingConfig
+
     return CoRewardingConfig(**{**recipe_settings(name), **overrides})
 
 
@@ -96,29 +139,16 @@ def _argument_parser(defaults: dict) -> argparse.ArgumentParser:
     # Imported here, so that a Python without TRL gets the CLI's one-line message (cli/app.py).
     from trl import TrlParser
 
+    from corewarding.training.config import CoRewardingConfig
+
     parser = TrlParser([CoRewardingConfig], exit_on_error=False)
     parser.set_defaults(**defaults)
     return parser
 
 
-def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingConfig:
-    """The config of ``corewarding train``: a recipe's settings, then ``--key value`` (or ``--key=value``)
-    overrides. An unknown key gets a close-match suggestion; a value of the wrong type or out of range is a
-    one-line ValueError, raised before any model or data is loaded."""
-    settings = recipe_settings(recipe) if recipe is not None else {}
-    for token in args:
-        if token.startswith("--"):
-            key = token[2:].split("=", 1)[0]
-            if key not in _FIELDS and not (key.startswith("no_") and key[3:] in _FIELDS):
-                raise _unknown_key_error("--" + key, "command line")
-        elif token.startswith("-") and not _is_number(token):
-            raise SettingError(f"command line: settings are given as --key value, got {token}")
-    parser = _argument_parser(settings)
-    try:
-        (config,) = parser.parse_args_into_dataclasses(args=args)
-    except argparse.ArgumentError as error:
-        raise SettingError(f"command line: {error}") from None
-    return config
+#: Other names of settings on the command line: ``--columns``, the column mapping's name in every other
+#: command.
+_ALIASES = {"columns": "dataset_columns"}
 
 
 def _is_number(token: str) -> bool:
@@ -129,48 +159,84 @@ def _is_number(token: str) -> bool:
     return True
 
 
+def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The command line as argparse reads it, and its settings by name (underscores; the last given
+    wins). ``--key value`` and ``--key=value``, ``--key-name`` and ``--key_name`` are the same setting; a
+    value may be a negative number (``--learning_rate -1e-5``, which argparse alone takes for an option)."""
+    parsed, values = [], {}
+    index = 0
+    while index < len(args):
+        token = args[index]
+        if not token.startswith("--"):
+            if token.startswith("-") and not _is_number(token):
+                raise SettingError(f"command line: settings are given as --key value, got {token}")
+            parsed.append(token)
+            index += 1
+            continue
+        key, equals, value = token[2:].partition("=")
+        key = key.replace("-", "_")
+        key = _ALIASES.get(key, key)
+        names = settings_index().names
+        if key not in names and not (key.startswith("no_") and key[3:] in names):
+            raise _unknown_key_error("--" + key, "command line")
+        following = args[index + 1] if index + 1 < len(args) else None
+        if not equals and following is not None and (not following.startswith("-") or _is_number(following)):
+            value, equals = following, "="
+            index += 1
+        parsed.append(f"--{key}={value}" if equals else f"--{key}")
+        if equals:
+            values[key] = value
+        index += 1
+    return parsed, values
+
+
+def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingConfig:
+    """The config of ``corewarding train``: a recipe's settings, then ``--key value`` (or ``--key=value``)
+    overrides. An unknown key or a word setting's unknown value gets a close-match suggestion, before TRL
+    is imported; a value of the wrong type or out of range is a one-line SettingError, raised before any
+    model or data is loaded."""
+    origins: dict[str, str] = {}
+    settings = recipe_settings(recipe, origins=origins) if recipe is not None else {}
+    parsed, given = _command_line_settings(args)
+    _check_choices({**settings, **given}, {k: v for k, v in origins.items() if k not in given})
+    parser = _argument_parser(settings)
+    try:
+        (config,) = parser.parse_args_into_dataclasses(args=parsed)
+    except argparse.ArgumentError as error:
+        raise SettingError(f"command line: {error}") from None
+    return config
+
+
 def shown_settings() -> dict[str, list[str]]:
     """The settings of each group by its title (:data:`~corewarding.training.config.SETTING_GROUPS`), in
     the order the config declares them: every field whose help names a group."""
-    declared = list(inspect.get_annotations(CoRewardingConfig))
-    groups = {title: [] for title in SETTING_GROUPS.values()}
-    for name in declared:
-        help_text = _FIELDS[name].metadata.get("help")
-        if isinstance(help_text, SettingHelp):
-            groups[SETTING_GROUPS[help_text.group]].append(name)
-    return groups
+    return settings_index().shown()
 
 
-def _help_text(name: str) -> str:
-    return " ".join(str(_FIELDS[name].metadata.get("help", "")).split())
-
-
-def _default_text(name: str, settings: dict) -> str:
-    f = _FIELDS[name]
-    if name in settings:
-        return str(settings[name])
-    if f.default is None and getattr(f.metadata.get("help"), "auto", None) is not None:
-        return f.metadata["help"].auto
-    if f.default_factory is not MISSING:
-        return str(f.default_factory())
-    return str(f.default)
-
-
-def settings_help(recipe: str | Path | None = None) -> str:
+def settings_help(recipe: str | Path | None = None, width: int | None = None) -> str:
     """Every setting of ``corewarding train`` by group, with its value (the recipe's, when one is given,
-    else the default) and the first sentence of its help."""
+    else the default) and the first sentence of its help: wrapped at ``width`` (a terminal's), in full
+    on one line when ``width`` is None (output piped to a file)."""
     settings = recipe_settings(recipe) if recipe is not None else {}
     lines = [
-        "Settings (--key value; a recipe's YAML uses the same keys)"
+        "Settings (--key value or --key-name value; a recipe's YAML uses the same keys)"
         + (f", with the values of {recipe}:" if recipe is not None else ", with their defaults:"),
     ]
-    for group, names in shown_settings().items():
+    index = settings_index()
+    for group, names in index.shown().items():
         lines.append(f"\n{group}:")
         for name in names:
-            first = _help_text(name).split(". ")[0].rstrip(".")
-            value = _default_text(name, settings)
+            setting = index.setting(name)
+            first = setting["help"].split(". ")[0].rstrip(".")
+            value = str(settings[name]) if name in settings else setting["default"]
             shown = value if len(value) <= 18 else value[:17] + "…"
-            lines.append(f"  --{name:<30} {shown:<18}  {first[:70]}")
+            head = f"  --{name:<30} {shown:<18}  "
+            if width is None or width <= len(head) + 20:
+                lines.append(head + first)
+            else:
+                lines += textwrap.wrap(
+                    first, width, initial_indent=head, subsequent_indent=" " * len(head)
+                ) or [head]
     lines.append(
         "\nAny other field of TRL's GRPOConfig or transformers' TrainingArguments is accepted under its own "
         "name (see their documentation)."
@@ -188,11 +254,11 @@ def settings_markdown() -> str:
         "recipe's YAML uses the same keys, and `--key value` on the command line overrides them. Any other",
         "field of TRL's `GRPOConfig` and transformers' `TrainingArguments` is accepted under its own name.",
     ]
-    for group, names in shown_settings().items():
+    for group, settings in settings_index().groups.items():
         lines += ["", f"## {group}", "", "| setting | default | meaning |", "| --- | --- | --- |"]
-        for name in names:
-            value = _default_text(name, {})
+        for setting in settings:
+            value = setting["default"]
             value = value if len(value) <= 40 else value[:39] + "…"
-            cells = [f"`{name}`", f"`{value}`", _help_text(name)]
+            cells = [f"`{setting['name']}`", f"`{value}`", setting["help"]]
             lines.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,89 @@
+"""The index of the settings of ``corewarding train``, read without TRL: every setting's name, and for
+those shown by group, the default in words and the help.
+
+:class:`~corewarding.training.config.CoRewardingConfig` is the one place each setting is described, but
+importing it imports TRL, transformers and torch: seconds. The index (``settings_index.json`` beside
+this module) is generated from its fields, so that the help screen and the check of every key of a
+recipe or command line answer at once; a test checks that the shipped index is the config's. After a
+change of the settings, write it again::
+
+    python -m corewarding.training.settings_index
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+
+__all__ = ["INDEX_PATH", "SettingsIndex", "build_index", "settings_index", "write_index"]
+
+#: The shipped index.
+INDEX_PATH = Path(__file__).with_name("settings_index.json")
+
+
+@dataclass(frozen=True)
+class SettingsIndex:
+    """``names``: every setting (GRPOConfig's and TrainingArguments' included); ``groups``: the shown
+    settings by group title, in the config's order, each as ``{"name", "default", "help"}`` with its
+    default in words; ``choices``: the settings whose value is one of a few words, and those words."""
+
+    names: frozenset[str]
+    groups: dict[str, list[dict[str, str]]]
+    choices: dict[str, list[str]]
+
+    def shown(self) -> dict[str, list[str]]:
+        """The names of the shown settings by group title."""
+        return {title: [s["name"] for s in settings] for title, settings in self.groups.items()}
+
+    def setting(self, name: str) -> dict[str, str]:
+        """The shown setting ``name``: its name, default in words and help."""
+        return next(s for settings in self.groups.values() for s in settings if s["name"] == name)
+
+    def to_json(self) -> str:
+        """The text of ``settings_index.json``."""
+        record = {"names": sorted(self.names), "groups": self.groups, "choices": self.choices}
+        return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
+
+
+def _default_in_words(f) -> str:
+    help_text = f.metadata.get("help")
+    if f.default is None and getattr(help_text, "auto", None) is not None:
+        return help_text.auto
+    if f.default_factory is not MISSING:
+        return str(f.default_factory())
+    return str(f.default)
+
+
+def build_index() -> SettingsIndex:
+    """The index of :class:`~corewarding.training.config.CoRewardingConfig`'s fields (imports TRL)."""
+    from corewarding.training.config import CHOICES, SETTING_GROUPS, CoRewardingConfig, SettingHelp
+
+    by_name = {f.name: f for f in fields(CoRewardingConfig)}
+    groups: dict[str, list[dict[str, str]]] = {title: [] for title in SETTING_GROUPS.values()}
+    for name in inspect.get_annotations(CoRewardingConfig):
+        help_text = by_name[name].metadata.get("help")
+        if isinstance(help_text, SettingHelp):
+            groups[SETTING_GROUPS[help_text.group]].append(
+                {"name": name, "default": _default_in_words(by_name[name]), "help": " ".join(help_text.split())}
+            )
+    return SettingsIndex(frozenset(by_name), groups, {name: list(words) for name, words in CHOICES.items()})
+
+
+@functools.cache
+def settings_index() -> SettingsIndex:
+    """The shipped index (no TRL import)."""
+    data = json.loads(INDEX_PATH.read_text(encoding="utf-8"))
+    return SettingsIndex(frozenset(data["names"]), data["groups"], data["choices"])
+
+
+def write_index() -> None:
+    """Write :func:`build_index` into :data:`INDEX_PATH`."""
+    INDEX_PATH.write_text(build_index().to_json(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    write_index()
+    print(f"wrote {INDEX_PATH}")
