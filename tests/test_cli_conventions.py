@@ -263,13 +263,19 @@ def test_eval_runs_torch_on_the_free_cores_by_default(monkeypatch):
 @pytest.mark.slow
 def test_a_training_run_piped_to_a_log_is_quiet_and_uncut(tmp_path):
     done = corewarding(
-        "train", "--config", "tiny/majority_vote", "--max_steps", "1", "--max_heldout_problems", "4",
+        "train", "--config", "tiny/majority_vote", "--max_steps", "2", "--max_heldout_problems", "4",
         "--heldout_samples", "1", "--output_dir", str(tmp_path / "run"), "--threads", "1",
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Warning" not in done.stderr, done.stderr
-    progress = next(line for line in done.stdout.splitlines() if line.startswith("majority_vote "))
-    assert "label acc " in progress and "…" not in progress and "1/1" in progress, progress
+    lines = done.stdout.splitlines()
+    # A log gets plain lines as the run goes (a live display is drawn there only at the end) ...
+    for step in (1, 2):
+        line = next(x for x in lines if x.startswith(f"majority_vote step {step}/2: "))
+        assert "reward " in line and "label acc " in line, line
+    # ... and the live display's last state, uncut.
+    progress = next(line for line in lines if line.startswith("majority_vote ") and " step " not in line)
+    assert "label acc " in progress and "…" not in progress and "2/2" in progress, progress
 
 
 def test_a_recipes_unknown_value_is_reported_with_its_file_and_line(tmp_path):

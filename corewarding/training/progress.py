@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from corewarding.core import metric_names
 from corewarding.core.terminal import output_console
 
-__all__ = ["RunProgress", "progress_display", "show_progress"]
+__all__ = ["LOG_LINES", "RunProgress", "progress_display", "show_progress"]
 
 # The figures shown, in order: metric name → short label.
 _SHOWN = {
@@ -22,6 +22,10 @@ _SHOWN = {
     metric_names.HELDOUT_GREEDY: "held-out greedy",
     metric_names.HELDOUT_SAMPLED: "sampled",
 }
+
+
+#: About how many plain progress lines a run prints when its output is not a terminal.
+LOG_LINES = 20
 
 
 def progress_display(console=None) -> Progress:
@@ -35,6 +39,9 @@ class RunProgress(TrainerCallback):
     """Advances a task of a :func:`progress_display` at every step and shows the latest figures.
 
     ``collapse`` is a :class:`~corewarding.training.callbacks.CollapseCallback` whose verdict is shown.
+    When the output is not a terminal (a ``nohup`` or slurm log) a live display is drawn only once, at
+    the end, so the figures are also printed as plain lines: at every held-out evaluation and about
+    :data:`LOG_LINES` times over the run.
     """
 
     def __init__(self, progress: Progress, name: str, collapse=None):
@@ -54,6 +61,16 @@ class RunProgress(TrainerCallback):
         if report is not None and report.collapsed:
             shown.append(f"[red]collapse at step {report.step}[/red]")
         self.progress.update(self.task, description=f"{self.name:<16} " + ", ".join(shown))
+        if not self.progress.console.is_terminal and logs and self._log_line_due(state, logs):
+            plain = ", ".join(shown).replace("[red]", "").replace("[/red]", "")
+            self.progress.console.print(f"{self.name} step {state.global_step}/{state.max_steps}: {plain}",
+                                        markup=False, highlight=False)
+
+    @staticmethod
+    def _log_line_due(state, logs: dict) -> bool:
+        every = max(1, state.max_steps // LOG_LINES)
+        evaluated = metric_names.HELDOUT_GREEDY in logs or metric_names.HELDOUT_SAMPLED in logs
+        return evaluated or state.global_step % every == 0 or state.global_step == state.max_steps
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
