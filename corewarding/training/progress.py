@@ -48,6 +48,7 @@ class RunProgress(TrainerCallback):
         self.progress, self.name, self.collapse = progress, name, collapse
         self.task = progress.add_task(name, total=None)
         self.latest: dict[str, float] = {}
+        self.last_line = ""
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.progress.update(self.task, total=state.max_steps, completed=state.global_step)
@@ -63,8 +64,10 @@ class RunProgress(TrainerCallback):
         self.progress.update(self.task, description=f"{self.name:<16} " + ", ".join(shown))
         if not self.progress.console.is_terminal and logs and self._log_line_due(state, logs):
             plain = ", ".join(shown).replace("[red]", "").replace("[/red]", "")
-            self.progress.console.print(f"{self.name} step {state.global_step}/{state.max_steps}: {plain}",
-                                        markup=False, highlight=False)
+            line = f"{self.name} step {state.global_step}/{state.max_steps}: {plain}"
+            if line != self.last_line:  # a step's training and evaluation logs may show the same figures
+                self.progress.console.print(line, markup=False, highlight=False)
+                self.last_line = line
 
     @staticmethod
     def _log_line_due(state, logs: dict) -> bool:
