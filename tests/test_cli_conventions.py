@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.cli.app import WORKFLOW
 from corewarding.cli.options import default_threads
+from corewarding.core.errors import SettingError
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 ROOT = Path(__file__).parents[1]
@@ -141,6 +142,29 @@ def test_a_usage_mistake_is_one_line_with_exit_code_2(args, line):
 
 
 # --- errors with their location, before heavy imports ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["--max_steps", "ten"], "error: command line: --max_steps takes an integer, got 'ten'"),
+        (["--learning-rate", "fast"], "error: command line: --learning_rate takes a number, got 'fast'"),
+        (["--save_steps=0.5x"], "error: command line: --save_steps takes a number, got '0.5x'"),
+    ],
+)
+def test_a_number_settings_bad_value_is_reported_before_trl_is_imported(args, line):
+    done = corewarding("train", "--config", "tiny/majority_vote", *args, blocked=True)
+    assert (done.returncode, done.stderr.strip()) == (2, line), done.stderr[-2000:]
+
+
+def test_number_settings_take_numbers_of_their_type():
+    from corewarding.training.settings import _check_numbers
+
+    # A float setting takes an integer, scientific notation and a negative number; TRL's step settings are
+    # floats (a ratio of the run below 1).
+    _check_numbers({"learning_rate": "1e-4", "beta": "0", "no_answer_penalty": "-7", "save_steps": "0.1"})
+    with pytest.raises(SettingError, match="--num_generations takes an integer, got '8.5'"):
+        _check_numbers({"num_generations": "8.5"})
 
 
 def test_a_malformed_recipe_is_reported_with_its_line_and_column(tmp_path):

@@ -100,7 +100,7 @@ def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
         (["--teacher_rate_start", "1.5"], "error: rate_start must be in [0, 1], got 1.5"),
         (["--min_agreement_ratio", "2"], "error: min_ratio must be in [0, 1], got 2.0"),
         (["--learning_rate", "-0.0001"], "error: learning_rate must be positive, got -0.0001"),
-        (["--max_steps", "ten"], "error: command line: argument --max_steps"),
+        (["--max_steps", "ten"], "error: command line: --max_steps takes an integer, got 'ten'"),
         (["--method", "vibes"], "error: unknown method 'vibes': expected one of"),
         (["--method", "majority_votes"], "error: unknown method 'majority_votes' (did you mean majority_vote?)"),
         (["--learning_rate", "-1e-5"], "error: learning_rate must be positive, got -1e-05"),

@@ -45,6 +45,18 @@ def _check_choices(settings: dict, origins: dict) -> None:
             raise SettingError(f"recipe {origins[name]}: {error}") if name in origins else error
 
 
+def _check_numbers(given: dict[str, str]) -> None:
+    """A number setting given a command-line value that is not one: ``command line: --max_steps takes an
+    integer, got 'ten'`` (before TRL is imported; its parser would say the same seconds later)."""
+    for name, value in given.items():
+        kind = settings_index().numbers.get(name)
+        try:
+            {"int": int, "float": float}.get(kind, str)(value)
+        except ValueError:
+            noun = "an integer" if kind == "int" else "a number"
+            raise SettingError(f"command line: --{name} takes {noun}, got {value!r}") from None
+
+
 def _yaml_error(path: Path, error: yaml.YAMLError) -> SettingError:
     """A recipe that is not valid YAML, with where: ``recipe r.yaml:3:9: mapping values are not allowed
     here``."""
@@ -192,13 +204,14 @@ def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
 
 def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingConfig:
     """The config of ``corewarding train``: a recipe's settings, then ``--key value`` (or ``--key=value``)
-    overrides. An unknown key or a word setting's unknown value gets a close-match suggestion, before TRL
-    is imported; a value of the wrong type or out of range is a one-line SettingError, raised before any
-    model or data is loaded."""
+    overrides. An unknown key or a word setting's unknown value gets a close-match suggestion, and a number
+    setting's value that is not a number a one-line SettingError, before TRL is imported; a value out of
+    range is a one-line SettingError, raised before any model or data is loaded."""
     origins: dict[str, str] = {}
     settings = recipe_settings(recipe, origins=origins) if recipe is not None else {}
     parsed, given = _command_line_settings(args)
     _check_choices({**settings, **given}, {k: v for k, v in origins.items() if k not in given})
+    _check_numbers(given)
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=parsed)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
@@ -28,11 +29,13 @@ INDEX_PATH = Path(__file__).with_name("settings_index.json")
 class SettingsIndex:
     """``names``: every setting (GRPOConfig's and TrainingArguments' included); ``groups``: the shown
     settings by group title, in the config's order, each as ``{"name", "default", "help"}`` with its
-    default in words; ``choices``: the settings whose value is one of a few words, and those words."""
+    default in words; ``choices``: the settings whose value is one of a few words, and those words;
+    ``numbers``: the settings whose type is a number (or None), ``"int"`` or ``"float"``."""
 
     names: frozenset[str]
     groups: dict[str, list[dict[str, str]]]
     choices: dict[str, list[str]]
+    numbers: dict[str, str]
 
     def shown(self) -> dict[str, list[str]]:
         """The names of the shown settings by group title."""
@@ -44,7 +47,9 @@ class SettingsIndex:
 
     def to_json(self) -> str:
         """The text of ``settings_index.json``."""
-        record = {"names": sorted(self.names), "groups": self.groups, "choices": self.choices}
+        record = {
+            "names": sorted(self.names), "groups": self.groups, "choices": self.choices, "numbers": self.numbers,
+        }
         return json.dumps(record, indent=1, ensure_ascii=False) + "\n"
 
 
@@ -55,6 +60,14 @@ def _default_in_words(f) -> str:
     if f.default_factory is not MISSING:
         return str(f.default_factory())
     return str(f.default)
+
+
+def _number_kind(hint) -> str | None:
+    """``"int"`` or ``"float"`` for a type hint ``int``, ``float``, ``int | None`` or ``float | None``."""
+    kinds = {arg for arg in typing.get_args(hint) if arg is not type(None)} or {hint}
+    if len(kinds) == 1 and (kind := kinds.pop()) in (int, float):
+        return kind.__name__
+    return None
 
 
 def build_index() -> SettingsIndex:
@@ -69,14 +82,17 @@ def build_index() -> SettingsIndex:
             groups[SETTING_GROUPS[help_text.group]].append(
                 {"name": name, "default": _default_in_words(by_name[name]), "help": " ".join(help_text.split())}
             )
-    return SettingsIndex(frozenset(by_name), groups, {name: list(words) for name, words in CHOICES.items()})
+    numbers = {name: kind for name, hint in typing.get_type_hints(CoRewardingConfig).items()
+               if (kind := _number_kind(hint))}
+    choices = {name: list(words) for name, words in CHOICES.items()}
+    return SettingsIndex(frozenset(by_name), groups, choices, numbers)
 
 
 @functools.cache
 def settings_index() -> SettingsIndex:
     """The shipped index (no TRL import)."""
     data = json.loads(INDEX_PATH.read_text(encoding="utf-8"))
-    return SettingsIndex(frozenset(data["names"]), data["groups"], data["choices"])
+    return SettingsIndex(frozenset(data["names"]), data["groups"], data["choices"], data["numbers"])
 
 
 def write_index() -> None:
