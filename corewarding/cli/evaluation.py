@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -65,11 +66,41 @@ def eval_command(
         ),
     ] = False,
     seed: Annotated[int, typer.Option(help="Seeds the sampling and the synthetic questions.")] = 0,
+    suite: Annotated[
+        str,
+        typer.Option(
+            help="What to measure, one or more of math, code, general (comma-separated): math scores "
+            "DATASET's answers; code runs --code's programs in a sandbox (pass@k); general runs IFEval and "
+            "MMLU-Pro through lm-evaluation-harness (--ifeval, --mmlu-pro; pip install 'corewarding[eval]')."
+        ),
+    ] = "math",
+    code: Annotated[
+        Path | None,
+        typer.Option(help="Code problems with tests (HumanEval-, MBPP- or stdin/stdout-style JSONL/parquet)."),
+    ] = None,
+    ifeval: Annotated[Path | None, typer.Option(help="IFEval's prompts (its JSONL or parquet file).")] = None,
+    mmlu_pro: Annotated[
+        Path | None, typer.Option(help="MMLU-Pro's test questions (its parquet or a JSONL file).")
+    ] = None,
+    compare: Annotated[
+        str | None,
+        typer.Option(
+            help="The base model, measured the same way (or the results file of its eval -o): both side by "
+            "side with the difference and its standard error."
+        ),
+    ] = None,
+    sandbox_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds each program may run (code suite).")
+    ] = 10.0,
+    chat_template: Annotated[
+        bool, typer.Option(help="general: prompt through the tokenizer's chat template (off: plain text).")
+    ] = True,
     threads: Threads = None,
     backend: BackendOptions = BackendOptions(),
     answers: AnswerOptions = AnswerOptions(),
 ) -> None:
     """Accuracy of a model on a dataset: greedy pass@1; with -k, avg@k, pass@k and maj@k at --temperature.
+    With --suite code/general, code and general benchmarks; with --compare BASE, against its base.
 
     Example: corewarding eval tiny synthetic --limit 200 -k 8 --max-new-tokens 48 -o tiny.json
     """
@@ -84,10 +115,18 @@ def eval_command(
     )
     if output is not None:
         check_writable(output, "--output")
-    if views and (dataset != "synthetic" or not samples):
+    families = suite_families(suite)
+    if views and (dataset != "synthetic" or not samples or families != ["math"] or compare):
         raise UserError(
             "--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k"
         )
+    if families != ["math"] or compare is not None:
+        plan = SuitePlan(
+            families, dataset, columns, limit, samples, temperature, top_p, greedy, max_new_tokens, seed,
+            answers, backend, code, {"ifeval": ifeval, "mmlu_pro": mmlu_pro}, sandbox_timeout, chat_template,
+        )
+        measure_suites_command(model, compare, plan, threads, output)
+        return
     problems = evaluation_problems(model, dataset, columns, limit, seed)
     start_torch(threads)
     started = time.perf_counter()
@@ -153,3 +192,155 @@ def evaluation_problems(model: str, dataset: str, columns, limit: int | None, se
             err=True,
         )
     return scorable[:limit] if limit else scorable
+
+
+#: The families ``--suite`` names, in the order they are measured and shown.
+FAMILIES = ("math", "code", "general")
+
+
+def suite_families(suite: str) -> list[str]:
+    """``--suite``'s families, in the order of :data:`FAMILIES`; an unknown one is a one-line error."""
+    from corewarding.core.errors import unknown_choice
+
+    named = [name.strip() for name in suite.split(",") if name.strip()]
+    for name in named:
+        if name not in FAMILIES:
+            raise unknown_choice("suite", name, FAMILIES)
+    if not named:
+        raise UserError(f"--suite names nothing: give one or more of {', '.join(FAMILIES)}")
+    return [name for name in FAMILIES if name in named]
+
+
+@dataclass(frozen=True)
+class SuitePlan:
+    """What ``eval --suite`` measures and how, the same for the model and its base."""
+
+    families: list[str]
+    dataset: str
+    columns: str | None
+    limit: int | None
+    samples: int
+    temperature: float
+    top_p: float
+    greedy: bool
+    max_new_tokens: int
+    seed: int
+    answers: AnswerOptions
+    backend: BackendOptions
+    code: Path | None
+    general_files: dict[str, Path | None]
+    sandbox_timeout: float
+    chat_template: bool
+
+    def check(self) -> None:
+        """Every mistake in the plan, before a model is loaded."""
+        if "code" in self.families:
+            if self.code is None:
+                raise UserError("--suite code needs its problems: --code FILE")
+            from corewarding.inference.code_benchmark import load_code_problems
+
+            load_code_problems(self.code)
+        if "general" in self.families:
+            files = {name: path for name, path in self.general_files.items() if path is not None}
+            if not files:
+                raise UserError("--suite general needs its data: --ifeval FILE and/or --mmlu-pro FILE")
+            for name, path in files.items():
+                if not path.is_file():
+                    raise UserError(f"--{name.replace('_', '-')} {path}: no such file")
+            if self.backend.backend != "transformers":
+                raise UserError("--suite general runs a transformers model (lm-eval's HFLM): use --backend transformers")
+            from corewarding.inference.general_benchmarks import require_lm_eval
+
+            require_lm_eval()
+
+
+def measure_suites(model: str, plan: SuitePlan) -> dict:
+    """One model's record of every family of the plan: each family's settings and results, with its
+    ``scores`` (benchmark, metric, value, per-question scores) for a comparison."""
+    from dataclasses import asdict
+
+    from corewarding.inference.evaluate import evaluate
+
+    record: dict = {"model": model, "seed": plan.seed, "suites": {}}
+    engine = make_backend(model, plan.backend, plan.seed) if {"math", "code"} & set(plan.families) else None
+    if engine is not None:
+        record["backend"] = engine.description
+    if "math" in plan.families:
+        problems = evaluation_problems(model, plan.dataset, plan.columns, plan.limit, plan.seed)
+        result = evaluate(
+            problems, engine, k=plan.samples, temperature=plan.temperature, top_p=plan.top_p,
+            greedy=plan.greedy, max_new_tokens=plan.max_new_tokens, matching=plan.answers.matching,
+            system_prompt=plan.answers.system_prompt or None,
+            fallback_last_number=plan.answers.fallback_last_number, progress=True,
+        )
+        benchmark = Path(plan.dataset).name
+        record["suites"]["math"] = {
+            "dataset": plan.dataset, "evaluation": json.loads(result.to_json()),
+            "scores": [
+                {"benchmark": benchmark, "metric": metric, "value": sum(values) / len(values), "per_question": values}
+                for metric, values in result.per_question.items()
+            ],
+        }
+    if "code" in plan.families:
+        from corewarding.core.sandbox import SandboxLimits
+        from corewarding.inference.code_benchmark import evaluate_code, load_code_problems
+
+        problems = load_code_problems(plan.code)[: plan.limit]
+        n = max(plan.samples, 1)
+        result = evaluate_code(
+            problems, engine, n=n, temperature=plan.temperature if n > 1 else 0.0, top_p=plan.top_p,
+            max_new_tokens=plan.max_new_tokens, limits=SandboxLimits(timeout_s=plan.sandbox_timeout),
+            progress=True,
+        )
+        record["suites"]["code"] = {
+            "file": str(plan.code), **asdict(result),
+            "scores": [{
+                "benchmark": plan.code.stem, "metric": "pass@1", "value": result.pass_at_k[1],
+                "per_question": result.per_question,
+            }],
+        }
+    if "general" in plan.families:
+        from corewarding.inference.general_benchmarks import evaluate_general
+
+        files = {name: path for name, path in plan.general_files.items() if path is not None}
+        scores = evaluate_general(
+            model, files, limit=plan.limit, max_new_tokens=plan.max_new_tokens,
+            batch_size=min(plan.backend.batch_size, 16), chat_template=plan.chat_template, seed=plan.seed,
+        )
+        record["suites"]["general"] = {
+            "files": {name: str(path) for name, path in files.items()},
+            "scores": [asdict(score) for score in scores.values()],
+        }
+    return record
+
+
+def measure_suites_command(
+    model: str, compare: str | None, plan: SuitePlan, threads: int | None, output: Path | None
+) -> None:
+    """``eval --suite … [--compare BASE]``: measure, show every score, and the comparison with the base."""
+    from corewarding.core.terminal import output_console
+    from corewarding.inference.comparison import compare_records, comparison_table, scores_table
+
+    plan.check()
+    base_record = None
+    if compare is not None and Path(compare).suffix == ".json" and Path(compare).is_file():
+        base_record = json.loads(Path(compare).read_text())
+        if "suites" not in base_record:
+            raise UserError(f"--compare {compare}: not a results file of corewarding eval --suite … -o")
+    start_torch(threads)
+    records = {model: measure_suites(model, plan)}
+    if compare is not None:
+        records[compare] = base_record or measure_suites(compare, plan)
+    console = output_console()
+    console.print(scores_table(records))
+    record: dict = records[model]
+    if compare is not None:
+        rows = compare_records(records[compare], records[model])
+        console.print(comparison_table(rows, base=compare, trained=model))
+        from dataclasses import asdict
+
+        record = {"trained": records[model], "base": records[compare], "comparison": [asdict(r) for r in rows]}
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(record, indent=2) + "\n")
+        typer.echo(f"results in {output}")

@@ -53,6 +53,7 @@ from corewarding.inference.generation import GenerationBackend, GenerationSettin
 
 __all__ = [
     "pass_at_k",
+    "reported_ks",
     "Scores",
     "QuestionOutcome",
     "question_outcomes",
@@ -148,6 +149,18 @@ def question_outcomes(
     return [QuestionOutcome(*fields) for fields in zip(greedy_correct, correct, majority_correct)]
 
 
+def reported_ks(n: int, pass_ks: Sequence[int] | None = None) -> list[int]:
+    """The k at which pass@k is reported from n samples: ``pass_ks``, or 1, 2, 4, … up to and including n.
+
+    >>> reported_ks(6)
+    [1, 2, 4, 6]
+    """
+    ks = sorted(set(pass_ks)) if pass_ks else sorted({2**i for i in range(n.bit_length()) if 2**i <= n} | {n})
+    if ks[0] < 1 or ks[-1] > n:
+        raise UserError(f"pass@k can be reported for 1 <= k <= {n} only, got {ks}")
+    return ks
+
+
 def outcome_scores(
     outcomes: Sequence[QuestionOutcome], k: int = 0, pass_ks: Sequence[int] | None = None
 ) -> Scores:
@@ -158,13 +171,7 @@ def outcome_scores(
     if num and outcomes[0].greedy_correct is not None:
         scores["greedy_accuracy"] = fmean(o.greedy_correct for o in outcomes)
     if num and k:
-        ks = (
-            sorted(set(pass_ks))
-            if pass_ks
-            else sorted({2**i for i in range(k.bit_length()) if 2**i <= k} | {k})
-        )
-        if ks[0] < 1 or ks[-1] > k:
-            raise UserError(f"pass@k can be reported for 1 <= k <= {k} only, got {ks}")
+        ks = reported_ks(k, pass_ks)
         scores.update(
             k=k,
             avg_at_k=fmean(o.sampled_correct / k for o in outcomes),
@@ -191,12 +198,16 @@ def score_answers(
         pass_ks: the k at which to report pass@k (default: 1, 2, 4, … up to and including n).
         matching: ``"equivalence"`` (math-verify) or ``"exact"`` (canonical strings).
     """
+    return _scores_and_outcomes(references, sampled, greedy, pass_ks=pass_ks, matching=matching)[0]
+
+
+def _scores_and_outcomes(references, sampled, greedy, *, pass_ks, matching) -> tuple[Scores, list[QuestionOutcome]]:
     outcomes = question_outcomes(references, sampled, greedy, matching=matching)
     k = len(sampled[0]) if sampled else 0
     scores = outcome_scores(outcomes, k, pass_ks)
-    if not k:
-        return scores
-    return replace(scores, no_answer_rate=fmean(a is None for group in sampled for a in group))
+    if k:
+        scores = replace(scores, no_answer_rate=fmean(a is None for group in sampled for a in group))
+    return scores, outcomes
 
 
 @dataclass(frozen=True)
@@ -209,6 +220,8 @@ class EvaluationResult:
         max_new_tokens: the completion length limit of every run.
         matching: how answers were compared (``"equivalence"`` or ``"exact"``).
         failed: completions that could not be generated (failed HTTP requests), scored as no answer.
+        per_question: each question's score, by metric: ``greedy`` (1 or 0) and ``avg@k`` (c/k), in the
+            problems' order (what a comparison with another model pairs).
     """
 
     scores: Scores
@@ -217,6 +230,7 @@ class EvaluationResult:
     max_new_tokens: int
     matching: str
     failed: int = 0
+    per_question: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -333,15 +347,21 @@ def evaluate(
         [p.question for p in problems], backend, runs, system_prompt=system_prompt,
         fallback_last_number=fallback_last_number, progress=progress, max_question_chars=max_question_chars,
     )
-    scores = score_answers(
+    scores, outcomes = _scores_and_outcomes(
         [p.answer for p in problems],
         answers.get("sampled"),
         [group[0] for group in answers["greedy"]] if greedy else None,
         pass_ks=pass_ks,
         matching=matching,
     )
+    per_question = {}
+    if greedy:
+        per_question["greedy"] = [float(o.greedy_correct) for o in outcomes]
+    if k:
+        per_question[f"avg@{k}"] = [o.sampled_correct / k for o in outcomes]
     return EvaluationResult(
-        scores, temperature if k else None, top_p if k else None, max_new_tokens, matching, failed
+        scores, temperature if k else None, top_p if k else None, max_new_tokens, matching, failed,
+        per_question,
     )
 
 

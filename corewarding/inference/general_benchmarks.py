@@ -178,7 +178,7 @@ def evaluate_general(
     from corewarding.inference.models import load_model
 
     for name in ("lm-eval", "lm_eval"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
     loaded, tokenizer = load_model(model)
     # lm-eval pads on the right for scoring and on the left for generation itself.
     tokenizer.padding_side = "right"
