@@ -17,20 +17,25 @@ IFEVAL, MMLU_PRO, CODE = (
     FIXTURES / "ifeval_like.jsonl", FIXTURES / "mmlu_pro_like.jsonl", FIXTURES / "code_problems.jsonl",
 )
 needs_lm_eval = pytest.mark.skipif(
-    importlib.util.find_spec("lm_eval") is None, reason="lm-eval not installed (pip install 'corewarding[eval]')"
+    importlib.util.find_spec("lm_eval") is None,
+    reason="lm-eval not installed (pip install 'corewarding[eval]')",
 )
 
 
 def test_without_the_harness_the_general_suite_is_one_line_saying_how_to_install_it(monkeypatch):
     found = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else found(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "lm_eval" else found(name, *a)
+    )
     result = CliRunner().invoke(app, ["eval", "tiny", "--suite", "general", "--ifeval", str(IFEVAL)])
     assert result.exit_code == 2, result.output
     assert "pip install 'corewarding[eval]'" in result.output and "Traceback" not in result.output
 
 
 def test_a_missing_data_file_or_none_is_one_line(tmp_path):
-    absent = CliRunner().invoke(app, ["eval", "tiny", "--suite", "general", "--mmlu-pro", str(tmp_path / "x.parquet")])
+    absent = CliRunner().invoke(
+        app, ["eval", "tiny", "--suite", "general", "--mmlu-pro", str(tmp_path / "x.parquet")]
+    )
     assert absent.exit_code == 2 and "--mmlu-pro" in absent.output and "no such file" in absent.output
     none = CliRunner().invoke(app, ["eval", "tiny", "--suite", "general"])
     assert none.exit_code == 2 and "--ifeval FILE" in none.output
@@ -41,7 +46,9 @@ def test_a_missing_data_file_or_none_is_one_line(tmp_path):
 def test_a_file_without_the_benchmarks_columns_is_one_line(tmp_path):
     wrong = tmp_path / "ifeval.jsonl"
     wrong.write_text(json.dumps({"prompt": "Say hi."}) + "\n")
-    result = CliRunner().invoke(app, ["eval", "tiny", "--suite", "general", "--ifeval", str(wrong), "--threads", "1"])
+    result = CliRunner().invoke(
+        app, ["eval", "tiny", "--suite", "general", "--ifeval", str(wrong), "--threads", "1"]
+    )
     assert result.exit_code == 2 and "no column key, instruction_id_list, kwargs" in result.output
 
 
@@ -53,9 +60,9 @@ def test_the_report_of_a_run_folder_against_its_base_shows_all_three_families(mo
     output = tmp_path / "report.json"
     result = CliRunner().invoke(
         app,
-        ["eval", str(model_dir), "synthetic", "--limit", "8", "--suite", "math,code,general", "--code", str(CODE),
-         "--ifeval", str(IFEVAL), "--mmlu-pro", str(MMLU_PRO), "--compare", "tiny", "--max-new-tokens", "16",
-         "--threads", "1", "-o", str(output)],
+        ["eval", str(model_dir), "synthetic", "--limit", "8", "--suite", "math,code,general",
+         "--code", str(CODE), "--ifeval", str(IFEVAL), "--mmlu-pro", str(MMLU_PRO), "--compare", "tiny",
+         "--max-new-tokens", "16", "--threads", "1", "-o", str(output)],
     )
     assert result.exit_code == 0, result.output
     record = json.loads(output.read_text())

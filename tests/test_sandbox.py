@@ -80,7 +80,9 @@ def test_opening_a_socket_fails_and_reaches_nothing():
         server.listen()
         server.settimeout(0.5)
         port = server.getsockname()[1]
-        program = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+        program = (
+            f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).sendall(b'hi')\n"
+        )
         result = run_program(program, LIMITS)
         assert (result.passed, result.status) == (False, "failed")
         with pytest.raises(TimeoutError):
@@ -98,7 +100,9 @@ def test_the_network_namespace_alone_stops_a_connection():
         server.settimeout(0.5)
         port = server.getsockname()[1]
         connect = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)"
-        done = subprocess.run([*prefix, sys.executable, "-I", "-c", connect], capture_output=True, check=False)
+        done = subprocess.run(
+            [*prefix, sys.executable, "-I", "-c", connect], capture_output=True, check=False
+        )
         assert done.returncode != 0 and b"OSError" in done.stderr, done.stderr
         with pytest.raises(TimeoutError):
             server.accept()

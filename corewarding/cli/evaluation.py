@@ -76,7 +76,7 @@ def eval_command(
     ] = "math",
     code: Annotated[
         Path | None,
-        typer.Option(help="Code problems with tests (HumanEval-, MBPP- or stdin/stdout-style JSONL/parquet)."),
+        typer.Option(help="Code problems with tests (HumanEval-, MBPP- or stdin/stdout-style JSONL)."),
     ] = None,
     ifeval: Annotated[Path | None, typer.Option(help="IFEval's prompts (its JSONL or parquet file).")] = None,
     mmlu_pro: Annotated[
@@ -248,7 +248,9 @@ class SuitePlan:
                 if not path.is_file():
                     raise UserError(f"--{name.replace('_', '-')} {path}: no such file")
             if self.backend.backend != "transformers":
-                raise UserError("--suite general runs a transformers model (lm-eval's HFLM): use --backend transformers")
+                raise UserError(
+                    "--suite general runs a transformers model (lm-eval's HFLM): use --backend transformers"
+                )
             from corewarding.inference.general_benchmarks import require_lm_eval
 
             require_lm_eval()
@@ -277,7 +279,10 @@ def measure_suites(model: str, plan: SuitePlan) -> dict:
         record["suites"]["math"] = {
             "dataset": plan.dataset, "evaluation": json.loads(result.to_json()),
             "scores": [
-                {"benchmark": benchmark, "metric": metric, "value": sum(values) / len(values), "per_question": values}
+                {
+                    "benchmark": benchmark, "metric": metric, "value": sum(values) / len(values),
+                    "per_question": values,
+                }
                 for metric, values in result.per_question.items()
             ],
         }
@@ -339,7 +344,9 @@ def measure_suites_command(
         console.print(comparison_table(rows, base=compare, trained=model))
         from dataclasses import asdict
 
-        record = {"trained": records[model], "base": records[compare], "comparison": [asdict(r) for r in rows]}
+        record = {
+            "trained": records[model], "base": records[compare], "comparison": [asdict(r) for r in rows],
+        }
     if output is not None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(record, indent=2) + "\n")

@@ -1,4 +1,4 @@
-"""Running an untrusted Python program — a model's solution with its tests — outside the evaluating process.
+"""Running an untrusted Python program (a model's solution with its tests) outside the evaluating process.
 
 Each program runs in a fresh interpreter (``python -I -B``), never in the evaluator, under these bounds:
 
@@ -76,7 +76,9 @@ def _hook(event, args):
         writes = (isinstance(flags, int) and flags & _writing) or (mode and any(m in mode for m in "wax+"))
         if writes and not _inside(path):
             raise PermissionError(f"sandbox: writing outside the working directory: {path}")
-    elif event in _path_events and not all(_inside(a) for a in args if isinstance(a, (str, bytes, os.PathLike))):
+    elif event in _path_events and not all(
+        _inside(a) for a in args if isinstance(a, (str, bytes, os.PathLike))
+    ):
         raise PermissionError(f"sandbox: {event} outside the working directory")
 sys.addaudithook(_hook)
 del _hook
@@ -232,7 +234,9 @@ def run_program(
             process = subprocess.Popen(
                 command, cwd=folder, env=environment, stdin=given, stdout=out, stderr=err,
                 start_new_session=True,
-                preexec_fn=_limit_resources(limits, processes, drop_to_nobody=as_nobody and isolation is None),
+                preexec_fn=_limit_resources(
+                    limits, processes, drop_to_nobody=as_nobody and isolation is None
+                ),
             )
             try:
                 exit_code = process.wait(timeout=limits.timeout_s)

@@ -85,7 +85,10 @@ def _io_tests(value, label: str) -> tuple[tuple[str, str], ...]:
             raise UserError(f"{label}: 'tests' is neither a list nor JSON") from None
     if isinstance(value, dict) and "inputs" in value and "outputs" in value:
         value = [{"input": i, "output": o} for i, o in zip(value["inputs"], value["outputs"])]
-    if not isinstance(value, list) or not all(isinstance(t, dict) and {"input", "output"} <= t.keys() for t in value):
+    pairs = isinstance(value, list) and all(
+        isinstance(t, dict) and {"input", "output"} <= t.keys() for t in value
+    )
+    if not pairs:
         raise UserError(f"{label}: 'tests' must be a list of {{\"input\": …, \"output\": …}}")
     return tuple((str(t["input"]), str(t["output"])) for t in value)
 

@@ -31,7 +31,8 @@ from rich.table import Table
 from corewarding.core.errors import UserError
 
 __all__ = [
-    "ComparedScore", "compare_scores", "benchmark_scores", "compare_records", "scores_table", "comparison_table",
+    "ComparedScore", "compare_scores", "benchmark_scores", "compare_records", "scores_table",
+    "comparison_table",
 ]
 
 #: The families in the order a report shows them.
@@ -59,8 +60,8 @@ def compare_scores(
     """The paired comparison of two models' per-question scores on the same questions (module docstring)."""
     if len(base) != len(trained) or not base:
         raise UserError(
-            f"{family}/{benchmark}: the models answered {len(base)} and {len(trained)} questions; a comparison "
-            "needs the same questions (the same data, --limit and settings)"
+            f"{family}/{benchmark}: the models answered {len(base)} and {len(trained)} questions; a "
+            "comparison needs the same questions (the same data, --limit and settings)"
         )
     differences = [t - b for b, t in zip(base, trained)]
     difference = fmean(differences)
@@ -115,8 +116,9 @@ def comparison_table(rows: Sequence[ComparedScore], base: str, trained: str) -> 
         title=f"{trained} against {base} (%, Δ in points ± its standard error, paired over questions)",
         box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True,
     )
-    for header, justify in [("family", "left"), ("benchmark", "left"), ("metric", "left"), ("n", "right"),
-                            ("base", "right"), ("trained", "right"), ("Δ ± SE", "right"), ("reading", "left")]:
+    headers = [("family", "left"), ("benchmark", "left"), ("metric", "left"), ("n", "right"),
+               ("base", "right"), ("trained", "right"), ("Δ ± SE", "right"), ("reading", "left")]
+    for header, justify in headers:
         table.add_column(header, justify=justify, overflow="fold")
     for row in rows:
         error = "–" if row.standard_error is None else f"{100 * row.standard_error:.1f}"

@@ -201,7 +201,9 @@ def score_answers(
     return _scores_and_outcomes(references, sampled, greedy, pass_ks=pass_ks, matching=matching)[0]
 
 
-def _scores_and_outcomes(references, sampled, greedy, *, pass_ks, matching) -> tuple[Scores, list[QuestionOutcome]]:
+def _scores_and_outcomes(
+    references, sampled, greedy, *, pass_ks, matching
+) -> tuple[Scores, list[QuestionOutcome]]:
     outcomes = question_outcomes(references, sampled, greedy, matching=matching)
     k = len(sampled[0]) if sampled else 0
     scores = outcome_scores(outcomes, k, pass_ks)

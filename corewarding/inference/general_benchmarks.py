@@ -34,7 +34,7 @@ from pathlib import Path
 
 import yaml
 
-from corewarding.core.errors import UserError
+from corewarding.core.errors import UserError, unknown_choice
 from corewarding.data.rows import read_rows
 
 __all__ = ["GENERAL_BENCHMARKS", "GeneralBenchmark", "BenchmarkScore", "require_lm_eval", "evaluate_general"]
@@ -66,7 +66,10 @@ class GeneralBenchmark:
 GENERAL_BENCHMARKS = {
     "ifeval": GeneralBenchmark(
         "ifeval", "ifeval/ifeval.yaml", "train", ("key", "prompt", "instruction_id_list", "kwargs"),
-        ("prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc", "inst_level_loose_acc"),
+        (
+            "prompt_level_strict_acc", "inst_level_strict_acc", "prompt_level_loose_acc",
+            "inst_level_loose_acc",
+        ),
     ),
     "mmlu_pro": GeneralBenchmark(
         "mmlu_pro", "mmlu_pro/_default_template_yaml", "test", ("question", "options", "answer", "category"),
@@ -164,7 +167,7 @@ def evaluate_general(
     require_lm_eval()
     unknown = set(files) - set(GENERAL_BENCHMARKS)
     if unknown:
-        raise UserError(f"unknown general benchmark {sorted(unknown)[0]!r}: expected {', '.join(GENERAL_BENCHMARKS)}")
+        raise unknown_choice("general benchmark", sorted(unknown)[0], GENERAL_BENCHMARKS)
     for name, path in files.items():
         if not Path(path).is_file():
             raise UserError(f"--{name.replace('_', '-')} {path}: no such file")
@@ -185,7 +188,8 @@ def evaluate_general(
     harness_model = HFLM(pretrained=loaded, tokenizer=tokenizer, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="corewarding-lm-eval-") as folder:
         tasks = {
-            name: _task_file(GENERAL_BENCHMARKS[name], Path(path), Path(folder)) for name, path in files.items()
+            name: _task_file(GENERAL_BENCHMARKS[name], Path(path), Path(folder))
+            for name, path in files.items()
         }
         output = simple_evaluate(
             harness_model,
