@@ -256,9 +256,10 @@ class SuitePlan:
             require_lm_eval()
 
 
-def measure_suites(model: str, plan: SuitePlan) -> dict:
+def measure_suites(model: str, plan: SuitePlan, math_problems) -> dict:
     """One model's record of every family of the plan: each family's settings and results, with its
-    ``scores`` (benchmark, metric, value, per-question scores) for a comparison."""
+    ``scores`` (benchmark, metric, value, per-question scores) for a comparison. ``math_problems`` are
+    the math suite's questions, the same for a model and its base."""
     from dataclasses import asdict
 
     from corewarding.inference.evaluate import evaluate
@@ -268,9 +269,8 @@ def measure_suites(model: str, plan: SuitePlan) -> dict:
     if engine is not None:
         record["backend"] = engine.description
     if "math" in plan.families:
-        problems = evaluation_problems(model, plan.dataset, plan.columns, plan.limit, plan.seed)
         result = evaluate(
-            problems, engine, k=plan.samples, temperature=plan.temperature, top_p=plan.top_p,
+            math_problems, engine, k=plan.samples, temperature=plan.temperature, top_p=plan.top_p,
             greedy=plan.greedy, max_new_tokens=plan.max_new_tokens, matching=plan.answers.matching,
             system_prompt=plan.answers.system_prompt or None,
             fallback_last_number=plan.answers.fallback_last_number, progress=True,
@@ -310,7 +310,7 @@ def measure_suites(model: str, plan: SuitePlan) -> dict:
         files = {name: path for name, path in plan.general_files.items() if path is not None}
         scores = evaluate_general(
             model, files, limit=plan.limit, max_new_tokens=plan.max_new_tokens,
-            batch_size=min(plan.backend.batch_size, 16), chat_template=plan.chat_template, seed=plan.seed,
+            batch_size=plan.backend.batch_size, chat_template=plan.chat_template, seed=plan.seed,
         )
         record["suites"]["general"] = {
             "files": {name: str(path) for name, path in files.items()},
@@ -332,10 +332,16 @@ def measure_suites_command(
         base_record = json.loads(Path(compare).read_text())
         if "suites" not in base_record:
             raise UserError(f"--compare {compare}: not a results file of corewarding eval --suite … -o")
+    # The trained model's questions for both (the synthetic task is read from the model's folder).
+    math_problems = (
+        evaluation_problems(model, plan.dataset, plan.columns, plan.limit, plan.seed)
+        if "math" in plan.families
+        else None
+    )
     start_torch(threads)
-    records = {model: measure_suites(model, plan)}
+    records = {model: measure_suites(model, plan, math_problems)}
     if compare is not None:
-        records[compare] = base_record or measure_suites(compare, plan)
+        records[compare] = base_record or measure_suites(compare, plan, math_problems)
     console = output_console()
     console.print(scores_table(records))
     record: dict = records[model]

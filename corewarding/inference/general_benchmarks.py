@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -171,9 +170,6 @@ def evaluate_general(
     for name, path in files.items():
         if not Path(path).is_file():
             raise UserError(f"--{name.replace('_', '-')} {path}: no such file")
-    # No hub: the data are local files, and nothing else may be fetched silently.
-    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -183,8 +179,6 @@ def evaluate_general(
     for name in ("lm-eval", "lm_eval"):
         logging.getLogger(name).setLevel(logging.ERROR)
     loaded, tokenizer = load_model(model)
-    # lm-eval pads on the right for scoring and on the left for generation itself.
-    tokenizer.padding_side = "right"
     harness_model = HFLM(pretrained=loaded, tokenizer=tokenizer, batch_size=batch_size)
     with tempfile.TemporaryDirectory(prefix="corewarding-lm-eval-") as folder:
         tasks = {
