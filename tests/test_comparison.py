@@ -67,3 +67,30 @@ def test_a_results_file_of_another_kind_is_one_line(tmp_path):
         app, ["eval", "tiny", "--suite", "code", "--code", str(PROBLEMS), "--compare", str(other)]
     )
     assert result.exit_code == 2 and "not a results file" in result.output
+
+
+def test_both_models_answer_the_trained_models_math_questions(monkeypatch):
+    """The synthetic task is read from each model's folder; the base must still get the trained model's
+    questions, or the paired difference would pair different questions."""
+    import corewarding.inference.evaluate as evaluation
+
+    asked = []
+    real = evaluation.evaluate
+
+    def recording(problems, *args, **kwargs):
+        asked.append([p.question for p in problems])
+        return real(problems, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "evaluate", recording)
+    result = CliRunner().invoke(
+        app,
+        ["eval", "tiny", "synthetic", "--limit", "4", "--suite", "math", "--compare", "tiny-shortcut",
+         "--max-new-tokens", "8", "--threads", "1"],
+    )
+    assert result.exit_code == 0, result.output
+    assert len(asked) == 2 and asked[0] == asked[1]
+
+
+def test_an_unknown_suite_is_one_line_with_the_closest_name():
+    result = CliRunner().invoke(app, ["eval", "tiny", "--suite", "math,cod"])
+    assert result.exit_code == 2 and "did you mean code?" in result.output

@@ -80,3 +80,10 @@ def test_the_report_of_a_run_folder_against_its_base_shows_all_three_families(mo
     for score in general.values():
         assert score["value"] == pytest.approx(sum(score["per_question"]) / len(score["per_question"]))
     assert all(row["reading"] in {"higher", "lower", "level"} for row in rows.values())
+
+
+def test_the_general_suite_on_another_backend_is_one_line():
+    result = CliRunner().invoke(
+        app, ["eval", "tiny", "--suite", "general", "--ifeval", str(IFEVAL), "--backend", "vllm"]
+    )
+    assert result.exit_code == 2 and "--backend transformers" in result.output
