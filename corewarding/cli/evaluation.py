@@ -122,8 +122,10 @@ def eval_command(
         )
     if families != ["math"] or compare is not None:
         plan = SuitePlan(
-            families, dataset, columns, limit, samples, temperature, top_p, greedy, max_new_tokens, seed,
-            answers, backend, code, {"ifeval": ifeval, "mmlu_pro": mmlu_pro}, sandbox_timeout, chat_template,
+            families=families, dataset=dataset, columns=columns, limit=limit, samples=samples,
+            temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens, seed=seed,
+            answers=answers, backend=backend, code=code, sandbox_timeout=sandbox_timeout,
+            general_files={"ifeval": ifeval, "mmlu_pro": mmlu_pro}, chat_template=chat_template,
         )
         measure_suites_command(model, compare, plan, threads, output)
         return

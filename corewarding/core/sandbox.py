@@ -27,7 +27,9 @@ code that reaches native memory (a C extension already installed that calls ``fo
 gets past it, and then only the resource limits, the process group and the user's file permissions
 hold; without a network namespace (no ``unshare``, or user namespaces disabled for a non-root user) a
 native extension could reach the network; reading files the user can read is allowed (tests import
-the standard library); a program started by a non-root user runs as that user; timing side channels
+the standard library); the file-size limit bounds each file, not their number, so a program can fill
+the disk of its temporary directory by many files until its timeout; a program started by a non-root
+user runs as that user; timing side channels
 and CPU contention between parallel programs are not isolated. Run benchmarks of unknown origin in a
 container or VM as well.
 """
