@@ -221,3 +221,29 @@ def test_a_resumed_lora_run_ends_with_the_uninterrupted_runs_adapters(tmp_path):
         assert expected.keys() == got.keys()
         for key in expected:
             torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=f"{name}: {key}")
+
+
+@pytest.mark.slow
+def test_a_lora_run_is_extended_republished_and_evaluated_from_its_folder(tmp_path):
+    """A finished LoRA run resumed to a later step publishes its adapter over the first one (the teacher's
+    folder ``ref/`` included, which a rename alone cannot replace); a publication cut short is redone from the
+    last checkpoint; ``corewarding eval RUN`` loads the adapter onto its base model."""
+    out = tmp_path / "run"
+    args = ["train", "--config", "tiny/co_rewarding_ii", *LORA, "--output_dir", str(out)]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    (out / TEACHER_ADAPTER / "stale").write_text("from step 1")
+    extended = CliRunner().invoke(app, [*args, "--max_steps", "2", "--resume", "last"])
+    assert extended.exit_code == 0, extended.output
+    assert sorted(p.name for p in (out / TEACHER_ADAPTER).iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"
+    ]
+    assert not (out / ".final-model").exists() and not list(out.glob(".replaced-*"))
+
+    (out / "adapter_model.safetensors").unlink()  # a publication cut short
+    again = CliRunner().invoke(app, [*args, "--max_steps", "2", "--resume", "last"])
+    assert again.exit_code == 0 and "nothing to train" in again.output, again.output
+    published = load_file(out / "adapter_model.safetensors")
+    saved = load_file(out / "checkpoint-2" / "adapter_model.safetensors")
+    assert published.keys() == saved.keys() and all(torch.equal(published[k], saved[k]) for k in saved)
+    evaluated = CliRunner().invoke(app, ["eval", str(out), "synthetic", "--limit", "4", "--max-new-tokens", "16"])
+    assert evaluated.exit_code == 0, evaluated.output
