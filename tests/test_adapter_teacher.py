@@ -4,6 +4,7 @@ adapter over the policy's frozen model (corewarding/training/adapter_teacher.py)
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -214,6 +215,9 @@ def test_a_resumed_lora_run_ends_with_the_uninterrupted_runs_adapters(tmp_path):
     saved = load_file(checkpoint / "teacher.safetensors")
     assert saved and all(f".{TEACHER_ADAPTER}." in k and v.dtype == torch.float32 for k, v in saved.items())
     assert json.loads((checkpoint / "teacher_state.json").read_text()) == {"last_update_step": 2}
+    # transformers also restores peft's copy of every adapter (ref/, in the adapter's dtype: bfloat16 under
+    # ZeRO-3); without it the float32 master of teacher.safetensors alone must restore the teacher.
+    shutil.rmtree(checkpoint / TEACHER_ADAPTER)
     resumed = lora_trainer(tmp_path / "resumed", steps=3)
     resumed.train(resume_from_checkpoint=str(checkpoint))
     for name in ("default", TEACHER_ADAPTER):
