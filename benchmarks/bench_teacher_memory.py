@@ -63,7 +63,9 @@ def teacher_bytes(teacher) -> tuple[int, int, int]:
     weights = teacher._local_teacher()
     numbers = sum(t.numel() for t in weights)
     module = sum(t.numel() * t.element_size() for t in weights)
-    master = sum(m.numel() * m.element_size() for m, t in zip(teacher.master, weights) if m.data_ptr() != t.data_ptr())
+    master = sum(
+        m.numel() * m.element_size() for m, t in zip(teacher.master, weights) if m.data_ptr() != t.data_ptr()
+    )
     return numbers, module, master
 
 
@@ -114,7 +116,8 @@ def qwen3_8b(rank: int) -> list[dict]:
         ("adapter, float32 (peft's default)", adapter, 4, 0),
         ("adapter, bf16 + float32 master (ZeRO-3)", adapter, 2, 4),
     ):
-        rows.append(dict(size="Qwen3-8B (computed)", dtype="", teacher=label, model_parameters=model_parameters,
+        rows.append(dict(size="Qwen3-8B (computed)", dtype="", teacher=label,
+                         model_parameters=model_parameters,
                          teacher_parameters=numbers, module_bytes=numbers * module_size,
                          master_bytes=numbers * master, rss_growth_bytes=None))
     return rows
@@ -124,7 +127,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
-    parser.add_argument("--row", nargs=3, help=argparse.SUPPRESS)  # size dtype teacher: one row, printed as JSON
+    # --row size dtype teacher: measure one row in this process, printed as JSON.
+    parser.add_argument("--row", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.row:
         print(json.dumps(measure(*args.row, args.rank)))
@@ -150,7 +154,8 @@ def main() -> None:
         rss = "–" if r["rss_growth_bytes"] is None else f"{r['rss_growth_bytes'] / MiB:,.1f} MiB"
         print(f"| {r['size']} | {r['dtype'] or '–'} | {r['teacher']} | {r['teacher_parameters']:,} "
               f"({r['teacher_parameters'] / r['model_parameters']:.2%} of the model) | "
-              f"{r['module_bytes'] / MiB:,.1f} MiB | {r['master_bytes'] / MiB:,.1f} MiB | {total / MiB:,.1f} MiB | "
+              f"{r['module_bytes'] / MiB:,.1f} MiB | {r['master_bytes'] / MiB:,.1f} MiB | "
+              f"{total / MiB:,.1f} MiB | "
               f"{ratio:.4f}x | {rss} |")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -106,7 +106,8 @@ def published_into(output_dir: str | Path) -> Iterator[Path]:
     """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
     its files and folders (a LoRA run's teacher adapter, ``ref/``) replaces its namesake in ``output_dir`` in
     one rename, so nothing there is ever half-written (a failed save is removed as in
-    :func:`removed_on_failure`). A folder cannot be renamed onto a full one: the old is renamed aside first."""
+    :func:`removed_on_failure`). A folder cannot be renamed onto a full one: the old one is moved aside
+    first (absent for a moment, never mixed)."""
     output_dir = Path(output_dir)
     staging = output_dir / ".final-model"
     shutil.rmtree(staging, ignore_errors=True)

@@ -68,7 +68,8 @@ def adapter(trainer, name: str) -> dict[str, torch.Tensor]:
 def test_use_peft_and_the_lora_settings_build_trls_lora_config():
     config = config_from_args(
         "tiny/co_rewarding_ii",
-        ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8", "--lora_target_modules", "q_proj", "v_proj"],
+        ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
+         "--lora_target_modules", "q_proj", "v_proj"],
     )
     lora = lora_config(config)
     assert isinstance(lora, LoraConfig)
@@ -95,7 +96,9 @@ METHOD_RECIPES = {
     "ground_truth": [], "majority_vote": [], "self_certainty": [], "entropy": [], "co_rewarding_i": [],
     "co_rewarding_ii": [], "co_rewarding_iii": [],
     # Cooper's reward model with a fresh head on the tiny backbone (the recipes make one first: minutes).
-    "cooper": ["--reward_model_path", "tiny", "--make_reward_model", "false", "--reward_model_eval_data", "none"],
+    "cooper": [
+        "--reward_model_path", "tiny", "--make_reward_model", "false", "--reward_model_eval_data", "none"
+    ],
 }
 
 
@@ -128,7 +131,8 @@ class AdapterLog(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         teacher = self.trainer.teacher  # its master: T_(s−1), before the step's update
-        master = {n.replace(f".{TEACHER_ADAPTER}.", "."): m.clone() for n, m in zip(teacher._names(), teacher.master)}
+        names = [n.replace(f".{TEACHER_ADAPTER}.", ".") for n in teacher._names()]
+        master = {n: m.clone() for n, m in zip(names, teacher.master)}
         self.before.append((adapter(self.trainer, "default"), master))
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -249,5 +253,7 @@ def test_a_lora_run_is_extended_republished_and_evaluated_from_its_folder(tmp_pa
     published = load_file(out / "adapter_model.safetensors")
     saved = load_file(out / "checkpoint-2" / "adapter_model.safetensors")
     assert published.keys() == saved.keys() and all(torch.equal(published[k], saved[k]) for k in saved)
-    evaluated = CliRunner().invoke(app, ["eval", str(out), "synthetic", "--limit", "4", "--max-new-tokens", "16"])
+    evaluated = CliRunner().invoke(
+        app, ["eval", str(out), "synthetic", "--limit", "4", "--max-new-tokens", "16"]
+    )
     assert evaluated.exit_code == 0, evaluated.output

@@ -216,7 +216,7 @@ def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
             ) from None
         return str(path.parent), path.name, False
     if path.is_dir():
-        # A LoRA run's final model is its adapter: transformers loads the base model it names, then the adapter.
+        # A LoRA run's final model is its adapter: transformers loads the base model it names, then it.
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
             hint = f" (pass one of its GGUF files: {', '.join(ggufs)})" if ggufs else ""

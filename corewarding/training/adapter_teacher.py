@@ -1,4 +1,4 @@
-"""Co-rewarding-II's EMA teacher when the policy is a LoRA adapter: a second adapter over the same frozen model.
+"""Co-rewarding-II's EMA teacher when the policy is a LoRA adapter: a second adapter over the frozen model.
 
 With LoRA the policy's weights are W + (α/r)·B·A: W frozen, only the adapter (A, B, and any
 ``modules_to_save``) trained. A full copy of the model as teacher (:class:`~corewarding.training.teacher.

@@ -419,13 +419,13 @@ def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_
     written); with ``only_if_incomplete``, only when a crash cut the last publication short (its staging
     folder is left, or no model is there yet)."""
     output_dir, checkpoint = Path(output_dir), Path(checkpoint)
-    weights = "adapter_model.safetensors" if (checkpoint / "adapter_config.json").is_file() else "model.safetensors"
+    lora = (checkpoint / "adapter_config.json").is_file()
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
     complete = (output_dir / weights).is_file() and not (output_dir / ".final-model").exists()
     if only_if_incomplete and complete:
         return
     with checkpoints.published_into(output_dir) as staging:
-        if weights == "adapter_model.safetensors":
-            # A LoRA run: its adapter as TRL saved it, and peft's folder of each further adapter (the teacher's).
+        if lora:  # its adapter as TRL saved it, and peft's folder of each further adapter (the teacher's)
             staging.mkdir()
             shutil.copy2(checkpoint / "adapter_config.json", staging)
             shutil.copy2(checkpoint / weights, staging)

@@ -38,7 +38,9 @@ from safetensors.torch import load_file, save_file
 from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
-__all__ = ["ema_update_", "local_tensor", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
+__all__ = [
+    "ema_update_", "local_tensor", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE",
+]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"

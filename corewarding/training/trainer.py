@@ -226,8 +226,8 @@ class CoRewardingTrainer(GRPOTrainer):
         adapters = is_peft_model(model) or kwargs.get("peft_config") is not None
         if self.method.needs_teacher and adapters and args.use_vllm:
             raise UserError(
-                f"{args.method} with LoRA samples its teacher adapter with transformers, not vLLM: set use_vllm "
-                "false (docs/launch_modes.md)"
+                f"{args.method} with LoRA samples its teacher adapter with transformers, not vLLM: set "
+                "use_vllm false (docs/launch_modes.md)"
             )
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
