@@ -8,13 +8,13 @@ import shutil
 
 import pytest
 import torch
-from peft import LoraConfig
+from peft import IA3Config, LoraConfig
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.core.errors import UserError
+from corewarding.core.errors import SettingError, UserError
 from corewarding.core.teacher_schedule import ema_rate
 from corewarding.inference.models import load_model
 from corewarding.tiny.regimes import synthetic_problems
@@ -79,6 +79,19 @@ def test_use_peft_and_the_lora_settings_build_trls_lora_config():
     # TRL's own reading of one name: "all-linear" is peft's keyword, not a module called so.
     one = lora_config(CoRewardingConfig(use_peft=True, lora_target_modules=["all-linear"], output_dir="x"))
     assert one.target_modules == "all-linear"
+
+
+def test_use_peft_without_peft_is_one_line(monkeypatch):
+    from corewarding.training import config
+
+    monkeypatch.setattr(config.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(SettingError, match="use_peft needs the peft package: pip install peft"):
+        CoRewardingConfig(use_peft=True, output_dir="x")
+
+
+def test_co_rewarding_ii_refuses_an_adapter_other_than_lora_in_one_line(tmp_path):
+    with pytest.raises(UserError, match="teacher as a LoRA adapter: peft_config must be a LoraConfig, got IA3"):
+        lora_trainer(tmp_path, peft_config=IA3Config())
 
 
 def test_co_rewarding_ii_with_lora_refuses_vllm_in_one_line(tmp_path):

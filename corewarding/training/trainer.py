@@ -189,6 +189,9 @@ class CoRewardingTrainer(GRPOTrainer):
     user, if any (callables or reward-model ids, with TRL's semantics), summed under TRL's
     ``reward_weights`` (default ``[1, 0, 1, …]``: the format reward is only watched).
 
+    LoRA: with ``use_peft`` (a ``LoraConfig`` from the ``lora_*`` settings) or TRL's own ``peft_config``
+    argument every method trains an adapter over the frozen model, as TRL does.
+
     Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, or with LoRA its
     :class:`~corewarding.training.adapter_teacher.AdapterTeacher`; methods that need a
     teacher) and ``self.cooper`` (:class:`~corewarding.cooper.plugin.CooperPlugin`, methods with a reward
