@@ -65,7 +65,11 @@ def adapter(trainer, name: str) -> dict[str, torch.Tensor]:
 # ------------------------------------------------------------------------------------------ settings
 
 
-def test_use_peft_and_the_lora_settings_build_trls_lora_config():
+def test_use_peft_and_the_lora_settings_build_trls_lora_config(tmp_path):
+    recipe = tmp_path / "lora.yaml"
+    recipe.write_text("base: tiny/co_rewarding_ii\nuse_peft: true\nlora_r: 8\nlora_target_modules: [q_proj, o_proj]\n")
+    from_recipe = lora_config(config_from_args(recipe, []))
+    assert from_recipe.r == 8 and set(from_recipe.target_modules) == {"q_proj", "o_proj"}
     config = config_from_args(
         "tiny/co_rewarding_ii",
         ["--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
@@ -90,7 +94,7 @@ def test_use_peft_without_peft_is_one_line(monkeypatch):
 
 
 def test_co_rewarding_ii_refuses_an_adapter_other_than_lora_in_one_line(tmp_path):
-    with pytest.raises(UserError, match="teacher as a LoRA adapter: peft_config must be a LoraConfig, got IA3"):
+    with pytest.raises(UserError, match="LoRA adapter: peft_config must be a LoraConfig, got IA3Config"):
         lora_trainer(tmp_path, peft_config=IA3Config())
 
 

@@ -52,9 +52,9 @@ class AdapterTeacher(EMATeacher):
     """
 
     def __init__(self, model: torch.nn.Module, schedule: TeacherSchedule, accelerator):
-        self.policy_adapter = model.active_adapter
-        config = model.peft_config[self.policy_adapter]
-        if str(config.peft_type) not in ("LORA", "PeftType.LORA"):
+        self.policy_adapter_name = model.active_adapter
+        config = model.peft_config[self.policy_adapter_name]
+        if config.peft_type != "LORA":
             raise UserError(
                 f"co_rewarding_ii keeps its teacher as a LoRA adapter: peft_config must be a LoraConfig, "
                 f"got {type(config).__name__}"
@@ -64,40 +64,40 @@ class AdapterTeacher(EMATeacher):
             config.lora_dropout = 0.0  # the teacher only samples and scores, as the full teacher in eval mode
             model.add_adapter(TEACHER_ADAPTER, config)
             with torch.no_grad():
-                for teacher, policy in zip(self._adapter(model, TEACHER_ADAPTER), self._adapter(model)):
+                for teacher, policy in zip(self._teacher_adapter(model), self._policy_adapter(model)):
                     teacher.copy_(policy)
-        for param in self._adapter(model, TEACHER_ADAPTER):
+        for param in self._teacher_adapter(model):
             param.requires_grad_(False)
         super().__init__(model, schedule, accelerator)
-
-    def _adapter(self, model: torch.nn.Module, adapter: str | None = None) -> list[torch.nn.Parameter]:
-        """The parameters of ``adapter`` (default: the policy's), in the order of the teacher adapter's."""
-        parameters = dict(model.named_parameters())
-        return [parameters[self._policy_name(name)] if adapter is None else parameters[name]
-                for name in self._teacher_names(model)]
-
-    def _policy_name(self, teacher_name: str) -> str:
-        return teacher_name.replace(f".{TEACHER_ADAPTER}.", f".{self.policy_adapter}.")
 
     @staticmethod
     def _teacher_names(model: torch.nn.Module) -> list[str]:
         return [name for name, _ in model.named_parameters() if f".{TEACHER_ADAPTER}." in name]
 
-    def _teacher_parameters(self) -> list[torch.nn.Parameter]:
-        return self._adapter(self.accelerator.unwrap_model(self.module), TEACHER_ADAPTER)
+    def _teacher_adapter(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        parameters = dict(model.named_parameters())
+        return [parameters[name] for name in self._teacher_names(model)]
+
+    def _policy_adapter(self, model: torch.nn.Module) -> list[torch.nn.Parameter]:
+        """The policy adapter's parameters, in the order of the teacher adapter's (the same names, but for
+        the adapter's)."""
+        parameters = dict(model.named_parameters())
+        teacher, policy = f".{TEACHER_ADAPTER}.", f".{self.policy_adapter_name}."
+        return [parameters[name.replace(teacher, policy)] for name in self._teacher_names(model)]
 
     def _local_teacher(self) -> list[torch.Tensor]:
-        return [local_tensor(p) for p in self._teacher_parameters()]
+        return [local_tensor(p) for p in self._teacher_adapter(self.accelerator.unwrap_model(self.module))]
 
     def _policy_parameters(self, policy: torch.nn.Module) -> list[torch.Tensor]:
-        return [local_tensor(p) for p in self._adapter(self.accelerator.unwrap_model(policy))]
+        return [local_tensor(p) for p in self._policy_adapter(self.accelerator.unwrap_model(policy))]
 
     def _names(self) -> list[str]:
         return self._teacher_names(self.accelerator.unwrap_model(self.module))
 
     @property
     def _sharded(self) -> bool:
-        return any(hasattr(p, "ds_tensor") or hasattr(p, "to_local") for p in self._teacher_parameters())
+        teacher = self._teacher_adapter(self.accelerator.unwrap_model(self.module))
+        return any(hasattr(p, "ds_tensor") or hasattr(p, "to_local") for p in teacher)
 
     @contextmanager
     def sampling(self, policy: torch.nn.Module) -> Iterator[torch.nn.Module]:
@@ -110,5 +110,5 @@ class AdapterTeacher(EMATeacher):
         try:
             yield policy
         finally:
-            model.set_adapter(self.policy_adapter)
+            model.set_adapter(self.policy_adapter_name)
             model.train(was_training)
