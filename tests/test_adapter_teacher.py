@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 import torch
-from peft import IA3Config, LoraConfig
+from peft import IA3Config, LoraConfig, get_peft_model
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 from typer.testing import CliRunner
@@ -67,7 +67,9 @@ def adapter(trainer, name: str) -> dict[str, torch.Tensor]:
 
 def test_use_peft_and_the_lora_settings_build_trls_lora_config(tmp_path):
     recipe = tmp_path / "lora.yaml"
-    recipe.write_text("base: tiny/co_rewarding_ii\nuse_peft: true\nlora_r: 8\nlora_target_modules: [q_proj, o_proj]\n")
+    recipe.write_text(
+        "base: tiny/co_rewarding_ii\nuse_peft: true\nlora_r: 8\nlora_target_modules: [q_proj, o_proj]\n"
+    )
     from_recipe = lora_config(config_from_args(recipe, []))
     assert from_recipe.r == 8 and set(from_recipe.target_modules) == {"q_proj", "o_proj"}
     config = config_from_args(
@@ -274,3 +276,25 @@ def test_a_lora_run_is_extended_republished_and_evaluated_from_its_folder(tmp_pa
         app, ["eval", str(out), "synthetic", "--limit", "4", "--max-new-tokens", "16"]
     )
     assert evaluated.exit_code == 0, evaluated.output
+
+
+@pytest.mark.slow
+def test_a_peft_model_given_with_a_kl_term_has_trls_reference_adapter_as_teacher(tmp_path):
+    """A model that is already a PeftModel keeps its adapter under ``use_peft`` (TRL refuses a second
+    ``peft_config``); with ``beta`` > 0 TRL copies it as its reference adapter, which becomes the teacher."""
+    model, tokenizer = load_model("tiny", device="cpu")
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj"]))
+    config = CoRewardingConfig(
+        method="co_rewarding_ii", output_dir=str(tmp_path), max_steps=1, num_generations=4, use_peft=True,
+        per_device_train_batch_size=8, max_completion_length=16, report_to=[], heldout_dataset=None,
+        save_strategy="no", beta=0.1,
+    )
+    problems = synthetic_problems("tiny", 32, "train", seed=0)
+    trainer = CoRewardingTrainer(
+        model=model, args=config, processing_class=tokenizer,
+        train_dataset=training_dataset(problems, "co_rewarding_ii", config.system_prompt),
+    )
+    assert list(trainer.model.peft_config) == ["default", TEACHER_ADAPTER]
+    assert trainer.teacher._names() and all("q_proj" in name for name in trainer.teacher._names())
+    trainer.train()
+    assert trainer.state.global_step == 1

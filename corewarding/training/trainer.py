@@ -224,8 +224,8 @@ class CoRewardingTrainer(GRPOTrainer):
         check_columns(getattr(train_dataset, "column_names", None), self.method)
         if self.method.needs_teacher and isinstance(model, str):
             model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
-        if args.use_peft and kwargs.get("peft_config") is None:
-            kwargs["peft_config"] = lora_config(args)
+        if args.use_peft and kwargs.get("peft_config") is None and not is_peft_model(model):
+            kwargs["peft_config"] = lora_config(args)  # a PeftModel given already has its adapter
         adapters = is_peft_model(model) or kwargs.get("peft_config") is not None
         if self.method.needs_teacher and adapters and args.use_vllm:
             raise UserError(
