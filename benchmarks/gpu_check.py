@@ -2,9 +2,10 @@
 
 bfloat16 training of the shipped tiny model (float32 master weights, bf16 autocast) for ground truth,
 Co-rewarding-II (with the check that its teacher moved as the float32 EMA of the policy says it must)
-and Cooper, each with vLLM colocate when vLLM is installed (else transformers generation), then
-evaluation through both backends; it prints a table of step times and the checks, and writes them to
-``--out`` (JSON). Nothing here is needed by the tests.
+and Cooper, each with vLLM colocate when vLLM is installed (else transformers generation); Co-rewarding-II
+with LoRA (its teacher an EMA adapter, sampled with transformers: the EMA identity checked on the GPU at
+every step); then evaluation through both backends. It prints a table of step times, peak GPU memory and
+the checks, and writes them to ``--out`` (JSON). Nothing here is needed by the tests.
 
     python benchmarks/gpu_check.py [--steps 12] [--out runs/gpu_check/result.json]
 """
@@ -44,12 +45,31 @@ class StepTimer(TrainerCallback):
         self.times.append(time.perf_counter() - self._start)
 
 
+class AdapterEMACheck(TrainerCallback):
+    """The largest |T_s − ((1 − a_s)·T_(s−1) + a_s·θ_(s−1))| over the teacher adapter, every step."""
+
+    def __init__(self, trainer):
+        self.trainer, self.error, self._before = trainer, 0.0, None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        teacher = self.trainer.teacher
+        policy = teacher._policy_parameters(self.trainer.model)
+        self._before = [m.clone() for m in teacher.master], [p.detach().float().clone() for p in policy]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        teacher, (master, policy) = self.trainer.teacher, self._before
+        rate = teacher.schedule.rate(state.global_step, state.max_steps) or 0.0
+        for now, was, theta in zip(teacher.master, master, policy):
+            self.error = max(self.error, float((now - torch.lerp(was, theta, rate)).abs().max()))
+
+
 def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True, **overrides) -> dict:
+    lora = " (LoRA)" if overrides.get("use_peft") else ""
     config = load_recipe(
         f"tiny/{method}",
         bf16=bf16,
         max_steps=steps,
-        output_dir=str(out / f"{method}-{bf16}"),
+        output_dir=str(out / f"{method}-{bf16}{lora.strip(' ()')}"),
         eval_strategy="no",
         eval_on_start=False,
         save_strategy="no",
@@ -58,20 +78,27 @@ def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True,
         vllm_gpu_memory_utilization=0.2,
         **overrides,
     )
+    torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     trainer = build_trainer(config)
     built = time.perf_counter() - started
     timer = StepTimer()
     trainer.add_callback(timer)
+    ema_check = AdapterEMACheck(trainer) if lora and trainer.teacher else None
+    if ema_check:
+        trainer.add_callback(ema_check)
     teacher_start = [m.detach().clone() for m in trainer.teacher.master] if trainer.teacher else None
     policy_start = [p.detach().float().clone() for p in trainer.model.parameters()]
     trainer.train()
     row = {
-        "method": method + ("" if bf16 else " (float32)"),
+        "method": method + ("" if bf16 else " (float32)") + lora,
         "setup_s": built,
         "step_s": median(timer.times[1:]),
         "steps": steps,
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20,
     }
+    if ema_check:
+        row["teacher_ema_error"] = ema_check.error
     if teacher_start is not None:
         moved = sum(float((m - s).norm()) for m, s in zip(trainer.teacher.master, teacher_start))
         policy = sum(float((p.float() - s).norm()) for p, s in zip(trainer.model.parameters(), policy_start))
@@ -93,6 +120,10 @@ def main() -> None:
     rows = [train("ground_truth", args.steps, folder, use_vllm)]
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm))
     rows.append(train("co_rewarding_ii", args.steps, folder, use_vllm, bf16=False))
+    rows.append(train(
+        "co_rewarding_ii", args.steps, folder, False, use_peft=True, lora_r=16,
+        lora_target_modules=["all-linear"], learning_rate=1e-3,
+    ))
     model_dir, data = make_reward_model(folder / "reward_model", folder / "reward_model_data.jsonl")
     rows.append(
         train(
@@ -118,16 +149,22 @@ def main() -> None:
             "seconds": time.perf_counter() - started,
         }
     table = Table(title=f"GPU check on {torch.cuda.get_device_name()} (vLLM: {use_vllm})")
-    for column in ("run", "setup s", "s / step", "teacher moved / policy moved"):
+    for column in ("run", "setup s", "s / step", "peak GPU MiB", "teacher moved / policy moved"):
         table.add_column(column, justify="right")
     for row in rows:
         ratio = f"{row['teacher_moved'] / row['policy_moved']:.3f}" if "teacher_moved" in row else "–"
-        table.add_row(row["method"], f"{row['setup_s']:.0f}", f"{row['step_s']:.2f}", ratio)
+        if "teacher_ema_error" in row:
+            ratio += f" (EMA identity: max error {row['teacher_ema_error']:.1e})"
+        table.add_row(
+            row["method"], f"{row['setup_s']:.0f}", f"{row['step_s']:.2f}", f"{row['peak_gpu_mib']:.0f}",
+            ratio,
+        )
     for name, e in evaluations.items():
         table.add_row(
             f"eval ({name})",
             "",
             f"{e['seconds']:.1f} s total",
+            "",
             f"greedy {100 * e['greedy']:.1f}%, avg@4 {100 * e['avg@4']:.1f}%",
         )
     Console().print(table)
@@ -139,6 +176,11 @@ def main() -> None:
         "Co-rewarding-II teacher moved in bf16 / in float32: "
         f"{bf16['teacher_moved'] / fp32['teacher_moved']:.2f}x "
         f"(target >= 0.8; master dtype {bf16['teacher_dtype']})"
+    )
+    lora = next(r for r in rows if r["method"].endswith("(LoRA)"))
+    print(
+        f"Co-rewarding-II with LoRA: the teacher adapter's EMA identity to {lora['teacher_ema_error']:.1e} "
+        f"(target <= 1e-6), teacher moved {lora['teacher_moved']:.3g} (target > 0)"
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(

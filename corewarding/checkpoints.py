@@ -104,15 +104,25 @@ def removed_on_failure(folder: str | Path) -> Iterator[Path]:
 @contextmanager
 def published_into(output_dir: str | Path) -> Iterator[Path]:
     """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
-    its files replaces its namesake in ``output_dir`` in one rename, so no file there is ever half-written (a
-    failed save is removed as in :func:`removed_on_failure`)."""
+    its files and folders (a LoRA run's teacher adapter, ``ref/``) replaces its namesake in ``output_dir`` in
+    one rename, so nothing there is ever half-written (a failed save is removed as in
+    :func:`removed_on_failure`). A folder cannot be renamed onto a full one: the old one is moved aside
+    first (absent for a moment, never mixed)."""
     output_dir = Path(output_dir)
     staging = output_dir / ".final-model"
     shutil.rmtree(staging, ignore_errors=True)
     with removed_on_failure(staging):
         yield staging
     for path in staging.iterdir():
-        os.replace(path, output_dir / path.name)
+        target = output_dir / path.name
+        if path.is_dir() and target.is_dir():
+            replaced = output_dir / f".replaced-{path.name}"
+            shutil.rmtree(replaced, ignore_errors=True)
+            os.replace(target, replaced)
+            os.replace(path, target)
+            shutil.rmtree(replaced)
+        else:
+            os.replace(path, target)
     staging.rmdir()
 
 

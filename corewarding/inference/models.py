@@ -98,7 +98,8 @@ def load_model(
     """Load a causal LM and its tokenizer, ready for batched generation.
 
     Args:
-        location: a folder written by ``save_pretrained``, a ``.gguf`` file, a hub id, or ``tiny`` /
+        location: a folder written by ``save_pretrained`` (a model, or a LoRA adapter: loaded onto the base
+            model its ``adapter_config.json`` names), a ``.gguf`` file, a hub id, or ``tiny`` /
             ``tiny-<regime>`` (a shipped tiny model, :mod:`corewarding.tiny.regimes`).
         device: where the model goes; :func:`default_device` when None.
         dtype: the parameters' dtype; :func:`default_dtype` of the device when None.
@@ -215,7 +216,8 @@ def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
             ) from None
         return str(path.parent), path.name, False
     if path.is_dir():
-        if not (path / "config.json").is_file():
+        # A LoRA run's final model is its adapter: transformers loads the base model it names, then it.
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             ggufs = sorted(p.name for p in path.glob("*.gguf"))
             hint = f" (pass one of its GGUF files: {', '.join(ggufs)})" if ggufs else ""
             raise ModelLoadError(f"{path} is a folder without config.json, not a saved model{hint}")

@@ -15,11 +15,12 @@ before any model is loaded); the settings left unset (None, "auto") are derived
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
-from trl import GRPOConfig
+from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
@@ -39,6 +40,7 @@ __all__ = [
     "SettingHelp",
     "default_bf16",
     "default_save_strategy",
+    "lora_config",
     "resolve_heldout_dataset",
 ]
 
@@ -49,6 +51,8 @@ SETTING_GROUPS = {
     "trl": "GRPO (TRL)", "optimisation": "optimisation (transformers)", "run": "run folder and logging",
 }
 _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
+#: TRL's `ModelConfig` fields: the LoRA settings keep TRL's names and defaults.
+_TRL_MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
 #: The settings whose value is one of a few words, and those words: checked by the config, and from the
 #: settings index (:mod:`~corewarding.training.settings_index`) before TRL is even imported.
 CHOICES = {
@@ -88,10 +92,11 @@ def _setting(default, group: str, help: str, auto: str | None = None):
     return field(default=default, metadata={"help": SettingHelp(help, group, auto)})
 
 
-def _trl_setting(name: str, group: str):
-    """TRL's / transformers' field ``name`` unchanged (default and help), placed in ``group``."""
-    trl_field = _TRL_FIELDS[name]
-    metadata = {**trl_field.metadata, "help": SettingHelp(trl_field.metadata["help"], group)}
+def _trl_setting(name: str, group: str, help: str | None = None):
+    """TRL's / transformers' field ``name`` (of `GRPOConfig`, else of `ModelConfig`) with its default,
+    placed in ``group``; its help is TRL's unless ``help`` says more."""
+    trl_field = _TRL_FIELDS.get(name) or _TRL_MODEL_FIELDS[name]
+    metadata = {**trl_field.metadata, "help": SettingHelp(help or trl_field.metadata["help"], group)}
     if trl_field.default_factory is not MISSING:
         return field(default_factory=trl_field.default_factory, metadata=metadata)
     return field(default=trl_field.default, metadata=metadata)
@@ -160,6 +165,21 @@ class CoRewardingConfig(GRPOConfig):
         "elsewhere.", auto="auto",
     )
     gradient_checkpointing: bool = _trl_setting("gradient_checkpointing", "model")
+    use_peft: bool = _trl_setting(
+        "use_peft", "model", "Train a LoRA adapter over the frozen model (TRL's `peft_config`). Needs peft "
+        "(`pip install peft`). co_rewarding_ii's teacher is then a second adapter, the EMA of the policy's, "
+        "over the same frozen weights (docs/method.md); its samples come from transformers, not vLLM.",
+    )
+    lora_r: int = _trl_setting("lora_r", "model", "use_peft: LoRA rank r.")
+    lora_alpha: int = _trl_setting(
+        "lora_alpha", "model", "use_peft: LoRA alpha; the adapter's update is scaled by alpha / r."
+    )
+    lora_dropout: float = _trl_setting("lora_dropout", "model", "use_peft: dropout on the adapter's input.")
+    lora_target_modules: list[str] | None = _trl_setting(
+        "lora_target_modules", "model", "use_peft: the modules that get an adapter, by name (e.g. q_proj "
+        "v_proj), or all-linear. None: peft's default for the architecture (attention's query and value "
+        "projections for Llama and Qwen).",
+    )
 
     dataset: str = _setting(
         "synthetic", "data", "synthetic, or a dataset file/folder/hub id. `synthetic`: the embedded task.",
@@ -415,6 +435,8 @@ class CoRewardingConfig(GRPOConfig):
                 f"reward_model_eval_steps must be at least 1, got {self.reward_model_eval_steps}"
             )
         self._check_reward_model_settings()
+        if self.use_peft and importlib.util.find_spec("peft") is None:
+            raise SettingError("use_peft needs the peft package: pip install peft")
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise SettingError(
                 "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
@@ -487,3 +509,12 @@ class CoRewardingConfig(GRPOConfig):
                 raise SettingError(f"{name} must be at least {least}, got {getattr(self, name)}")
         if self.assistant_timeout <= 0:
             raise SettingError(f"assistant_timeout must be positive, got {self.assistant_timeout}")
+
+
+def lora_config(config: CoRewardingConfig):
+    """The ``peft.LoraConfig`` of ``use_peft`` and the ``lora_*`` settings, built by TRL's own
+    ``get_peft_config`` (as TRL's scripts build it); None without ``use_peft``."""
+    return get_peft_config(ModelConfig(
+        use_peft=config.use_peft, lora_r=config.lora_r, lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout, lora_target_modules=config.lora_target_modules,
+    ))

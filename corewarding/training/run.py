@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 from datasets import Dataset
-from transformers import IntervalStrategy
+from transformers import AutoTokenizer, IntervalStrategy
 
 from corewarding import checkpoints
 from corewarding.cooper.on_demand import make_reward_model, needs_making
@@ -418,11 +418,22 @@ def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_
     """The final model and tokenizer of ``checkpoint`` into ``output_dir`` (file by file, never half
     written); with ``only_if_incomplete``, only when a crash cut the last publication short (its staging
     folder is left, or no model is there yet)."""
-    output_dir = Path(output_dir)
-    complete = (output_dir / "model.safetensors").is_file() and not (output_dir / ".final-model").exists()
+    output_dir, checkpoint = Path(output_dir), Path(checkpoint)
+    lora = (checkpoint / "adapter_config.json").is_file()
+    weights = "adapter_model.safetensors" if lora else "model.safetensors"
+    complete = (output_dir / weights).is_file() and not (output_dir / ".final-model").exists()
     if only_if_incomplete and complete:
         return
-    model, tokenizer = load_model(checkpoint, device="cpu")
     with checkpoints.published_into(output_dir) as staging:
-        model.save_pretrained(staging)
+        if lora:  # its adapter as TRL saved it, and peft's folder of each further adapter (the teacher's)
+            staging.mkdir()
+            shutil.copy2(checkpoint / "adapter_config.json", staging)
+            shutil.copy2(checkpoint / weights, staging)
+            for folder in checkpoint.iterdir():
+                if (folder / "adapter_config.json").is_file():
+                    shutil.copytree(folder, staging / folder.name)
+            tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        else:
+            model, tokenizer = load_model(checkpoint, device="cpu")
+            model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)

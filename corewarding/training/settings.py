@@ -174,7 +174,8 @@ def _is_number(token: str) -> bool:
 def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
     """The command line as argparse reads it, and its settings by name (underscores; the last given
     wins). ``--key value`` and ``--key=value``, ``--key-name`` and ``--key_name`` are the same setting; a
-    value may be a negative number (``--learning_rate -1e-5``, which argparse alone takes for an option)."""
+    value may be a negative number (``--learning_rate -1e-5``, which argparse alone takes for an option), and
+    a list setting takes every value that follows (``--lora_target_modules q_proj v_proj``)."""
     parsed, values = [], {}
     index = 0
     while index < len(args):
@@ -191,13 +192,16 @@ def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
         names = settings_index().names
         if key not in names and not (key.startswith("no_") and key[3:] in names):
             raise _unknown_key_error("--" + key, "command line")
-        following = args[index + 1] if index + 1 < len(args) else None
-        if not equals and following is not None and (not following.startswith("-") or _is_number(following)):
-            value, equals = following, "="
+        given = [value] if equals else []
+        while index + 1 < len(args) and (not args[index + 1].startswith("-") or _is_number(args[index + 1])):
+            given.append(args[index + 1])
             index += 1
-        parsed.append(f"--{key}={value}" if equals else f"--{key}")
-        if equals:
-            values[key] = value
+        if len(given) > 1:
+            parsed += [f"--{key}", *given]
+        else:
+            parsed.append(f"--{key}={given[0]}" if given else f"--{key}")
+        if given:
+            values[key] = " ".join(given)
         index += 1
     return parsed, values
 

@@ -28,7 +28,8 @@ the teacher it had (the reference code restarts it from the initial model).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -37,7 +38,9 @@ from safetensors.torch import load_file, save_file
 from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
-__all__ = ["ema_update_", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
+__all__ = [
+    "ema_update_", "local_tensor", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE",
+]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
@@ -63,19 +66,20 @@ def ema_update_(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor],
         t.lerp_(p.to(t.dtype), rate)
 
 
+def local_tensor(param: torch.nn.Parameter) -> torch.Tensor:
+    """The part of a parameter this process holds: the whole tensor, or its shard under DeepSpeed ZeRO-3
+    (``ds_tensor``) or FSDP2 (a DTensor's local tensor)."""
+    if hasattr(param, "ds_tensor"):
+        return param.ds_tensor
+    if hasattr(param, "to_local"):
+        return param.to_local()
+    return param.data
+
+
 def local_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
-    """The part of each parameter this process holds: the whole tensor, or its shard under DeepSpeed
-    ZeRO-3 (``ds_tensor``) or FSDP2 (a DTensor's local tensor). Two copies of one architecture sharded
-    alike have matching local parts."""
-    local = []
-    for param in module.parameters():
-        if hasattr(param, "ds_tensor"):
-            local.append(param.ds_tensor)
-        elif hasattr(param, "to_local"):
-            local.append(param.to_local())
-        else:
-            local.append(param.data)
-    return local
+    """:func:`local_tensor` of each parameter of ``module``. Two copies of one architecture sharded alike
+    have matching local parts."""
+    return [local_tensor(param) for param in module.parameters()]
 
 
 class EMATeacher:
@@ -125,9 +129,18 @@ class EMATeacher:
         rate = self.schedule.rate(step, max(1, total_steps))
         if rate is None:
             return 0.0
-        ema_update_(self.master, local_parameters(self.accelerator.unwrap_model(policy)), rate)
+        ema_update_(self.master, self._policy_parameters(policy), rate)
         self._refresh_module()
         return rate
+
+    def _policy_parameters(self, policy: torch.nn.Module) -> list[torch.Tensor]:
+        """The policy's local weights the teacher averages, in the order of :meth:`_local_teacher`."""
+        return local_parameters(self.accelerator.unwrap_model(policy))
+
+    @contextmanager
+    def sampling(self, policy: torch.nn.Module) -> Iterator[torch.nn.Module]:
+        """The model that draws the teacher's samples: its own module (``policy`` is not needed)."""
+        yield self.module
 
     def _names(self) -> list[str]:
         return [name for name, _ in self.accelerator.unwrap_model(self.module).named_parameters()]

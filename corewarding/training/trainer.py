@@ -67,8 +67,9 @@ from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.models import ModelLoadError
 from corewarding.training import trl_internals
+from corewarding.training.adapter_teacher import AdapterTeacher
 from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
-from corewarding.training.config import CoRewardingConfig
+from corewarding.training.config import CoRewardingConfig, lora_config
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
 from corewarding.training.precision import warn_if_low_precision
@@ -188,7 +189,11 @@ class CoRewardingTrainer(GRPOTrainer):
     user, if any (callables or reward-model ids, with TRL's semantics), summed under TRL's
     ``reward_weights`` (default ``[1, 0, 1, …]``: the format reward is only watched).
 
-    Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, methods that need a
+    LoRA: with ``use_peft`` (a ``LoraConfig`` from the ``lora_*`` settings) or TRL's own ``peft_config``
+    argument every method trains an adapter over the frozen model, as TRL does.
+
+    Plug-ins: ``self.teacher`` (:class:`~corewarding.training.teacher.EMATeacher`, or with LoRA its
+    :class:`~corewarding.training.adapter_teacher.AdapterTeacher`; methods that need a
     teacher) and ``self.cooper`` (:class:`~corewarding.cooper.plugin.CooperPlugin`, methods with a reward
     model); both are saved in and restored from checkpoints.
 
@@ -219,14 +224,19 @@ class CoRewardingTrainer(GRPOTrainer):
         check_columns(getattr(train_dataset, "column_names", None), self.method)
         if self.method.needs_teacher and isinstance(model, str):
             model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
-        if self.method.needs_teacher and is_peft_model(model):
+        if args.use_peft and kwargs.get("peft_config") is None and not is_peft_model(model):
+            kwargs["peft_config"] = lora_config(args)  # a PeftModel given already has its adapter
+        adapters = is_peft_model(model) or kwargs.get("peft_config") is not None
+        if self.method.needs_teacher and adapters and args.use_vllm:
             raise UserError(
-                f"{args.method} does not support PEFT models: the EMA teacher needs full weights"
+                f"{args.method} with LoRA samples its teacher adapter with transformers, not vLLM: set "
+                "use_vllm false (docs/launch_modes.md)"
             )
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
-        # "Co-rewarding-II's teacher").
-        teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
+        # "Co-rewarding-II's teacher"). With LoRA it is a second adapter, added once TRL made the PeftModel.
+        full_copy = self.method.needs_teacher and args.beta == 0.0 and not adapters
+        teacher_copy = copy.deepcopy(model) if full_copy else None
         self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
         extra = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
         super().__init__(
@@ -251,8 +261,15 @@ class CoRewardingTrainer(GRPOTrainer):
     # ----------------------------------------------------------------------------------- setup
 
     def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
-        """The EMA teacher: TRL's reference model when there is a KL term, else a frozen copy of the initial
+        """The EMA teacher: with LoRA a second adapter (:class:`~corewarding.training.adapter_teacher.
+        AdapterTeacher`); else TRL's reference model when there is a KL term, or a frozen copy of the initial
         policy placed as TRL places its reference model (DeepSpeed, FSDP or plain)."""
+        args = self.args
+        schedule = TeacherSchedule(
+            args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
+        )
+        if is_peft_model(self.model):
+            return AdapterTeacher(self.model, schedule, self.accelerator)
         if teacher_copy is None:
             module = self.ref_model
         else:
@@ -264,10 +281,6 @@ class CoRewardingTrainer(GRPOTrainer):
                 module = trl_internals.prepare_fsdp(teacher_copy, self.accelerator)
             else:
                 module = self.accelerator.prepare_model(teacher_copy, evaluation_mode=True)
-        args = self.args
-        schedule = TeacherSchedule(
-            args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
-        )
         return EMATeacher(module, schedule, self.accelerator)
 
     def _make_cooper(self, args: CoRewardingConfig) -> CooperPlugin:
@@ -395,7 +408,8 @@ class CoRewardingTrainer(GRPOTrainer):
             teacher_ids = prompt_ids
             if method.teacher_on_rephrasing:
                 teacher_ids = trl_internals.prompt_token_ids(self, [x["teacher_prompt"] for x in inputs])
-            local["teacher_answers"] = self._sampled_answers(self.teacher.module, teacher_ids, 1 + extra)
+            with self.teacher.sampling(self.model_wrapped) as teacher:
+                local["teacher_answers"] = self._sampled_answers(teacher, teacher_ids, 1 + extra)
         elif extra:
             started = time.perf_counter()
             local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra)

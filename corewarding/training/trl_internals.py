@@ -13,6 +13,8 @@ Members used (``PRIVATE_MEMBERS`` lists them for the test):
 * read or called: ``_tokenize_prompts`` (TRL's prompt ids), ``_metrics`` (TRL's logged metrics),
   ``reward_weights`` (set after TRL built it), ``eos_token_ids``, ``generation_config``,
   ``vllm_generation`` (its ``model``, ``sync_weights``, ``generate``), ``Trainer._get_output_dir``;
+* a convention: under PEFT, the reference log-probabilities come from the adapter named ``ref`` when the
+  model has one (:data:`REFERENCE_ADAPTER`; ``tests/test_adapter_teacher.py`` checks it);
 * helpers outside TRL's top-level API: ``create_model_from_path``, ``prepare_deepspeed``,
   ``prepare_fsdp``, ``RepeatSampler``.
 
@@ -28,6 +30,7 @@ from packaging.version import Version
 
 __all__ = [
     "SUPPORTED_TRL",
+    "REFERENCE_ADAPTER",
     "PRIVATE_MEMBERS",
     "check_trl_version",
     "prompt_token_ids",
@@ -45,6 +48,9 @@ __all__ = [
 
 #: TRL releases this module was written and tested against: [low, high).
 SUPPORTED_TRL = ("1.16", "1.17")
+#: Under PEFT with ``beta`` > 0, ``GRPOTrainer`` scores the KL reference with the adapter of this name when
+#: the model has one, else with the adapters disabled (``_generate_and_score_completions``).
+REFERENCE_ADAPTER = "ref"
 
 
 def check_trl_version(version: str | None = None) -> None:
