@@ -24,7 +24,7 @@ import warnings
 import typer
 import typer.core
 
-from corewarding.core.errors import UserError
+from corewarding.core.errors import ReportedElsewhere, UserError
 
 __all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
@@ -147,6 +147,8 @@ def handles_errors(interrupted: str = "interrupted"):
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(130) from None
+            except ReportedElsewhere:
+                raise typer.Exit(2) from None
             except Exception as error:
                 code = _exit_code(error)
                 if code is not None:

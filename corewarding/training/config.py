@@ -15,6 +15,7 @@ before any model is loaded); the settings left unset (None, "auto") are derived
 
 from __future__ import annotations
 
+import os
 from dataclasses import MISSING, dataclass, field, fields
 
 import torch
@@ -24,6 +25,7 @@ from trl import GRPOConfig
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
 from corewarding.core.errors import SettingError, unknown_choice
+from corewarding.core.launch import lone_process_of_several, needs_cpu_processes
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
@@ -374,6 +376,10 @@ class CoRewardingConfig(GRPOConfig):
             self.bf16 = default_bf16(self.fp16)
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available()
+        # Several processes without a GPU are one data-parallel run only with use_cpu: transformers would
+        # otherwise leave each to train alone, every one into the same folder (core/launch.py).
+        if needs_cpu_processes(os.environ, torch.accelerator.is_available()):
+            self.use_cpu = True
         if self.heldout_dataset == "auto":
             self.heldout_dataset = resolve_heldout_dataset(self.dataset, self.test_time_training)
         if self.save_strategy is None:
@@ -384,6 +390,9 @@ class CoRewardingConfig(GRPOConfig):
     def _check_settings(self) -> None:
         """Each value in its range and the settings consistent: a one-line :class:`SettingError`, before any
         model or data is loaded. Checks only; nothing is changed."""
+        lone = lone_process_of_several(os.environ)
+        if lone:
+            raise SettingError(lone)
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise unknown_choice(name, getattr(self, name), choices, SettingError)
