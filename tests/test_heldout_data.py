@@ -71,6 +71,11 @@ def test_the_tiny_model_reads_its_task_and_not_word_problems():
     for regime in ("tiny", "tiny-shortcut", "tiny-hard"):
         assert reads_as_task(tokenizer, [p.question for p in synthetic_problems(regime, 100, "test")])
     assert not reads_as_task(tokenizer, [text.format(a=40) for text, _ in WORD_PROBLEMS])
+    # Plain-English arithmetic in the task's own words (4.5 characters a token) passed the old threshold,
+    # 3.5, and the model scored 0% on it.
+    apples = [f"Ann has {a} apples. She buys {b} more apples. How many apples does Ann have now?"
+              for a in range(2, 9) for b in range(1, 6)]
+    assert not reads_as_task(tokenizer, apples)
 
 
 @pytest.mark.slow
