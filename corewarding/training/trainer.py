@@ -68,7 +68,12 @@ from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.model_names import model_location
 from corewarding.inference.models import ModelLoadError, load_model
 from corewarding.training import trl_internals
-from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
+from corewarding.training.callbacks import (
+    CollapseCallback,
+    FinalCheckpointCallback,
+    MetricsFileCallback,
+    TaskFitCallback,
+)
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
@@ -289,6 +294,7 @@ class CoRewardingTrainer(GRPOTrainer):
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
         self.add_callback(FinalCheckpointCallback())
+        self.add_callback(TaskFitCallback())
 
     # ----------------------------------------------------------------------------------- setup
 
