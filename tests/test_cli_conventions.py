@@ -32,6 +32,12 @@ sys.meta_path.insert(0, Blocked())
 """
 
 
+def torch_runs_bf16() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    return is_torch_bf16_gpu_available()
+
+
 def corewarding(*args: str, blocked: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m corewarding ARGS`` as a user runs it, its output piped (not a terminal); with
     ``blocked``, torch, transformers, TRL, datasets and accelerate cannot be imported."""
@@ -60,6 +66,7 @@ def test_every_help_screen_shows_without_importing_torch_or_trl():
     for words in [[], ["rm"], *commands()]:
         done = corewarding(*words, "--help", blocked=True)
         assert done.returncode == 0 and "Usage" in done.stdout, (words, done.stderr[-2000:])
+        assert "…" not in done.stdout, words  # piped, no option name and no value is cut
 
 
 def test_commands_are_listed_in_workflow_order():
@@ -189,6 +196,16 @@ def test_a_malformed_recipe_is_reported_with_its_line_and_column(tmp_path):
 def test_train_mistakes_are_reported_before_torch_or_trl_is_imported(args, line):
     done = corewarding("train", "--config", "tiny/majority_vote", *args, blocked=True)
     assert (done.returncode, done.stderr.strip()) == (2, line)
+
+
+@pytest.mark.skipif(torch_runs_bf16(), reason="this machine runs bfloat16")
+def test_bf16_on_a_machine_without_a_bf16_gpu_is_one_line_that_says_how():
+    done = corewarding("train", "--config", "tiny/majority_vote", "--bf16", "true")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: bf16 is set and this machine has no GPU that runs bfloat16: pass --bf16 false to train in "
+        "float32 here (a GPU recipe sets bf16: true)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,7 @@ class Commands(typer.core.TyperGroup):
         return name, command, _dashed_options(command, rest) if command is not None else rest
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        _plain_help_when_piped()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -81,6 +82,14 @@ class Commands(typer.core.TyperGroup):
             typer.echo("aborted", err=True)
             sys.exit(1)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+def _plain_help_when_piped() -> None:
+    """Typer draws help in boxes at 80 columns when its output is not a terminal, and cuts what does not
+    fit (``--dataset-column…``); piped to a file or a pager, help is click's plain text instead, which
+    wraps and cuts nothing."""
+    if not sys.stdout.isatty():
+        typer.core.HAS_RICH = False
 
 
 def _usage_message(error: typer.TyperException) -> str:

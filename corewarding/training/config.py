@@ -20,6 +20,7 @@ from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
@@ -393,6 +394,7 @@ class CoRewardingConfig(GRPOConfig):
         lone = lone_process_of_several(os.environ)
         if lone:
             raise SettingError(lone)
+        self._check_bf16_device()
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise unknown_choice(name, getattr(self, name), choices, SettingError)
@@ -427,6 +429,16 @@ class CoRewardingConfig(GRPOConfig):
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise SettingError(
                 "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
+            )
+
+    def _check_bf16_device(self) -> None:
+        # transformers' own refusal advises "assign use_cpu", which does not make a GPU recipe run on a CPU.
+        on_cpu = self.use_cpu or needs_cpu_processes(os.environ, torch.accelerator.is_available())
+        device_runs_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
+        if (self.bf16 or self.bf16_full_eval) and not on_cpu and not device_runs_bf16:
+            raise SettingError(
+                "bf16 is set and this machine has no GPU that runs bfloat16: pass --bf16 false to train in "
+                "float32 here (a GPU recipe sets bf16: true)"
             )
 
     def _check_voting_settings(self) -> None:

@@ -242,7 +242,8 @@ def settings_help(recipe: str | Path | None = None, width: int | None = None) ->
             setting = index.setting(name)
             first = setting["help"].split(". ")[0].rstrip(".")
             value = str(settings[name]) if name in settings else setting["default"]
-            shown = value if len(value) <= 18 else value[:17] + "…"
+            # Piped (no width), every value in full, on its one line.
+            shown = value.replace("\n", "\\n") if width is None or len(value) <= 18 else value[:17] + "…"
             head = f"  --{name:<30} {shown:<18}  "
             if width is None or width <= len(head) + 20:
                 lines.append(head + first)
