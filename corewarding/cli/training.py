@@ -19,7 +19,10 @@ from corewarding.core.launch import is_main_process, lone_process_of_several
 @app.command()
 @handles_errors("interrupted: the finished methods' runs are in the output folder")
 def demo(
-    quick: bool = typer.Option(False, "--quick", help="A short budget (about 3 minutes instead of 10)."),
+    quick: bool = typer.Option(
+        False, "--quick", help="A short budget: 24 steps per method instead of 60 (2 min 46 s measured on 2 "
+        "idle cores, against 10 min 11 s; 2-3x that on a busy machine).",
+    ),
     regime: str = typer.Option(
         "distractor",
         help="The tiny model's regime: distractor (errors label-free RL can fix), shortcut (the control) "
