@@ -69,6 +69,22 @@ def test_every_help_screen_shows_without_importing_torch_or_trl():
         assert "…" not in done.stdout, words  # piped, no option name and no value is cut
 
 
+def test_h_is_help_for_every_command_and_version_is_one_line():
+    for words in (["eval"], ["rm", "train"], ["demo"]):
+        done = corewarding(*words, "-h", blocked=True)
+        assert done.returncode == 0 and done.stdout.startswith("Usage:"), (words, done.stderr)
+    from corewarding import __version__
+
+    done = corewarding("--version", blocked=True)
+    assert (done.returncode, done.stdout) == (0, f"corewarding {__version__}\n")
+
+
+def test_a_misspelled_recipe_name_gets_a_did_you_mean():
+    done = corewarding("train", "--config", "tiny/majority_vot", blocked=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no recipe at tiny/majority_vot (did you mean tiny/majority_vote?): ")
+
+
 def test_commands_are_listed_in_workflow_order():
     shown = typer.main.get_command(app).list_commands(None)
     assert shown == [name for name in WORKFLOW if name in shown] and set(shown) <= set(WORKFLOW)

@@ -99,24 +99,40 @@ def _usage_message(error: typer.TyperException) -> str:
     return f"{text} (see {context.command_path} --help)" if context is not None else text
 
 
+#: Every command's help answers to -h as to --help.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     cls=Commands,
     add_completion=False,
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     help="Stable label-free RL of LLM reasoning: Co-rewarding, its baselines, evaluation and diagnostics.",
 )
 rm_app = typer.Typer(
     cls=Commands,
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     help="Cooper's reference-based reward model: labelled completions (annotate), then training (train).",
 )
 app.add_typer(rm_app, name="rm")
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from corewarding import __version__
+
+        typer.echo(f"corewarding {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     debug: bool = typer.Option(
         False, "--debug", help="Show the traceback of an unexpected error (also: COREWARDING_DEBUG=1)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", help="Show the version and exit.", is_eager=True, callback=_show_version
     ),
 ) -> None:
     """Options of every command (``corewarding --debug train …``), set on each invocation."""

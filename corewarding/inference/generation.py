@@ -32,9 +32,9 @@ errors per completion; the local backends raise.
 **Retry policy of the HTTP backend.** The ``openai`` client retries a request up to
 ``max_attempts − 1`` times, on HTTP 408, 409, 429 and every 5xx, on a timeout and on a dropped or
 refused connection — except where nothing listens when a call starts: that stops it at once with a
-one-line :class:`BackendError`, before any request. Its waits (openai 3.x) double from 0.5 s up to 8 s, shortened by a random 0–25 %
-to spread out the retries of concurrent requests, or follow the server's ``Retry-After`` (seconds or
-an HTTP date) when it asks for at most 2 minutes; a server asking for longer is not retried. After
+one-line :class:`BackendError`, before any request. Its waits (openai 3.x) double from 0.5 s up to
+8 s, shortened by a random 0–25 % to spread out the retries of concurrent requests, or follow the
+server's ``Retry-After`` (seconds or an HTTP date) when it asks for at most 2 minutes; a server asking for longer is not retried. After
 the last attempt the request fails: its completion has an error (the rephrasing pipeline does not
 cache it, so the next run sends it again; evaluation counts it as a completion without an answer).
 A 200 answer whose body is not the JSON of a chat completion (a proxy's page) fails the request at
@@ -469,7 +469,7 @@ class OpenAIBackend:
         client's retries (58 s for 30 questions), and nothing is written. Other trouble (a name that
         does not resolve, a slow network, a proxy in between) is left to the requests and their retries."""
         parts = urllib.parse.urlsplit(self.base_url)
-        if parts.scheme in urllib.request.getproxies():
+        if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
             return  # the client connects to the proxy, not to the server
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:

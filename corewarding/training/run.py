@@ -404,6 +404,8 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
 
         checkpoint = done_by_main_process(config, claim_folder)
         finished = finished_run(config, checkpoint) if checkpoint else None
+        if checkpoint and not finished and main_process:
+            _say(f"resuming from {checkpoint}")
         if finished:
             if main_process:
                 publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)

@@ -87,7 +87,9 @@ def recipe_path(name: str | Path) -> Path:
         for p in RECIPES_DIR.glob("*/*.yaml")
         if not p.name.startswith("_")
     )
-    raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
+    raise FileNotFoundError(
+        f"no recipe at {name}{did_you_mean(str(name), names)}: give a YAML file or one of {', '.join(names)}"
+    )
 
 
 def recipe_settings(name: str | Path, _within: tuple[Path, ...] = (), origins: dict | None = None) -> dict:
