@@ -34,9 +34,10 @@ errors per completion; the local backends raise.
 refused connection — except where nothing listens when a call starts: that stops it at once with a
 one-line :class:`BackendError`, before any request. Its waits (openai 3.x) double from 0.5 s up to
 8 s, shortened by a random 0–25 % to spread out the retries of concurrent requests, or follow the
-server's ``Retry-After`` (seconds or an HTTP date) when it asks for at most 2 minutes; a server asking for longer is not retried. After
-the last attempt the request fails: its completion has an error (the rephrasing pipeline does not
-cache it, so the next run sends it again; evaluation counts it as a completion without an answer).
+server's ``Retry-After`` (seconds or an HTTP date) when it asks for at most 2 minutes; a server asking
+for longer is not retried. After the last attempt the request fails: its completion has an error (the
+rephrasing pipeline does not cache it, so the next run sends it again; evaluation counts it as a
+completion without an answer).
 A 200 answer whose body is not the JSON of a chat completion (a proxy's page) fails the request at
 once. Other 4xx answers are not retried: 400, 413 and 422 fail the request (a prompt the model
 refuses, e.g. too long for its context; the server's message is in the error); 401, 403 and 404 stop
