@@ -79,6 +79,13 @@ def test_h_is_help_for_every_command_and_version_is_one_line():
     assert (done.returncode, done.stdout) == (0, f"corewarding {__version__}\n")
 
 
+def test_train_takes_the_output_option_of_every_other_command(tmp_path):
+    from corewarding.training.settings import config_from_args
+
+    for option in ("-o", "--output", "--output-dir", "--output_dir"):
+        assert config_from_args("tiny/majority_vote", [option, str(tmp_path)]).output_dir == str(tmp_path)
+
+
 def test_a_misspelled_recipe_name_gets_a_did_you_mean():
     done = corewarding("train", "--config", "tiny/majority_vot", blocked=True)
     assert done.returncode == 2

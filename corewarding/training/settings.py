@@ -160,9 +160,11 @@ def _argument_parser(defaults: dict) -> argparse.ArgumentParser:
     return parser
 
 
-#: Other names of settings on the command line: ``--columns``, the column mapping's name in every other
-#: command.
-_ALIASES = {"columns": "dataset_columns"}
+#: Other names of settings on the command line, as every other command spells them: ``--columns`` (the
+#: column mapping), ``--output``.
+_ALIASES = {"columns": "dataset_columns", "output": "output_dir"}
+#: The short options of the other commands that name a setting: ``-o`` is every command's output.
+_SHORT_OPTIONS = {"-o": "--output_dir"}
 
 
 def _is_number(token: str) -> bool:
@@ -180,7 +182,7 @@ def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
     parsed, values = [], {}
     index = 0
     while index < len(args):
-        token = args[index]
+        token = _SHORT_OPTIONS.get(args[index], args[index])
         if not token.startswith("--"):
             if token.startswith("-") and not _is_number(token):
                 raise SettingError(f"command line: settings are given as --key value, got {token}")
