@@ -92,6 +92,7 @@ def test_torchrun_on_a_cpu_is_one_data_parallel_run_that_prints_once(tmp_path):
     assert (out / "config.yaml").is_file() and (out / "model.safetensors").is_file()
 
 
+@pytest.mark.slow  # two processes start and join a gloo group: 37 s at load 14 on 2 cores
 def test_a_second_launch_into_a_run_folder_in_use_is_refused_in_one_line(tmp_path):
     # Two ranks of one world share the folder (the slow test above); a second world is refused: its main
     # process says why, its other process ends without repeating it.
