@@ -180,6 +180,8 @@ def test_a_usage_mistake_is_one_line_with_exit_code_2(args, line):
         (["--max_steps", "ten"], "error: command line: --max_steps takes an integer, got 'ten'"),
         (["--learning-rate", "fast"], "error: command line: --learning_rate takes a number, got 'fast'"),
         (["--save_steps=0.5x"], "error: command line: --save_steps takes a number, got '0.5x'"),
+        (["--max_steps", "-3"],
+         "error: max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; got -3"),
     ],
 )
 def test_a_number_settings_bad_value_is_reported_before_trl_is_imported(args, line):

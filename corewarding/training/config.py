@@ -27,6 +27,7 @@ from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, S
 from corewarding.core import metric_names
 from corewarding.core.errors import SettingError, unknown_choice
 from corewarding.core.launch import lone_process_of_several, needs_cpu_processes
+from corewarding.training.settings_index import check_max_steps
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
@@ -398,11 +399,7 @@ class CoRewardingConfig(GRPOConfig):
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise unknown_choice(name, getattr(self, name), choices, SettingError)
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise SettingError(
-                "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
-                f"got {self.max_steps}"
-            )
+        check_max_steps(self.max_steps)
         # The settings the trainer will build objects from are checked by building them.
         try:
             VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from corewarding.core.errors import SettingError, did_you_mean, unknown_choice
-from corewarding.training.settings_index import settings_index
+from corewarding.training.settings_index import check_max_steps, settings_index
 
 if TYPE_CHECKING:
     from corewarding.training.config import CoRewardingConfig
@@ -216,6 +216,8 @@ def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingC
     parsed, given = _command_line_settings(args)
     _check_choices({**settings, **given}, {k: v for k, v in origins.items() if k not in given})
     _check_numbers(given)
+    if "max_steps" in given:  # the range too, before seconds of imports
+        check_max_steps(int(given["max_steps"]))
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=parsed)
