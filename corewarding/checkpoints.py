@@ -40,8 +40,8 @@ from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 
 __all__ = [
-    "MARKER", "SAVE_ERRORS", "CheckpointError", "CheckpointSaveError", "saving", "removed_on_failure",
-    "mark_complete",
+    "MARKER", "SAVE_ERRORS", "CheckpointError", "CheckpointSaveError", "OtherMethodCheckpoint",
+    "saving", "removed_on_failure", "mark_complete",
     "is_complete", "verify", "complete_checkpoints", "last_intact", "remove_incomplete", "resolve_resume",
 ]
 
@@ -57,6 +57,10 @@ _CHUNK = 1 << 22
 
 class CheckpointError(UserError):
     """A checkpoint cannot be resumed from (one line, for the CLI)."""
+
+
+class OtherMethodCheckpoint(CheckpointError):
+    """A sound checkpoint of another method's run: not damage, a folder of another run."""
 
 
 class CheckpointSaveError(OSError):
@@ -174,7 +178,10 @@ def verify(folder: str | Path, method: str) -> None:
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{folder / MARKER} cannot be read: {error}") from None
     if saved_by != method:
-        raise CheckpointError(f"{folder} was saved by a {saved_by} run; this run's method is {method}")
+        raise OtherMethodCheckpoint(
+            f"{folder} was saved by a {saved_by} run and this run's method is {method}: resume it with "
+            f"--method {saved_by}, or choose another --output_dir"
+        )
     for name, saved in files.items():
         # Markers written before checksums were recorded hold the size alone.
         expected = saved if isinstance(saved, dict) else {"size": saved}
@@ -236,6 +243,8 @@ def last_intact(output_dir: str | Path, method: str, use_older: str) -> Path | N
         return None
     try:
         verify(found[-1], method)
+    except OtherMethodCheckpoint:
+        raise  # another run's folder, not damage: its older checkpoints are that run's too
     except CheckpointError as damage:
         for older in reversed(found[:-1]):
             try:

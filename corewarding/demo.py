@@ -76,6 +76,18 @@ DEFAULT_BUDGET = DemoBudget(steps=60, eval_steps=10, heldout_problems=128, heldo
 QUICK_BUDGET = DemoBudget(steps=24, eval_steps=8, heldout_problems=64, heldout_samples=4)
 
 
+#: What the demo's closing lines say: what to look for in its table, and what to run next.
+NEXT_STEPS = (
+    "What to look for: each label-free method against ground truth (labels) — held-out accuracy up or "
+    "down, label accuracy (how often its pseudo-label is right), collapse. The README (default regime) "
+    "and docs/results.md (every regime, 3 seeds) give the measured figures; --quick trains 24 steps, "
+    "so every change is smaller there.",
+    "Next: your own questions, `corewarding train --config tiny/co_rewarding_ii --dataset FILE "
+    "--dataset_columns question=COL`; which method suits your model, `corewarding diagnose MODEL FILE`; "
+    "a TRL script, CoRewardingTrainer in place of GRPOTrainer (README, From Python).",
+)
+
+
 def _clear(output_dir: Path, overwrite: bool) -> None:
     """Refuse a folder holding a demo, or (``overwrite``) delete what a demo wrote there."""
     written = [p for p in output_dir.iterdir() if p.name in DEMO_FILES or (p / "metrics.jsonl").exists()]
@@ -153,6 +165,8 @@ def _train_and_report(
     console.print(
         f"\n{len(methods)} methods in {time.perf_counter() - started:.0f} s; wrote {report} and {figure}"
     )
+    for line in NEXT_STEPS:
+        console.print(line, markup=False, highlight=False)
     return report, figure
 
 

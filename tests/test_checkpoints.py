@@ -144,7 +144,7 @@ def test_verify_names_a_missing_or_damaged_file_and_a_checkpoint_of_another_meth
     checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
     checkpoints.verify(folder, "co_rewarding_ii")
     with pytest.raises(
-        checkpoints.CheckpointError, match="saved by a co_rewarding_ii run; this run's method is entropy"
+        checkpoints.CheckpointError, match="saved by a co_rewarding_ii run and this run's method is entropy"
     ):
         checkpoints.verify(folder, "entropy")
     os.truncate(folder / "optimizer.pt", 20)
@@ -168,6 +168,13 @@ def test_resume_last_takes_the_newest_complete_checkpoint_and_says_when_there_is
     with pytest.raises(checkpoints.CheckpointError, match="has no complete checkpoint yet"):
         checkpoints.resolve_resume("last", tmp_path / "empty", "majority_vote")
     assert checkpoints.resolve_resume(None, tmp_path, "majority_vote") is None
+    # Another method's folder is another run, not damage (it read "no older complete checkpoint is intact").
+    with pytest.raises(checkpoints.CheckpointError) as other:
+        checkpoints.resolve_resume("last", tmp_path, "co_rewarding_ii")
+    assert str(other.value) == (
+        f"{tmp_path / 'checkpoint-4'} was saved by a majority_vote run and this run's method is "
+        "co_rewarding_ii: resume it with --method majority_vote, or choose another --output_dir"
+    )
 
 
 # ----------------------------------------------------------------------------------- damage and planted files

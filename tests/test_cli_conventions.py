@@ -32,6 +32,12 @@ sys.meta_path.insert(0, Blocked())
 """
 
 
+def torch_runs_bf16() -> bool:
+    from transformers.utils import is_torch_bf16_gpu_available
+
+    return is_torch_bf16_gpu_available()
+
+
 def corewarding(*args: str, blocked: bool = False, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m corewarding ARGS`` as a user runs it, its output piped (not a terminal); with
     ``blocked``, torch, transformers, TRL, datasets and accelerate cannot be imported."""
@@ -60,6 +66,30 @@ def test_every_help_screen_shows_without_importing_torch_or_trl():
     for words in [[], ["rm"], *commands()]:
         done = corewarding(*words, "--help", blocked=True)
         assert done.returncode == 0 and "Usage" in done.stdout, (words, done.stderr[-2000:])
+        assert "…" not in done.stdout, words  # piped, no option name and no value is cut
+
+
+def test_h_is_help_for_every_command_and_version_is_one_line():
+    for words in (["eval"], ["rm", "train"], ["demo"]):
+        done = corewarding(*words, "-h", blocked=True)
+        assert done.returncode == 0 and done.stdout.startswith("Usage:"), (words, done.stderr)
+    from corewarding import __version__
+
+    done = corewarding("--version", blocked=True)
+    assert (done.returncode, done.stdout) == (0, f"corewarding {__version__}\n")
+
+
+def test_train_takes_the_output_option_of_every_other_command(tmp_path):
+    from corewarding.training.settings import config_from_args
+
+    for option in ("-o", "--output", "--output-dir", "--output_dir"):
+        assert config_from_args("tiny/majority_vote", [option, str(tmp_path)]).output_dir == str(tmp_path)
+
+
+def test_a_misspelled_recipe_name_gets_a_did_you_mean():
+    done = corewarding("train", "--config", "tiny/majority_vot", blocked=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no recipe at tiny/majority_vot (did you mean tiny/majority_vote?): ")
 
 
 def test_commands_are_listed_in_workflow_order():
@@ -150,6 +180,8 @@ def test_a_usage_mistake_is_one_line_with_exit_code_2(args, line):
         (["--max_steps", "ten"], "error: command line: --max_steps takes an integer, got 'ten'"),
         (["--learning-rate", "fast"], "error: command line: --learning_rate takes a number, got 'fast'"),
         (["--save_steps=0.5x"], "error: command line: --save_steps takes a number, got '0.5x'"),
+        (["--max_steps", "-3"],
+         "error: max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; got -3"),
     ],
 )
 def test_a_number_settings_bad_value_is_reported_before_trl_is_imported(args, line):
@@ -189,6 +221,16 @@ def test_a_malformed_recipe_is_reported_with_its_line_and_column(tmp_path):
 def test_train_mistakes_are_reported_before_torch_or_trl_is_imported(args, line):
     done = corewarding("train", "--config", "tiny/majority_vote", *args, blocked=True)
     assert (done.returncode, done.stderr.strip()) == (2, line)
+
+
+@pytest.mark.skipif(torch_runs_bf16(), reason="this machine runs bfloat16")
+def test_bf16_on_a_machine_without_a_bf16_gpu_is_one_line_that_says_how():
+    done = corewarding("train", "--config", "tiny/majority_vote", "--bf16", "true")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: bf16 is set and this machine has no GPU that runs bfloat16: pass --bf16 false to train in "
+        "float32 here (a GPU recipe sets bf16: true)"
+    )
 
 
 @pytest.mark.parametrize(

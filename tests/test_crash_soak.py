@@ -47,7 +47,8 @@ def test_a_run_killed_many_times_at_random_ends_as_the_uninterrupted_run(tmp_pat
     assert steps_and_evaluations(whole) == ([1, 2, 3, 4, 5, 6], [0, 2, 4, 6])
 
     def marker(folder: str) -> int:
-        return written.index(str(whole / folder / f".{checkpoints.MARKER}.tmp"))
+        staging = str(whole / folder / f".{checkpoints.MARKER}.")  # then the writer's PID and .tmp
+        return next(i for i, path in enumerate(written) if path.startswith(staging) and path.endswith(".tmp"))
 
     def writes_left(out) -> int:
         """How many writes the uninterrupted run made after the checkpoint a resume starts from, up to its

@@ -26,6 +26,7 @@ def test_quick_demo_writes_a_report_with_every_method_and_a_figure_and_refuses_t
     result = CliRunner().invoke(app, ["demo", "--quick", "--steps", "2", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert f"{len(DEMO_METHODS)} methods in" in result.output
+    assert "What to look for: " in result.output and "Next: your own questions" in result.output
 
     rows = report_rows(tmp_path / "report.md")
     assert sorted(rows) == sorted(DEMO_METHODS)

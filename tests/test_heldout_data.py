@@ -71,10 +71,15 @@ def test_the_tiny_model_reads_its_task_and_not_word_problems():
     for regime in ("tiny", "tiny-shortcut", "tiny-hard"):
         assert reads_as_task(tokenizer, [p.question for p in synthetic_problems(regime, 100, "test")])
     assert not reads_as_task(tokenizer, [text.format(a=40) for text, _ in WORD_PROBLEMS])
+    # Plain-English arithmetic in the task's own words (4.5 characters a token) passed the old threshold,
+    # 3.5, and the model scored 0% on it.
+    apples = [f"Ann has {a} apples. She buys {b} more apples. How many apples does Ann have now?"
+              for a in range(2, 9) for b in range(1, 6)]
+    assert not reads_as_task(tokenizer, apples)
 
 
 @pytest.mark.slow
-def test_training_on_word_problems_with_answers_evaluates_on_a_split_of_them(tmp_path):
+def test_training_on_word_problems_with_answers_evaluates_on_a_split_of_them(tmp_path, caplog):
     out = tmp_path / "run"
     data = word_problems(tmp_path / "q.jsonl")
     result = train("--dataset", str(data), "--output_dir", str(out))
@@ -83,6 +88,9 @@ def test_training_on_word_problems_with_answers_evaluates_on_a_split_of_them(tmp
     said = [line for line in lines if line.startswith("held-out accuracy: on 4 questions of")]
     warned = [line for line in lines if line.startswith("warning: the tiny model reads only its synthetic")]
     assert len(said) == 1 and len(warned) == 1, result.output
+    # and, measured, it cannot: one line at step 0 says so and what to do (a logged warning: stderr)
+    cannot = [r.getMessage() for r in caplog.records if r.getMessage().startswith("warning: at step 0")]
+    assert len(cannot) == 1 and "corewarding diagnose" in cannot[0], result.output
     assert yaml.safe_load((out / "config.yaml").read_text())["heldout_dataset"] == "split"
     assert len(eval_records(out)) == 2  # at the start and at the end, on the 4 held-out word problems
 

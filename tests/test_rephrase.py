@@ -358,17 +358,19 @@ def test_rephrase_command_reports_failed_requests(tmp_path):
     assert [p.rephrasing_valid for p in load_problems(tmp_path / "p.jsonl")] == [True, False]
 
 
-def test_rephrase_command_names_the_causes_of_failed_requests(tmp_path):
+def test_an_endpoint_where_nothing_listens_is_one_line_at_once_and_nothing_is_written(tmp_path):
+    # It used to be retried for 58 s, then "wrote 30 pairs", all of them rejected.
     write_questions(tmp_path / "questions.jsonl", 3)
     with StubServer() as server:
         url = server.url  # closed: nothing listens there any more
-    args = ["-o", str(tmp_path / "p.jsonl"), "--model", "m", "--base-url", url, "--max-attempts", "1"]
+    args = ["-o", str(tmp_path / "p.jsonl"), "--model", "m", "--base-url", url]
     result = CliRunner().invoke(app, ["rephrase", str(tmp_path / "questions.jsonl"), *args])
     assert result.exit_code == 1
-    expected = (
-        f"3 requests failed: cannot connect to {url}: connection refused; run the same command to retry them"
+    assert result.output.strip().splitlines()[-1] == (
+        f"error: cannot connect to {url}: connection refused (nothing listens there): start the server, or "
+        "check the URL"
     )
-    assert [line for line in result.output.splitlines() if "requests failed" in line] == [expected]
+    assert "wrote" not in result.output and not (tmp_path / "p.jsonl").exists()
 
 
 def test_a_run_counts_each_cause_of_failure(tmp_path):

@@ -69,6 +69,19 @@ def test_a_second_run_into_a_locked_folder_is_refused_naming_the_holder(held_fol
     assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]  # nothing written by the refused runs
 
 
+def test_a_process_alone_in_its_world_asks_for_the_lock_whatever_its_rank_says(held_folder, monkeypatch):
+    # A launcher that starts processes without joining them (torchrun on a CPU, before use_cpu was set for
+    # it) gave rank 1 to a process that then trained alone: it took no lock and wrote into the folder.
+    folder, holder = held_folder
+    monkeypatch.setenv("RANK", "1")
+    result = CliRunner().invoke(
+        app, ["train", "--config", "tiny/majority_vote", "--output_dir", str(folder), "--max_steps", "2"]
+    )
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith(f"error: {folder} is in use by another run (PID")
+    assert sorted(p.name for p in folder.iterdir()) == [LOCK_FILE]
+
+
 def test_the_lock_of_a_killed_run_is_free_at_once(held_folder):
     folder, holder = held_folder
     holder.kill()  # SIGKILL: no clean-up ran; the OS released the lock
@@ -99,6 +112,33 @@ def test_an_atomic_rewrite_that_fails_leaves_the_old_file_whole(tmp_path, monkey
         write_atomically(path, '{"step": 1}\n')
     assert path.read_text() == '{"step": 1}\n{"step": 2}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
+
+
+WRITE_ATOMICALLY = """
+import sys
+from corewarding.core.atomic_files import write_atomically
+write_atomically(sys.argv[1], sys.argv[2])
+"""
+
+
+def test_two_processes_rewriting_one_file_never_take_each_others_temporary_file(tmp_path, monkeypatch):
+    # The ranks of one run once wrote config.yaml through one fixed temporary name: a process that wrote
+    # and renamed it while another was between its write and its rename left that one nothing to rename.
+    path = tmp_path / "config.yaml"
+    flush = os.fsync
+
+    def another_process_writes_meanwhile(descriptor):
+        flush(descriptor)
+        other = subprocess.run(
+            [sys.executable, "-c", WRITE_ATOMICALLY, str(path), "other: 1\n"], capture_output=True, text=True,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        )
+        assert other.returncode == 0, other.stderr
+
+    monkeypatch.setattr(os, "fsync", another_process_writes_meanwhile)
+    write_atomically(path, "this: 1\n")
+    assert path.read_text() == "this: 1\n"  # both renames whole, the last one wins
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
 
 
 def test_the_metrics_cut_back_is_atomic(tmp_path, monkeypatch):

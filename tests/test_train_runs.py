@@ -88,6 +88,7 @@ def test_a_default_run_can_be_resumed_and_extended_and_is_never_mixed_with_anoth
     extended = train("--config", "tiny/majority_vote", "--output_dir", str(out), *FAST, "--max_steps", "4",
                      "--resume", "last")
     assert extended.exit_code == 0, extended.output
+    assert f"resuming from {out / 'checkpoint-2'}" in extended.output.splitlines()
     assert steps(out) == [1, 2, 3, 4]  # each step once, across the two sessions
 
     fresh = train(

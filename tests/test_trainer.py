@@ -165,3 +165,52 @@ def test_a_dataset_without_what_the_method_needs_is_refused_in_one_line(tmp_path
             train_dataset=Dataset.from_dict({"prompt": ["1+1?"] * 8}),
             processing_class=tokenizer,
         )
+
+
+@pytest.mark.slow
+def test_trls_grpo_quickstart_runs_with_only_the_class_name_changed(tmp_path, monkeypatch, caplog):
+    # TRL's quickstart (docs/source/grpo_trainer.md, TRL 1.16) loads trl-lib/DeepMath-103K and a hub model;
+    # the same calling form here, with a local dataset of that form (a conversational prompt, a
+    # solution) and the tiny model. args left out: the run folder is the config's default, runs/<method>.
+    from datasets import Dataset
+    from trl.rewards import accuracy_reward
+
+    monkeypatch.chdir(tmp_path)
+    problem = synthetic_problems("tiny", 1, "train", seed=0)[0]
+    dataset = Dataset.from_list(
+        [{"prompt": [{"role": "user", "content": problem.question}], "solution": problem.answer}]
+    )
+
+    trainer = CoRewardingTrainer(
+        model="tiny",
+        reward_funcs=accuracy_reward,
+        train_dataset=dataset,
+    )
+    trainer.train()
+
+    assert trainer.state.global_step == 3  # one prompt a step, TRL's 3 epochs
+    steps = [r for r in trainer.state.log_history if "reward" in r]
+    assert len(steps) == 3 and all("rewards/accuracy_reward/mean" in r for r in steps)
+    assert all("rewards/co_rewarding_ii/mean" in r for r in steps)
+    assert trainer.teacher is not None and (tmp_path / "runs" / "co_rewarding_ii").is_dir()
+    notes = [r.getMessage() for r in caplog.records if "plus your 1 reward function" in r.getMessage()]
+    assert notes == [
+        "CoRewardingTrainer trains on co_rewarding_ii's label-free reward (an EMA teacher: one more copy of "
+        "the model) plus your 1 reward function, summed; choose the method with "
+        "args=CoRewardingConfig(method=…), or weigh them with reward_weights (the format reward's 0 second)"
+    ]
+
+
+def test_the_arguments_come_in_trls_order_and_a_plain_grpo_config_is_one_line(tmp_path):
+    from datasets import Dataset
+    from trl import GRPOConfig
+
+    from corewarding.core.errors import UserError
+
+    config = CoRewardingConfig(method="majority_vote", output_dir=str(tmp_path), heldout_dataset=None)
+    dataset = Dataset.from_dict({"prompt": ["1+1?"] * 8})
+    trainer = CoRewardingTrainer("tiny", None, config, dataset)
+    assert trainer.args is config and trainer.train_dataset is dataset
+    assert trainer.reward_func_names == ["majority_vote", "format"]
+    with pytest.raises(UserError, match="args is a GRPOConfig; CoRewardingTrainer takes a CoRewardingConfig"):
+        CoRewardingTrainer("tiny", None, GRPOConfig(output_dir=str(tmp_path), bf16=False), dataset)

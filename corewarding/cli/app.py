@@ -24,7 +24,7 @@ import warnings
 import typer
 import typer.core
 
-from corewarding.core.errors import UserError
+from corewarding.core.errors import ReportedElsewhere, UserError
 
 __all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
@@ -68,6 +68,7 @@ class Commands(typer.core.TyperGroup):
         return name, command, _dashed_options(command, rest) if command is not None else rest
 
     def main(self, *args, standalone_mode: bool = True, **kwargs):
+        _plain_help_when_piped()
         if not standalone_mode:
             return super().main(*args, standalone_mode=False, **kwargs)
         try:
@@ -83,6 +84,14 @@ class Commands(typer.core.TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _plain_help_when_piped() -> None:
+    """Typer draws help in boxes at 80 columns when its output is not a terminal, and cuts what does not
+    fit (``--dataset-column…``); piped to a file or a pager, help is click's plain text instead, which
+    wraps and cuts nothing."""
+    if not sys.stdout.isatty():
+        typer.core.HAS_RICH = False
+
+
 def _usage_message(error: typer.TyperException) -> str:
     """Click's message in one line, with where to read the command's options."""
     text = " ".join(error.format_message().split())
@@ -90,24 +99,40 @@ def _usage_message(error: typer.TyperException) -> str:
     return f"{text} (see {context.command_path} --help)" if context is not None else text
 
 
+#: Every command's help answers to -h as to --help.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
     cls=Commands,
     add_completion=False,
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     help="Stable label-free RL of LLM reasoning: Co-rewarding, its baselines, evaluation and diagnostics.",
 )
 rm_app = typer.Typer(
     cls=Commands,
     no_args_is_help=True,
+    context_settings=HELP_OPTIONS,
     help="Cooper's reference-based reward model: labelled completions (annotate), then training (train).",
 )
 app.add_typer(rm_app, name="rm")
+
+
+def _show_version(asked: bool) -> None:
+    if asked:
+        from corewarding import __version__
+
+        typer.echo(f"corewarding {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def main(
     debug: bool = typer.Option(
         False, "--debug", help="Show the traceback of an unexpected error (also: COREWARDING_DEBUG=1)."
+    ),
+    version: bool = typer.Option(
+        False, "--version", help="Show the version and exit.", is_eager=True, callback=_show_version
     ),
 ) -> None:
     """Options of every command (``corewarding --debug train …``), set on each invocation."""
@@ -147,6 +172,8 @@ def handles_errors(interrupted: str = "interrupted"):
             except KeyboardInterrupt:
                 typer.echo(interrupted, err=True)
                 raise typer.Exit(130) from None
+            except ReportedElsewhere:
+                raise typer.Exit(2) from None
             except Exception as error:
                 code = _exit_code(error)
                 if code is not None:

@@ -25,12 +25,13 @@ __all__ = ["write_atomically"]
 def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
     """Replace ``path`` by ``content`` (text is written as UTF-8) in one rename.
 
-    The temporary file is ``.<name>.tmp`` beside it: a fixed name, so a process killed while writing
-    leaves at most one such file, which the next write replaces (a run folder has one writer, see
-    :mod:`corewarding.core.folder_lock`).
+    The temporary file is ``.<name>.<pid>.tmp`` beside it: one name per process, so two processes
+    writing the same file (the ranks of one run) never write through, or rename, each other's temporary
+    file — each rename is whole and the last one wins — and a process killed while writing leaves at
+    most one such file, which its next write replaces.
     """
     path = Path(path)
-    staging = path.with_name(f".{path.name}.tmp")
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = content.encode("utf-8") if isinstance(content, str) else content
     try:
         with open(staging, "wb") as file:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["SettingError", "UserError", "did_you_mean", "unknown_choice"]
+__all__ = ["ReportedElsewhere", "SettingError", "UserError", "did_you_mean", "unknown_choice"]
 
 
 class UserError(ValueError):
@@ -23,6 +23,11 @@ class UserError(ValueError):
 
 class SettingError(UserError):
     """A setting out of its range or at odds with another: one line, before any model or data is loaded."""
+
+
+class ReportedElsewhere(UserError):
+    """A mistake another process of the same run reports: the main process of a several-process launch
+    prints the one line, the others end with the same exit code and print nothing."""
 
 
 def did_you_mean(value: str, choices: Iterable[str]) -> str:

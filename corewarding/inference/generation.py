@@ -31,11 +31,13 @@ errors per completion; the local backends raise.
 
 **Retry policy of the HTTP backend.** The ``openai`` client retries a request up to
 ``max_attempts − 1`` times, on HTTP 408, 409, 429 and every 5xx, on a timeout and on a dropped or
-refused connection. Its waits (openai 3.x) double from 0.5 s up to 8 s, shortened by a random 0–25 %
-to spread out the retries of concurrent requests, or follow the server's ``Retry-After`` (seconds or
-an HTTP date) when it asks for at most 2 minutes; a server asking for longer is not retried. After
-the last attempt the request fails: its completion has an error (the rephrasing pipeline does not
-cache it, so the next run sends it again; evaluation counts it as a completion without an answer).
+refused connection — except where nothing listens when a call starts: that stops it at once with a
+one-line :class:`BackendError`, before any request. Its waits (openai 3.x) double from 0.5 s up to
+8 s, shortened by a random 0–25 % to spread out the retries of concurrent requests, or follow the
+server's ``Retry-After`` (seconds or an HTTP date) when it asks for at most 2 minutes; a server asking
+for longer is not retried. After the last attempt the request fails: its completion has an error (the
+rephrasing pipeline does not cache it, so the next run sends it again; evaluation counts it as a
+completion without an answer).
 A 200 answer whose body is not the JSON of a chat completion (a proxy's page) fails the request at
 once. Other 4xx answers are not retried: 400, 413 and 422 fail the request (a prompt the model
 refuses, e.g. too long for its context; the server's message is in the error); 401, 403 and 404 stop
@@ -62,8 +64,10 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -426,6 +430,7 @@ class OpenAIBackend:
             "top_p": settings.top_p,
             "max_tokens": settings.max_new_tokens,
         }
+        self._check_listening()
         n = settings.n
         results: list[list[Completion | None]] = [[None] * n for _ in conversations]
         state = _RunState(waiting=[n] * len(conversations))
@@ -459,6 +464,24 @@ class OpenAIBackend:
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
         return results
+
+    def _check_listening(self) -> None:
+        """Refuse at once an endpoint where nothing listens: a refused connection is not worth the
+        client's retries (58 s for 30 questions), and nothing is written. Other trouble (a name that
+        does not resolve, a slow network, a proxy in between) is left to the requests and their retries."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        if parts.scheme in urllib.request.getproxies() and not urllib.request.proxy_bypass(parts.hostname):
+            return  # the client connects to the proxy, not to the server
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            socket.create_connection((parts.hostname, port), timeout=self.timeout_s).close()
+        except ConnectionRefusedError:
+            raise BackendError(
+                f"cannot connect to {self.base_url}: connection refused (nothing listens there): start the "
+                "server, or check the URL"
+            ) from None
+        except OSError:
+            return
 
     def _complete(self, request: dict, state: _RunState) -> Completion:
         """One request, retried by the client; a failure is a :class:`Completion` without text."""

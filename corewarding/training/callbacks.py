@@ -12,9 +12,11 @@ from corewarding.cooper.plugin import SAMPLES_FILE
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.jsonl import read_jsonl
+from corewarding.core.task_fit import FORMAT_REWARD, task_fit_warning
 
 __all__ = [
-    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "METRICS_FILE", "COLLAPSE_FILE",
+    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "TaskFitCallback", "METRICS_FILE",
+    "COLLAPSE_FILE",
 ]
 
 logger = logging.get_logger(__name__)
@@ -99,6 +101,29 @@ class CollapseCallback(TrainerCallback):
             write_atomically(Path(args.output_dir) / COLLAPSE_FILE, json.dumps(self.monitor.report.to_dict()))
         if self.stop_on_collapse:
             control.should_training_stop = True
+
+
+class TaskFitCallback(TrainerCallback):
+    """Warns once, in one line, when a run's first measurements show the model cannot do the task
+    (:func:`~corewarding.core.task_fit.task_fit_warning`: the held-out evaluation at step 0, the first
+    training step). A resumed run is past them and is not checked again."""
+
+    def __init__(self):
+        self.first_training_log, self.warned = True, False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.first_training_log, self.warned = state.global_step == 0, False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or self.warned:
+            return
+        warning = task_fit_warning(logs, state.global_step, self.first_training_log)
+        if FORMAT_REWARD in logs:
+            self.first_training_log = False
+        if warning:
+            self.warned = True
+            if state.is_world_process_zero:
+                logger.warning(warning)
 
 
 class FinalCheckpointCallback(TrainerCallback):

@@ -16,15 +16,19 @@ before any model is loaded); the settings left unset (None, "auto") are derived
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import MISSING, dataclass, field, fields
 
 import torch
 from transformers.trainer_utils import IntervalStrategy, SchedulerType
+from transformers.utils import is_torch_bf16_gpu_available, is_torch_xla_available
 from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
 from corewarding.core.errors import SettingError, unknown_choice
+from corewarding.core.launch import lone_process_of_several, needs_cpu_processes
+from corewarding.training.settings_index import check_max_steps
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
@@ -394,6 +398,10 @@ class CoRewardingConfig(GRPOConfig):
             self.bf16 = default_bf16(self.fp16)
         if self.dataloader_pin_memory is None:
             self.dataloader_pin_memory = torch.cuda.is_available()
+        # Several processes without a GPU are one data-parallel run only with use_cpu: transformers would
+        # otherwise leave each to train alone, every one into the same folder (core/launch.py).
+        if needs_cpu_processes(os.environ, torch.accelerator.is_available()):
+            self.use_cpu = True
         if self.heldout_dataset == "auto":
             self.heldout_dataset = resolve_heldout_dataset(self.dataset, self.test_time_training)
         if self.save_strategy is None:
@@ -404,14 +412,14 @@ class CoRewardingConfig(GRPOConfig):
     def _check_settings(self) -> None:
         """Each value in its range and the settings consistent: a one-line :class:`SettingError`, before any
         model or data is loaded. Checks only; nothing is changed."""
+        lone = lone_process_of_several(os.environ)
+        if lone:
+            raise SettingError(lone)
+        self._check_bf16_device()
         for name, choices in CHOICES.items():
             if getattr(self, name) not in choices:
                 raise unknown_choice(name, getattr(self, name), choices, SettingError)
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise SettingError(
-                "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
-                f"got {self.max_steps}"
-            )
+        check_max_steps(self.max_steps)
         # The settings the trainer will build objects from are checked by building them.
         try:
             VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
@@ -440,6 +448,16 @@ class CoRewardingConfig(GRPOConfig):
         if METHODS[self.method].needs_teacher and self.sync_ref_model:
             raise SettingError(
                 "co_rewarding_ii updates its teacher (the KL reference) itself: set sync_ref_model=False"
+            )
+
+    def _check_bf16_device(self) -> None:
+        # transformers' own refusal advises "assign use_cpu", which does not make a GPU recipe run on a CPU.
+        on_cpu = self.use_cpu or needs_cpu_processes(os.environ, torch.accelerator.is_available())
+        device_runs_bf16 = is_torch_bf16_gpu_available() or is_torch_xla_available()
+        if (self.bf16 or self.bf16_full_eval) and not on_cpu and not device_runs_bf16:
+            raise SettingError(
+                "bf16 is set and this machine has no GPU that runs bfloat16: pass --bf16 false to train in "
+                "float32 here (a GPU recipe sets bf16: true)"
             )
 
     def _check_voting_settings(self) -> None:

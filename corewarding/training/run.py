@@ -15,8 +15,10 @@ import json
 import os
 import shutil
 import sys
-from contextlib import nullcontext
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 from datasets import Dataset
@@ -25,7 +27,7 @@ from transformers import AutoTokenizer, IntervalStrategy
 from corewarding import checkpoints
 from corewarding.cooper.on_demand import make_reward_model, needs_making
 from corewarding.core.atomic_files import write_atomically
-from corewarding.core.errors import UserError
+from corewarding.core.errors import ReportedElsewhere, UserError
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.prompts import chat_messages
@@ -44,6 +46,7 @@ __all__ = [
     "build_trainer",
     "check_output_dir",
     "data_notes",
+    "done_by_main_process",
     "finished_run",
     "heldout_problems",
     "heldout_split",
@@ -53,6 +56,8 @@ __all__ = [
     "training_dataset",
     "training_problems",
 ]
+
+T = TypeVar("T")
 
 #: Synthetic problems drawn for training when ``max_train_problems`` is not set.
 SYNTHETIC_TRAIN_SIZE = 2000
@@ -344,7 +349,7 @@ def build_trainer(config: CoRewardingConfig, progress=None):
         config.eval_strategy = IntervalStrategy.NO
     eval_data = training_dataset(heldout, "ground_truth", config.system_prompt) if heldout else None
     model, tokenizer = load_model(config.model_name_or_path, device="cpu")
-    if os.environ.get("RANK", "0") == "0":
+    if config.process_index == 0:
         for note in data_notes(config, problems, heldout, tokenizer):
             _say(note)
     if config.model_name_or_path.endswith(".gguf") and config.beta > 0:
@@ -383,16 +388,27 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     saved as ``config.yaml``, then resumed from ``resume`` (a checkpoint folder or ``"last"``) or
     started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
     there instead of TRL's per-step printing. The final model and tokenizer are saved in the run folder.
-    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end."""
+    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end.
+
+    Under torchrun / accelerate launch every process of the run calls this; its main process holds the
+    lock and prepares the folder, the others take its answer (:func:`done_by_main_process`). A process
+    alone in its world — a second launch, or a process a launcher left out of the run — is a main
+    process: it asks for the lock itself, and is refused while another run holds it."""
     check_output_dir(config.output_dir)
-    # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
-    main_process = os.environ.get("RANK", "0") == "0"
-    lock = locked_folder(config.output_dir, "choose another --output_dir") if main_process else nullcontext()
-    with lock:
-        checkpoint = prepare_run_folder(config, resume)
+    main_process = config.process_index == 0
+    with ExitStack() as held:
+
+        def claim_folder() -> str | None:
+            held.enter_context(locked_folder(config.output_dir, "choose another --output_dir"))
+            return prepare_run_folder(config, resume)
+
+        checkpoint = done_by_main_process(config, claim_folder)
         finished = finished_run(config, checkpoint) if checkpoint else None
+        if checkpoint and not finished and main_process:
+            _say(f"resuming from {checkpoint}")
         if finished:
-            publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)
+            if main_process:
+                publish_final_model(checkpoint, config.output_dir, only_if_incomplete=True)
             raise RunFinished(finished)
         trainer = build_trainer(config, progress)
         Path(config.output_dir).mkdir(parents=True, exist_ok=True)
@@ -400,8 +416,10 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
             from corewarding.training.progress import show_progress
 
             show_progress(trainer, progress, config.method)
-        settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
-        write_atomically(Path(config.output_dir) / "config.yaml", settings)
+        if main_process:
+            write_atomically(
+                Path(config.output_dir) / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=True)
+            )
         trainer.train(resume_from_checkpoint=checkpoint)
         # The final policy and its tokenizer in the run folder, as TRL leaves them: `corewarding eval RUN`,
         # `--model_name_or_path RUN` and `from_pretrained(RUN)` read it. Every process saves (DeepSpeed
@@ -412,6 +430,28 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         else:
             trainer.save_model(str(Path(config.output_dir) / ".final-model"))
     return trainer
+
+
+def done_by_main_process(config: CoRewardingConfig, work: Callable[[], T]) -> T:
+    """``work()`` run by the main process of ``config``'s run alone; every process returns its result.
+
+    When it fails, the main process raises its error and every other one a :class:`ReportedElsewhere`
+    with the same message (the main process prints it; the others end without repeating it)."""
+    if config.world_size == 1:
+        return work()
+    import torch.distributed as dist
+
+    outcome: list = [None, None]
+    if config.process_index == 0:
+        try:
+            outcome[0] = work()
+        except Exception as error:
+            dist.broadcast_object_list([None, str(error).strip() or type(error).__name__], src=0)
+            raise
+    dist.broadcast_object_list(outcome, src=0)
+    if outcome[1] is not None:
+        raise ReportedElsewhere(f"the main process of the run stopped: {outcome[1]}")
+    return outcome[0]
 
 
 def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_incomplete: bool = False) -> None:

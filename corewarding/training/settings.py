@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from corewarding.core.errors import SettingError, did_you_mean, unknown_choice
-from corewarding.training.settings_index import settings_index
+from corewarding.training.settings_index import check_max_steps, settings_index
 
 if TYPE_CHECKING:
     from corewarding.training.config import CoRewardingConfig
@@ -87,7 +87,9 @@ def recipe_path(name: str | Path) -> Path:
         for p in RECIPES_DIR.glob("*/*.yaml")
         if not p.name.startswith("_")
     )
-    raise FileNotFoundError(f"no recipe at {name}: give a YAML file or one of {', '.join(names)}")
+    raise FileNotFoundError(
+        f"no recipe at {name}{did_you_mean(str(name), names)}: give a YAML file or one of {', '.join(names)}"
+    )
 
 
 def recipe_settings(name: str | Path, _within: tuple[Path, ...] = (), origins: dict | None = None) -> dict:
@@ -158,9 +160,11 @@ def _argument_parser(defaults: dict) -> argparse.ArgumentParser:
     return parser
 
 
-#: Other names of settings on the command line: ``--columns``, the column mapping's name in every other
-#: command.
-_ALIASES = {"columns": "dataset_columns"}
+#: Other names of settings on the command line, as every other command spells them: ``--columns`` (the
+#: column mapping), ``--output``.
+_ALIASES = {"columns": "dataset_columns", "output": "output_dir"}
+#: The short options of the other commands that name a setting: ``-o`` is every command's output.
+_SHORT_OPTIONS = {"-o": "--output_dir"}
 
 
 def _is_number(token: str) -> bool:
@@ -179,7 +183,7 @@ def _command_line_settings(args: list[str]) -> tuple[list[str], dict[str, str]]:
     parsed, values = [], {}
     index = 0
     while index < len(args):
-        token = args[index]
+        token = _SHORT_OPTIONS.get(args[index], args[index])
         if not token.startswith("--"):
             if token.startswith("-") and not _is_number(token):
                 raise SettingError(f"command line: settings are given as --key value, got {token}")
@@ -216,6 +220,8 @@ def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingC
     parsed, given = _command_line_settings(args)
     _check_choices({**settings, **given}, {k: v for k, v in origins.items() if k not in given})
     _check_numbers(given)
+    if "max_steps" in given:  # the range too, before seconds of imports
+        check_max_steps(int(given["max_steps"]))
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=parsed)
@@ -246,7 +252,8 @@ def settings_help(recipe: str | Path | None = None, width: int | None = None) ->
             setting = index.setting(name)
             first = setting["help"].split(". ")[0].rstrip(".")
             value = str(settings[name]) if name in settings else setting["default"]
-            shown = value if len(value) <= 18 else value[:17] + "…"
+            # Piped (no width), every value in full, on its one line.
+            shown = value.replace("\n", "\\n") if width is None or len(value) <= 18 else value[:17] + "…"
             head = f"  --{name:<30} {shown:<18}  "
             if width is None or width <= len(head) + 20:
                 lines.append(head + first)

@@ -19,10 +19,22 @@ import typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-__all__ = ["INDEX_PATH", "SettingsIndex", "build_index", "settings_index", "write_index"]
+__all__ = ["INDEX_PATH", "SettingsIndex", "build_index", "check_max_steps", "settings_index", "write_index"]
 
 #: The shipped index.
 INDEX_PATH = Path(__file__).with_name("settings_index.json")
+
+
+def check_max_steps(max_steps: int) -> None:
+    """``max_steps``: a positive number of steps, or -1 (TRL: train ``num_train_epochs`` epochs). Here,
+    beside the index, so that the command line checks it before TRL is imported, as the config does."""
+    from corewarding.core.errors import SettingError
+
+    if max_steps == 0 or max_steps < -1:
+        raise SettingError(
+            "max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; "
+            f"got {max_steps}"
+        )
 
 
 @dataclass(frozen=True)

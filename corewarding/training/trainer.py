@@ -65,10 +65,16 @@ from corewarding.core.voting import VotingConfig
 from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
-from corewarding.inference.models import ModelLoadError
+from corewarding.inference.model_names import model_location
+from corewarding.inference.models import ModelLoadError, load_model
 from corewarding.training import trl_internals
 from corewarding.training.adapter_teacher import AdapterTeacher
-from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
+from corewarding.training.callbacks import (
+    CollapseCallback,
+    FinalCheckpointCallback,
+    MetricsFileCallback,
+    TaskFitCallback,
+)
 from corewarding.training.config import CoRewardingConfig, lora_config
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
@@ -76,7 +82,7 @@ from corewarding.training.precision import warn_if_low_precision
 from corewarding.training.teacher import EMATeacher
 from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids"]
+__all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids", "own_rewards_note"]
 
 logger = logging.get_logger(__name__)
 
@@ -154,6 +160,27 @@ def question_id(row: dict) -> str:
     return hashlib.sha1(json.dumps(row["prompt"], sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _model_by_name(name: str, processing_class):
+    """A model name as TRL takes it (a folder, a hub id: TRL loads it, with ``model_init_kwargs``), with
+    the names only this project knows resolved: a shipped tiny model's name to its folder, a GGUF file
+    loaded (:func:`~corewarding.inference.models.load_model`) with its tokenizer."""
+    if not name.lower().endswith(".gguf"):
+        return str(model_location(name)), processing_class
+    model, tokenizer = load_model(name, device="cpu", dtype=torch.float32)
+    return model, processing_class if processing_class is not None else tokenizer
+
+
+def own_rewards_note(method: str, count: int) -> str:
+    """The line that says what a run with the user's own ``reward_funcs`` trains on: the method's
+    label-free reward and theirs, summed (a TRL user swapping in this class may expect theirs alone)."""
+    teacher = " (an EMA teacher: one more copy of the model)" if METHODS[method].needs_teacher else ""
+    return (
+        f"CoRewardingTrainer trains on {method}'s label-free reward{teacher} plus your {count} reward "
+        f"function{'s' if count > 1 else ''}, summed; choose the method with "
+        "args=CoRewardingConfig(method=…), or weigh them with reward_weights (the format reward's 0 second)"
+    )
+
+
 def check_columns(columns: Sequence[str] | None, method: Method) -> None:
     """Refuse, in one line, a training set without the columns ``method`` needs (None: not known yet)."""
     if columns is None:
@@ -213,13 +240,30 @@ class CoRewardingTrainer(GRPOTrainer):
     def __init__(
         self,
         model,
-        args: CoRewardingConfig,
-        train_dataset,
-        processing_class=None,
-        heldout: Sequence[Problem] = (),
         reward_funcs=None,
+        args: CoRewardingConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        *,
+        heldout: Sequence[Problem] = (),
         **kwargs,
     ):
+        """TRL's ``GRPOTrainer(model, reward_funcs, args, train_dataset, eval_dataset, processing_class,
+        …)`` in its order, and like it: ``model`` a model or a name — any name
+        :func:`~corewarding.inference.models.load_model` takes, the shipped ``tiny`` models included;
+        ``args`` a :class:`CoRewardingConfig` (None: its defaults, the method ``co_rewarding_ii``).
+        ``reward_funcs`` are added to the method's label-free reward, never in its place; the trainer says
+        so in one line. ``heldout``: problems with answers for held-out accuracy."""
+        if args is None:
+            args = CoRewardingConfig()
+        elif not isinstance(args, CoRewardingConfig):
+            raise UserError(
+                f"args is a {type(args).__name__}; CoRewardingTrainer takes a CoRewardingConfig (TRL's "
+                "GRPOConfig and the method's settings): CoRewardingConfig(method=…, <your settings>)"
+            )
+        if isinstance(model, str | Path):
+            model, processing_class = _model_by_name(str(model), processing_class)
         self.method = METHODS[args.method]
         check_columns(getattr(train_dataset, "column_names", None), self.method)
         if self.method.needs_teacher and isinstance(model, str):
@@ -239,11 +283,14 @@ class CoRewardingTrainer(GRPOTrainer):
         teacher_copy = copy.deepcopy(model) if full_copy else None
         self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
         extra = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
+        if extra:
+            logger.warning(own_rewards_note(args.method, len(extra)))
         super().__init__(
             model=model,
             reward_funcs=[self.method_reward, self.format_reward, *extra],
             args=args,
             train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
             processing_class=processing_class,
             **kwargs,
         )
@@ -257,6 +304,7 @@ class CoRewardingTrainer(GRPOTrainer):
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
         self.add_callback(FinalCheckpointCallback())
+        self.add_callback(TaskFitCallback())
 
     # ----------------------------------------------------------------------------------- setup
 
