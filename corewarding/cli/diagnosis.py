@@ -103,6 +103,7 @@ def diagnose_command(
     recommended = ", ".join(record["recommended"]) or "no label-free method"
     typer.echo(f"recommended: {recommended} ({record['basis']} basis; {record['seconds']['total']:.0f} s, "
                f"{engine.description})")
+    typer.echo(f"why: {record['reason']}")
     if record["failed_completions"]:
         typer.echo(f"note: {record['failed_completions']:,} completions failed and were scored as no answer",
                    err=True)
