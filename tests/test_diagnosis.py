@@ -4,10 +4,12 @@ the probe's summary of a metric history, and `corewarding diagnose` itself on th
 import json
 
 import pytest
+from stub_openai_server import Reply, StubServer, good, problems, question, rephrasing
 from typer.testing import CliRunner
 
 from corewarding.cli import app
 from corewarding.data.records import Problem
+from corewarding.inference.generation import OpenAIBackend
 from corewarding.diagnosis.measurements import (
     SampledAnswers,
     ViewAnswers,
@@ -15,6 +17,7 @@ from corewarding.diagnosis.measurements import (
     labelled_measurements,
 )
 from corewarding.diagnosis.probe import probe_settings, summarize_probe
+from corewarding.diagnosis.rephrasings import auto_pairs
 from corewarding.diagnosis.verdict import (
     COLLAPSES,
     HELPS,
@@ -265,6 +268,29 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     assert settings["--dataset_columns"] == "question=question,id=id"
 
 
+def made_pairs(replies: dict, count: int, cache):
+    with StubServer(lambda pair, attempt: replies.get(pair) or good(pair, attempt)) as server:
+        engine = OpenAIBackend(server.url, "stub-model", api_key_env=None, max_attempts=1, timeout_s=10.0)
+        return auto_pairs(problems(count), engine, cache)
+
+
+def test_auto_pairs_keeps_the_valid_rephrasings_and_says_how_many(tmp_path):
+    replies = {"1": Reply(content="Sorry, I cannot do that."),
+               "2": Reply(content=f"[REPHRASED]\n{question('2')}\n[/REPHRASED]")}
+    made = made_pairs(replies, 4, tmp_path / "cache.jsonl")
+    assert [(p.id, p.rephrasing) for p in made.problems] == [("0", rephrasing("0")), ("3", rephrasing("3"))]
+    assert (made.valid, made.total, made.rejected) == (2, 4, {"output": 1, "unchanged": 1})
+    assert made.summary() == ("--pairs auto: 2 of 4 rephrasings valid (rejected by output 1, unchanged 1): "
+                              "the diagnosis is of the 2 questions with a valid one")
+
+
+def test_auto_pairs_without_a_valid_rephrasing_diagnose_every_question_without_one(tmp_path):
+    made = made_pairs({str(i): Reply(content="no markers") for i in range(3)}, 3, tmp_path / "cache.jsonl")
+    assert [p.id for p in made.problems] == ["0", "1", "2"]
+    assert all(p.rephrasing is None for p in made.problems)
+    assert made.summary().endswith("0 of 3 rephrasings valid (rejected by output 3): no cross-view figures")
+
+
 def run_diagnose(*args: str):
     return CliRunner().invoke(app, ["diagnose", *args])
 
@@ -272,8 +298,9 @@ def run_diagnose(*args: str):
 @pytest.mark.slow
 def test_diagnose_command_on_the_tiny_model(tmp_path):
     out = tmp_path / "diagnosis.json"
-    result = run_diagnose("tiny", "synthetic", "--questions", "16", "-k", "4", "--probe-steps", "2",
-                          "--json", str(out))
+    # --pairs auto: the synthetic questions carry their task's own rephrasings.
+    result = run_diagnose("tiny", "synthetic", "--pairs", "auto", "--questions", "16", "-k", "4",
+                          "--probe-steps", "2", "--json", str(out))
     assert result.exit_code == 0, result.output
     assert "Verdict (answers basis)" in result.output and "recommended:" in result.output
     record = json.loads(out.read_text())
@@ -314,6 +341,7 @@ def test_diagnose_command_without_answers_says_what_can_be_known(tmp_path):
         (["{empty}"], "has no rows"),
         (["{unreadable}"], "unreadable.jsonl"),
         (["synthetic", "--pairs", "{file}"], "the synthetic questions come with their rephrasings"),
+        (["{file}", "--pairs", "auto"], "a tiny model cannot rephrase"),
         (["synthetic", "-k", "1"], "Invalid value for '--samples'"),
         (["synthetic", "--json", "{folder}"], "is a folder"),
     ],
