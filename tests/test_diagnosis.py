@@ -326,7 +326,6 @@ def test_diagnose_command_without_answers_says_what_can_be_known(tmp_path):
     record = json.loads(out.read_text())
     assert record["basis"] == "label-free" and record["measurements"]["labelled"] is None
     assert record["has_rephrasings"] is False
-    assert record["verdicts"]["co_rewarding_i"]["expected"] in (UNKNOWN, NO_SIGNAL)
     assert record["recommended"] == []
     # Majority vote and Co-rewarding-II are judged without answers, and the "none" says why.
     assert UNKNOWN not in {record["verdicts"][m]["expected"] for m in ("majority_vote", "co_rewarding_ii")}
