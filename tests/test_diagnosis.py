@@ -187,6 +187,13 @@ def test_an_unstable_majority_collapses_majority_vote_and_the_cross_view_methods
     assert verdict.ranking[0] == "co_rewarding_ii"
 
 
+def test_an_unstable_majority_leaves_the_cross_view_methods_unknown_without_rephrasings():
+    data = label_free(agreement=None, teacher_agreement=0.35)
+    verdict = judge(data)
+    assert verdict.methods["majority_vote"].expected == COLLAPSES
+    assert verdict.methods["co_rewarding_i"].expected == UNKNOWN
+
+
 @pytest.mark.parametrize("no_answer, share", [(0.6, 0.58), (0.0, 0.2)])
 def test_a_model_that_cannot_do_the_questions_has_no_signal(no_answer, share):
     verdict = judge(label_free(no_answer=no_answer, share=share))

@@ -136,9 +136,9 @@ def rephrased(problems, engine, json_output: Path | None):
 
     if json_output is not None:
         cache = json_output.with_name(json_output.name + ".rephrasings.cache.jsonl")
-    else:
-        cache = Path(tempfile.mkdtemp(prefix="corewarding-pairs-")) / "rephrasings.cache.jsonl"
-    return auto_pairs(problems, engine, cache, progress=True)
+        return auto_pairs(problems, engine, cache, progress=True)
+    with tempfile.TemporaryDirectory(prefix="corewarding-pairs-") as folder:
+        return auto_pairs(problems, engine, Path(folder) / "rephrasings.cache.jsonl", progress=True)
 
 
 def diagnosis_problems(model: str, dataset: str, columns, pairs: Path | None, count: int, seed: int):

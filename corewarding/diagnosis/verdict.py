@@ -274,7 +274,9 @@ def _overrides(measured: dict, rules: VerdictRules) -> dict[str, tuple[str, str]
             f"two sample sets of the same wording give the same majority on only {_pct(agreement)} of the "
             f"questions (below {_pct(rules.min_teacher_agreement)}): the majority is the draw's"
         )
-        for method in ("majority_vote", *_CROSS_VIEW):
+        # The cross-view methods' label is the rephrasing's majority: judged only where it was sampled.
+        paired = free["cross_view_agreement"] is not None
+        for method in ("majority_vote", *(_CROSS_VIEW if paired else ())):
             overrides[method] = (COLLAPSES, f"{unstable}, and rewarding it reinforces whichever answer won")
         overrides["co_rewarding_ii"] = (
             SHARPENS, f"{unstable}; its slowly updated teacher damps the self-reinforcement: sharpens at most"
