@@ -2,6 +2,7 @@
 the probe's summary of a metric history, and `corewarding diagnose` itself on the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
 from stub_openai_server import Reply, StubServer, good, problems, question, rephrasing
@@ -229,8 +230,6 @@ def test_a_probe_trajectory_past_its_threshold_marks_majority_vote_as_collapsing
 
 
 def test_the_protocol_file_states_every_threshold_of_the_rules():
-    from pathlib import Path
-
     protocol = (Path(__file__).parent.parent / "docs" / "diagnose_protocol.md").read_text()
     for name, value in vars(VerdictRules()).items():
         assert f"`{name}` | {value} |" in protocol, name
@@ -273,6 +272,24 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     settings = dict(zip(*[iter(probe_settings("tiny", "q.jsonl", unlabelled, 6, tmp_path, 0)[2:])] * 2))
     assert settings["--heldout_dataset"] == "none" and settings["--eval_strategy"] == "no"
     assert settings["--dataset_columns"] == "question=question,id=id"
+
+
+STORED = Path(__file__).parent.parent / "docs" / "results" / "diagnose"
+#: The stored seed-0 diagnoses (docs/diagnose.md) and what each regime's study measured.
+REGIMES = {
+    "tiny-hard": {"recommended": [], "collapses": {"majority_vote", "co_rewarding_i"}},
+    "tiny-shortcut": {"recommended": [], "collapses": set()},
+}
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("with_answers", [True, False])
+def test_the_stored_diagnoses_of_the_study_regimes_recommend_what_helped(regime, with_answers):
+    measurements = json.loads((STORED / f"{regime}-seed0.json").read_text())["measurements"]
+    verdict = judge(measurements if with_answers else {**measurements, "labelled": None})
+    assert verdict.recommended == REGIMES[regime]["recommended"]
+    for method in REGIMES[regime]["collapses"]:
+        assert verdict.methods[method].expected == COLLAPSES, verdict.methods[method].reason
 
 
 def made_pairs(replies: dict, count: int, cache):
