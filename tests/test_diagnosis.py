@@ -277,6 +277,7 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
 STORED = Path(__file__).parent.parent / "docs" / "results" / "diagnose"
 #: The stored seed-0 diagnoses (docs/diagnose.md) and what each regime's study measured.
 REGIMES = {
+    "tiny": {"recommended": ["co_rewarding_i", "co_rewarding_iii"], "collapses": set()},
     "tiny-hard": {"recommended": [], "collapses": {"majority_vote", "co_rewarding_i"}},
     "tiny-shortcut": {"recommended": [], "collapses": set()},
 }
