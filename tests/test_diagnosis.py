@@ -90,7 +90,8 @@ def test_measurements_match_answers_by_equivalence():
 
 
 def measured(avg=0.45, maj=0.65, teacher=0.63, both_wrong=0.12, gain=0.21, cross_label=0.67,
-             agreement=0.5, teacher_agreement=0.87, no_answer=0.001, share=0.58, probe=None) -> dict:
+             agreement=0.5, teacher_agreement=0.87, no_answer=0.001, share=0.58, pass_at_8=0.86,
+             probe=None) -> dict:
     """Hand-written measurements; the defaults are close to the distractor regime's."""
     return {
         "label_free": {
@@ -98,7 +99,7 @@ def measured(avg=0.45, maj=0.65, teacher=0.63, both_wrong=0.12, gain=0.21, cross
             "no_answer_rate": no_answer, "majority_share": {"mean": share},
         },
         "labelled": {
-            "question": {"avg_at_k": avg, "maj_at_k": maj},
+            "question": {"avg_at_k": avg, "maj_at_k": maj, "pass_at_k": {"1": avg, "8": pass_at_8}},
             "label_accuracy": {
                 "majority_vote": maj, "co_rewarding_ii": teacher, "co_rewarding_i": cross_label,
             },
@@ -204,6 +205,13 @@ def test_a_model_that_cannot_do_the_questions_has_no_signal(no_answer, share):
     assert "cannot do these questions" in verdict.reason
 
 
+def test_with_answers_a_model_never_right_in_k_samples_has_no_signal():
+    verdict = judge(measured(avg=0.0, maj=0.0, teacher=0.0, pass_at_8=0.04))
+    assert verdict.recommended == [] and verdict.methods["majority_vote"].expected == NO_SIGNAL
+    assert "a right answer is among its 8 samples on only 4% of the questions" in verdict.reason
+    assert judge(measured(pass_at_8=0.06)).recommended == ["co_rewarding_i", "co_rewarding_iii"]
+
+
 def test_just_above_the_cannot_do_thresholds_the_model_is_judged():
     assert judge(label_free(no_answer=0.4, share=0.3)).recommended == ["co_rewarding_i", "co_rewarding_iii"]
 
@@ -291,6 +299,15 @@ def test_the_stored_diagnoses_of_the_study_regimes_recommend_what_helped(regime,
     assert verdict.recommended == REGIMES[regime]["recommended"]
     for method in REGIMES[regime]["collapses"]:
         assert verdict.methods[method].expected == COLLAPSES, verdict.methods[method].reason
+
+
+def test_the_stored_diagnosis_of_the_tiny_model_on_plain_english_sums_says_it_cannot_do_them():
+    measurements = json.loads((STORED / "tiny-plain-english.json").read_text())["measurements"]
+    verdict = judge(measurements)
+    assert verdict.recommended == [] and verdict.methods["majority_vote"].expected == NO_SIGNAL
+    assert "cannot do these questions" in verdict.reason
+    # Without answers its consistent wrong answers are not caught: its unstable majority is.
+    assert judge({**measurements, "labelled": None}).methods["majority_vote"].expected == COLLAPSES
 
 
 def made_pairs(replies: dict, count: int, cache):

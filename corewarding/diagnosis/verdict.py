@@ -29,7 +29,10 @@ wordings share. Otherwise the method **can only sharpen**.
 
 * *The model cannot do these questions* — fewer than ``min_answer_rate`` of the samples have an
   extractable answer, or the mean majority share is at most ``max_chance_majority_share`` (the
-  samples agree no more than scattered guesses do): every voting reward has **no signal**.
+  samples agree no more than scattered guesses do), or, with answers, pass@k is below
+  ``min_pass_at_k`` (no sample is right, so no vote can be): every voting reward has **no signal**.
+  Without answers a model that is consistently wrong (the tiny model on plain-English sums: 0% right,
+  47% majority share) is not caught by this rule.
 * *Unstable majority* — the teacher agreement (two sample sets of the same wording give the same
   majority) is below ``min_teacher_agreement``: a question's majority is mostly the draw's, and
   rewarding it reinforces whichever answer won. Majority vote and the cross-view methods are expected
@@ -104,6 +107,8 @@ class VerdictRules:
             the questions.
         max_chance_majority_share: the mean majority share at or below which the samples agree no more
             than scattered guesses.
+        min_pass_at_k: with answers, the share of questions with a right answer among the k samples
+            below which the model cannot do the questions.
         max_probe_heldout_drop: the fall of held-out greedy accuracy in the probe that marks collapse.
         max_probe_dominant_rise: the rise of the dominant answer's share in the probe that marks collapse.
     """
@@ -114,6 +119,7 @@ class VerdictRules:
     min_teacher_agreement: float = 0.6
     min_answer_rate: float = 0.5
     max_chance_majority_share: float = 0.25
+    min_pass_at_k: float = 0.05
     max_probe_heldout_drop: float = 0.1
     max_probe_dominant_rise: float = 0.2
 
@@ -229,8 +235,16 @@ def _voting_verdicts(measured: dict, rules: VerdictRules) -> dict[str, tuple[str
     return verdicts
 
 
-def _cannot_do(free: dict, rules: VerdictRules) -> str | None:
-    """Why the model cannot do these questions, or None when it answers them with some agreement."""
+def _cannot_do(measured: dict, rules: VerdictRules) -> str | None:
+    """Why the model cannot do these questions, or None when it answers them (with answers: rightly on
+    some) with some agreement."""
+    free, labelled = measured["label_free"], measured.get("labelled")
+    if labelled is not None:
+        pass_at = labelled["question"]["pass_at_k"]
+        k = max(pass_at, key=int)
+        if pass_at[k] < rules.min_pass_at_k:
+            return (f"a right answer is among its {k} samples on only {_pct(pass_at[k])} of the questions "
+                    f"(below {_pct(rules.min_pass_at_k)}): no vote can find it")
     answered, share = 1 - free["no_answer_rate"], free["majority_share"]["mean"]
     if answered < rules.min_answer_rate:
         return (f"only {_pct(answered)} of its samples have an extractable answer (below "
@@ -264,7 +278,7 @@ def _probe_collapse(probe: dict | None, rules: VerdictRules) -> str | None:
 def _overrides(measured: dict, rules: VerdictRules) -> dict[str, tuple[str, str]]:
     """The verdicts the rules that need no answers and the probe impose, over the label-based ones."""
     free = measured["label_free"]
-    cannot = _cannot_do(free, rules)
+    cannot = _cannot_do(measured, rules)
     if cannot is not None:
         return {m: (NO_SIGNAL, f"the model cannot do these questions: {cannot}") for m in _VOTING}
     overrides = {}
