@@ -40,12 +40,12 @@ from rich.console import Console
 from rich.table import Table
 
 from corewarding.cli.app import quiet_libraries
-from corewarding.diagnosis.verdict import COLLAPSES, HELPS, SHARPENS, judge
+from corewarding.diagnosis.verdict import COLLAPSES, HELPS, NO_SIGNAL, SHARPENS, judge
 
 #: Runs judged by another method's verdict: the study's ablations.
 JUDGED_AS = {"majority_vote_rephrased": "majority_vote", "co_rewarding_ii_frozen_teacher": "co_rewarding_ii"}
 #: The measured outcome each expected outcome names.
-MEASURED_AS = {HELPS: "helps", SHARPENS: "no real gain", COLLAPSES: "collapses"}
+MEASURED_AS = {HELPS: "helps", SHARPENS: "no real gain", NO_SIGNAL: "no real gain", COLLAPSES: "collapses"}
 #: Final accuracies closer than this (points) are not an order the ranking must get right.
 RANKING_MARGIN = 5.0
 

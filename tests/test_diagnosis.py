@@ -2,12 +2,15 @@
 the probe's summary of a metric history, and `corewarding diagnose` itself on the tiny model."""
 
 import json
+from pathlib import Path
 
 import pytest
+from stub_openai_server import Reply, StubServer, good, problems, question, rephrasing
 from typer.testing import CliRunner
 
 from corewarding.cli import app
 from corewarding.data.records import Problem
+from corewarding.inference.generation import OpenAIBackend
 from corewarding.diagnosis.measurements import (
     SampledAnswers,
     ViewAnswers,
@@ -15,7 +18,17 @@ from corewarding.diagnosis.measurements import (
     labelled_measurements,
 )
 from corewarding.diagnosis.probe import probe_settings, summarize_probe
-from corewarding.diagnosis.verdict import COLLAPSES, HELPS, LABEL_FREE_METHODS, SHARPENS, UNKNOWN, judge
+from corewarding.diagnosis.rephrasings import auto_pairs
+from corewarding.diagnosis.verdict import (
+    COLLAPSES,
+    HELPS,
+    LABEL_FREE_METHODS,
+    NO_SIGNAL,
+    SHARPENS,
+    UNKNOWN,
+    VerdictRules,
+    judge,
+)
 
 # Three questions, reference 4 each, k = 4. Question 0: both wordings' majorities right. Question 1: the
 # wording's majority is the distracted 7, the rephrasing's right. Question 2: both wordings stop early
@@ -77,12 +90,16 @@ def test_measurements_match_answers_by_equivalence():
 
 
 def measured(avg=0.45, maj=0.65, teacher=0.63, both_wrong=0.12, gain=0.21, cross_label=0.67,
-             agreement=0.5, probe=None) -> dict:
+             agreement=0.5, teacher_agreement=0.87, no_answer=0.001, share=0.58, pass_at_8=0.86,
+             probe=None) -> dict:
     """Hand-written measurements; the defaults are close to the distractor regime's."""
     return {
-        "label_free": {"cross_view_agreement": agreement},
+        "label_free": {
+            "cross_view_agreement": agreement, "teacher_agreement": teacher_agreement,
+            "no_answer_rate": no_answer, "majority_share": {"mean": share},
+        },
         "labelled": {
-            "question": {"avg_at_k": avg, "maj_at_k": maj},
+            "question": {"avg_at_k": avg, "maj_at_k": maj, "pass_at_k": {"1": avg, "8": pass_at_8}},
             "label_accuracy": {
                 "majority_vote": maj, "co_rewarding_ii": teacher, "co_rewarding_i": cross_label,
             },
@@ -132,11 +149,71 @@ def test_without_rephrasings_the_cross_view_methods_are_unknown():
     assert verdict.ranking[:2] == ["co_rewarding_ii", "majority_vote"]  # sharpens only, before unknown
 
 
-def test_label_free_verdict_uses_the_cross_view_disagreement():
-    helps = judge({**measured(agreement=0.5), "labelled": None})
+def label_free(**figures) -> dict:
+    return {**measured(**figures), "labelled": None}
+
+
+def test_label_free_verdict_uses_the_cross_view_disagreement_in_excess_of_the_same_wordings():
+    # distractor: the wordings' majorities differ on 55%, two draws of one wording on 13%: +42 points.
+    helps = judge(label_free(agreement=0.45, teacher_agreement=0.87))
     assert helps.basis == "label-free" and helps.recommended == ["co_rewarding_i", "co_rewarding_iii"]
-    assert helps.methods["majority_vote"].expected == UNKNOWN
-    assert judge({**measured(agreement=0.9), "labelled": None}).recommended == []
+    assert "+42 points" in helps.methods["co_rewarding_i"].reason
+    assert helps.reason.startswith("co_rewarding_i is expected to help")
+    # The same cross-view disagreement from a model whose own draws disagree as much is noise.
+    noisy = judge(label_free(agreement=0.45, teacher_agreement=0.62))
+    assert noisy.recommended == [] and noisy.methods["co_rewarding_i"].expected == SHARPENS
+    # shortcut: both small.
+    assert judge(label_free(agreement=0.92, teacher_agreement=0.93)).recommended == []
+
+
+def test_without_answers_every_voting_method_has_a_verdict_and_none_is_explained():
+    verdict = judge(label_free(agreement=0.92, teacher_agreement=0.93))
+    assert all(verdict.methods[m].expected != UNKNOWN for m in LABEL_FREE_METHODS)
+    assert verdict.methods["majority_vote"].expected == SHARPENS
+    assert verdict.methods["co_rewarding_ii"].expected == SHARPENS
+    assert verdict.reason.startswith("none, because the best-ranked voting method, co_rewarding_i,")
+    assert "+1 points" in verdict.reason
+
+
+@pytest.mark.parametrize("with_answers", [True, False])
+def test_an_unstable_majority_collapses_majority_vote_and_the_cross_view_methods(with_answers):
+    # hard: the wordings' majorities differ on 66%, two draws of one wording on 64.5%; with answers its
+    # ceilings say "sharpens only" for both, and both collapsed in 3 of 3 seeds.
+    figures = dict(agreement=0.34, teacher_agreement=0.35, avg=0.30, maj=0.46, teacher=0.45, both_wrong=0.4,
+                   cross_label=0.46)
+    verdict = judge(measured(**figures) if with_answers else label_free(**figures))
+    assert verdict.recommended == []
+    for method in ("majority_vote", "co_rewarding_i", "co_rewarding_iii"):
+        assert verdict.methods[method].expected == COLLAPSES and "35%" in verdict.methods[method].reason
+    assert verdict.methods["co_rewarding_ii"].expected == SHARPENS
+    assert verdict.ranking[0] == "co_rewarding_ii"
+
+
+def test_an_unstable_majority_leaves_the_cross_view_methods_unknown_without_rephrasings():
+    data = label_free(agreement=None, teacher_agreement=0.35)
+    verdict = judge(data)
+    assert verdict.methods["majority_vote"].expected == COLLAPSES
+    assert verdict.methods["co_rewarding_i"].expected == UNKNOWN
+
+
+@pytest.mark.parametrize("no_answer, share", [(0.6, 0.58), (0.0, 0.2)])
+def test_a_model_that_cannot_do_the_questions_has_no_signal(no_answer, share):
+    verdict = judge(label_free(no_answer=no_answer, share=share))
+    assert verdict.recommended == []
+    assert all(verdict.methods[m].expected == NO_SIGNAL for m in
+               ("majority_vote", "co_rewarding_ii", "co_rewarding_i", "co_rewarding_iii"))
+    assert "cannot do these questions" in verdict.reason
+
+
+def test_with_answers_a_model_never_right_in_k_samples_has_no_signal():
+    verdict = judge(measured(avg=0.0, maj=0.0, teacher=0.0, pass_at_8=0.04))
+    assert verdict.recommended == [] and verdict.methods["majority_vote"].expected == NO_SIGNAL
+    assert "a right answer is among its 8 samples on only 4% of the questions" in verdict.reason
+    assert judge(measured(pass_at_8=0.06)).recommended == ["co_rewarding_i", "co_rewarding_iii"]
+
+
+def test_just_above_the_cannot_do_thresholds_the_model_is_judged():
+    assert judge(label_free(no_answer=0.4, share=0.3)).recommended == ["co_rewarding_i", "co_rewarding_iii"]
 
 
 def test_a_flagged_probe_marks_majority_vote_as_collapsing():
@@ -145,6 +222,25 @@ def test_a_flagged_probe_marks_majority_vote_as_collapsing():
     assert verdict.methods["majority_vote"].expected == COLLAPSES
     assert "step 24 (dominant_answer)" in verdict.methods["majority_vote"].reason
     assert verdict.ranking.index("majority_vote") > verdict.ranking.index("co_rewarding_ii")
+
+
+@pytest.mark.parametrize("key, first, last, words", [
+    ("eval_greedy_accuracy", 0.92, 0.59, "held-out greedy accuracy fell 92% → 59%"),
+    ("dominant_answer_share", 0.15, 0.40, "dominant answer's share of the batch rose 15% → 40%"),
+])
+def test_a_probe_trajectory_past_its_threshold_marks_majority_vote_as_collapsing(key, first, last, words):
+    probe = {"collapse": {"collapsed": False}, "steps": 30, "first_last": {key: [first, last]}}
+    verdict = judge(measured(probe=probe))
+    assert verdict.methods["majority_vote"].expected == COLLAPSES and words in verdict.methods[
+        "majority_vote"].reason
+    calm = {"collapse": {"collapsed": False}, "steps": 30, "first_last": {key: [first, first - 0.05]}}
+    assert judge(measured(probe=calm)).methods["majority_vote"].expected == SHARPENS
+
+
+def test_the_protocol_file_states_every_threshold_of_the_rules():
+    protocol = (Path(__file__).parent.parent / "docs" / "diagnose_protocol.md").read_text()
+    for name, value in vars(VerdictRules()).items():
+        assert f"`{name}` | {value} |" in protocol, name
 
 
 def test_confidence_rewards_are_never_recommended():
@@ -186,6 +282,57 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     assert settings["--dataset_columns"] == "question=question,id=id"
 
 
+STORED = Path(__file__).parent.parent / "docs" / "results" / "diagnose"
+#: The stored seed-0 diagnoses (docs/diagnose.md) and what each regime's study measured.
+REGIMES = {
+    "tiny": {"recommended": ["co_rewarding_i", "co_rewarding_iii"], "collapses": set()},
+    "tiny-hard": {"recommended": [], "collapses": {"majority_vote", "co_rewarding_i"}},
+    "tiny-shortcut": {"recommended": [], "collapses": set()},
+}
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("with_answers", [True, False])
+def test_the_stored_diagnoses_of_the_study_regimes_recommend_what_helped(regime, with_answers):
+    measurements = json.loads((STORED / f"{regime}-seed0.json").read_text())["measurements"]
+    verdict = judge(measurements if with_answers else {**measurements, "labelled": None})
+    assert verdict.recommended == REGIMES[regime]["recommended"]
+    for method in REGIMES[regime]["collapses"]:
+        assert verdict.methods[method].expected == COLLAPSES, verdict.methods[method].reason
+
+
+def test_the_stored_diagnosis_of_the_tiny_model_on_plain_english_sums_says_it_cannot_do_them():
+    measurements = json.loads((STORED / "tiny-plain-english.json").read_text())["measurements"]
+    verdict = judge(measurements)
+    assert verdict.recommended == [] and verdict.methods["majority_vote"].expected == NO_SIGNAL
+    assert "cannot do these questions" in verdict.reason
+    # Without answers its consistent wrong answers are not caught: its unstable majority is.
+    assert judge({**measurements, "labelled": None}).methods["majority_vote"].expected == COLLAPSES
+
+
+def made_pairs(replies: dict, count: int, cache):
+    with StubServer(lambda pair, attempt: replies.get(pair) or good(pair, attempt)) as server:
+        engine = OpenAIBackend(server.url, "stub-model", api_key_env=None, max_attempts=1, timeout_s=10.0)
+        return auto_pairs(problems(count), engine, cache)
+
+
+def test_auto_pairs_keeps_the_valid_rephrasings_and_says_how_many(tmp_path):
+    replies = {"1": Reply(content="Sorry, I cannot do that."),
+               "2": Reply(content=f"[REPHRASED]\n{question('2')}\n[/REPHRASED]")}
+    made = made_pairs(replies, 4, tmp_path / "cache.jsonl")
+    assert [(p.id, p.rephrasing) for p in made.problems] == [("0", rephrasing("0")), ("3", rephrasing("3"))]
+    assert (made.valid, made.total, made.rejected) == (2, 4, {"output": 1, "unchanged": 1})
+    assert made.summary() == ("--pairs auto: 2 of 4 rephrasings valid (rejected by output 1, unchanged 1): "
+                              "the diagnosis is of the 2 questions with a valid one")
+
+
+def test_auto_pairs_without_a_valid_rephrasing_diagnose_every_question_without_one(tmp_path):
+    made = made_pairs({str(i): Reply(content="no markers") for i in range(3)}, 3, tmp_path / "cache.jsonl")
+    assert [p.id for p in made.problems] == ["0", "1", "2"]
+    assert all(p.rephrasing is None for p in made.problems)
+    assert made.summary().endswith("0 of 3 rephrasings valid (rejected by output 3): no cross-view figures")
+
+
 def run_diagnose(*args: str):
     return CliRunner().invoke(app, ["diagnose", *args])
 
@@ -193,8 +340,9 @@ def run_diagnose(*args: str):
 @pytest.mark.slow
 def test_diagnose_command_on_the_tiny_model(tmp_path):
     out = tmp_path / "diagnosis.json"
-    result = run_diagnose("tiny", "synthetic", "--questions", "16", "-k", "4", "--probe-steps", "2",
-                          "--json", str(out))
+    # --pairs auto: the synthetic questions carry their task's own rephrasings.
+    result = run_diagnose("tiny", "synthetic", "--pairs", "auto", "--questions", "16", "-k", "4",
+                          "--probe-steps", "2", "--json", str(out))
     assert result.exit_code == 0, result.output
     assert "Verdict (answers basis)" in result.output and "recommended:" in result.output
     record = json.loads(out.read_text())
@@ -220,7 +368,10 @@ def test_diagnose_command_without_answers_says_what_can_be_known(tmp_path):
     record = json.loads(out.read_text())
     assert record["basis"] == "label-free" and record["measurements"]["labelled"] is None
     assert record["has_rephrasings"] is False
-    assert record["verdicts"]["co_rewarding_i"]["expected"] == UNKNOWN and record["recommended"] == []
+    assert record["recommended"] == []
+    # Majority vote and Co-rewarding-II are judged without answers, and the "none" says why.
+    assert UNKNOWN not in {record["verdicts"][m]["expected"] for m in ("majority_vote", "co_rewarding_ii")}
+    assert record["reason"].startswith("none, because") and "why: none, because" in result.output
     free = record["measurements"]["label_free"]
     assert sum(free["majority_share"]["distribution"].values()) == pytest.approx(1.0)
     assert record["measurements"]["probe"]["first_last"]["eval_greedy_accuracy"] is None  # nothing to score
@@ -234,6 +385,7 @@ def test_diagnose_command_without_answers_says_what_can_be_known(tmp_path):
         (["{empty}"], "has no rows"),
         (["{unreadable}"], "unreadable.jsonl"),
         (["synthetic", "--pairs", "{file}"], "the synthetic questions come with their rephrasings"),
+        (["{file}", "--pairs", "auto"], "a tiny model cannot rephrase"),
         (["synthetic", "-k", "1"], "Invalid value for '--samples'"),
         (["synthetic", "--json", "{folder}"], "is a folder"),
     ],

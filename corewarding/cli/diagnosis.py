@@ -39,9 +39,11 @@ def diagnose_command(
     ] = "synthetic",
     columns: Columns = None,
     pairs: Annotated[
-        Path | None,
+        str | None,
         typer.Option(help="Rephrasings of DATASET's questions, row-aligned (read with the same "
-                     "--dataset-columns): measures Co-rewarding-I's cross-view label."),
+                     "--dataset-columns): measures Co-rewarding-I's cross-view label. 'auto': the "
+                     "diagnosed model rephrases the diagnosed questions, checked by validate-pairs' "
+                     "text checks (the synthetic questions carry their task's own)."),
     ] = None,
     questions: Annotated[int, typer.Option(min=1, help="Diagnose the first N questions.")] = 200,
     samples: Annotated[
@@ -74,7 +76,12 @@ def diagnose_command(
         raise UserError(f"--temperature {temperature}: votes need samples, use a temperature above 0")
     if json_output is not None:
         check_writable(json_output, "--json")
-    problems = diagnosis_problems(model, dataset, columns, pairs, questions, seed)
+    auto_pairs = pairs == "auto" and dataset != "synthetic"
+    if auto_pairs and tiny_model_dir(model) is not None:
+        raise UserError("--pairs auto: a tiny model cannot rephrase; its task's own wordings come with "
+                        f"its synthetic questions: corewarding diagnose {model} synthetic")
+    pairs_file = Path(pairs) if pairs and pairs != "auto" else None
+    problems = diagnosis_problems(model, dataset, columns, pairs_file, questions, seed)
     if max_new_tokens is None:
         recipe = "tiny/_common" if tiny_model_dir(model) is not None else "paper/_reference"
         max_new_tokens = recipe_settings(recipe)["max_completion_length"]
@@ -89,12 +96,19 @@ def diagnose_command(
     from corewarding.diagnosis.verdict import LABEL_FREE_EVIDENCE
 
     engine = make_backend(model, backend, seed)
+    made = None
+    if auto_pairs:
+        made = rephrased(problems, engine, json_output)
+        typer.echo(made.summary())
+        problems = made.problems
     record = diagnose(
         model, dataset, problems, engine, k=samples, temperature=temperature,
         max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=answers.matching,
         system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
         progress=True,
     )
+    if made is not None:
+        record["auto_pairs"] = {"valid": made.valid, "total": made.total, "rejected": made.rejected}
     console = output_console()
     console.print(measurements_table(record))
     console.print(verdict_table(record))
@@ -103,6 +117,7 @@ def diagnose_command(
     recommended = ", ".join(record["recommended"]) or "no label-free method"
     typer.echo(f"recommended: {recommended} ({record['basis']} basis; {record['seconds']['total']:.0f} s, "
                f"{engine.description})")
+    typer.echo(f"why: {record['reason']}")
     if record["failed_completions"]:
         typer.echo(f"note: {record['failed_completions']:,} completions failed and were scored as no answer",
                    err=True)
@@ -110,6 +125,20 @@ def diagnose_command(
         json_output.parent.mkdir(parents=True, exist_ok=True)
         json_output.write_text(json.dumps(record, indent=2) + "\n")
         typer.echo(f"diagnosis in {json_output}")
+
+
+def rephrased(problems, engine, json_output: Path | None):
+    """``--pairs auto``: the problems with their valid rephrasings by ``engine``; the completions are
+    cached next to the ``--json`` file (a rerun sends only what is missing), else in a temporary folder."""
+    import tempfile
+
+    from corewarding.diagnosis.rephrasings import auto_pairs
+
+    if json_output is not None:
+        cache = json_output.with_name(json_output.name + ".rephrasings.cache.jsonl")
+        return auto_pairs(problems, engine, cache, progress=True)
+    with tempfile.TemporaryDirectory(prefix="corewarding-pairs-") as folder:
+        return auto_pairs(problems, engine, Path(folder) / "rephrasings.cache.jsonl", progress=True)
 
 
 def diagnosis_problems(model: str, dataset: str, columns, pairs: Path | None, count: int, seed: int):

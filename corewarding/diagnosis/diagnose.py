@@ -80,6 +80,7 @@ def diagnose(
         "has_rephrasings": answers.rephrasing is not None,
         "failed_completions": failed,
         "recommended": verdict["recommended"],
+        "reason": verdict["reason"],
         "ranking": verdict["ranking"],
         "basis": verdict["basis"],
         "label_free_evidence": LABEL_FREE_EVIDENCE if verdict["basis"] == "label-free" else None,
