@@ -153,7 +153,7 @@ def main() -> None:
     console = Console()
     console.print(table)
     console.print(
-        f"math-verify workers: {len(checker._workers)}, started in {startup:.2f} s "
+        f"math-verify workers: {checker.pool.workers}, started in {startup:.2f} s "
         "(once per process, not timed above)\n"
         "targets: equivalence cold < 1 s; warm equivalence < 3x exact"
     )

@@ -1,0 +1,70 @@
+"""Ratios that hold on a shared machine: interleaved rounds, per-round ratios, their median and spread,
+and a self-check that says when the machine was too noisy to judge a target.
+
+A comparison made minutes apart measures the machine's load drift as much as the code (on this project's
+shared 2-core machine TRL's own two runs once differed 5x). So every contestant runs once per *round*,
+in an order rotated each round, and each contestant's time is divided by the reference's time *of the
+same round*: a load change falls on both sides of each ratio. A contestant's figure is the median of its
+per-round ratios, its spread the interquartile range (Q1–Q3). The reference is also run a second time
+in every round as its own contestant — the self-check — whose ratio is 1.00 by construction of the code;
+when its median strays from 1.00 by more than :data:`SELF_CHECK_TOLERANCE`, the machine was too noisy
+for targets within a few per cent, and verdicts say so instead of met or missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from statistics import median, quantiles
+
+#: How far the self-check's median ratio (the reference against itself) may stray from 1.00.
+SELF_CHECK_TOLERANCE = 0.03
+
+
+@dataclass(frozen=True)
+class Ratio:
+    """Median and interquartile range of per-round ratios."""
+
+    median: float
+    q1: float
+    q3: float
+    rounds: int
+
+    def __str__(self) -> str:
+        return f"{self.median:.2f}x [{self.q1:.2f}–{self.q3:.2f}]"
+
+
+def ratio(numerators: list[float], denominators: list[float]) -> Ratio:
+    """The :class:`Ratio` of ``numerators[r] / denominators[r]`` over rounds r."""
+    values = [n / d for n, d in zip(numerators, denominators, strict=True)]
+    if len(values) == 1:
+        return Ratio(values[0], values[0], values[0], 1)
+    q1, _, q3 = quantiles(values, n=4, method="inclusive")
+    return Ratio(median(values), q1, q3, len(values))
+
+
+def round_robin(contestants: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list]:
+    """Call every contestant once per round, the order rotated by one each round; returns each one's
+    results of the rounds after the first ``warmup`` (each call returns the seconds it measured)."""
+    names = list(contestants)
+    results: dict[str, list] = {name: [] for name in names}
+    for r in range(warmup + rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            value = contestants[name]()
+            if r >= warmup:
+                results[name].append(value)
+    return results
+
+
+def machine_quiet(self_check: Ratio) -> bool:
+    """Whether the reference against itself came out within :data:`SELF_CHECK_TOLERANCE` of 1.00."""
+    return abs(self_check.median - 1.0) <= SELF_CHECK_TOLERANCE
+
+
+def verdict(measured: Ratio, target: float, spread_limit: float, quiet: bool) -> str:
+    """``met`` when the median is at most ``target`` and the spread's upper quartile below
+    ``spread_limit``; ``missed`` otherwise; no verdict when the self-check found the machine too noisy."""
+    if not quiet:
+        return "not judged: machine too noisy"
+    return "met" if measured.median <= target and measured.q3 < spread_limit else "missed"
