@@ -13,6 +13,8 @@ for targets within a few per cent, and verdicts say so instead of met or missed.
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median, quantiles
@@ -44,12 +46,20 @@ def ratio(numerators: list[float], denominators: list[float]) -> Ratio:
     return Ratio(median(values), q1, q3, len(values))
 
 
-def round_robin(contestants: dict[str, Callable[[], float]], rounds: int, warmup: int = 1) -> dict[str, list]:
+def round_robin(
+    contestants: dict[str, Callable[[], float]], rounds: int, warmup: int = 1, progress: bool = False
+) -> dict[str, list]:
     """Call every contestant once per round, the order rotated by one each round; returns each one's
-    results of the rounds after the first ``warmup`` (each call returns the seconds it measured)."""
+    results of the rounds after the first ``warmup`` (each call returns the seconds it measured). With
+    ``progress``, a line on standard error as each round starts."""
     names = list(contestants)
     results: dict[str, list] = {name: [] for name in names}
+    started = time.perf_counter()
     for r in range(warmup + rounds):
+        if progress:
+            kind = "warm-up round" if r < warmup else "round"
+            print(f"{kind} {r + 1}/{warmup + rounds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
+                  flush=True)
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             value = contestants[name]()
@@ -67,5 +77,5 @@ def verdict(measured: Ratio, target: float, spread_limit: float, quiet: bool) ->
     """``met`` when the median is at most ``target`` and the spread's upper quartile below
     ``spread_limit``; ``missed`` otherwise; no verdict when the self-check found the machine too noisy."""
     if not quiet:
-        return "not judged: machine too noisy"
+        return "not judged (noisy)"
     return "met" if measured.median <= target and measured.q3 < spread_limit else "missed"
