@@ -125,7 +125,7 @@ def test_bench_threads_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_bench_precision_smoke(tmp_path):
-    out = bench("bench_precision.py", "--steps-gt", "1", "--steps-ii", "1", cwd=tmp_path)
+    out = bench("bench_precision.py", "--steps-gt", "1", "--steps-ii", "2", cwd=tmp_path)
     assert "bf16 weights" in out
 
 
