@@ -148,8 +148,8 @@ def math_batch(seed: int, rounds: int) -> tuple:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--answers", type=int, default=1000, help="answers of each large group (a multiple of 5)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of warm equivalence and exact")
+    parser.add_argument("--answers", type=int, default=1000, help="answers a large group holds")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     args = parser.parse_args()
     n = args.answers
 
@@ -160,11 +160,12 @@ def main() -> None:
     ]
     budget = f"{MAX_COMPARED_ANSWERS} compared answers, {MAX_COMPARISON_SECONDS:g} s cap"
     table = Table(title=f"One group, default budget ({budget})")
-    for column in ("group", "before", "now (wall s)", "now (CPU s, with workers)", "wall / 10 s", "comparisons",
-                   "without budget", "clusters", "time cap acted", "timeouts"):
+    for column in ("group", "before", "now (wall s)", "now (CPU s, with workers)", "wall / 10 s",
+                   "comparisons", "without budget", "clusters", "time cap acted", "timeouts"):
         table.add_column(column, justify="right")
     for name, before, seconds, cpu, compared, unbounded, clusters, cut, timeouts in groups:
-        table.add_row(name, before, f"{seconds:.2f}", f"{cpu:.2f}", f"{seconds / TARGET_S:.2f}", f"{compared:,}",
+        table.add_row(name, before, f"{seconds:.2f}", f"{cpu:.2f}", f"{seconds / TARGET_S:.2f}",
+                      f"{compared:,}",
                       f"{unbounded:,}", f"{clusters:,}", "yes" if cut else "no", str(timeouts))
     console = Console(width=200)
     console.print(table)

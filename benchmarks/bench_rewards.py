@@ -8,7 +8,8 @@ a 200,000-character answer, 5,000 nested parentheses, code, power towers). Repor
 majority-vote and Co-rewarding-I cross-view rewards in equivalence and exact mode, with a cold cache
 (the math-verify worker already started) and a warm one, and the ratios the issue sets targets for:
 equivalence < 1 s cold, warm equivalence < 3x exact. Cold is judged on the CPU seconds of this process
-and its math-verify workers (wall time, shown beside it, stretches with other jobs' load); warm and exact are this process's CPU time (they ask no worker: checked), in interleaved rounds
+and its math-verify workers (wall time, shown beside it, stretches with other jobs' load); warm and
+exact are this process's CPU time (they ask no worker: checked), in interleaved rounds
 (``benchmarks/interleaved.py``) with exact timed twice as the self-check.
 
     python benchmarks/bench_rewards.py [--groups 128] [--rollouts 8] [--rounds 10] [--seed 0]
@@ -136,7 +137,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--groups", type=int, default=128)
     parser.add_argument("--rollouts", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds of warm equivalence and exact")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved timing rounds")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -180,15 +181,17 @@ def main() -> None:
         f"{args.rounds} interleaved rounds, ratios: median of per-round ratios [interquartile range]"
     )
     columns = (
-        "reward", "equivalence, cold (wall s)", "cold (CPU s, with workers)", "equivalence, warm (CPU ms)", "exact (CPU ms)", "warm / exact",
-        "exact / exact (self-check)", "timeouts", f"targets: cold < {COLD_TARGET_S:g} s, warm < {WARM_TARGET:g}x",
+        "reward", "equivalence, cold (wall s)", "cold (CPU s, with workers)", "equivalence, warm (CPU ms)",
+        "exact (CPU ms)", "warm / exact", "exact / exact (self-check)", "timeouts",
+        f"targets: cold < {COLD_TARGET_S:g} s, warm < {WARM_TARGET:g}x",
     )
     for col in columns:
         table.add_column(col, justify="right")
     for name, cold, cold_cpu, seconds, warm_ratio, self_check, timeouts in rows:
         quiet = machine_quiet(self_check, SELF_CHECK_TOLERANCE)
         table.add_row(
-            name, f"{cold:.3f}", f"{cold_cpu:.3f}", f"{1000 * median(seconds['warm']):.2f}", f"{1000 * median(seconds['exact']):.2f}",
+            name, f"{cold:.3f}", f"{cold_cpu:.3f}", f"{1000 * median(seconds['warm']):.2f}",
+            f"{1000 * median(seconds['exact']):.2f}",
             str(warm_ratio), f"{self_check} {'quiet' if quiet else 'TOO NOISY'}", str(timeouts),
             f"cold {'met' if cold_cpu < COLD_TARGET_S else 'missed'}, "
             f"warm {verdict(warm_ratio, WARM_TARGET, WARM_TARGET, quiet)}",

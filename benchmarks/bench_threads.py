@@ -75,7 +75,8 @@ def main() -> None:
         for count in counts:
             runs = seconds[(name, count)]
             cells.append(f"{median(runs):.1f} s ({', '.join(f'{s:.0f}' for s in runs)})")
-        print(f"| {name.format(steps=options.steps, questions=options.questions)} | " + " | ".join(cells) + " |")
+        label = name.format(steps=options.steps, questions=options.questions)
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -240,7 +240,8 @@ def trainer_table(stepped: dict[str, SteppedTrainer], rounds: int) -> tuple[Tabl
     )
     columns = (
         "trainer / method", "wall s / step", "x TRL, wall", "CPU s / step", "generation (CPU s)",
-        "by design (CPU s)", "reward overhead (CPU)", "rest (CPU s)", "mean length", "x TRL, CPU, less by design",
+        "by design (CPU s)", "reward overhead (CPU)", "rest (CPU s)", "mean length",
+        "x TRL, CPU, less by design",
         f"target <= {TARGET:.2f}x",
     )
     for column in columns:
@@ -294,8 +295,10 @@ def vllm_table(args, problems) -> Table:
         engine_start[method] = time.perf_counter() - started
         PHASES.wrap(trainers[(method, "vLLM colocate")].vllm_generation, "sync_weights", "sync")
     stepped = interleave(trainers, args.rounds)
-    table = Table(title=f"vLLM colocate vs transformers generation (tiny model, {args.rounds} interleaved rounds)")
-    for column in ("method", "generation", "s / step", "x transformers", "engine start (s)", "teacher swap / step"):
+    table = Table(
+        title=f"vLLM colocate vs transformers generation (tiny model, {args.rounds} interleaved rounds)"
+    )
+    for column in ("method", "generation", "s / step", "x transformers", "engine start (s)", "teacher swap"):
         table.add_column(column, justify="right")
     for (method, generation), one in stepped.items():
         transformers_steps = [s["step"] for s in stepped[(method, "transformers")].steps[1:]]
@@ -313,7 +316,7 @@ def vllm_table(args, problems) -> Table:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=12, help="timed rounds, after one untimed warm-up round")
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds, after an untimed warm-up round")
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=8)
     parser.add_argument(

@@ -58,8 +58,8 @@ def round_robin(
     for r in range(warmup + rounds):
         if progress:
             kind = "warm-up round" if r < warmup else "round"
-            print(f"{kind} {r + 1}/{warmup + rounds} ({time.perf_counter() - started:.0f} s)", file=sys.stderr,
-                  flush=True)
+            elapsed = time.perf_counter() - started
+            print(f"{kind} {r + 1}/{warmup + rounds} ({elapsed:.0f} s)", file=sys.stderr, flush=True)
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             value = contestants[name]()

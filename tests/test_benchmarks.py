@@ -118,7 +118,8 @@ def test_bench_trainer_with_vllm_smoke(tmp_path):
 @pytest.mark.slow
 def test_bench_threads_smoke(tmp_path):
     out = bench(
-        "bench_threads.py", "--repeats", "1", "--steps", "1", "--questions", "2", "--threads", "1", cwd=tmp_path
+        "bench_threads.py", "--repeats", "1", "--steps", "1", "--questions", "2", "--threads", "1",
+        cwd=tmp_path,
     )
     assert "| train (majority_vote, 1 steps) |" in out and "| eval (tiny, 2 questions, -k 4) |" in out
 
@@ -150,7 +151,9 @@ def test_entropy_controls_smoke(tmp_path):
     assert "| a rollout's mean token entropy" in bench(
         "entropy_controls.py", "anatomy", "--questions", "2", "--group", "2"
     )
-    out = bench("entropy_controls.py", "runs", "-o", str(tmp_path / "runs"), "--only", "entropy", "--steps", "2")
+    out = bench(
+        "entropy_controls.py", "runs", "-o", str(tmp_path / "runs"), "--only", "entropy", "--steps", "2"
+    )
     assert "| entropy |" in out
 
 
