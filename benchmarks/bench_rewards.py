@@ -128,9 +128,16 @@ def cpu_timed(fn) -> float:
 
 
 def cpu_with_workers() -> float:
-    """CPU seconds used so far by this process and its live child processes (the math-verify workers)."""
-    children = psutil.Process().children(recursive=True)
-    return time.process_time() + sum(sum(child.cpu_times()[:2]) for child in children)
+    """CPU seconds used so far by this process and its child processes (the math-verify workers): the
+    live ones, and those that ended and were waited for (a worker killed on its hard timeout)."""
+    ended = os.times()
+    total = time.process_time() + ended.children_user + ended.children_system
+    for child in psutil.Process().children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:  # it ended since the listing; counted once waited for
+            pass
+    return total
 
 
 def main() -> None:
