@@ -124,6 +124,16 @@ def test_bench_threads_smoke(tmp_path):
     assert "| train (majority_vote, 1 steps) |" in out and "| eval (tiny, 2 questions, -k 4) |" in out
 
 
+def test_bench_precision_refuses_a_teacher_that_cannot_have_moved():
+    """One Co-rewarding-II step leaves the teacher where it started (its first update copies the
+    unchanged policy), and the table divided by that zero distance after minutes of training."""
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_precision.py"), "--steps-ii", "1"], capture_output=True,
+        text=True, env=os.environ | {"PYTHONPATH": str(REPO_ROOT)}, check=False,
+    )
+    assert done.returncode == 2 and "--steps-ii must be at least 2" in done.stderr.splitlines()[-1]
+
+
 @pytest.mark.slow
 def test_bench_precision_smoke(tmp_path):
     out = bench("bench_precision.py", "--steps-gt", "1", "--steps-ii", "2", cwd=tmp_path)
