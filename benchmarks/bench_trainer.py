@@ -48,8 +48,8 @@ from collections import defaultdict
 from pathlib import Path
 from statistics import median
 
-from interleaved import SELF_CHECK_TOLERANCE, machine_quiet, ratio, round_robin, verdict
 import torch
+from interleaved import SELF_CHECK_TOLERANCE, machine_quiet, ratio, round_robin, verdict
 from rich.console import Console
 from rich.table import Table
 from transformers import PrinterCallback, TrainerCallback, set_seed
