@@ -244,8 +244,8 @@ def trainer_table(stepped: dict[str, SteppedTrainer], rounds: int) -> tuple[Tabl
         "x TRL, CPU, less by design",
         f"target <= {TARGET:.2f}x",
     )
-    for column in columns:
-        table.add_column(column, justify="right")
+    for column in columns:  # the names whole, so that a log can be searched for them
+        table.add_column(column, justify="right", no_wrap=column == "trainer / method")
     for name, one in stepped.items():
         cpu = phase(one, "step cpu")
         overhead = median(series(one, "rewards cpu", less="by design cpu"))
