@@ -78,6 +78,16 @@ def test_a_target_is_judged_only_when_the_self_check_is_quiet():
 # ------------------------------------------------------------------------------------------ smoke runs
 
 
+def test_every_benchmark_script_has_a_smoke_test():
+    """A script added to ``benchmarks/`` (a file with a ``__main__`` entry; ``interleaved.py`` is a helper)
+    without ``test_<script>_smoke`` here fails this test, so that no benchmark goes untested."""
+    scripts = [p.stem for p in BENCHMARKS.glob("*.py") if 'if __name__ == "__main__":' in p.read_text()]
+    assert len(scripts) >= 10
+    missing = [name for name in scripts if f"test_{name}_smoke" not in globals()]
+    assert not missing, f"benchmarks without a smoke test in tests/test_benchmarks.py: {missing}"
+
+
+
 def test_bench_rewards_smoke():
     out = bench("bench_rewards.py", "--groups", "4", "--rollouts", "2", "--rounds", "2")
     assert "math-verify workers:" in out and "a self-check outside 1.00" in out
