@@ -9,6 +9,10 @@ per-round ratios, its spread the interquartile range (Q1–Q3). The reference is
 in every round as its own contestant — the self-check — whose ratio is 1.00 by construction of the code;
 when its median strays from 1.00 by more than :data:`SELF_CHECK_TOLERANCE`, the machine was too noisy
 for targets within a few per cent, and verdicts say so instead of met or missed.
+
+Which time a contestant returns is its bench's choice: this process's CPU time where the work is all in
+it (the trainer's steps, the warm votes), since on a loaded machine wall time also counts the waits for a
+core, which change within a round (docs/performance.md).
 """
 
 from __future__ import annotations
