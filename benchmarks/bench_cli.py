@@ -4,7 +4,7 @@ one-line mistakes, each a fresh ``python -m corewarding`` process as a user star
 The target is met by importing torch, transformers and TRL only when a command runs, never for its help
 or for the checks of its options (``tests/test_cli_conventions.py`` checks that without timing anything).
 
-    python benchmarks/bench_cli.py [--repeats 3]
+    python benchmarks/bench_cli.py [--repeats 3] [--limit N]
 """
 
 from __future__ import annotations
@@ -38,11 +38,12 @@ def seconds(arguments: list[str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--limit", type=int, default=None, help="time only the first N invocations")
     options = parser.parse_args()
     load = os.getloadavg()[0]
     print(f"{os.cpu_count()} CPU cores, 1-minute load average {load:.2f}; median of {options.repeats} runs\n")
     print("| invocation | seconds |\n| --- | --- |")
-    for arguments in INVOCATIONS:
+    for arguments in INVOCATIONS[: options.limit]:
         runs = [seconds(arguments) for _ in range(options.repeats)]
         print(f"| `corewarding {' '.join(arguments)}` | {median(runs):.2f} |")
 

@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--steps-ii", type=int, default=8)
     parser.add_argument("--out", help="(internal) write this process's results as JSON here")
     args = parser.parse_args()
+    if args.steps_ii < 2:  # the teacher's first update copies the unchanged policy: nothing to compare
+        parser.error("--steps-ii must be at least 2: the teacher first moves at step 2")
     torch.set_num_threads(1)
     if args.out:  # a DDP worker
         results = run_all(args)

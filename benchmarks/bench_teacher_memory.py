@@ -15,7 +15,7 @@ on the shipped tiny model and on a randomly initialised mid-size Llama (no downl
 bytes for a real size: Qwen3-8B (its published architecture, built on the meta device, no weights) with
 LoRA r = 16 on every linear layer but the output head (peft's ``all-linear``).
 
-    python benchmarks/bench_teacher_memory.py [--rank 16] [--json runs/bench_teacher_memory.json]
+    python benchmarks/bench_teacher_memory.py [--rank 16] [--sizes tiny mid] [--json runs/bench_teacher_memory.json]
 """
 
 from __future__ import annotations
@@ -43,8 +43,7 @@ MID = dict(
     hidden_size=1024, intermediate_size=2816, num_hidden_layers=12, num_attention_heads=16,
     num_key_value_heads=16, vocab_size=32000, tie_word_embeddings=False,
 )
-ROWS = [(size, dtype, teacher) for size in ("tiny", "mid") for dtype in ("float32", "bfloat16")
-        for teacher in ("full", "adapter")]
+SIZES = ("tiny", "mid")
 
 
 def build_model(size: str, dtype: torch.dtype):
@@ -127,6 +126,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--sizes", nargs="+", choices=SIZES, default=list(SIZES), help="the models measured")
     # --row size dtype teacher: measure one row in this process, printed as JSON.
     parser.add_argument("--row", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -134,7 +134,8 @@ def main() -> None:
         print(json.dumps(measure(*args.row, args.rank)))
         return
     rows = []
-    for row in ROWS:
+    for row in [(size, dtype, teacher) for size in args.sizes for dtype in ("float32", "bfloat16")
+                for teacher in ("full", "adapter")]:
         done = subprocess.run([sys.executable, __file__, "--rank", str(args.rank), "--row", *row],
                               capture_output=True, text=True, check=True)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))

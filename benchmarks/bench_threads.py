@@ -6,7 +6,7 @@ with each ``--threads`` count and with none (the default rule: the cores no othe
 interleaved and repeated so that a change of the machine's load falls on all of them; the 1-minute load
 average is read before each run.
 
-    python benchmarks/bench_threads.py [--repeats 2] [--steps 4] [--threads 1,2]
+    python benchmarks/bench_threads.py [--repeats 2] [--steps 4] [--questions 100] [--threads 1,2]
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ COMMANDS = {
         "train", "--config", "tiny/majority_vote", "--max_steps", "{steps}", "--eval_strategy", "no",
         "--output_dir", "{folder}/train-{run}",
     ],
-    "eval (tiny, 100 questions, -k 4)": [
-        "eval", "tiny", "synthetic", "--limit", "100", "-k", "4", "--max-new-tokens", "48",
+    "eval (tiny, {questions} questions, -k 4)": [
+        "eval", "tiny", "synthetic", "--limit", "{questions}", "-k", "4", "--max-new-tokens", "48",
     ],
 }
 
@@ -47,6 +47,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--questions", type=int, default=100, help="questions the eval command scores")
     parser.add_argument("--threads", default=f"1,{os.cpu_count()}", help="comma-separated counts")
     options = parser.parse_args()
     counts: list[int | None] = [int(n) for n in options.threads.split(",")] + [None]
@@ -57,7 +58,10 @@ def main() -> None:
             for name, template in COMMANDS.items():
                 for count in counts:
                     run = len(loads)
-                    arguments = [a.format(steps=options.steps, folder=folder, run=run) for a in template]
+                    arguments = [
+                        a.format(steps=options.steps, questions=options.questions, folder=folder, run=run)
+                        for a in template
+                    ]
                     loads.append(os.getloadavg()[0])
                     threads = ["--threads", str(count)] if count is not None else []
                     seconds.setdefault((name, count), []).append(timed([*arguments, *threads]))
@@ -71,7 +75,8 @@ def main() -> None:
         for count in counts:
             runs = seconds[(name, count)]
             cells.append(f"{median(runs):.1f} s ({', '.join(f'{s:.0f}' for s in runs)})")
-        print(f"| {name.format(steps=options.steps)} | " + " | ".join(cells) + " |")
+        label = name.format(steps=options.steps, questions=options.questions)
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -129,12 +129,13 @@ def summarize_variant(folder: Path) -> dict:
     }
 
 
-def runs(out: Path, seed: int, only: list[str] | None) -> None:
+def runs(out: Path, seed: int, only: list[str] | None, steps_override: int | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for name, what, kind, overrides, steps in VARIANTS:
         if only and name not in only:
             continue
+        steps = steps_override or steps
         summaries[name] = {"what": what, "steps": steps, **summarize_variant(
             run_variant(out, name, kind, overrides, steps, seed))}
     (out / "summary.json").write_text(json.dumps(summaries, indent=1))
@@ -268,11 +269,12 @@ def main() -> None:
     r.add_argument("-o", "--out", type=Path, default=Path("runs/entropy_controls"))
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--only", nargs="*", help="variant names (default: all)")
+    r.add_argument("--steps", type=int, default=None, help="steps of every variant (default: each its own)")
     args = parser.parse_args()
     if args.part == "anatomy":
         anatomy(args.model, args.questions, args.group, args.seed)
     else:
-        runs(args.out, args.seed, args.only)
+        runs(args.out, args.seed, args.only, args.steps)
 
 
 if __name__ == "__main__":

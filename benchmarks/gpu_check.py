@@ -24,13 +24,6 @@ from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
 
-from corewarding.cooper.on_demand import make_reward_model
-from corewarding.inference.evaluate import evaluate
-from corewarding.inference.generation import TransformersBackend, VLLMBackend
-from corewarding.tiny.regimes import synthetic_problems
-from corewarding.training.run import build_trainer
-from corewarding.training.settings import load_recipe
-
 
 class StepTimer(TrainerCallback):
     def __init__(self):
@@ -64,6 +57,9 @@ class AdapterEMACheck(TrainerCallback):
 
 
 def train(method: str, steps: int, out: Path, use_vllm: bool, bf16: bool = True, **overrides) -> dict:
+    from corewarding.training.run import build_trainer
+    from corewarding.training.settings import load_recipe
+
     lora = " (LoRA)" if overrides.get("use_peft") else ""
     config = load_recipe(
         f"tiny/{method}",
@@ -115,6 +111,12 @@ def main() -> None:
     args = parser.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("gpu_check needs a CUDA GPU")
+    # Imported after the check, so that a machine without a GPU is told so before TRL loads.
+    from corewarding.cooper.on_demand import make_reward_model
+    from corewarding.inference.evaluate import evaluate
+    from corewarding.inference.generation import TransformersBackend, VLLMBackend
+    from corewarding.tiny.regimes import synthetic_problems
+
     use_vllm = importlib.util.find_spec("vllm") is not None
     folder = args.out.parent
     rows = [train("ground_truth", args.steps, folder, use_vllm)]

@@ -175,6 +175,11 @@ class VerifierPool:
         os.register_at_fork(after_in_child=self._after_fork)
         atexit.register(self.close)
 
+    @property
+    def workers(self) -> int:
+        """How many worker processes compare in parallel."""
+        return len(self._workers)
+
     def _new_locks(self) -> None:
         self._slots = _Slots(len(self._workers))
         self._stats_lock = threading.Lock()
