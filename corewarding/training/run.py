@@ -28,6 +28,7 @@ from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
+from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
@@ -49,6 +50,7 @@ __all__ = [
     "heldout_split",
     "make_reward_model_if_asked",
     "prepare_run_folder",
+    "stopped_message",
     "train",
     "training_dataset",
     "training_problems",
@@ -402,7 +404,11 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
             show_progress(trainer, progress, config.method)
         settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
         write_atomically(Path(config.output_dir) / "config.yaml", settings)
-        trainer.train(resume_from_checkpoint=checkpoint)
+        with stopping_on(config.stop_signals, config.stop_grace_seconds):
+            trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.stop_on_signal.stopped_by:
+            trainer.accelerator.end_training()
+            raise StoppedBySignal(stopped_message(trainer) if trainer.is_world_process_zero() else "")
         # The final policy and its tokenizer in the run folder, as TRL leaves them: `corewarding eval RUN`,
         # `--model_name_or_path RUN` and `from_pretrained(RUN)` read it. Every process saves (DeepSpeed
         # gathers); the main one publishes the files.
@@ -412,6 +418,22 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
         else:
             trainer.save_model(str(Path(config.output_dir) / ".final-model"))
     return trainer
+
+
+def stopped_message(trainer) -> str:
+    """The line of a run stopped by a signal: where it stopped, its checkpoint, how to go on."""
+    step, out = trainer.state.global_step, Path(trainer.args.output_dir)
+    saved = checkpoints.complete_checkpoints(out)
+    if saved and checkpoints.is_complete(out / f"checkpoint-{step}"):
+        kept = f"checkpoint {out / f'checkpoint-{step}'} written"
+    else:
+        kept = f"no checkpoint written (save_strategy {trainer.args.save_strategy}); " + (
+            f"the last is {saved[-1]}" if saved else "none to resume from"
+        )
+    return (
+        f"stopped by {trainer.stop_on_signal.stopped_by} at step {step} of {trainer.state.max_steps}: {kept}; "
+        "go on with the same command and --resume last"
+    )
 
 
 def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_incomplete: bool = False) -> None:

@@ -67,7 +67,12 @@ from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
 from corewarding.inference.models import ModelLoadError
 from corewarding.training import trl_internals
-from corewarding.training.callbacks import CollapseCallback, FinalCheckpointCallback, MetricsFileCallback
+from corewarding.training.callbacks import (
+    CollapseCallback,
+    FinalCheckpointCallback,
+    MetricsFileCallback,
+    StopOnSignalCallback,
+)
 from corewarding.training.config import CoRewardingConfig
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
@@ -247,8 +252,18 @@ class CoRewardingTrainer(GRPOTrainer):
         self.add_callback(MetricsFileCallback())
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
         self.add_callback(FinalCheckpointCallback())
+        self.stop_on_signal = StopOnSignalCallback(self._largest_over_processes)
+        self.add_callback(self.stop_on_signal)
 
     # ----------------------------------------------------------------------------------- setup
+
+    def _largest_over_processes(self, value: int) -> int:
+        """The largest of every process's ``value`` (an all-reduce; in one process, ``value``)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        largest = torch.tensor([value], device=self.accelerator.device)
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        return int(largest.item())
 
     def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
         """The EMA teacher: TRL's reference model when there is a KL term, else a frozen copy of the initial
