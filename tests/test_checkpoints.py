@@ -150,7 +150,7 @@ def slurm_env(tmp_path, run_dir, processes: int) -> dict:
     (tools / "scontrol").chmod(0o755)
     return {
         **ENV, "PATH": f"{tools}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "RUN_DIR": str(run_dir),
-        "PROCESSES": str(processes), "PYTHON": sys.executable,
+        "PROCESSES": str(processes), "PYTHON": sys.executable, "ACCELERATE_USE_CPU": "1",  # DDP on the CPU
     }
 
 

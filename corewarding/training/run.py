@@ -402,8 +402,9 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
             from corewarding.training.progress import show_progress
 
             show_progress(trainer, progress, config.method)
-        settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
-        write_atomically(Path(config.output_dir) / "config.yaml", settings)
+        if main_process:  # one writer: every process renaming its own copy into place raced
+            settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
+            write_atomically(Path(config.output_dir) / "config.yaml", settings)
         with stopping_on(config.stop_signals, config.stop_grace_seconds):
             trainer.train(resume_from_checkpoint=checkpoint)
         if trainer.stop_on_signal.stopped_by:
