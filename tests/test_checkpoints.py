@@ -114,7 +114,9 @@ def started(command: list[str], env: dict, log) -> subprocess.Popen:
         return subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
 
 
-def signalled_after_step(process: subprocess.Popen, out, step: int, signum: int, log, pid=None) -> tuple[int, str]:
+def signalled_after_step(
+    process: subprocess.Popen, out, step: int, signum: int, log, pid=None
+) -> tuple[int, str]:
     """Once ``out``'s metrics hold training step ``step``, ``signum`` to ``pid()`` (default: ``process``);
     then the exit code of ``process`` and what it printed."""
     deadline = time.monotonic() + 600
@@ -129,8 +131,8 @@ def signalled_after_step(process: subprocess.Popen, out, step: int, signum: int,
 
 def stop_line(out, step: int, signal_name: str) -> str:
     return (
-        f"stopped by {signal_name} at step {step} of 6: checkpoint {out / f'checkpoint-{step}'} written; go on "
-        "with the same command and --resume last"
+        f"stopped by {signal_name} at step {step} of 6: checkpoint {out / f'checkpoint-{step}'} written; "
+        "go on with the same command and --resume last"
     )
 
 
@@ -166,7 +168,7 @@ def test_a_run_stopped_by_sigusr1_or_sigterm_saves_its_step_and_resumes_to_the_u
     whole, _ = whole_run
     out, log = tmp_path / "run", tmp_path / "log"
     env = slurm_env(tmp_path, out, 1)
-    # Slurm's warning before the time limit (--signal=B:USR1@…) reaches the batch script, which passes it on.
+    # Slurm's warning before the time limit (--signal=B:USR1@…) reaches the batch script; it passes it on.
     script = started(["bash", str(SLURM_SCRIPT), *SETTINGS], env, log)
     code, printed = signalled_after_step(script, out, 1, signal.SIGUSR1, log)
     first = stopped_at(out)
@@ -253,7 +255,9 @@ def assert_same_final_weights(out, whole, what: str) -> None:
     for name in ("model.safetensors", "teacher.safetensors"):
         got, expected = load_file(out / "checkpoint-6" / name), load_file(whole / "checkpoint-6" / name)
         for key in expected:
-            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6, msg=f"{what}: {name}:{key}")
+            torch.testing.assert_close(
+                got[key], expected[key], rtol=0, atol=1e-6, msg=f"{what}: {name}:{key}"
+            )
 
 
 @pytest.mark.slow

@@ -72,8 +72,8 @@ def parse_signals(names: str | None) -> tuple[signal.Signals, ...]:
         full = name if name.startswith("SIG") else f"SIG{name}"
         if full not in ("SIGINT", "SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP"):
             raise SettingError(
-                f"stop_signals: {name!r} is not a signal a run can stop on (SIGINT, SIGTERM, SIGUSR1, SIGUSR2, "
-                "SIGHUP)"
+                f"stop_signals: {name!r} is not a signal a run can stop on (SIGINT, SIGTERM, SIGUSR1, "
+                "SIGUSR2, SIGHUP)"
             )
         parsed.append(signal.Signals[full])
     return tuple(parsed)
@@ -102,7 +102,8 @@ def _on_signal(signum: int, frame) -> None:
         _say(f"{name}: finishing this step, then saving a checkpoint{limit} (a second signal stops at once)")
         return
     if request.grace_over:
-        raise StopAbandoned(f"the grace period of {_state['grace_s']:g} s after {request.signal_name} ran out")
+        grace = _state["grace_s"]
+        raise StopAbandoned(f"the grace period of {grace:g} s after {request.signal_name} ran out")
     if now - request.at >= REPEAT_WINDOW_S:
         raise StopAbandoned(f"a second signal ({name}) after {request.signal_name}")
 

@@ -18,8 +18,8 @@ from corewarding.core.jsonl import read_jsonl
 from corewarding.core.stop_signals import requested
 
 __all__ = [
-    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "StopOnSignalCallback", "METRICS_FILE",
-    "COLLAPSE_FILE",
+    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "StopOnSignalCallback",
+    "METRICS_FILE", "COLLAPSE_FILE",
 ]
 
 logger = logging.get_logger(__name__)

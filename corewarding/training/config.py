@@ -343,8 +343,8 @@ class CoRewardingConfig(GRPOConfig):
     logging_steps: float = _setting(1, "run", "Log every this many steps.")
     report_to: None | str | list[str] = _trl_setting("report_to", "run")
     stop_signals: str = _setting(
-        DEFAULT_STOP_SIGNALS, "run", "Signals that stop a run cleanly, comma-separated (none: no signal). The "
-        "first one received during training finishes the step, writes a checkpoint, names it and exits with "
+        DEFAULT_STOP_SIGNALS, "run", "Signals that stop a run cleanly, comma-separated (none: no signal). "
+        "The first one received during training finishes the step, writes a checkpoint, names it and exits with "
         f"code {STOPPED_EXIT_CODE}; a second one (2 s or more later) abandons the step; every process stops "
         "at the same step (docs/launch_modes.md, Slurm).",
     )

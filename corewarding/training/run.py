@@ -432,8 +432,8 @@ def stopped_message(trainer) -> str:
             f"the last is {saved[-1]}" if saved else "none to resume from"
         )
     return (
-        f"stopped by {trainer.stop_on_signal.stopped_by} at step {step} of {trainer.state.max_steps}: {kept}; "
-        "go on with the same command and --resume last"
+        f"stopped by {trainer.stop_on_signal.stopped_by} at step {step} of {trainer.state.max_steps}: "
+        f"{kept}; go on with the same command and --resume last"
     )
 
 
