@@ -23,11 +23,13 @@ from datasets import Dataset
 from transformers import IntervalStrategy
 
 from corewarding import checkpoints
+from corewarding.cooper.negatives import STAND_IN
 from corewarding.cooper.on_demand import make_reward_model, needs_making
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
+from corewarding.core.optional_packages import require, require_reporting
 from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.core.prompts import chat_messages
 from corewarding.data.loaders import load_problems, load_rephrased_pair
@@ -43,6 +45,7 @@ __all__ = [
     "RunFinished",
     "TrainingDataError",
     "build_trainer",
+    "check_integrations",
     "check_output_dir",
     "data_notes",
     "finished_run",
@@ -265,6 +268,18 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
         raise PermissionError(f"cannot write to output_dir {out}: {existing} is read-only")
 
 
+def check_integrations(config: CoRewardingConfig) -> None:
+    """The optional packages the settings ask for (``report_to``, ``use_vllm``, an assistant on vLLM) are
+    installed: a missing one is one line before any data or model is loaded, not TRL's error after. Not
+    a check of the config itself: a recipe names them for the GPU machine it is meant for."""
+    require_reporting(config.report_to)
+    if config.use_vllm:
+        require("vllm", "use_vllm")
+    assistant = config.negative_source != "rollouts" and config.assistant_model != STAND_IN
+    if assistant and config.assistant_backend == "vllm":
+        require("vllm", "assistant_backend vllm")
+
+
 def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | None:
     """Check the run folder before any work; returns the checkpoint to resume from (or None).
 
@@ -387,6 +402,7 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     there instead of TRL's per-step printing. The final model and tokenizer are saved in the run folder.
     Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end."""
     check_output_dir(config.output_dir)
+    check_integrations(config)
     # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
     main_process = os.environ.get("RANK", "0") == "0"
     lock = locked_folder(config.output_dir, "choose another --output_dir") if main_process else nullcontext()
