@@ -70,3 +70,4 @@ def test_a_stopped_run_exits_75_and_an_abandoned_step_130_each_in_one_line():
     assert (result.exit_code, result.output) == (75, line + "\n")
     result = CliRunner().invoke(failing_app(StopAbandoned("a second signal (SIGINT) after SIGTERM")), ["fail"])
     assert (result.exit_code, result.output) == (130, "a second signal (SIGINT) after SIGTERM; interrupted\n")
+

@@ -28,6 +28,7 @@ import typer.core
 
 from corewarding.core.errors import UserError
 from corewarding.core.stop_signals import STOPPED_EXIT_CODE, StoppedBySignal
+from corewarding.core.terminal import keep_running_when_output_closes
 
 __all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
@@ -116,6 +117,7 @@ def main(
     """Options of every command (``corewarding --debug train …``), set on each invocation."""
     _invocation["debug"] = debug
     quiet_warnings()
+    keep_running_when_output_closes()
 
 
 # The options of the current invocation (Typer calls ``main`` before every command).
