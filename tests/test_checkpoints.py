@@ -538,6 +538,24 @@ def test_rm_train_killed_while_saving_or_out_of_disk_reruns_to_the_same_model(wh
 
 
 @pytest.mark.slow
+def test_rm_train_stopped_by_a_signal_saves_its_step_and_reruns_to_the_same_model(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+    out = tmp_path / "stopped"
+    # SIGTERM while checkpoint-2 is saved: step 3 is finished and saved, then the run stops.
+    at = written.index(str(whole / "checkpoint-2" / "optimizer.pt")) + 1
+    stopped = run(f"SIGTERM:{at}", rm_train_args(data, out))
+    assert stopped.returncode == 75, stopped.stderr[-3000:]
+    assert error_line(stopped) == (
+        f"stopped by SIGTERM at step 3 of 6: checkpoint {out}/checkpoint-3 written; run the same command to "
+        "go on"
+    )
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["checkpoint-3"]
+    rerun = run(-1, rm_train_args(data, out))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_reward_model(out, whole, "stopped at step 3")
+
+
+@pytest.mark.slow
 def test_rm_train_names_a_planted_or_damaged_checkpoint_file_and_runs_nothing(whole_rm_run, tmp_path):
     data, whole, written = whole_rm_run
     out = tmp_path / "run"

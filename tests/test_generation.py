@@ -351,8 +351,11 @@ def test_vllm_missing_is_a_one_line_error():
         import vllm  # noqa: F401
     except ImportError:
         # the user's to install (exit 2), not a failing backend (exit 1)
-        with pytest.raises(MissingPackageError, match=r"^the vllm backend needs the vllm package, which is not "
-                           r"installed: pip install 'corewarding\[vllm\]'$"):
+        missing = (
+            r"^the vllm backend needs the vllm package, which is not installed: pip install "
+            r"'corewarding\[vllm\]'$"
+        )
+        with pytest.raises(MissingPackageError, match=missing):
             VLLMBackend("some/model")
     else:
         pytest.skip("vLLM is installed")

@@ -68,6 +68,7 @@ def test_a_stopped_run_exits_75_and_an_abandoned_step_130_each_in_one_line():
     line = "stopped by SIGTERM at step 3 of 6: checkpoint runs/x/checkpoint-3 written; go on with …"
     result = CliRunner().invoke(failing_app(StoppedBySignal(line)), ["fail"])
     assert (result.exit_code, result.output) == (75, line + "\n")
-    result = CliRunner().invoke(failing_app(StopAbandoned("a second signal (SIGINT) after SIGTERM")), ["fail"])
+    abandoned = StopAbandoned("a second signal (SIGINT) after SIGTERM")
+    result = CliRunner().invoke(failing_app(abandoned), ["fail"])
     assert (result.exit_code, result.output) == (130, "a second signal (SIGINT) after SIGTERM; interrupted\n")
 

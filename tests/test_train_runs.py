@@ -165,8 +165,8 @@ def test_a_final_model_cut_short_is_published_again_when_the_finished_run_is_res
 
 @pytest.mark.slow
 def test_a_run_whose_output_is_closed_goes_quiet_and_finishes(tmp_path):
-    """`corewarding train … | head -1`: the reader goes after one line; the run finishes, its folder complete
-    (it ended with exit code 1, no message and no final model before)."""
+    """`corewarding train … | head -1`: the reader goes after one line; the run finishes, its folder
+    complete (it ended with exit code 1, no message and no final model before)."""
     import os
     import subprocess
     import sys

@@ -33,7 +33,9 @@ def require(package: str, wanted_by: str) -> None:
     installed; ``wanted_by`` names what asked for it (``--report_to tensorboard``)."""
     modules, install = OPTIONAL_PACKAGES[package]
     if not any(importlib.util.find_spec(module) is not None for module in modules):
-        raise MissingPackageError(f"{wanted_by} needs the {package} package, which is not installed: {install}")
+        raise MissingPackageError(
+            f"{wanted_by} needs the {package} package, which is not installed: {install}"
+        )
 
 
 def require_reporting(report_to: None | str | list[str]) -> None:
