@@ -41,7 +41,7 @@ def test_a_signal_asks_to_stop_a_repeat_is_the_same_request_and_the_handlers_com
         assert requested() == "SIGUSR1"
     assert requested() is None and signal.getsignal(signal.SIGTERM) is before
     assert capsys.readouterr().err == (
-        "SIGUSR1: finishing this step, then saving a checkpoint (a second signal stops at once)\n"
+        "SIGUSR1: stopping at the end of this step (a second signal stops at once)\n"
     )
 
 

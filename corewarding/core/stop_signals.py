@@ -99,7 +99,7 @@ def _on_signal(signum: int, frame) -> None:
             _state["timer"].daemon = True
             _state["timer"].start()
         limit = f", at most {grace:g} s" if grace > 0 else ""
-        _say(f"{name}: finishing this step, then saving a checkpoint{limit} (a second signal stops at once)")
+        _say(f"{name}: stopping at the end of this step{limit} (a second signal stops at once)")
         return
     if request.grace_over:
         grace = _state["grace_s"]
