@@ -26,7 +26,12 @@ from corewarding.core import metric_names
 from corewarding.core.errors import SettingError, unknown_choice
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
-from corewarding.core.stop_signals import DEFAULT_STOP_SIGNALS, STOPPED_EXIT_CODE, parse_signals
+from corewarding.core.stop_signals import (
+    DEFAULT_STOP_SIGNALS,
+    REPEAT_WINDOW_S,
+    STOPPED_EXIT_CODE,
+    parse_signals,
+)
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
@@ -344,9 +349,9 @@ class CoRewardingConfig(GRPOConfig):
     report_to: None | str | list[str] = _trl_setting("report_to", "run")
     stop_signals: str = _setting(
         DEFAULT_STOP_SIGNALS, "run", "Signals that stop a run cleanly, comma-separated (none: no signal). "
-        "The first one received during training finishes the step, writes a checkpoint, names it and exits with "
-        f"code {STOPPED_EXIT_CODE}; a second one (2 s or more later) abandons the step; every process stops "
-        "at the same step (docs/launch_modes.md, Slurm).",
+        "The first one received during training finishes the step, writes a checkpoint, names it and exits "
+        f"with code {STOPPED_EXIT_CODE}; a second one ({REPEAT_WINDOW_S:g} s or more later) abandons the "
+        "step; every process stops at the same step (docs/launch_modes.md, Slurm).",
     )
     stop_grace_seconds: float = _setting(
         0.0, "run", "Seconds after a stop signal before the step is abandoned (0: no limit). Set it below "

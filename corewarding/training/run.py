@@ -30,8 +30,8 @@ from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.optional_packages import require, require_reporting
-from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.core.prompts import chat_messages
+from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
@@ -400,7 +400,9 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     saved as ``config.yaml``, then resumed from ``resume`` (a checkpoint folder or ``"last"``) or
     started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
     there instead of TRL's per-step printing. The final model and tokenizer are saved in the run folder.
-    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end."""
+    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end, and
+    :class:`~corewarding.core.stop_signals.StoppedBySignal` when a signal of ``stop_signals`` stopped it
+    at a step's end (its checkpoint written; the final model is not published)."""
     check_output_dir(config.output_dir)
     check_integrations(config)
     # Under torchrun / accelerate launch every process runs this; the first one holds the lock.
