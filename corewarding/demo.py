@@ -20,6 +20,10 @@ when asked: they first need a reward model, which the demo makes once in ``<outp
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
 ``rm train`` with their defaults, :mod:`corewarding.cooper.on_demand`; 5 to 10 minutes).
 
+A stop signal (SIGINT, SIGTERM, SIGUSR1: :mod:`corewarding.core.stop_signals`) ends the demo at the end of
+the step it is in, with one line and exit code 75; its runs save no checkpoints, so the finished methods'
+runs are what it keeps.
+
 An output folder that holds a demo is refused unless ``overwrite`` is set; then the previous demo's
 runs, report and figure are deleted first, so nothing of it is mixed into the new one. The folder is
 locked while the demo runs (:mod:`corewarding.core.folder_lock`): a second demo into it is refused.
@@ -38,6 +42,7 @@ from rich.console import Console
 from corewarding.core.errors import unknown_choice
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS
+from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.core.terminal import output_console
 from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
@@ -154,7 +159,15 @@ def _train_and_report(
             )
             trainer = build_trainer(config)
             show_progress(trainer, progress, method)
-            trainer.train()
+            with stopping_on(config.stop_signals, config.stop_grace_seconds):
+                trainer.train()
+            if trainer.stop_on_signal.stopped_by:
+                finished = ", ".join(methods[: methods.index(method)]) or "none"
+                raise StoppedBySignal(
+                    f"stopped by {trainer.stop_on_signal.stopped_by} at step {trainer.state.global_step} of "
+                    f"{method}: the finished methods' runs ({finished}) are in {output_dir}; a demo does not "
+                    "resume: run it again with --overwrite"
+                )
     runs = [output_dir / m for m in methods]
     report, figure = write_report(
         runs,

@@ -3,14 +3,16 @@
     python tests/fault_injected_run.py N [command arguments...]             # N < 0: never dies
     python tests/fault_injected_run.py fail:N:KIND [command arguments...]   # oserror, safetensors, torch
     python tests/fault_injected_run.py fsize:BYTES [command arguments...]   # no file grows past BYTES
+    python tests/fault_injected_run.py SIGTERM:N [command arguments...]     # a signal at the N-th write
 
 Every file a run writes goes through ``open`` (metrics, JSON), ``torch.save`` or safetensors' writer.
 ``N``: the N-th such write is carried out, its file cut to half its size, and the process ends at once
 with exit code 137, as if killed while writing. ``fail:N:KIND``: the N-th write is cut to half and
 raises what that writer raises on a full disk (``OSError`` ENOSPC, safetensors' ``SafetensorError``,
 torch's ``RuntimeError``). ``fsize:BYTES``: a real limit (``RLIMIT_FSIZE``): a write past it fails in
-the kernel as on a full disk, through every writer. Unless killed, the script ends by printing every
-write (``write <i>: <path>``) and then ``writes: <count>``.
+the kernel as on a full disk, through every writer. ``SIGTERM:N`` (any signal's name): once the N-th
+write is done, intact, the process sends itself that signal, as a scheduler would. Unless killed, the
+script ends by printing every write (``write <i>: <path>``) and then ``writes: <count>``.
 """
 
 import builtins
@@ -29,6 +31,7 @@ from safetensors import SafetensorError
 from corewarding.cli import app
 
 SPEC = sys.argv[1]
+SIGNAL = None
 FULL_DISK = {  # what each writer raised on a full tmpfs
     "oserror": lambda path: OSError(errno.ENOSPC, "No space left on device", str(path)),
     "safetensors": lambda path: SafetensorError("Error while serializing: I/O error: No space left"),
@@ -42,6 +45,9 @@ if SPEC.startswith("fsize:"):
 elif SPEC.startswith("fail:"):
     _, at, kind = SPEC.split(":")
     AT, FAILURE = int(at), FULL_DISK[kind]
+elif SPEC.startswith("SIG"):
+    name, at = SPEC.split(":")
+    AT, FAILURE, SIGNAL = int(at), None, signal.Signals[name]
 else:
     AT, FAILURE = int(SPEC), None
 written: list[str] = []
@@ -51,7 +57,9 @@ def after_write(path, start: int = 0) -> None:
     """Count a write to ``path`` (of the bytes from ``start`` on); at the chosen one, keep half of what it
     wrote and die, or raise the chosen full-disk error."""
     written.append(os.fspath(path))
-    if len(written) == AT:
+    if len(written) == AT and SIGNAL is not None:
+        os.kill(os.getpid(), SIGNAL)
+    elif len(written) == AT:
         os.truncate(path, start + (os.path.getsize(path) - start) // 2)
         if FAILURE is not None:
             raise FAILURE(path)

@@ -7,8 +7,10 @@ import os
 import pickle
 import random
 import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +32,18 @@ SCRIPT = Path(__file__).with_name("fault_injected_run.py")
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "1"}
 
 
+#: The settings of the crash tests' runs: Co-rewarding-II (a teacher to save too), 6 steps, a checkpoint
+#: every 2 of which only the newest is kept.
+SETTINGS = [
+    "--config", "tiny/co_rewarding_ii", "--max_steps", "6", "--num_generations", "4",
+    "--per_device_train_batch_size", "16", "--max_completion_length", "24", "--max_train_problems", "64",
+    "--heldout_dataset", "none", "--eval_strategy", "no", "--save_strategy", "steps", "--save_steps", "2",
+    "--save_total_limit", "1", "--learning_rate", "1e-3",
+]
+
+
 def train_args(out, *extra):
-    return [
-        "train", "--config", "tiny/co_rewarding_ii", "--output_dir", str(out), "--max_steps", "6",
-        "--num_generations", "4", "--per_device_train_batch_size", "16", "--max_completion_length", "24",
-        "--max_train_problems", "64", "--heldout_dataset", "none", "--eval_strategy", "no",
-        "--save_strategy", "steps", "--save_steps", "2", "--save_total_limit", "1", "--learning_rate", "1e-3",
-        *extra,
-    ]
+    return ["train", "--output_dir", str(out), *SETTINGS, *extra]
 
 
 def run(fault, command: list[str]) -> subprocess.CompletedProcess:
@@ -78,8 +84,6 @@ def whole_run(tmp_path_factory):
 def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(whole_run, tmp_path):
     whole, written = whole_run
     writes = len(written)
-    reference = load_file(whole / "checkpoint-6" / "model.safetensors")
-    reference_teacher = load_file(whole / "checkpoint-6" / "teacher.safetensors")
     assert [p.name for p in checkpoints.complete_checkpoints(whole)] == ["checkpoint-6"]
 
     # Kill points spread over the run: before and inside the first checkpoint, between checkpoints, and
@@ -97,14 +101,163 @@ def test_a_run_killed_at_any_write_resumes_to_the_uninterrupted_runs_weights(who
         resume = ["--resume", "last"] if complete else ["--overwrite_output_dir", "true"]
         resumed = run(-1, train_args(out, *resume))
         assert resumed.returncode == 0, (kill_at, resumed.stderr[-3000:])
-        final = out / "checkpoint-6"
-        for name, expected in (("model.safetensors", reference), ("teacher.safetensors", reference_teacher)):
-            got = load_file(final / name)
-            for key in expected:
-                torch.testing.assert_close(
-                    got[key], expected[key], rtol=0, atol=1e-6, msg=f"kill {kill_at}: {name}:{key}"
-                )
+        assert_same_final_weights(out, whole, f"kill {kill_at}")
         assert steps_logged(out) == [1, 2, 3, 4, 5, 6], kill_at
+
+
+SLURM_SCRIPT = REPO_ROOT / "examples" / "slurm" / "train.sbatch"
+
+
+def started(command: list[str], env: dict, log) -> subprocess.Popen:
+    """``command`` started in the background, its output into the file ``log``."""
+    with open(log, "w") as output:
+        return subprocess.Popen(command, env=env, cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT)
+
+
+def signalled_after_step(
+    process: subprocess.Popen, out, step: int, signum: int, log, pid=None
+) -> tuple[int, str]:
+    """Once ``out``'s metrics hold training step ``step``, ``signum`` to ``pid()`` (default: ``process``);
+    then the exit code of ``process`` and what it printed."""
+    deadline = time.monotonic() + 600
+    while not (out / "metrics.jsonl").is_file() or max(steps_logged(out), default=0) < step:
+        assert process.poll() is None, Path(log).read_text()[-3000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    os.kill(pid() if pid else process.pid, signum)
+    process.wait(timeout=600)
+    return process.returncode, Path(log).read_text()
+
+
+def stop_line(out, step: int, signal_name: str) -> str:
+    return (
+        f"stopped by {signal_name} at step {step} of 6: checkpoint {out / f'checkpoint-{step}'} written; "
+        "go on with the same command and --resume last"
+    )
+
+
+def stopped_at(out) -> int:
+    """The step of the run's one complete checkpoint, checked intact."""
+    (folder,) = checkpoints.complete_checkpoints(out)
+    checkpoints.verify(folder, "co_rewarding_ii")
+    return int(folder.name.removeprefix("checkpoint-"))
+
+
+def slurm_env(tmp_path, run_dir, processes: int) -> dict:
+    """The environment of ``examples/slurm/train.sbatch`` as Slurm starts it, with an ``scontrol`` that
+    records what it is asked (``scontrol.log``) in place of Slurm's."""
+    tools = tmp_path / "bin"
+    tools.mkdir(exist_ok=True)
+    (tools / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    (tools / "scontrol").chmod(0o755)
+    return {
+        **ENV, "PATH": f"{tools}:{os.environ['PATH']}", "SLURM_JOB_ID": "4242", "RUN_DIR": str(run_dir),
+        "PROCESSES": str(processes), "PYTHON": sys.executable, "ACCELERATE_USE_CPU": "1",  # DDP on the CPU
+    }
+
+
+def requeues(tmp_path) -> list[str]:
+    log = tmp_path / "scontrol.log"
+    return log.read_text().splitlines() if log.is_file() else []
+
+
+@pytest.mark.slow
+def test_a_run_stopped_by_sigusr1_or_sigterm_saves_its_step_and_resumes_to_the_uninterrupted_weights(
+    whole_run, tmp_path
+):
+    whole, _ = whole_run
+    out, log = tmp_path / "run", tmp_path / "log"
+    env = slurm_env(tmp_path, out, 1)
+    # Slurm's warning before the time limit (--signal=B:USR1@…) reaches the batch script; it passes it on.
+    script = started(["bash", str(SLURM_SCRIPT), *SETTINGS], env, log)
+    code, printed = signalled_after_step(script, out, 1, signal.SIGUSR1, log)
+    first = stopped_at(out)
+    assert code == 75, printed[-3000:]
+    assert printed.strip().splitlines()[-2:] == [
+        stop_line(out, first, "SIGUSR1"), printed.strip().splitlines()[-1]
+    ] and printed.strip().endswith("stopped before the time limit (exit 75): requeueing job 4242")
+    assert "Traceback" not in printed and requeues(tmp_path) == ["requeue 4242"]
+    assert steps_logged(out) == list(range(1, first + 1))
+
+    # A preemption's SIGTERM to `corewarding train` itself, resumed from that checkpoint.
+    run_ = started([sys.executable, "-m", "corewarding", *train_args(out, "--resume", "last")], ENV, log)
+    code, printed = signalled_after_step(run_, out, first + 1, signal.SIGTERM, log)
+    second = stopped_at(out)
+    assert code == 75 and second > first, printed[-3000:]
+    assert printed.strip().splitlines()[-1] == stop_line(out, second, "SIGTERM")
+
+    # The requeued job finds the checkpoint and resumes to the end.
+    done = subprocess.run(["bash", str(SLURM_SCRIPT), *SETTINGS], env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "resumed" in done.stderr and requeues(tmp_path) == ["requeue 4242"]
+    assert_same_final_weights(out, whole, "stopped twice")
+    assert steps_logged(out) == [1, 2, 3, 4, 5, 6]
+
+
+def process_of_rank(root: int, rank: int) -> int:
+    """The process below ``root`` (its children, theirs, …) whose environment has ``RANK=rank``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    below, found = list(children.get(root, [])), []
+    while below:
+        pid = below.pop()
+        below += children.get(pid, [])
+        try:
+            environment = (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environment:
+            found.append(pid)
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.mark.slow
+def test_two_processes_stop_at_the_same_step_when_one_is_signalled_and_resume_to_the_same_weights(tmp_path):
+    whole, out, log = tmp_path / "whole", tmp_path / "run", tmp_path / "log"
+    done = subprocess.run(["bash", str(SLURM_SCRIPT), *SETTINGS], env=slurm_env(tmp_path, whole, 2),
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    env = slurm_env(tmp_path, out, 2)
+
+    # SIGTERM reaches rank 1 alone: rank 0 learns it at the step's end, and both stop there.
+    script = started(["bash", str(SLURM_SCRIPT), *SETTINGS], env, log)
+    code, printed = signalled_after_step(
+        script, out, 1, signal.SIGTERM, log, pid=lambda: process_of_rank(script.pid, 1)
+    )
+    first = stopped_at(out)
+    assert code != 0 and stop_line(out, first, "SIGTERM") in printed.splitlines(), printed[-3000:]
+    assert {"rng_state_0.pth", "rng_state_1.pth"} <= {p.name for p in (out / f"checkpoint-{first}").iterdir()}
+    assert requeues(tmp_path) == []  # a preemption: Slurm requeues the job itself
+
+    # The resumed job, sent Slurm's SIGUSR1: the script passes it to both processes and requeues the job.
+    script = started(["bash", str(SLURM_SCRIPT), *SETTINGS], env, log)
+    code, printed = signalled_after_step(script, out, first + 1, signal.SIGUSR1, log)
+    second = stopped_at(out)
+    assert second > first and stop_line(out, second, "SIGUSR1") in printed.splitlines(), printed[-3000:]
+    assert requeues(tmp_path) == ["requeue 4242"]
+
+    done = subprocess.run(["bash", str(SLURM_SCRIPT), *SETTINGS], env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert_same_final_weights(out, whole, "two processes, stopped twice")
+    assert steps_logged(out) == [1, 2, 3, 4, 5, 6]
+
+
+def assert_same_final_weights(out, whole, what: str) -> None:
+    """The policy and the teacher of ``out``'s last checkpoint (step 6) are those of the run ``whole``."""
+    for name in ("model.safetensors", "teacher.safetensors"):
+        got, expected = load_file(out / "checkpoint-6" / name), load_file(whole / "checkpoint-6" / name)
+        for key in expected:
+            torch.testing.assert_close(
+                got[key], expected[key], rtol=0, atol=1e-6, msg=f"{what}: {name}:{key}"
+            )
 
 
 @pytest.mark.slow
@@ -389,6 +542,24 @@ def test_rm_train_killed_while_saving_or_out_of_disk_reruns_to_the_same_model(wh
     rerun = run(-1, rm_train_args(data, out))  # space freed: it goes on from checkpoint-2
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert_same_reward_model(out, whole, "full disk")
+
+
+@pytest.mark.slow
+def test_rm_train_stopped_by_a_signal_saves_its_step_and_reruns_to_the_same_model(whole_rm_run, tmp_path):
+    data, whole, written = whole_rm_run
+    out = tmp_path / "stopped"
+    # SIGTERM while checkpoint-2 is saved: step 3 is finished and saved, then the run stops.
+    at = written.index(str(whole / "checkpoint-2" / "optimizer.pt")) + 1
+    stopped = run(f"SIGTERM:{at}", rm_train_args(data, out))
+    assert stopped.returncode == 75, stopped.stderr[-3000:]
+    assert error_line(stopped) == (
+        f"stopped by SIGTERM at step 3 of 6: checkpoint {out}/checkpoint-3 written; run the same command to "
+        "go on"
+    )
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["checkpoint-3"]
+    rerun = run(-1, rm_train_args(data, out))
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert_same_reward_model(out, whole, "stopped at step 3")
 
 
 @pytest.mark.slow

@@ -100,3 +100,38 @@ def test_demo_into_a_file_is_one_line(tmp_path):
         result.exit_code == 2
         and result.output.strip() == f"error: demo output {tmp_path / 'a-file'} is a file, not a folder"
     )
+
+
+@pytest.mark.slow
+def test_a_signal_stops_the_demo_at_a_steps_end_in_one_line(tmp_path):
+    """SIGUSR1 (Slurm's warning) during the first method: it stops at that step's end, exit code 75, and
+    the methods after it do not start."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from corewarding.core.collapse import read_metrics
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "corewarding", "demo", "--quick", "--steps", "6", "--methods",
+               "majority_vote,ground_truth", "-o", str(tmp_path)]
+    metrics = tmp_path / "majority_vote" / "metrics.jsonl"
+    with open(tmp_path / "log", "w") as log:
+        demo = subprocess.Popen(command, env=env, cwd=repo, stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while not (metrics.is_file() and any("reward" in r for r in read_metrics(metrics))):
+        assert demo.poll() is None and time.monotonic() < deadline, (tmp_path / "log").read_text()[-3000:]
+        time.sleep(0.1)
+    demo.send_signal(signal.SIGUSR1)
+    assert demo.wait(timeout=600) == 75, (tmp_path / "log").read_text()[-3000:]
+    step = max(r["step"] for r in read_metrics(metrics) if "reward" in r)
+    assert 2 <= step < 6
+    assert (tmp_path / "log").read_text().strip().splitlines()[-1] == (
+        f"stopped by SIGUSR1 at step {step} of majority_vote: the finished methods' runs (none) are in "
+        f"{tmp_path}; a demo does not resume: run it again with --overwrite"
+    )
+    assert not (tmp_path / "ground_truth").exists() and not (tmp_path / "report.md").exists()

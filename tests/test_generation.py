@@ -12,6 +12,7 @@ from stub_openai_server import Reply, StubServer, good, question, rephrasing
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from corewarding.core.answers import extract_answer
+from corewarding.core.optional_packages import MissingPackageError
 from corewarding.core.prompts import chat_messages
 from corewarding.data.synthetic import generate_problems
 from corewarding.inference.generation import (
@@ -352,7 +353,12 @@ def test_vllm_missing_is_a_one_line_error():
     try:
         import vllm  # noqa: F401
     except ImportError:
-        with pytest.raises(BackendError, match=r"needs vLLM: pip install 'corewarding\[vllm\]'"):
+        # the user's to install (exit 2), not a failing backend (exit 1)
+        missing = (
+            r"^the vllm backend needs the vllm package, which is not installed: pip install "
+            r"'corewarding\[vllm\]'$"
+        )
+        with pytest.raises(MissingPackageError, match=missing):
             VLLMBackend("some/model")
     else:
         pytest.skip("vLLM is installed")

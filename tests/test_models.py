@@ -14,6 +14,7 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.trainer_utils import validate_quantization_for_training
 
 from corewarding.core.answers import extract_answer
+from corewarding.core.optional_packages import MissingPackageError
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.inference.models import (
     ModelLoadError,
@@ -264,9 +265,12 @@ def test_broken_model_files(tmp_path):
 def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
     (tmp_path / "model.gguf").write_bytes(b"GGUF")
     monkeypatch.setitem(sys.modules, "gguf", None)  # makes `import gguf` fail
-    with pytest.raises(ModelLoadError) as excinfo:
+    with pytest.raises(MissingPackageError) as excinfo:
         load_model(tmp_path / "model.gguf")
-    assert "needs the gguf package" in one_line_error(excinfo)
+    assert one_line_error(excinfo) == (
+        f"loading {tmp_path / 'model.gguf'} needs the gguf package, which is not installed: pip install "
+        "'corewarding[gguf]'"
+    )
 
 
 def test_hub_id_offline_is_one_line(monkeypatch):

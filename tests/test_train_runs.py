@@ -162,3 +162,29 @@ def test_a_final_model_cut_short_is_published_again_when_the_finished_run_is_res
     assert not (out / ".final-model").exists()
     published, saved = load_file(out / "model.safetensors"), load_file(out / "checkpoint-2" / "model.safetensors")
     assert saved.keys() <= published.keys() and all(torch.equal(published[k], saved[k]) for k in saved)
+
+
+@pytest.mark.slow
+def test_a_run_whose_output_is_closed_goes_quiet_and_finishes(tmp_path):
+    """`corewarding train … | head -1`: the reader goes after one line; the run finishes, its folder
+    complete (it ended with exit code 1, no message and no final model before)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from corewarding import checkpoints
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "corewarding", "train", "--config", "tiny/majority_vote", "--output_dir",
+               str(out), "--save_steps", "2", *FAST]
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    piped = subprocess.run(
+        ["bash", "-c", '"$@" 2>&1 | head -1; exit "${PIPESTATUS[0]}"', "bash", *command],
+        env=env, cwd=repo, capture_output=True, text=True, timeout=600,
+    )
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 1, piped.stdout
+    assert steps(out) == [1, 2]
+    assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
+    assert [p.name for p in checkpoints.complete_checkpoints(out)] == ["checkpoint-2"]

@@ -37,6 +37,25 @@ def test_a_stuck_worker_is_killed_at_the_hard_bound_and_restarted():
     pool.close()
 
 
+@pytest.mark.timeout(60)
+def test_a_stop_signal_to_every_process_leaves_the_workers_to_their_owner():
+    """Ctrl-C reaches the whole process group, Slurm's SIGTERM every process of the job: the training
+    process stops at a step's end, and its workers must answer that step's comparisons meanwhile."""
+    import os
+    import signal
+
+    pool = VerifierPool(timeout_s=5.0, hard_timeout_s=20.0, workers=1)
+    pool.start()
+    worker = pool._workers[0]
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1):
+        os.kill(worker.proc.pid, stop)
+    time.sleep(0.5)
+    assert pool.compare([EASY]) == [True] and pool.timeouts == 0
+    assert pool._workers[0] is worker and worker.proc.poll() is None
+    pool.close()
+    assert worker.proc.wait(timeout=10) is not None
+
+
 def test_a_message_deferred_after_its_time_slice_is_answered_later(monkeypatch):
     monkeypatch.setattr("corewarding.core.verifier_pool._SLICE_S", 0.0)  # one comparison per slice
     pool = VerifierPool()

@@ -6,7 +6,9 @@ that holds another run) or an ``OSError`` (a missing file, an unwritable folder,
 one line on stderr and exit code 2, never a stack trace (a damaged safetensors file too; a checkpoint
 that cannot be saved is removed and reported as one ``OSError``:
 :class:`~corewarding.checkpoints.CheckpointSaveError`); a failing backend (an endpoint that keeps
-failing) with exit code 1; Ctrl-C with exit code 130 and what to run to go on. Any other exception is a
+failing) with exit code 1; a run stopped cleanly by a signal (``core.stop_signals``: a checkpoint written)
+with its one line and exit code 75; Ctrl-C outside training, or a second signal that abandons a step, with
+exit code 130 and what to run to go on. Any other exception is a
 bug, and says so: one line naming its type and exit code 70, or its full traceback with
 ``corewarding --debug …`` or ``COREWARDING_DEBUG=1``.
 
@@ -25,6 +27,8 @@ import typer
 import typer.core
 
 from corewarding.core.errors import ReportedElsewhere, UserError
+from corewarding.core.stop_signals import STOPPED_EXIT_CODE, StoppedBySignal
+from corewarding.core.terminal import keep_running_when_output_closes
 
 __all__ = ["app", "rm_app", "USER_ERRORS", "handles_errors", "quiet_libraries", "quiet_warnings"]
 
@@ -138,6 +142,7 @@ def main(
     """Options of every command (``corewarding --debug train …``), set on each invocation."""
     _invocation["debug"] = debug
     quiet_warnings()
+    keep_running_when_output_closes()
 
 
 # The options of the current invocation (Typer calls ``main`` before every command).
@@ -159,8 +164,9 @@ def _message(error: BaseException) -> str:
 
 def handles_errors(interrupted: str = "interrupted"):
     """Decorate a command: user mistakes (:data:`USER_ERRORS`) → ``error: …`` and exit 2; a backend that
-    fails → exit 1; Ctrl-C → ``interrupted`` and exit 130; anything else is a bug → one line that says
-    so and exit 70, or its traceback under :func:`debugging`."""
+    fails → exit 1; stopped by a signal → its line and exit 75; Ctrl-C (or a step abandoned) →
+    ``interrupted`` and exit 130; anything else is a bug → one line that says so and exit 70, or its
+    traceback under :func:`debugging`."""
 
     def decorate(command):
         @functools.wraps(command)
@@ -169,8 +175,13 @@ def handles_errors(interrupted: str = "interrupted"):
                 return command(*args, **kwargs)
             except (typer.Exit, typer.TyperException, typer.Abort):
                 raise  # the command's own exit, or Typer's usage message
-            except KeyboardInterrupt:
-                typer.echo(interrupted, err=True)
+            except StoppedBySignal as stopped:
+                if str(stopped):
+                    typer.echo(str(stopped), err=True)
+                raise typer.Exit(STOPPED_EXIT_CODE) from None
+            except KeyboardInterrupt as interrupt:
+                # A step abandoned by a second signal says so (StopAbandoned); Ctrl-C says nothing more.
+                typer.echo(f"{interrupt}; {interrupted}" if str(interrupt) else interrupted, err=True)
                 raise typer.Exit(130) from None
             except ReportedElsewhere:
                 raise typer.Exit(2) from None

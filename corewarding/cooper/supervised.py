@@ -18,7 +18,9 @@ examples in epoch e is fixed by the seed and e; the backbones used here have no 
 the model and tokenizer replace those in ``<output>`` file by file (``RewardModel.load`` reads it),
 then ``rm_train.json`` (settings, data sizes, the scores after every epoch, time) is written, last;
 a rerun then only reports them. The output folder is locked for the run
-(:mod:`corewarding.core.folder_lock`).
+(:mod:`corewarding.core.folder_lock`). A stop signal (SIGINT, SIGTERM, SIGUSR1:
+:mod:`corewarding.core.stop_signals`) ends the run at the end of the step it is in, with a checkpoint
+there and :class:`~corewarding.core.stop_signals.StoppedBySignal`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from corewarding.cooper.reward_model import ClassificationScores, RewardModel, c
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import UserError
 from corewarding.core.folder_lock import locked_folder
+from corewarding.core.stop_signals import StoppedBySignal, requested, stopping_on
 from corewarding.core.terminal import output_console
 
 __all__ = [
@@ -207,7 +210,7 @@ def _train(
         TextColumn("loss {task.fields[loss]:.4f}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, disable=not progress, console=output_console()) as bar:
+    with stopping_on(), Progress(*columns, disable=not progress, console=output_console()) as bar:
         task = bar.add_task("training the reward model", total=total, completed=step, loss=float("nan"))
         while step < total:
             epoch, position = divmod(step, steps_per_epoch)
@@ -231,8 +234,14 @@ def _train(
                 )
                 epoch_losses = []
                 model.model.train()
-            if step % config.save_steps == 0 and step < total:
+            stop = requested()
+            if (stop or step % config.save_steps == 0) and step < total:
                 _save_checkpoint(output, step, model, optimizer, schedule, epoch_losses, result)
+            if stop and step < total:
+                raise StoppedBySignal(
+                    f"stopped by {stop} at step {step} of {total}: checkpoint {output}/{_CHECKPOINT}-{step} "
+                    "written; run the same command to go on"
+                )
 
     result.seconds = time.perf_counter() - started
     _save_final(output, model, result)

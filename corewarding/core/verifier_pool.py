@@ -325,6 +325,12 @@ def _serve(timeout_s: float) -> None:
     import signal
     import warnings
 
+    # A stop signal is the training process's to act on (core/stop_signals.py), yet Ctrl-C reaches the
+    # whole process group and Slurm signals every process of a job: a worker it killed mid-comparison
+    # would turn that comparison into a timeout in the step the run is finishing. The pool ends its workers
+    # with SIGKILL, and a worker ends when its owner's pipe closes.
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(stop, signal.SIG_IGN)
     # A comparison that builds a gigantic integer fails with MemoryError instead of swapping.
     limit = 2 << 30
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))

@@ -75,6 +75,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from corewarding.core.errors import UserError
+from corewarding.core.optional_packages import require
 
 if TYPE_CHECKING:
     import openai
@@ -295,10 +296,9 @@ class VLLMBackend:
     ):
         from corewarding.inference.models import engine_location
 
-        try:
-            from vllm import LLM
-        except ImportError:
-            raise BackendError("the vllm backend needs vLLM: pip install 'corewarding[vllm]'") from None
+        require("vllm", "the vllm backend")
+        from vllm import LLM
+
         self.llm = LLM(model=engine_location(model, gguf_cache), **engine_options)
         self.chunk_size = chunk_size
         self.description = f"vllm:{model}"

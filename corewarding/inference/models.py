@@ -54,6 +54,7 @@ from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from corewarding.core.errors import UserError
+from corewarding.core.optional_packages import require
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.inference.model_names import model_location
 
@@ -208,12 +209,7 @@ def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
             raise ModelLoadError(
                 f"{path} is a file but not a .gguf model: expected a model folder or a .gguf file"
             )
-        try:
-            import gguf  # noqa: F401  (transformers imports it only deep inside loading)
-        except ImportError:
-            raise ModelLoadError(
-                f"loading {path} needs the gguf package: pip install 'corewarding[gguf]'"
-            ) from None
+        require("gguf", f"loading {path}")  # transformers imports it only deep inside loading
         return str(path.parent), path.name, False
     if path.is_dir():
         # A LoRA run's final model is its adapter: transformers loads the base model it names, then it.

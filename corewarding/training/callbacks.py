@@ -1,8 +1,11 @@
-"""The trainer's callbacks: the metrics file, the collapse monitor, and a checkpoint at the last step."""
+"""The trainer's callbacks: the metrics file, the collapse monitor, a checkpoint at the last step, and a
+stop at a step's end on a signal."""
 
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -12,11 +15,12 @@ from corewarding.cooper.plugin import SAMPLES_FILE
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.collapse import CollapseMonitor, read_metrics
 from corewarding.core.jsonl import read_jsonl
+from corewarding.core.stop_signals import requested
 from corewarding.core.task_fit import FORMAT_REWARD, task_fit_warning
 
 __all__ = [
-    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "TaskFitCallback", "METRICS_FILE",
-    "COLLAPSE_FILE",
+    "MetricsFileCallback", "CollapseCallback", "FinalCheckpointCallback", "TaskFitCallback",
+    "StopOnSignalCallback", "METRICS_FILE", "COLLAPSE_FILE",
 ]
 
 logger = logging.get_logger(__name__)
@@ -133,3 +137,24 @@ class FinalCheckpointCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if args.save_strategy == "steps" and state.global_step >= state.max_steps:
             control.should_save = True
+
+
+class StopOnSignalCallback(TrainerCallback):
+    """At each step's end, stops the run when a process was asked to by a signal
+    (:mod:`corewarding.core.stop_signals`), saving a checkpoint first (unless ``save_strategy`` is
+    ``no``). ``agree`` turns this process's signal number (0: none) into the largest over all processes
+    (an all-reduce), so a signal that reached one process stops every process at the same step.
+    ``stopped_by`` then names the signal. A signal at the last step changes nothing: the run is complete.
+    """
+
+    def __init__(self, agree: Callable[[int], int]):
+        self.agree = agree
+        self.stopped_by: str | None = None
+
+    def on_step_end(self, args, state, control, **kwargs):
+        name = requested()
+        number = self.agree(signal.Signals[name].value if name else 0)
+        if number and state.global_step < state.max_steps:
+            self.stopped_by = signal.Signals(number).name
+            control.should_save = args.save_strategy != "no"
+            control.should_training_stop = True

@@ -31,6 +31,12 @@ from corewarding.core.launch import lone_process_of_several, needs_cpu_processes
 from corewarding.training.settings_index import check_max_steps
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
+from corewarding.core.stop_signals import (
+    DEFAULT_STOP_SIGNALS,
+    REPEAT_WINDOW_S,
+    STOPPED_EXIT_CODE,
+    parse_signals,
+)
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
@@ -365,6 +371,16 @@ class CoRewardingConfig(GRPOConfig):
     save_total_limit: int | None = _setting(2, "run", "Newest checkpoints kept (None: all).")
     logging_steps: float = _setting(1, "run", "Log every this many steps.")
     report_to: None | str | list[str] = _trl_setting("report_to", "run")
+    stop_signals: str = _setting(
+        DEFAULT_STOP_SIGNALS, "run", "Signals that stop a run cleanly, comma-separated (none: no signal). "
+        "The first one received during training finishes the step, writes a checkpoint, names it and exits "
+        f"with code {STOPPED_EXIT_CODE}; a second one ({REPEAT_WINDOW_S:g} s or more later) abandons the "
+        "step; every process stops at the same step (docs/launch_modes.md, Slurm).",
+    )
+    stop_grace_seconds: float = _setting(
+        0.0, "run", "Seconds after a stop signal before the step is abandoned (0: no limit). Set it below "
+        "the scheduler's own grace period, which ends in SIGKILL.",
+    )
     run_name: str | None = _trl_setting("run_name", "run")
     dataloader_pin_memory: bool | None = _setting(
         None, "model", "Pin the data loader's memory. Unset: on where CUDA runs (nothing "
@@ -432,6 +448,9 @@ class CoRewardingConfig(GRPOConfig):
         for name, least in (("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2)):
             if getattr(self, name) is not None and getattr(self, name) < least:
                 raise SettingError(f"{name} must be at least {least}, got {getattr(self, name)}")
+        parse_signals(self.stop_signals)
+        if self.stop_grace_seconds < 0:
+            raise SettingError(f"stop_grace_seconds must be at least 0, got {self.stop_grace_seconds}")
         if not 0.0 <= self.labelled_fraction <= 1.0:
             raise SettingError(f"labelled_fraction must be in [0, 1], got {self.labelled_fraction}")
         self._check_voting_settings()

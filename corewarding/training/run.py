@@ -25,12 +25,15 @@ from datasets import Dataset
 from transformers import AutoTokenizer, IntervalStrategy
 
 from corewarding import checkpoints
+from corewarding.cooper.negatives import STAND_IN
 from corewarding.cooper.on_demand import make_reward_model, needs_making
 from corewarding.core.atomic_files import write_atomically
 from corewarding.core.errors import ReportedElsewhere, UserError
 from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS, is_labelled
+from corewarding.core.optional_packages import require, require_reporting
 from corewarding.core.prompts import chat_messages
+from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
@@ -44,6 +47,7 @@ __all__ = [
     "RunFinished",
     "TrainingDataError",
     "build_trainer",
+    "check_integrations",
     "check_output_dir",
     "data_notes",
     "done_by_main_process",
@@ -52,6 +56,7 @@ __all__ = [
     "heldout_split",
     "make_reward_model_if_asked",
     "prepare_run_folder",
+    "stopped_message",
     "train",
     "training_dataset",
     "training_problems",
@@ -268,6 +273,18 @@ def check_output_dir(output_dir: str | os.PathLike) -> None:
         raise PermissionError(f"cannot write to output_dir {out}: {existing} is read-only")
 
 
+def check_integrations(config: CoRewardingConfig) -> None:
+    """The optional packages the settings ask for (``report_to``, ``use_vllm``, an assistant on vLLM) are
+    installed: a missing one is one line before any data or model is loaded, not TRL's error after. Not
+    a check of the config itself: a recipe names them for the GPU machine it is meant for."""
+    require_reporting(config.report_to)
+    if config.use_vllm:
+        require("vllm", "use_vllm")
+    assistant = config.negative_source != "rollouts" and config.assistant_model != STAND_IN
+    if assistant and config.assistant_backend == "vllm":
+        require("vllm", "assistant_backend vllm")
+
+
 def prepare_run_folder(config: CoRewardingConfig, resume: str | None) -> str | None:
     """Check the run folder before any work; returns the checkpoint to resume from (or None).
 
@@ -388,13 +405,16 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
     saved as ``config.yaml``, then resumed from ``resume`` (a checkpoint folder or ``"last"``) or
     started. With ``progress`` (a :func:`~corewarding.training.progress.progress_display`) the run shows
     there instead of TRL's per-step printing. The final model and tokenizer are saved in the run folder.
-    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end.
+    Returns the trainer; raises :class:`RunFinished` when the run to resume is already at its end, and
+    :class:`~corewarding.core.stop_signals.StoppedBySignal` when a signal of ``stop_signals`` stopped it
+    at a step's end (its checkpoint written; the final model is not published).
 
     Under torchrun / accelerate launch every process of the run calls this; its main process holds the
     lock and prepares the folder, the others take its answer (:func:`done_by_main_process`). A process
     alone in its world — a second launch, or a process a launcher left out of the run — is a main
     process: it asks for the lock itself, and is refused while another run holds it."""
     check_output_dir(config.output_dir)
+    check_integrations(config)
     main_process = config.process_index == 0
     with ExitStack() as held:
 
@@ -416,11 +436,14 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
             from corewarding.training.progress import show_progress
 
             show_progress(trainer, progress, config.method)
-        if main_process:
-            write_atomically(
-                Path(config.output_dir) / "config.yaml", yaml.safe_dump(config.to_dict(), sort_keys=True)
-            )
-        trainer.train(resume_from_checkpoint=checkpoint)
+        if main_process:  # one writer: every process renaming its own copy into place raced
+            settings = yaml.safe_dump(config.to_dict(), sort_keys=True)
+            write_atomically(Path(config.output_dir) / "config.yaml", settings)
+        with stopping_on(config.stop_signals, config.stop_grace_seconds):
+            trainer.train(resume_from_checkpoint=checkpoint)
+        if trainer.stop_on_signal.stopped_by:
+            trainer.accelerator.end_training()
+            raise StoppedBySignal(stopped_message(trainer) if trainer.is_world_process_zero() else "")
         # The final policy and its tokenizer in the run folder, as TRL leaves them: `corewarding eval RUN`,
         # `--model_name_or_path RUN` and `from_pretrained(RUN)` read it. Every process saves (DeepSpeed
         # gathers); the main one publishes the files.
@@ -452,6 +475,22 @@ def done_by_main_process(config: CoRewardingConfig, work: Callable[[], T]) -> T:
     if outcome[1] is not None:
         raise ReportedElsewhere(f"the main process of the run stopped: {outcome[1]}")
     return outcome[0]
+
+
+def stopped_message(trainer) -> str:
+    """The line of a run stopped by a signal: where it stopped, its checkpoint, how to go on."""
+    step, out = trainer.state.global_step, Path(trainer.args.output_dir)
+    saved = checkpoints.complete_checkpoints(out)
+    if saved and checkpoints.is_complete(out / f"checkpoint-{step}"):
+        kept = f"checkpoint {out / f'checkpoint-{step}'} written"
+    else:
+        kept = f"no checkpoint written (save_strategy {trainer.args.save_strategy}); " + (
+            f"the last is {saved[-1]}" if saved else "none to resume from"
+        )
+    return (
+        f"stopped by {trainer.stop_on_signal.stopped_by} at step {step} of {trainer.state.max_steps}: "
+        f"{kept}; go on with the same command and --resume last"
+    )
 
 
 def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_incomplete: bool = False) -> None:

@@ -73,6 +73,7 @@ from corewarding.training.callbacks import (
     CollapseCallback,
     FinalCheckpointCallback,
     MetricsFileCallback,
+    StopOnSignalCallback,
     TaskFitCallback,
 )
 from corewarding.training.config import CoRewardingConfig, lora_config
@@ -305,8 +306,18 @@ class CoRewardingTrainer(GRPOTrainer):
         self.add_callback(CollapseCallback(args.method, args.stop_on_collapse))
         self.add_callback(FinalCheckpointCallback())
         self.add_callback(TaskFitCallback())
+        self.stop_on_signal = StopOnSignalCallback(self._largest_over_processes)
+        self.add_callback(self.stop_on_signal)
 
     # ----------------------------------------------------------------------------------- setup
+
+    def _largest_over_processes(self, value: int) -> int:
+        """The largest of every process's ``value`` (an all-reduce; in one process, ``value``)."""
+        if self.accelerator.num_processes == 1:
+            return value
+        largest = torch.tensor([value], device=self.accelerator.device)
+        torch.distributed.all_reduce(largest, op=torch.distributed.ReduceOp.MAX)
+        return int(largest.item())
 
     def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
         """The EMA teacher: with LoRA a second adapter (:class:`~corewarding.training.adapter_teacher.
