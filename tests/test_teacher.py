@@ -162,3 +162,21 @@ def test_teacher_save_and_load_round_trip_the_float32_master(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(restored.module.parameters(), teacher.module.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_teacher_cast_by_its_engine_starts_from_the_float32_weights_before_the_cast():
+    """DeepSpeed ZeRO-2 in bf16 casts the teacher's copy to bfloat16: its float32 master starts from the
+    initial float32 weights handed over, not from their bf16 rounding (|T1 − θ0| was |bf16(θ0) − θ0|)."""
+    initial, later = drifting_policy(1)
+    teacher = EMATeacher(
+        linear_with(initial, torch.bfloat16), TeacherSchedule(0.25, 0.25), OneProcess(), initial=initial
+    )
+    for master, weights in zip(teacher.master, initial):
+        assert master.dtype == torch.float32 and torch.equal(master, weights)
+        assert master.data_ptr() != weights.data_ptr()  # a copy: the caller's tensors stay its own
+    assert any(not torch.equal(w.to(torch.bfloat16).float(), w) for w in initial)  # the cast rounds
+    teacher.update(linear_with(later, torch.float32), 1, 1)
+    for master, start, weights in zip(teacher.master, initial, later):
+        torch.testing.assert_close(master, start + 0.25 * (weights - start), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="differ in shape"):
+        EMATeacher(linear_with(initial, torch.bfloat16), TeacherSchedule(), OneProcess(), initial=initial[::-1])

@@ -31,7 +31,6 @@ the batch: the rewards of a batch always come from the reward model *before* its
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -72,7 +71,7 @@ from corewarding.training.config import CoRewardingConfig
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
 from corewarding.training.precision import warn_if_low_precision
-from corewarding.training.teacher import EMATeacher
+from corewarding.training.teacher import EMATeacher, initial_copy, local_parameters
 from corewarding.training.token_statistics import rollout_statistic
 
 __all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids"]
@@ -226,7 +225,7 @@ class CoRewardingTrainer(GRPOTrainer):
         # The teacher is a copy of the *initial* policy, taken before accelerate wraps the model. With a KL
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
         # "Co-rewarding-II's teacher").
-        teacher_copy = copy.deepcopy(model) if self.method.needs_teacher and args.beta == 0.0 else None
+        teacher_copy = initial_copy(model) if self.method.needs_teacher and args.beta == 0.0 else None
         self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
         extra = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
         super().__init__(
@@ -253,12 +252,16 @@ class CoRewardingTrainer(GRPOTrainer):
     def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
         """The EMA teacher: TRL's reference model when there is a KL term, else a frozen copy of the initial
         policy placed as TRL places its reference model (DeepSpeed, FSDP or plain)."""
+        initial = None
         if teacher_copy is None:
             module = self.ref_model
         else:
             teacher_copy.eval()
             teacher_copy.requires_grad_(False)
             if self.is_deepspeed_enabled:
+                # DeepSpeed casts the copy to the run's dtype: the float32 master starts from the weights
+                # before that rounding.
+                initial = [t.detach().float().clone() for t in local_parameters(teacher_copy)]
                 module = trl_internals.prepare_deepspeed(teacher_copy, self.accelerator)
             elif self.is_fsdp_enabled:
                 module = trl_internals.prepare_fsdp(teacher_copy, self.accelerator)
@@ -268,7 +271,7 @@ class CoRewardingTrainer(GRPOTrainer):
         schedule = TeacherSchedule(
             args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
         )
-        return EMATeacher(module, schedule, self.accelerator)
+        return EMATeacher(module, schedule, self.accelerator, initial)
 
     def _make_cooper(self, args: CoRewardingConfig) -> CooperPlugin:
         """Cooper's reward model (the same replica on every process), its held-out labelled completions and,
