@@ -31,7 +31,7 @@ import re
 import shutil
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -104,15 +104,32 @@ def removed_on_failure(folder: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def published_into(output_dir: str | Path) -> Iterator[Path]:
+def published_into(
+    output_dir: str | Path, main: bool = True, wait: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
     its files replaces its namesake in ``output_dir`` in one rename, so no file there is ever half-written (a
-    failed save is removed as in :func:`removed_on_failure`)."""
+    failed save is removed as in :func:`removed_on_failure`).
+
+    In a multi-process run every process enters it and may write its part (FSDP's and DeepSpeed's shards):
+    ``main`` says which one clears and publishes, and ``wait`` (a barrier of every process) is called once
+    the folder is cleared and again once each process has written, so that the main process neither clears
+    nor moves the folder while another still writes into it.
+    """
     output_dir = Path(output_dir)
     staging = output_dir / ".final-model"
-    shutil.rmtree(staging, ignore_errors=True)
+    wait = wait or (lambda: None)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    wait()
+    if not main:
+        yield staging
+        wait()
+        return
     with removed_on_failure(staging):
         yield staging
+        wait()
     for path in staging.iterdir():
         os.replace(path, output_dir / path.name)
     staging.rmdir()

@@ -9,6 +9,7 @@ import random
 import re
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -456,3 +457,35 @@ def test_rm_train_names_a_planted_or_damaged_checkpoint_file_and_runs_nothing(wh
         f"error: checkpoint file {optimizer} is damaged: its content changed since it was saved (checksum); "
         "no older complete checkpoint is intact"
     )
+
+
+def test_every_process_writes_its_part_of_the_final_model_before_the_main_one_publishes(tmp_path):
+    """FSDP with sharded state dicts: each process writes its own file of the final model. Process 0 used
+    to clear and publish the staging folder while the other still wrote into it (`.final-model: No such
+    file or directory`). Two threads stand in for the processes, with a barrier for theirs; the second
+    process writes only after the main one has left its block, so without the barrier its file is lost."""
+    barrier = threading.Barrier(2, timeout=60)
+    main_done = threading.Event()
+    errors = []
+
+    def process(main: bool) -> None:
+        try:
+            with checkpoints.published_into(tmp_path, main, barrier.wait) as staging:
+                if main:
+                    (staging / "shard-0").write_text("0")
+                    main_done.set()
+                else:
+                    main_done.wait(timeout=60)
+                    (staging / "shard-1").write_text("1")
+        except Exception as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    (tmp_path / ".final-model").mkdir()
+    (tmp_path / ".final-model" / "left-from-a-crash").write_text("")
+    threads = [threading.Thread(target=process, args=(main,)) for main in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0", "shard-1"]
