@@ -512,6 +512,20 @@ class CoRewardingTrainer(GRPOTrainer):
             card = model_card(self.args, self.method.label_from, self.state, len(self.heldout))
             write_atomically(Path(self.args.output_dir) / "README.md", card)
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """transformers' ``save_model``; under FSDP with sharded state dicts, where transformers writes no
+        weights outside checkpoints, the final model is gathered (a collective: every process calls it) and
+        written whole by the main process, so ``corewarding eval RUN`` and ``from_pretrained(RUN)`` read it."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if _internal_call or not self.is_fsdp_enabled or "SHARDED" not in str(plugin.state_dict_type):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.checkpoints`)
         before any older checkpoint is rotated out."""
