@@ -180,3 +180,25 @@ def test_a_teacher_cast_by_its_engine_starts_from_the_float32_weights_before_the
         torch.testing.assert_close(master, start + 0.25 * (weights - start), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="differ in shape"):
         EMATeacher(linear_with(initial, torch.bfloat16), TeacherSchedule(), OneProcess(), initial=initial[::-1])
+
+
+def test_the_full_teacher_is_put_together_from_per_process_pieces(tmp_path):
+    """ZeRO-3 saves each process's flat partition (padded at the end), FSDP2 its rows: in rank order and
+    cut to size, the pieces are the full tensors."""
+    from safetensors.torch import save_file
+
+    from corewarding.training.teacher import gathered_teacher
+
+    full = {"w": torch.arange(15.0).reshape(5, 3), "b": torch.arange(3.0)}
+    zero3 = [{"w": torch.arange(8.0), "b": torch.tensor([0.0, 1.0])},
+             {"w": torch.cat([torch.arange(8.0, 15.0), torch.zeros(1)]), "b": torch.tensor([2.0, 0.0])}]
+    for rank, piece in enumerate(zero3):
+        save_file(piece, tmp_path / f"teacher-{rank:05d}-of-00002.safetensors")
+    rows = tmp_path / "fsdp2"
+    rows.mkdir()
+    for rank, piece in enumerate([{"w": full["w"][:3], "b": full["b"][:2]}, {"w": full["w"][3:], "b": full["b"][2:]}]):
+        save_file(piece, rows / f"teacher-{rank:05d}-of-00002.safetensors")
+    shapes = {name: t.shape for name, t in full.items()}
+    for folder in (tmp_path, rows):
+        gathered = gathered_teacher(folder, shapes)
+        assert all(torch.equal(gathered[name], full[name]) for name in full)

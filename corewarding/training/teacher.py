@@ -38,7 +38,7 @@ from safetensors.torch import load_file, save_file
 from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
-__all__ = ["ema_update_", "local_parameters", "initial_copy", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
+__all__ = ["ema_update_", "local_parameters", "initial_copy", "gathered_teacher", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
@@ -212,3 +212,20 @@ class EMATeacher:
             master.copy_(state[name])
         self._refresh_module()
         self.last_update_step = json.loads((folder / TEACHER_STATE).read_text())["last_update_step"]
+
+
+def gathered_teacher(folder: str | Path, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """The teacher's full float32 weights in a checkpoint folder: ``teacher.safetensors``, or its
+    per-process files (``teacher-<rank>-of-<world>.safetensors``) put together. Each of those holds, per
+    parameter, its process's consecutive piece of the flattened tensor (ZeRO-3's flat partition, padded at
+    the end; FSDP2's rows), so the pieces in rank order, cut to the parameter's size, are the tensor;
+    ``shapes``: each parameter's full shape (the model's)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("teacher-*-of-*.safetensors"))
+    if not files:
+        return load_file(folder / TEACHER_WEIGHTS)
+    pieces = [load_file(f) for f in files]
+    return {
+        name: torch.cat([p[name].flatten() for p in pieces])[: shapes[name].numel()].reshape(shapes[name])
+        for name in pieces[0]
+    }
