@@ -252,6 +252,14 @@ class CoRewardingTrainer(GRPOTrainer):
     def _make_teacher(self, teacher_copy: torch.nn.Module | None) -> EMATeacher:
         """The EMA teacher: TRL's reference model when there is a KL term, else a frozen copy of the initial
         policy placed as TRL places its reference model (DeepSpeed, FSDP or plain)."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and plugin.fsdp_version == 1:
+            # FSDP1 flattens the teacher's parameters into per-process flat views: its samples would need
+            # summon_full_params and its checkpoint a gather of those views. FSDP2 shards each tensor.
+            raise UserError(
+                f"{self.args.method} does not run under FSDP1 (its EMA teacher needs per-tensor shards): use "
+                "FSDP2 (configs/paper/accelerate/fsdp2.yaml, fsdp_version: 2) or DeepSpeed"
+            )
         initial = None
         if teacher_copy is None:
             module = self.ref_model
