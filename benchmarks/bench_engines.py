@@ -4,7 +4,7 @@ train``; plain DDP (no config) as the baseline. Needs DeepSpeed and the test shi
 which reports the CPU processes as GPUs), as in the engines job; run it in that job's environment:
 
     COREWARDING_ENGINES_VENV=/tmp/engines-venv bash .ci/engines   # once, to make the environment
-    /tmp/engines-venv/bin/python benchmarks/bench_engines.py [--steps 4] [--methods ground_truth,co_rewarding_ii]
+    /tmp/engines-venv/bin/python benchmarks/bench_engines.py [--steps 4] [--methods ground_truth,…]
 
 Prints a table (median seconds per step over the steps after the first, each engine's ratio to DDP, and
 the machine's 1-minute load before each run) and writes it to ``--out`` (JSON).
@@ -52,7 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--methods", default="ground_truth,co_rewarding_ii")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "results" / "engines" / "step_times.json")
+    default_out = REPO_ROOT / "docs" / "results" / "engines" / "step_times.json"
+    parser.add_argument("--out", type=Path, default=default_out)
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as scratch:

@@ -115,7 +115,9 @@ def zero3_check(folder: Path, steps: int = 3, rate: float = 0.05) -> dict:
         gaps.append(max(float((updated[n] - ((1 - rate) * teacher[n] + rate * theta[n])).abs().max())
                         for n in updated))
         moved.append(max(float((updated[n] - teacher[n]).abs().max()) for n in updated))
-    return {"method": "co_rewarding_ii (ZeRO-3)", "seconds": seconds, "ema_gap": max(gaps), "moved": min(moved)}
+    return {
+        "method": "co_rewarding_ii (ZeRO-3)", "seconds": seconds, "ema_gap": max(gaps), "moved": min(moved)
+    }
 
 
 def main() -> None:

@@ -230,12 +230,16 @@ def _check_loads_safely(path: Path) -> None:
             if names and names[0] in DEEPSPEED_STATE_CLASSES and not _named(allowed, names[0]):
                 allowed.append(_deepspeed_class(path, names[0]))
                 continue
-            why = f"loading it would run code ({names[0]})" if names else "it holds more than tensors and numbers"
+            why = "it holds more than tensors and numbers"
+            if names:
+                why = f"loading it would run code ({names[0]})"
             raise CheckpointError(
                 f"checkpoint file {path} is refused: {why}; it was not saved by corewarding"
             ) from None
         except (RuntimeError, EOFError, ValueError) as error:
-            raise CheckpointError(f"checkpoint file {path} is not a torch file: {_first_line(error)}") from None
+            raise CheckpointError(
+                f"checkpoint file {path} is not a torch file: {_first_line(error)}"
+            ) from None
 
 
 def _named(classes: list[type], name: str) -> bool:

@@ -256,7 +256,9 @@ def stand_in_deepspeed(monkeypatch) -> tuple[type, type]:
     return zero_stage, loss_scaler
 
 
-def test_deepspeeds_own_optimizer_state_loads_and_a_planted_pickle_beside_it_is_refused(tmp_path, monkeypatch):
+def test_deepspeeds_own_optimizer_state_loads_and_a_planted_pickle_beside_it_is_refused(
+    tmp_path, monkeypatch
+):
     """DeepSpeed's optimizer states name two of its classes; weights_only refused them, so no DeepSpeed
     checkpoint could be resumed. They are allowed by name for that load; nothing else is."""
     zero_stage, loss_scaler = stand_in_deepspeed(monkeypatch)
@@ -279,7 +281,8 @@ def test_deepspeeds_own_optimizer_state_loads_and_a_planted_pickle_beside_it_is_
     sys.modules["deepspeed.runtime.zero.config"].Other = other
     torch.save({"zero_stage": zero_stage(3), "other": other()}, states)
     checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
-    with pytest.raises(checkpoints.CheckpointError, match=r"would run code \(deepspeed.runtime.zero.config.Other\)"):
+    refused = r"would run code \(deepspeed.runtime.zero.config.Other\)"
+    with pytest.raises(checkpoints.CheckpointError, match=refused):
         checkpoints.verify(folder, "co_rewarding_ii")
 
 

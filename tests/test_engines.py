@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("deepspeed", reason="the engines job's environment (bash .ci/engines) has DeepSpeed")
+pytest.importorskip("deepspeed", reason="needs DeepSpeed: the engines job (bash .ci/engines) installs it")
 
 from safetensors.torch import load_file  # noqa: E402
 
@@ -59,8 +59,8 @@ def launch(engine: str, method: str, out: Path, *extra: str) -> None:
         "DS_ACCELERATOR": "cpu",
     }
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(LAUNCH_CONFIGS / f"{engine}.yaml"),
-        "--num_processes", "2", "--main_process_port", str(next(PORTS)),
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(LAUNCH_CONFIGS / f"{engine}.yaml"), "--num_processes", "2", "--main_process_port", str(next(PORTS)),
         "-m", "corewarding", "train", "--config", f"tiny/{method}", "--output_dir", str(out), *FAST, *extra,
     ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
@@ -164,7 +164,9 @@ class RunsCode:
         return os.system, (f"touch {self.witness}",)
 
 
-def assert_deepspeed_state_loads_and_a_planted_pickle_is_refused(folder: Path, method: str, tmp: Path) -> None:
+def assert_deepspeed_state_loads_and_a_planted_pickle_is_refused(
+    folder: Path, method: str, tmp: Path
+) -> None:
     checkpoints.verify(folder, method)  # DeepSpeed's own optimizer states pass (they name its classes)
     states = sorted(folder.glob("global_step*/*optim_states.pt"))
     assert len(states) == 2
@@ -185,9 +187,9 @@ def test_co_rewarding_ii_under_fsdp1_is_refused_in_one_line(tmp_path):
     config.write_text(shipped.replace("fsdp_version: 2", "fsdp_version: 1"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHIM), str(REPO_ROOT)]), "OMP_NUM_THREADS": "1"}
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
-        "--main_process_port", str(next(PORTS)), "-m", "corewarding", "train", "--config", "tiny/co_rewarding_ii",
-        "--output_dir", str(tmp_path / "run"), *FAST, "--max_steps", "1",
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
+        "--num_processes", "2", "--main_process_port", str(next(PORTS)),
+        "-m", "corewarding", "train", "--config", "tiny/co_rewarding_ii", "--output_dir", str(tmp_path / "run"), *FAST, "--max_steps", "1",
     ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0

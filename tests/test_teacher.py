@@ -179,7 +179,9 @@ def test_a_teacher_cast_by_its_engine_starts_from_the_float32_weights_before_the
     for master, start, weights in zip(teacher.master, initial, later):
         torch.testing.assert_close(master, start + 0.25 * (weights - start), rtol=1e-6, atol=1e-7)
     with pytest.raises(ValueError, match="differ in shape"):
-        EMATeacher(linear_with(initial, torch.bfloat16), TeacherSchedule(), OneProcess(), initial=initial[::-1])
+        EMATeacher(
+            linear_with(initial, torch.bfloat16), TeacherSchedule(), OneProcess(), initial=initial[::-1]
+        )
 
 
 def test_the_full_teacher_is_put_together_from_per_process_pieces(tmp_path):
@@ -196,7 +198,8 @@ def test_the_full_teacher_is_put_together_from_per_process_pieces(tmp_path):
         save_file(piece, tmp_path / f"teacher-{rank:05d}-of-00002.safetensors")
     rows = tmp_path / "fsdp2"
     rows.mkdir()
-    for rank, piece in enumerate([{"w": full["w"][:3], "b": full["b"][:2]}, {"w": full["w"][3:], "b": full["b"][2:]}]):
+    fsdp2 = [{"w": full["w"][:3], "b": full["b"][:2]}, {"w": full["w"][3:], "b": full["b"][2:]}]
+    for rank, piece in enumerate(fsdp2):
         save_file(piece, rows / f"teacher-{rank:05d}-of-00002.safetensors")
     shapes = {name: t.shape for name, t in full.items()}
     for folder in (tmp_path, rows):

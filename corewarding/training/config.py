@@ -162,8 +162,8 @@ class CoRewardingConfig(GRPOConfig):
         "model.",
     )
     bf16: bool | None = _setting(
-        None, "model", "bfloat16 mixed precision. Unset: as `accelerate launch`'s config says (mixed_precision); "
-        "else on where CUDA runs bfloat16 (and fp16 is off), off elsewhere.", auto="auto",
+        None, "model", "bfloat16 mixed precision. Unset: as `accelerate launch`'s config says "
+        "(mixed_precision); else on where CUDA runs bfloat16 (and fp16 is off), off elsewhere.", auto="auto",
     )
     gradient_checkpointing: bool = _trl_setting("gradient_checkpointing", "model")
 

@@ -17,9 +17,10 @@ teacher therefore keeps a float32 *master copy* of its weights, where the averag
 that samples and serves as KL reference holds them in the run's dtype and is refreshed from the master
 after each update. When that module is already float32 (single process or DDP without DeepSpeed: the
 policy is loaded in float32) its own parameters are the master, at no extra memory. When it is bfloat16
-(DeepSpeed casts the frozen copy to the run's dtype; a policy loaded in bfloat16) the master costs
-4 bytes per parameter in each process — on its local shard only under ZeRO-3, where every process
-averages the shard it holds of both models and nothing is gathered.
+(DeepSpeed casts the frozen copy to the run's dtype: the master starts from the float32 weights before
+that cast; a policy loaded in bfloat16) the master costs 4 bytes per parameter in each process — on its
+local shard only under ZeRO-3, where every process averages the shard it holds of both models and nothing
+is gathered.
 
 Its master weights and last update step are part of every checkpoint, so a resumed run continues with
 the teacher it had (the reference code restarts it from the initial model).
@@ -38,7 +39,10 @@ from safetensors.torch import load_file, save_file
 from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
-__all__ = ["ema_update_", "local_parameters", "initial_copy", "gathered_teacher", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE"]
+__all__ = [
+    "ema_update_", "local_parameters", "initial_copy", "gathered_teacher", "EMATeacher", "TEACHER_WEIGHTS",
+    "TEACHER_STATE",
+]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
 TEACHER_STATE = "teacher_state.json"
@@ -105,7 +109,7 @@ def initial_copy(model: torch.nn.Module) -> torch.nn.Module:
         return copy.deepcopy(model)
     teacher = type(model)._from_config(copy.deepcopy(model.config), dtype=model.dtype)
     if not _partitioned(teacher):
-        raise RuntimeError("the policy is partitioned by DeepSpeed ZeRO-3 but its copy was not (no zero.Init)")
+        raise RuntimeError("the policy is partitioned by DeepSpeed ZeRO-3, its copy is not (no zero.Init)")
     shards, policy_shards = local_parameters(teacher), local_parameters(model)
     _check_alike(shards, policy_shards)
     for shard, policy in zip(shards, policy_shards):

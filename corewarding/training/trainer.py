@@ -523,7 +523,8 @@ class CoRewardingTrainer(GRPOTrainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         """transformers' ``save_model``; under FSDP with sharded state dicts, where transformers writes no
         weights outside checkpoints, the final model is gathered (a collective: every process calls it) and
-        written whole by the main process, so ``corewarding eval RUN`` and ``from_pretrained(RUN)`` read it."""
+        written whole by the main process, so ``corewarding eval RUN`` and ``from_pretrained(RUN)`` read
+        it."""
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
         if _internal_call or not self.is_fsdp_enabled or "SHARDED" not in str(plugin.state_dict_type):
             return super().save_model(output_dir, _internal_call)
