@@ -38,12 +38,13 @@ def step_times(engine: str, method: str, steps: int, out: Path) -> list[float]:
     }
     command = [
         sys.executable, "-m", "accelerate.commands.launch", *ENGINES[engine], "--num_processes", "2",
-        *(["--multi_gpu"] if not ENGINES[engine] else []),
         "-m", "corewarding", "train", "--config", f"tiny/{method}", "--output_dir", str(out),
         "--max_steps", str(steps), "--save_strategy", "no", "--eval_strategy", "no", "--eval_on_start",
         "false", "--threads", "1",
     ]
-    subprocess.run(command, env=env, cwd=REPO_ROOT, check=True, capture_output=True)
+    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{engine} {method} failed:\n{done.stderr[-3000:]}")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     return [row["step_time"] for row in rows if "step_time" in row]
 
