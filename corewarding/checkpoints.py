@@ -204,12 +204,14 @@ def verify(folder: str | Path, method: str) -> None:
 
 
 #: The classes DeepSpeed pickles into its own optimizer states (``global_stepN/*optim_states.pt``: ZeRO's
-#: stage, the loss scaler), each loaded by name for that file's check only, besides tensors and plain
-#: values. Nothing else of DeepSpeed, and nothing broader, is allowed.
+#: stage, the loss scaler, ZeRO-2's record of where each parameter lies in its flat partition: two ints),
+#: each loaded by name for that file's check only, besides tensors and plain values. Nothing else of
+#: DeepSpeed, and nothing broader, is allowed.
 DEEPSPEED_STATE_CLASSES = (
     "deepspeed.runtime.zero.config.ZeroStageEnum",
     "deepspeed.runtime.fp16.loss_scaler.LossScaler",
     "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
 )
 
 
