@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -49,7 +50,13 @@ FAST = [
     "--eval_on_start", "false", "--save_steps", "1", "--save_total_limit", "4", "--threads", "1",
     "--teacher_rate_start", str(RATE), "--teacher_rate_end", str(RATE),
 ]
-PORTS = iter(range(29640, 29700))
+
+
+def free_port() -> int:
+    """A port no process listens on now (two launches at once, e.g. two jobs, must not share one)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def launch(engine: str, method: str, out: Path, *extra: str) -> None:
@@ -60,7 +67,8 @@ def launch(engine: str, method: str, out: Path, *extra: str) -> None:
     }
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(LAUNCH_CONFIGS / f"{engine}.yaml"), "--num_processes", "2", "--main_process_port", str(next(PORTS)),
+        "--config_file", str(LAUNCH_CONFIGS / f"{engine}.yaml"), "--num_processes", "2",
+        "--main_process_port", str(free_port()),
         "-m", "corewarding", "train", "--config", f"tiny/{method}", "--output_dir", str(out), *FAST, *extra,
     ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
@@ -188,7 +196,7 @@ def test_co_rewarding_ii_under_fsdp1_is_refused_in_one_line(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHIM), str(REPO_ROOT)]), "OMP_NUM_THREADS": "1"}
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-        "--num_processes", "2", "--main_process_port", str(next(PORTS)),
+        "--num_processes", "2", "--main_process_port", str(free_port()),
         "-m", "corewarding", "train", "--config", "tiny/co_rewarding_ii", "--output_dir", str(tmp_path / "run"), *FAST, "--max_steps", "1",
     ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
