@@ -148,8 +148,8 @@ def test_two_steps_then_resume_to_three_through_accelerate_launch(tmp_path, engi
     final = load_file(run / "model.safetensors")
     last = policy(run / "checkpoint-3")
     assert max((final[n].float() - last[n].float()).abs().max().item() for n in last) == 0.0
-    moved = initial_weights(torch.float32)
-    assert max((final[n].float() - moved[n]).abs().max().item() for n in final) > 1e-4  # it trained
+    start = initial_weights(torch.float32)  # the tied head is saved once there, twice by some engines
+    assert max((final[n].float() - start[n]).abs().max().item() for n in start) > 1e-4  # it trained
     scores = evaluate(run)
     assert 0.3 < scores["greedy_accuracy"] <= 1.0  # the trained tiny model still answers its task
     if method == "co_rewarding_ii":
