@@ -185,23 +185,3 @@ def assert_deepspeed_state_loads_and_a_planted_pickle_is_refused(
     with pytest.raises(checkpoints.CheckpointError, match=r"would run code \(posix.system\)"):
         checkpoints.verify(folder, method)
     assert not witness.exists()
-
-
-def test_co_rewarding_ii_under_fsdp1_is_refused_in_one_line(tmp_path):
-    """FSDP1's flat parameters left the teacher sampling on flattened shards ('weight' must be 2-D) and its
-    checkpoint holding process 0's pieces only: refused before training, naming FSDP2."""
-    config = tmp_path / "fsdp1.yaml"
-    shipped = (LAUNCH_CONFIGS / "fsdp2.yaml").read_text()
-    config.write_text(shipped.replace("fsdp_version: 2", "fsdp_version: 1"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SHIM), str(REPO_ROOT)]), "OMP_NUM_THREADS": "1"}
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config),
-        "--num_processes", "2", "--main_process_port", str(free_port()),
-        "-m", "corewarding", "train", "--config", "tiny/co_rewarding_ii", "--output_dir", str(tmp_path / "run"), *FAST, "--max_steps", "1",
-    ]
-    done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
-    assert done.returncode != 0
-    refusal = "error: co_rewarding_ii does not run under FSDP1 (its EMA teacher needs per-tensor shards)"
-    assert refusal in done.stdout + done.stderr
-    assert not list((tmp_path / "run").glob("checkpoint-*"))
-
