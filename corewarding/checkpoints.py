@@ -15,13 +15,15 @@ checkpoint but was not one, after the good one before it had been deleted. Here,
    checksum: it is there to catch damage, not forgery), the step and the method;
 3. ``--resume last`` takes the newest checkpoint with a marker, and any checkpoint to resume from is
    checked first (:func:`verify`): every file there, at its size, with its checksum, and every torch
-   pickle in it loadable with ``weights_only=True`` (tensors and plain values: a planted pickle that
-   would run code is named and never loaded). A damaged newest checkpoint is named with the older
+   pickle in it loadable with ``weights_only=True`` (tensors and plain values, and in DeepSpeed's
+   optimizer states the few classes DeepSpeed itself pickles: a planted pickle that would run code is
+   named and never loaded). A damaged newest checkpoint is named with the older
    complete one that passes the check.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -29,7 +31,7 @@ import re
 import shutil
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -106,17 +108,39 @@ def removed_on_failure(folder: str | Path) -> Iterator[Path]:
 
 
 @contextmanager
-def published_into(output_dir: str | Path) -> Iterator[Path]:
+def published_into(
+    output_dir: str | Path, main: bool = True, wait: Callable[[], None] | None = None
+) -> Iterator[Path]:
     """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
+<<<<<<< HEAD
     its files and folders (a LoRA run's teacher adapter, ``ref/``) replaces its namesake in ``output_dir`` in
     one rename, so nothing there is ever half-written (a failed save is removed as in
     :func:`removed_on_failure`). A folder cannot be renamed onto a full one: the old one is moved aside
     first (absent for a moment, never mixed)."""
+=======
+    its files replaces its namesake in ``output_dir`` in one rename, so no file there is ever half-written (a
+    failed save is removed as in :func:`removed_on_failure`).
+
+    In a multi-process run every process enters it and may write its part (FSDP's and DeepSpeed's shards):
+    ``main`` says which one clears and publishes, and ``wait`` (a barrier of every process) is called once
+    the folder is cleared and again once each process has written, so that the main process neither clears
+    nor moves the folder while another still writes into it.
+    """
+>>>>>>> engines
     output_dir = Path(output_dir)
     staging = output_dir / ".final-model"
-    shutil.rmtree(staging, ignore_errors=True)
+    wait = wait or (lambda: None)
+    if main:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    wait()
+    if not main:
+        yield staging
+        wait()
+        return
     with removed_on_failure(staging):
         yield staging
+        wait()
     for path in staging.iterdir():
         target = output_dir / path.name
         if path.is_dir() and target.is_dir():
@@ -201,22 +225,63 @@ def verify(folder: str | Path, method: str) -> None:
             _check_loads_safely(path)
 
 
+#: The classes DeepSpeed pickles into its own optimizer states (``global_stepN/*optim_states.pt``: ZeRO's
+#: stage, the loss scaler, ZeRO-2's record of where each parameter lies in its flat partition: two ints),
+#: each loaded by name for that file's check only, besides tensors and plain values. Nothing else of
+#: DeepSpeed, and nothing broader, is allowed.
+DEEPSPEED_STATE_CLASSES = (
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
+
+
 def _check_loads_safely(path: Path) -> None:
     """Refuse a torch pickle that ``weights_only=True`` would not load (one that names code to run, or
-    not a torch file at all) without running it; the tensors are memory-mapped, not read."""
+    not a torch file at all) without running it; the tensors are memory-mapped, not read. A class of
+    :data:`DEEPSPEED_STATE_CLASSES` that the file names is allowed for this load."""
     from transformers.trainer_pt_utils import safe_globals  # numpy's RNG state, as transformers loads it
 
+    allowed: list[type] = []
+    while True:
+        try:
+            with safe_globals(), torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            return
+        except pickle.UnpicklingError as error:
+            names = re.findall(r"GLOBAL (\S+)", str(error))
+            if names and names[0] in DEEPSPEED_STATE_CLASSES and not _named(allowed, names[0]):
+                allowed.append(_deepspeed_class(path, names[0]))
+                continue
+            why = "it holds more than tensors and numbers"
+            if names:
+                why = f"loading it would run code ({names[0]})"
+            raise CheckpointError(
+                f"checkpoint file {path} is refused: {why}; it was not saved by corewarding"
+            ) from None
+        except (RuntimeError, EOFError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint file {path} is not a torch file: {_first_line(error)}"
+            ) from None
+
+
+def _named(classes: list[type], name: str) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" == name for c in classes)
+
+
+def _deepspeed_class(path: Path, name: str) -> type:
+    """The class ``name`` (one of :data:`DEEPSPEED_STATE_CLASSES`) from the installed DeepSpeed."""
+    module, _, qualname = name.rpartition(".")
     try:
-        with safe_globals():
-            torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as error:
-        names = re.findall(r"GLOBAL (\S+)", str(error))
-        why = f"loading it would run code ({names[0]})" if names else "it holds more than tensors and numbers"
+        found = getattr(importlib.import_module(module), qualname)
+    except (ImportError, AttributeError):
         raise CheckpointError(
-            f"checkpoint file {path} is refused: {why}; it was not saved by corewarding"
+            f"checkpoint file {path} is DeepSpeed's optimizer state ({name}): install deepspeed to resume it"
         ) from None
-    except (RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"checkpoint file {path} is not a torch file: {_first_line(error)}") from None
+    if f"{found.__module__}.{found.__qualname__}" != name:
+        raise CheckpointError(f"checkpoint file {path} names {name}, which this DeepSpeed defines elsewhere")
+    return found
 
 
 def _step(folder: Path) -> int:

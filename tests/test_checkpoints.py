@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -394,6 +395,57 @@ def test_a_planted_pickle_in_a_checkpoint_is_named_and_never_run(tmp_path, name)
     assert not witness.exists()
 
 
+def stand_in_deepspeed(monkeypatch) -> tuple[type, type]:
+    """Modules at DeepSpeed's paths with its two optimizer-state classes (ZeRO's stage, the loss scaler),
+    as DeepSpeed pickles them into ``global_stepN/*optim_states.pt``, for the main suite without DeepSpeed
+    (the engines job checks the real ones: tests/test_engines.py)."""
+    import enum
+    import types
+
+    zero_stage = enum.IntEnum("ZeroStageEnum", {"optimizer_states": 1, "gradients": 2, "weights": 3})
+    loss_scaler = type("LossScaler", (), {"__init__": lambda self, scale: setattr(self, "cur_scale", scale)})
+    packages = ("deepspeed", "deepspeed.runtime", "deepspeed.runtime.zero", "deepspeed.runtime.fp16")
+    for name in packages:
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    for name, cls in (("deepspeed.runtime.zero.config", zero_stage),
+                      ("deepspeed.runtime.fp16.loss_scaler", loss_scaler)):
+        module = types.ModuleType(name)
+        cls.__module__ = name
+        setattr(module, cls.__name__, cls)
+        monkeypatch.setitem(sys.modules, name, module)
+    return zero_stage, loss_scaler
+
+
+def test_deepspeeds_own_optimizer_state_loads_and_a_planted_pickle_beside_it_is_refused(
+    tmp_path, monkeypatch
+):
+    """DeepSpeed's optimizer states name two of its classes; weights_only refused them, so no DeepSpeed
+    checkpoint could be resumed. They are allowed by name for that load; nothing else is."""
+    zero_stage, loss_scaler = stand_in_deepspeed(monkeypatch)
+    folder = small_checkpoint(tmp_path / "checkpoint-2", 2)
+    states = folder / "global_step2" / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    states.parent.mkdir()
+    torch.save({"optimizer_state_dict": {"zero_stage": zero_stage(3), "loss_scaler": loss_scaler(1.0),
+                                         "fp32_flat_groups": [torch.ones(4)]}}, states)
+    checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
+    checkpoints.verify(folder, "co_rewarding_ii")
+    witness = tmp_path / "code-ran"
+    torch.save({"zero_stage": zero_stage(3), "state": RunsCode(witness)}, states)
+    checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
+    with pytest.raises(checkpoints.CheckpointError, match=r"would run code \(posix.system\)"):
+        checkpoints.verify(folder, "co_rewarding_ii")
+    assert not witness.exists()
+    # Another class of DeepSpeed's modules is not on the list.
+    other = type("Other", (), {})
+    other.__module__ = "deepspeed.runtime.zero.config"
+    sys.modules["deepspeed.runtime.zero.config"].Other = other
+    torch.save({"zero_stage": zero_stage(3), "other": other()}, states)
+    checkpoints.mark_complete(folder, 2, "co_rewarding_ii")
+    refused = r"would run code \(deepspeed.runtime.zero.config.Other\)"
+    with pytest.raises(checkpoints.CheckpointError, match=refused):
+        checkpoints.verify(folder, "co_rewarding_ii")
+
+
 def test_cooper_loads_its_optimizer_as_tensors_only(tmp_path):
     cooper = CooperRewardModel(RewardModel.load("tiny"), learning_rate=1e-3)
     cooper.save(tmp_path)
@@ -586,3 +638,35 @@ def test_rm_train_names_a_planted_or_damaged_checkpoint_file_and_runs_nothing(wh
         f"error: checkpoint file {optimizer} is damaged: its content changed since it was saved (checksum); "
         "no older complete checkpoint is intact"
     )
+
+
+def test_every_process_writes_its_part_of_the_final_model_before_the_main_one_publishes(tmp_path):
+    """FSDP with sharded state dicts: each process writes its own file of the final model. Process 0 used
+    to clear and publish the staging folder while the other still wrote into it (`.final-model: No such
+    file or directory`). Two threads stand in for the processes, with a barrier for theirs; the second
+    process writes only after the main one has left its block, so without the barrier its file is lost."""
+    barrier = threading.Barrier(2, timeout=60)
+    main_done = threading.Event()
+    errors = []
+
+    def process(main: bool) -> None:
+        try:
+            with checkpoints.published_into(tmp_path, main, barrier.wait) as staging:
+                if main:
+                    (staging / "shard-0").write_text("0")
+                    main_done.set()
+                else:
+                    main_done.wait(timeout=60)
+                    (staging / "shard-1").write_text("1")
+        except Exception as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    (tmp_path / ".final-model").mkdir()
+    (tmp_path / ".final-model" / "left-from-a-crash").write_text("")
+    threads = [threading.Thread(target=process, args=(main,)) for main in (True, False)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shard-0", "shard-1"]

@@ -62,6 +62,7 @@ def test_trl_settings_declared_again_keep_trls_type_default_and_help():
 
 
 def test_bf16_left_unset_follows_the_hardware_and_an_explicit_value_is_kept(monkeypatch):
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
     assert default_bf16(fp16=False) is True and default_bf16(fp16=True) is False
@@ -74,6 +75,19 @@ def test_bf16_left_unset_follows_the_hardware_and_an_explicit_value_is_kept(monk
     monkeypatch.setattr(config_module, "default_bf16", lambda fp16: derived.append(fp16) or False)
     assert CoRewardingConfig(bf16=None).bf16 is False and derived == [False]
     assert CoRewardingConfig(bf16=False).bf16 is False and derived == [False]  # not derived again
+
+
+def test_bf16_left_unset_follows_accelerate_launch_mixed_precision(monkeypatch):
+    # accelerate launch with a DeepSpeed config in bf16 on a machine without CUDA bf16 (the engines job)
+    # was refused by DeepSpeed: its bf16 differed from the run's.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    assert default_bf16(fp16=False) is True
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    for precision in ("no", "fp16"):
+        monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", precision)
+        assert default_bf16(fp16=False) is False, precision
 
 
 def test_config_yaml_records_the_resolved_values(tmp_path):

@@ -162,3 +162,46 @@ def test_teacher_save_and_load_round_trip_the_float32_master(tmp_path):
         assert torch.equal(a, b)
     for a, b in zip(restored.module.parameters(), teacher.module.parameters()):
         assert torch.equal(a, b)
+
+
+def test_a_teacher_cast_by_its_engine_starts_from_the_float32_weights_before_the_cast():
+    """DeepSpeed ZeRO-2 in bf16 casts the teacher's copy to bfloat16: its float32 master starts from the
+    initial float32 weights handed over, not from their bf16 rounding (|T1 − θ0| was |bf16(θ0) − θ0|)."""
+    initial, later = drifting_policy(1)
+    teacher = EMATeacher(
+        linear_with(initial, torch.bfloat16), TeacherSchedule(0.25, 0.25), OneProcess(), initial=initial
+    )
+    for master, weights in zip(teacher.master, initial):
+        assert master.dtype == torch.float32 and torch.equal(master, weights)
+        assert master.data_ptr() != weights.data_ptr()  # a copy: the caller's tensors stay its own
+    assert any(not torch.equal(w.to(torch.bfloat16).float(), w) for w in initial)  # the cast rounds
+    teacher.update(linear_with(later, torch.float32), 1, 1)
+    for master, start, weights in zip(teacher.master, initial, later):
+        torch.testing.assert_close(master, start + 0.25 * (weights - start), rtol=1e-6, atol=1e-7)
+    with pytest.raises(ValueError, match="differ in shape"):
+        EMATeacher(
+            linear_with(initial, torch.bfloat16), TeacherSchedule(), OneProcess(), initial=initial[::-1]
+        )
+
+
+def test_the_full_teacher_is_put_together_from_per_process_pieces(tmp_path):
+    """ZeRO-3 saves each process's flat partition (padded at the end), FSDP2 its rows: in rank order and
+    cut to size, the pieces are the full tensors."""
+    from safetensors.torch import save_file
+
+    from corewarding.training.teacher import gathered_teacher
+
+    full = {"w": torch.arange(15.0).reshape(5, 3), "b": torch.arange(3.0)}
+    zero3 = [{"w": torch.arange(8.0), "b": torch.tensor([0.0, 1.0])},
+             {"w": torch.cat([torch.arange(8.0, 15.0), torch.zeros(1)]), "b": torch.tensor([2.0, 0.0])}]
+    for rank, piece in enumerate(zero3):
+        save_file(piece, tmp_path / f"teacher-{rank:05d}-of-00002.safetensors")
+    rows = tmp_path / "fsdp2"
+    rows.mkdir()
+    fsdp2 = [{"w": full["w"][:3], "b": full["b"][:2]}, {"w": full["w"][3:], "b": full["b"][2:]}]
+    for rank, piece in enumerate(fsdp2):
+        save_file(piece, rows / f"teacher-{rank:05d}-of-00002.safetensors")
+    shapes = {name: t.shape for name, t in full.items()}
+    for folder in (tmp_path, rows):
+        gathered = gathered_teacher(folder, shapes)
+        assert all(torch.equal(gathered[name], full[name]) for name in full)

@@ -214,3 +214,21 @@ def test_the_arguments_come_in_trls_order_and_a_plain_grpo_config_is_one_line(tm
     assert trainer.reward_func_names == ["majority_vote", "format"]
     with pytest.raises(UserError, match="args is a GRPOConfig; CoRewardingTrainer takes a CoRewardingConfig"):
         CoRewardingTrainer("tiny", None, GRPOConfig(output_dir=str(tmp_path), bf16=False), dataset)
+
+
+def test_co_rewarding_ii_under_fsdp1_is_refused_in_one_line():
+    """FSDP1 flattens the teacher's parameters into per-process flat views: it sampled on them ('weight'
+    must be 2-D) and its checkpoint held process 0's pieces only. Refused, naming FSDP2 (FSDP1 itself does
+    not start on CPU processes, so the engines job cannot run it: accelerate's FSDP1 plugin asks for a
+    device)."""
+    from types import SimpleNamespace
+
+    from corewarding.core.errors import UserError
+    from corewarding.training.trainer import CoRewardingTrainer
+
+    fsdp1 = SimpleNamespace(
+        is_fsdp_enabled=True, args=SimpleNamespace(method="co_rewarding_ii"),
+        accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=SimpleNamespace(fsdp_version=1))),
+    )
+    with pytest.raises(UserError, match=r"^co_rewarding_ii does not run under FSDP1 .*: use FSDP2"):
+        CoRewardingTrainer._make_teacher(fsdp1, None)

@@ -113,8 +113,13 @@ def _trl_setting(name: str, group: str, help: str | None = None):
 
 
 def default_bf16(fp16: bool) -> bool:
-    """What `bf16` left unset (None) means: bfloat16 mixed precision where CUDA runs bfloat16 and
-    `fp16` is off; float32 elsewhere (TRL would turn bf16 on and then fail on a CPU)."""
+    """What `bf16` left unset (None) means: under `accelerate launch`, its config's `mixed_precision`
+    (``ACCELERATE_MIXED_PRECISION``: DeepSpeed refuses a run whose bf16 differs from its config's);
+    else bfloat16 mixed precision where CUDA runs bfloat16 and `fp16` is off; float32 elsewhere (TRL
+    would turn bf16 on and then fail on a CPU)."""
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if launched is not None:
+        return launched == "bf16"
     return not fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
@@ -171,8 +176,8 @@ class CoRewardingConfig(GRPOConfig):
         "model.",
     )
     bf16: bool | None = _setting(
-        None, "model", "bfloat16 mixed precision. Unset: on where CUDA runs bfloat16 (and fp16 is off), off "
-        "elsewhere.", auto="auto",
+        None, "model", "bfloat16 mixed precision. Unset: as `accelerate launch`'s config says "
+        "(mixed_precision); else on where CUDA runs bfloat16 (and fp16 is off), off elsewhere.", auto="auto",
     )
     gradient_checkpointing: bool = _trl_setting("gradient_checkpointing", "model")
     use_peft: bool = _trl_setting(

@@ -446,12 +446,10 @@ def train(config: CoRewardingConfig, resume: str | None = None, progress=None):
             raise StoppedBySignal(stopped_message(trainer) if trainer.is_world_process_zero() else "")
         # The final policy and its tokenizer in the run folder, as TRL leaves them: `corewarding eval RUN`,
         # `--model_name_or_path RUN` and `from_pretrained(RUN)` read it. Every process saves (DeepSpeed
-        # gathers); the main one publishes the files.
-        if trainer.is_world_process_zero():
-            with checkpoints.published_into(config.output_dir) as staging:
-                trainer.save_model(str(staging))
-        else:
-            trainer.save_model(str(Path(config.output_dir) / ".final-model"))
+        # gathers, FSDP writes shards); the main one publishes the files once all have written.
+        main, wait = trainer.is_world_process_zero(), trainer.accelerator.wait_for_everyone
+        with checkpoints.published_into(config.output_dir, main, wait) as staging:
+            trainer.save_model(str(staging))
     return trainer
 
 

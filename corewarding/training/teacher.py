@@ -17,9 +17,10 @@ teacher therefore keeps a float32 *master copy* of its weights, where the averag
 that samples and serves as KL reference holds them in the run's dtype and is refreshed from the master
 after each update. When that module is already float32 (single process or DDP without DeepSpeed: the
 policy is loaded in float32) its own parameters are the master, at no extra memory. When it is bfloat16
-(DeepSpeed casts the frozen copy to the run's dtype; a policy loaded in bfloat16) the master costs
-4 bytes per parameter in each process — on its local shard only under ZeRO-3, where every process
-averages the shard it holds of both models and nothing is gathered.
+(DeepSpeed casts the frozen copy to the run's dtype: the master starts from the float32 weights before
+that cast; a policy loaded in bfloat16) the master costs 4 bytes per parameter in each process — on its
+local shard only under ZeRO-3, where every process averages the shard it holds of both models and nothing
+is gathered.
 
 Its master weights and last update step are part of every checkpoint, so a resumed run continues with
 the teacher it had (the reference code restarts it from the initial model).
@@ -27,6 +28,7 @@ the teacher it had (the reference code restarts it from the initial model).
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,7 +41,8 @@ from corewarding.core.errors import UserError
 from corewarding.core.teacher_schedule import TeacherSchedule
 
 __all__ = [
-    "ema_update_", "local_tensor", "local_parameters", "EMATeacher", "TEACHER_WEIGHTS", "TEACHER_STATE",
+    "ema_update_", "local_tensor", "local_parameters", "initial_copy", "gathered_teacher", "EMATeacher",
+    "TEACHER_WEIGHTS", "TEACHER_STATE",
 ]
 
 TEACHER_WEIGHTS = "teacher.safetensors"
@@ -54,6 +57,13 @@ def ema_update_(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor],
     >>> ema_update_(t, p, 0.25); t[0]
     tensor([ 0.2500, -0.5000])
     """
+    _check_alike(teacher, policy)
+    for t, p in zip(teacher, policy):
+        t.lerp_(p.to(t.dtype), rate)
+
+
+def _check_alike(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor]) -> None:
+    """Raise ValueError unless the two lists of tensors match in number and shapes."""
     if len(teacher) != len(policy):
         raise ValueError(
             f"teacher and policy have different numbers of parameters ({len(teacher)}, {len(policy)})"
@@ -63,7 +73,6 @@ def ema_update_(teacher: Sequence[torch.Tensor], policy: Sequence[torch.Tensor],
             raise ValueError(
                 f"teacher and policy parameters differ in shape: {tuple(t.shape)}, {tuple(p.shape)}"
             )
-        t.lerp_(p.to(t.dtype), rate)
 
 
 def local_tensor(param: torch.nn.Parameter) -> torch.Tensor:
@@ -82,6 +91,37 @@ def local_parameters(module: torch.nn.Module) -> list[torch.Tensor]:
     return [local_tensor(param) for param in module.parameters()]
 
 
+def _partitioned(module: torch.nn.Module) -> bool:
+    """DeepSpeed ZeRO-3 has partitioned ``module``: each parameter an empty placeholder, its shard in
+    ``ds_tensor``."""
+    return any(hasattr(p, "ds_tensor") for p in module.parameters())
+
+
+@torch.no_grad()
+def initial_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of the initial policy, to become the teacher.
+
+    Under DeepSpeed ZeRO-3 the policy is already partitioned when it reaches the trainer (transformers
+    loads it under ``deepspeed.zero.Init``), and ``copy.deepcopy`` would copy empty placeholders. The copy
+    is then built from the policy's config — transformers partitions a new model alike under ZeRO-3, as
+    TRL's reference model — and each of its local shards is set to the policy's: nothing is gathered,
+    and each process holds its shard of the teacher only.
+    """
+    if not _partitioned(model):
+        return copy.deepcopy(model)
+    teacher = type(model)._from_config(copy.deepcopy(model.config), dtype=model.dtype)
+    if not _partitioned(teacher):
+        raise RuntimeError("the policy is partitioned by DeepSpeed ZeRO-3, its copy is not (no zero.Init)")
+    shards, policy_shards = local_parameters(teacher), local_parameters(model)
+    _check_alike(shards, policy_shards)
+    for shard, policy in zip(shards, policy_shards):
+        shard.copy_(policy)
+    for buffer, policy in zip(teacher.buffers(), model.buffers()):
+        buffer.copy_(policy)
+    teacher.generation_config = copy.deepcopy(model.generation_config)
+    return teacher
+
+
 class EMATeacher:
     """The teacher module (placed as the trainer places its reference model), its float32 master weights,
     its schedule, and the last step it was updated for.
@@ -90,16 +130,24 @@ class EMATeacher:
         module: the teacher, a copy of the initial policy (possibly wrapped by DeepSpeed / FSDP).
         schedule: a_s and the update interval.
         accelerator: the trainer's, to unwrap it and tell the processes apart.
+        initial: the float32 weights of the copy before an engine cast it to a lower precision (DeepSpeed
+            ZeRO-0/1/2 casts it to bf16): the master starts from them, not from their rounding.
     """
 
-    def __init__(self, module: torch.nn.Module, schedule: TeacherSchedule, accelerator):
+    def __init__(
+        self, module: torch.nn.Module, schedule: TeacherSchedule, accelerator,
+        initial: Sequence[torch.Tensor] | None = None,
+    ):
         self.module = module
         self.schedule = schedule
         self.accelerator = accelerator
         self.last_update_step = 0
-        self.master = [
-            t if t.dtype == torch.float32 else t.detach().float().clone() for t in self._local_teacher()
-        ]
+        local = self._local_teacher()
+        if initial is not None and any(t.dtype != torch.float32 for t in local):
+            _check_alike(local, initial)
+            self.master = [t.detach().float().clone() for t in initial]
+        else:
+            self.master = [t if t.dtype == torch.float32 else t.detach().float().clone() for t in local]
 
     def _local_teacher(self) -> list[torch.Tensor]:
         return local_parameters(self.accelerator.unwrap_model(self.module))
@@ -179,3 +227,20 @@ class EMATeacher:
             master.copy_(state[name])
         self._refresh_module()
         self.last_update_step = json.loads((folder / TEACHER_STATE).read_text())["last_update_step"]
+
+
+def gathered_teacher(folder: str | Path, shapes: dict[str, torch.Size]) -> dict[str, torch.Tensor]:
+    """The teacher's full float32 weights in a checkpoint folder: ``teacher.safetensors``, or its
+    per-process files (``teacher-<rank>-of-<world>.safetensors``) put together. Each of those holds, per
+    parameter, its process's consecutive piece of the flattened tensor (ZeRO-3's flat partition, padded at
+    the end; FSDP2's rows), so the pieces in rank order, cut to the parameter's size, are the tensor;
+    ``shapes``: each parameter's full shape (the model's)."""
+    folder = Path(folder)
+    files = sorted(folder.glob("teacher-*-of-*.safetensors"))
+    if not files:
+        return load_file(folder / TEACHER_WEIGHTS)
+    pieces = [load_file(f) for f in files]
+    return {
+        name: torch.cat([p[name].flatten() for p in pieces])[: shapes[name].numel()].reshape(shapes[name])
+        for name in pieces[0]
+    }

@@ -31,7 +31,6 @@ the batch: the rewards of a batch always come from the reward model *before* its
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -80,7 +79,7 @@ from corewarding.training.config import CoRewardingConfig, lora_config
 from corewarding.training.model_card import model_card
 from corewarding.training.pair_sampler import PairedRepeatSampler
 from corewarding.training.precision import warn_if_low_precision
-from corewarding.training.teacher import EMATeacher
+from corewarding.training.teacher import EMATeacher, initial_copy, local_parameters
 from corewarding.training.token_statistics import rollout_statistic
 
 __all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids", "own_rewards_note"]
@@ -281,7 +280,7 @@ class CoRewardingTrainer(GRPOTrainer):
         # term TRL's reference model is that copy already, and the teacher is the KL anchor (docs/method.md,
         # "Co-rewarding-II's teacher"). With LoRA it is a second adapter, added once TRL made the PeftModel.
         full_copy = self.method.needs_teacher and args.beta == 0.0 and not adapters
-        teacher_copy = copy.deepcopy(model) if full_copy else None
+        teacher_copy = initial_copy(model) if full_copy else None
         self.method_reward, self.format_reward = GatheredReward(args.method), GatheredReward("format")
         extra = reward_funcs if isinstance(reward_funcs, list) else [reward_funcs] if reward_funcs else []
         if extra:
@@ -323,24 +322,36 @@ class CoRewardingTrainer(GRPOTrainer):
         """The EMA teacher: with LoRA a second adapter (:class:`~corewarding.training.adapter_teacher.
         AdapterTeacher`); else TRL's reference model when there is a KL term, or a frozen copy of the initial
         policy placed as TRL places its reference model (DeepSpeed, FSDP or plain)."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and plugin.fsdp_version == 1:
+            # FSDP1 flattens the teacher's parameters into per-process flat views: its samples would need
+            # summon_full_params and its checkpoint a gather of those views. FSDP2 shards each tensor.
+            raise UserError(
+                f"{self.args.method} does not run under FSDP1 (its EMA teacher needs per-tensor shards): use "
+                "FSDP2 (configs/paper/accelerate/fsdp2.yaml, fsdp_version: 2) or DeepSpeed"
+            )
         args = self.args
         schedule = TeacherSchedule(
             args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
         )
         if is_peft_model(self.model):
             return AdapterTeacher(self.model, schedule, self.accelerator)
+        initial = None
         if teacher_copy is None:
             module = self.ref_model
         else:
             teacher_copy.eval()
             teacher_copy.requires_grad_(False)
             if self.is_deepspeed_enabled:
+                # DeepSpeed casts the copy to the run's dtype: the float32 master starts from the weights
+                # before that rounding.
+                initial = [t.detach().float().clone() for t in local_parameters(teacher_copy)]
                 module = trl_internals.prepare_deepspeed(teacher_copy, self.accelerator)
             elif self.is_fsdp_enabled:
                 module = trl_internals.prepare_fsdp(teacher_copy, self.accelerator)
             else:
                 module = self.accelerator.prepare_model(teacher_copy, evaluation_mode=True)
-        return EMATeacher(module, schedule, self.accelerator)
+        return EMATeacher(module, schedule, self.accelerator, initial)
 
     def _make_cooper(self, args: CoRewardingConfig) -> CooperPlugin:
         """Cooper's reward model (the same replica on every process), its held-out labelled completions and,
@@ -581,6 +592,21 @@ class CoRewardingTrainer(GRPOTrainer):
             Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
             card = model_card(self.args, self.method.label_from, self.state, len(self.heldout))
             write_atomically(Path(self.args.output_dir) / "README.md", card)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """transformers' ``save_model``; under FSDP with sharded state dicts, where transformers writes no
+        weights outside checkpoints, the final model is gathered (a collective: every process calls it) and
+        written whole by the main process, so ``corewarding eval RUN`` and ``from_pretrained(RUN)`` read
+        it."""
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if _internal_call or not self.is_fsdp_enabled or "SHARDED" not in str(plugin.state_dict_type):
+            return super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        state_dict = self.accelerator.get_state_dict(self.model)
+        if self.args.should_save:
+            self.accelerator.unwrap_model(self.model).save_pretrained(output_dir, state_dict=state_dict)
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint plus the plug-ins, made complete (:mod:`~corewarding.checkpoints`)
