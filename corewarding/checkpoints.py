@@ -112,21 +112,16 @@ def published_into(
     output_dir: str | Path, main: bool = True, wait: Callable[[], None] | None = None
 ) -> Iterator[Path]:
     """A staging folder ``<output_dir>/.final-model`` to save a final model into; when the block ends, each of
-<<<<<<< HEAD
     its files and folders (a LoRA run's teacher adapter, ``ref/``) replaces its namesake in ``output_dir`` in
     one rename, so nothing there is ever half-written (a failed save is removed as in
     :func:`removed_on_failure`). A folder cannot be renamed onto a full one: the old one is moved aside
-    first (absent for a moment, never mixed)."""
-=======
-    its files replaces its namesake in ``output_dir`` in one rename, so no file there is ever half-written (a
-    failed save is removed as in :func:`removed_on_failure`).
+    first (absent for a moment, never mixed).
 
     In a multi-process run every process enters it and may write its part (FSDP's and DeepSpeed's shards):
     ``main`` says which one clears and publishes, and ``wait`` (a barrier of every process) is called once
     the folder is cleared and again once each process has written, so that the main process neither clears
     nor moves the folder while another still writes into it.
     """
->>>>>>> engines
     output_dir = Path(output_dir)
     staging = output_dir / ".final-model"
     wait = wait or (lambda: None)
