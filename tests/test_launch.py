@@ -41,6 +41,9 @@ def test_several_processes_without_an_accelerator_need_use_cpu_and_one_does_not(
     assert needs_cpu_processes(TORCHRUN_RANK_1, accelerator_available=False)
     assert not needs_cpu_processes(TORCHRUN_RANK_1, accelerator_available=True)
     assert not needs_cpu_processes({}, accelerator_available=False)
+    # DeepSpeed / FSDP launches keep their engine: use_cpu would turn them into plain DDP.
+    for engine in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP"):
+        assert not needs_cpu_processes(TORCHRUN_RANK_1 | {engine: "true"}, accelerator_available=False)
 
 
 @pytest.mark.parametrize(

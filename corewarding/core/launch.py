@@ -52,8 +52,13 @@ def is_main_process(env: Mapping[str, str]) -> bool:
 
 def needs_cpu_processes(env: Mapping[str, str], accelerator_available: bool) -> bool:
     """Whether several processes were launched on a machine without an accelerator, so that transformers
-    needs ``use_cpu`` to make them one data-parallel run (gloo) rather than as many separate runs."""
-    return process_count(env) > 1 and not accelerator_available
+    needs ``use_cpu`` to make them one data-parallel run (gloo) rather than as many separate runs.
+
+    Not under DeepSpeed or FSDP (``accelerate launch`` with their config sets ``ACCELERATE_USE_DEEPSPEED`` /
+    ``ACCELERATE_USE_FSDP``): ``use_cpu`` would make accelerate drop the engine and train plain DDP, so the
+    device is left to accelerate (the engines job's CPU processes reach the engine that way)."""
+    engine = any(env.get(f"ACCELERATE_USE_{name}", "").lower() == "true" for name in ("DEEPSPEED", "FSDP"))
+    return process_count(env) > 1 and not accelerator_available and not engine
 
 
 def lone_process_of_several(env: Mapping[str, str]) -> str | None:

@@ -7,11 +7,6 @@ this folder on ``PYTHONPATH`` (Python imports ``sitecustomize`` at start-up: eve
 ``cpu``, and transformers' bf16-availability check answer yes (torch runs bfloat16 on the CPU).
 DeepSpeed itself needs ``DS_ACCELERATOR=cpu`` (set here when unset).
 
-Until issue 29 item 6 lands (every process writes ``config.yaml`` through one fixed temporary name: on
-this loaded machine one launch in three failed with ``.config.yaml.tmp: No such file or directory``), the
-processes other than the first leave ``config.yaml`` to it: the same settings, written once. A test-only
-stand-in, without retries; it goes when the run writes the file from one process.
-
 Written against accelerate 1.15 and transformers 5.24: when their internals move, every process stops
 with one line naming what moved, instead of training on another path than the test means.
 """
@@ -58,20 +53,6 @@ def _install() -> None:
 
     PartialState._prepare_backend = gloo_as_gpu
     training_args.is_torch_bf16_gpu_available = lambda: True
-    _config_yaml_from_the_first_process()
-
-
-def _config_yaml_from_the_first_process() -> None:
-    from corewarding.core import atomic_files
-
-    write = atomic_files.write_atomically
-
-    def first_process_writes_config(path, content):
-        if os.path.basename(path) == "config.yaml" and os.environ.get("RANK", "0") != "0":
-            return
-        write(path, content)
-
-    atomic_files.write_atomically = first_process_writes_config
 
 
 _install()
