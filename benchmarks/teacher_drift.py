@@ -1,0 +1,189 @@
+"""Does Co-rewarding-II's EMA teacher teach worse than a frozen one because it absorbs the policy's early
+drift? The teacher experiment of issue 31 on the ``hard`` regime (docs/results.md, "The teacher
+experiment").
+
+Every run: Co-rewarding-II on ``tiny-hard``, 100 steps, the reference's KL term (beta 0.001, anchored to
+the teacher), the paper's learning-rate schedule shape (cosine, 10% linear warm-up), the teacher's
+cosine EMA schedule a_start → a_end = 1e-5, and a fixed probe set (the first 16 training questions)
+on which the teacher's majority is taken every step (``teacher_probe_problems``). Conditions:
+
+* teachers: (a) ``frozen_then_ema`` frozen for steps 1–30, then EMA; (b) ``ema_then_frozen`` EMA for
+  steps 1–30, then frozen; (c) ``ema`` EMA throughout; (d) ``frozen`` never updated;
+* dose response over a_start ∈ {0, 1e-3, 3e-3, 1e-2} (0 is (d), 1e-2 is (c)).
+
+``run`` queues the runs (seed-major, so that an interrupted queue leaves every condition with as many
+seeds as possible), two at a time, one thread each, skipping finished ones; ``store`` copies each
+finished run's metrics, probe file (gzipped), config and report into docs/results/teacher_drift;
+``table`` prints the results table from the stored files (docs/results.md quotes it).
+
+    PYTHONPATH=. nohup nice -n 10 python benchmarks/teacher_drift.py run --seeds 0 1 2 3 4 > drift.log &
+    PYTHONPATH=. python benchmarks/teacher_drift.py store
+    PYTHONPATH=. python benchmarks/teacher_drift.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from statistics import fmean, stdev
+
+MODEL = "tiny-hard"
+STEPS = 100
+PROBE_PROBLEMS = 16
+RUNS = Path("runs/teacher_drift")
+STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "teacher_drift"
+COMMON = [
+    "--config", "tiny/co_rewarding_ii", "--model_name_or_path", MODEL, "--max_steps", str(STEPS),
+    "--beta", "0.001", "--lr_scheduler_type", "cosine", "--warmup_steps", str(STEPS // 10),
+    "--eval_steps", "20", "--max_heldout_problems", "128", "--heldout_samples", "4",
+    "--save_strategy", "no", "--teacher_probe_problems", str(PROBE_PROBLEMS), "--threads", "1",
+]
+#: condition → its settings beyond COMMON, in the order the queue runs them.
+CONDITIONS = {
+    "frozen_then_ema": ["--teacher_first_update_step", "31"],
+    "ema_then_frozen": ["--teacher_last_update_step", "30"],
+    "ema": [],
+    "frozen": ["--teacher_rate_start", "0", "--teacher_rate_end", "0"],
+    "a_start_1e-3": ["--teacher_rate_start", "0.001"],
+    "a_start_3e-3": ["--teacher_rate_start", "0.003"],
+}
+DOSES = {"frozen": 0.0, "a_start_1e-3": 1e-3, "a_start_3e-3": 3e-3, "ema": 1e-2}
+STORED_FILES = ("metrics.jsonl", "teacher_probe.jsonl", "config.yaml")
+
+
+def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
+    queue = [(c, s) for s in seeds for c in conditions if not (runs / c / f"seed-{s}" / "model.safetensors").exists()]
+    running: list[tuple[subprocess.Popen, str]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while queue or running:
+        while queue and len(running) < parallel:
+            condition, seed = queue.pop(0)
+            folder = runs / condition / f"seed-{seed}"
+            if folder.exists():
+                shutil.rmtree(folder)  # an unfinished run: start again
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "corewarding", "train", *COMMON, *CONDITIONS[condition],
+                       "--seed", str(seed), "--output_dir", str(folder)]
+            log = open(folder.parent / f"seed-{seed}.log", "w")
+            running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), str(folder)))
+            print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
+        time.sleep(5)
+        for process, folder in list(running):
+            if process.poll() is not None:
+                running.remove((process, folder))
+                print(time.strftime("%H:%M:%S"), "finished", folder, "rc", process.returncode, flush=True)
+
+
+def store(runs: Path) -> None:
+    for done in sorted(runs.glob("*/seed-*/model.safetensors")):
+        run, target = done.parent, STORED / done.parent.relative_to(runs)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in STORED_FILES:
+            if name.endswith(".jsonl"):
+                with open(run / name, "rb") as source, gzip.open(target / f"{name}.gz", "wb", mtime=0) as out:
+                    shutil.copyfileobj(source, out)
+            else:
+                shutil.copy(run / name, target / name)
+        print("stored", target)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def premature_answers(seed: int) -> dict[str, str]:
+    """question id → its premature answer (the value before the last step) for the run of ``seed``."""
+    from corewarding.data.synthetic import chain_of
+    from corewarding.tiny.regimes import synthetic_problems
+
+    return {p.id: str(chain_of(p).values()[-2]) for p in synthetic_problems(MODEL, 2000, "train", seed=seed)}
+
+
+def probe_shares(run: Path, seed: int, steps: range) -> tuple[float, float]:
+    """(share of the teacher's probe labels that are right, share that are the premature answer) over
+    ``steps``: every probe question of every step in the window."""
+    premature = premature_answers(seed)
+    counts = Counter()
+    for record in _jsonl(run / "teacher_probe.jsonl.gz"):
+        if record["step"] in steps:
+            for qid, reference, label in zip(record["question_ids"], record["references"], record["labels"]):
+                counts["all"] += 1
+                counts["right"] += label is not None and label == reference
+                counts["premature"] += label is not None and label == premature[qid]
+    return counts["right"] / counts["all"], counts["premature"] / counts["all"]
+
+
+def heldout(run: Path) -> dict[int, float]:
+    """step → held-out sampled accuracy (avg@4)."""
+    return {r["step"]: r["eval_sampled_accuracy"] for r in _jsonl(run / "metrics.jsonl.gz") if "eval_sampled_accuracy" in r}
+
+
+def run_figures(run: Path) -> dict[str, float]:
+    seed = int(run.name.split("-")[1])
+    accuracy = heldout(run)
+    right_early, premature_early = probe_shares(run, seed, range(1, 31))
+    right_late, premature_late = probe_shares(run, seed, range(81, 101))
+    return {
+        "start": 100 * accuracy[0], "step 20": 100 * accuracy[20], "final": 100 * accuracy[STEPS],
+        "right 1-30": 100 * right_early, "premature 1-30": 100 * premature_early,
+        "right 81-100": 100 * right_late, "premature 81-100": 100 * premature_late,
+    }
+
+
+def mean_sd(values: list[float]) -> str:
+    """mean ± sample SD (n − 1), n runs."""
+    if len(values) < 2:
+        return f"{values[0]:.1f} (n = 1)"
+    return f"{fmean(values):.1f} ± {stdev(values):.1f}"
+
+
+def table(stored: Path = STORED) -> str:
+    columns = ["start", "step 20", "final", "right 1-30", "premature 1-30", "right 81-100", "premature 81-100"]
+    lines = [
+        "| teacher | seeds | held-out avg@4 %: start | step 20 | final | final − frozen's, paired | "
+        "probe labels right %, steps 1–30 | premature %, 1–30 | right %, 81–100 | premature %, 81–100 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    frozen = {run.name: run_figures(run)["final"] for run in sorted((stored / "frozen").glob("seed-*"))}
+    for condition in CONDITIONS:
+        runs = sorted((stored / condition).glob("seed-*"))
+        if not runs:
+            continue
+        figures = {run.name: run_figures(run) for run in runs}
+        cells = [mean_sd([f[c] for f in figures.values()]) for c in columns]
+        paired = [f["final"] - frozen[name] for name, f in figures.items() if name in frozen]
+        difference = "–" if condition == "frozen" or not paired else f"{mean_sd(paired)} (n = {len(paired)})"
+        lines.append(f"| {condition} | {len(runs)} | {' | '.join(cells[:3])} | {difference} | {' | '.join(cells[3:])} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    queue = commands.add_parser("run")
+    queue.add_argument("--runs", type=Path, default=RUNS, help="the runs' folder")
+    queue.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    queue.add_argument("--parallel", type=int, default=2)
+    queue.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    commands.add_parser("store").add_argument("--runs", type=Path, default=RUNS, help="the runs' folder")
+    commands.add_parser("table")
+    args = parser.parse_args()
+    if args.command == "run":
+        run_queue(args.runs, args.seeds, args.parallel, args.conditions)
+    elif args.command == "store":
+        store(args.runs)
+    else:
+        print(table())
+
+
+if __name__ == "__main__":
+    main()
