@@ -198,3 +198,24 @@ def test_a_dataset_without_what_the_method_needs_is_refused_in_one_line(tmp_path
             train_dataset=Dataset.from_dict({"prompt": ["1+1?"] * 8}),
             processing_class=tokenizer,
         )
+
+
+@pytest.mark.slow
+def test_the_teacher_probe_records_the_teachers_majority_on_the_same_questions_every_step(tmp_path):
+    """teacher_probe_problems: every step, the teacher's majority on the first N training questions, with
+    their references, and its accuracy logged."""
+    import json
+
+    from corewarding.training.trainer import TEACHER_PROBE_FILE
+
+    trainer = trainer_for("co_rewarding_ii", torch.float32, tmp_path, steps=2, teacher_probe_problems=3)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / TEACHER_PROBE_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    first_three = [trainer.train_dataset[i] for i in range(3)]
+    for record in records:
+        assert record["references"] == [row["answer"] for row in first_three]
+        assert len(record["labels"]) == 3 and len(set(record["question_ids"])) == 3
+    logged = [r["teacher_probe/label_accuracy"] for r in trainer.state.log_history if "reward" in r]
+    right = [sum(a == b for a, b in zip(r["references"], r["labels"])) / 3 for r in records]
+    assert logged == pytest.approx(right)
