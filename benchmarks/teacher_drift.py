@@ -57,6 +57,9 @@ CONDITIONS = {
 }
 DOSES = {"frozen": 0.0, "a_start_1e-3": 1e-3, "a_start_3e-3": 3e-3, "ema": 1e-2}
 STORED_FILES = ("metrics.jsonl", "teacher_probe.jsonl", "config.yaml")
+#: The windows of steps over which the teacher's probe labels are counted: before, after the 30-step
+#: switch of (a) and (b), and the end.
+WINDOWS = ((1, 30), (31, 60), (81, 100))
 
 
 def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
@@ -130,28 +133,28 @@ def heldout(run: Path) -> dict[int, float]:
 def run_figures(run: Path) -> dict[str, float]:
     seed = int(run.name.split("-")[1])
     accuracy = heldout(run)
-    right_early, premature_early = probe_shares(run, seed, range(1, 31))
-    right_late, premature_late = probe_shares(run, seed, range(81, 101))
-    return {
-        "start": 100 * accuracy[0], "step 50": 100 * accuracy[50], "final": 100 * accuracy[STEPS],
-        "right 1-30": 100 * right_early, "premature 1-30": 100 * premature_early,
-        "right 81-100": 100 * right_late, "premature 81-100": 100 * premature_late,
-    }
+    figures = {"start": 100 * accuracy[0], "step 50": 100 * accuracy[50], "final": 100 * accuracy[STEPS]}
+    for first, last in WINDOWS:
+        right, premature = probe_shares(run, seed, range(first, last + 1))
+        figures[f"right {first}-{last}"], figures[f"premature {first}-{last}"] = 100 * right, 100 * premature
+    return figures
 
 
 def mean_sd(values: list[float]) -> str:
-    """mean ± sample SD (n − 1), n runs."""
-    if len(values) < 2:
-        return f"{values[0]:.1f} (n = 1)"
-    return f"{fmean(values):.1f} ± {stdev(values):.1f}"
+    """mean ± sample SD (n − 1); one value alone."""
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{fmean(values):.1f} ± {stdev(values):.1f}".replace("-", "−")
 
 
 def table(stored: Path = STORED) -> str:
-    columns = ["start", "step 50", "final", "right 1-30", "premature 1-30", "right 81-100", "premature 81-100"]
+    """One row per teacher: held-out accuracy, its final minus the frozen teacher's paired by seed, and
+    per window of steps the share of the teacher's probe labels that are right / the premature answer."""
+    window_headers = " | ".join(f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS)
     lines = [
-        "| teacher | seeds | held-out avg@4 %: start | step 50 | final | final − frozen's, paired | "
-        "probe labels right %, steps 1–30 | premature %, 1–30 | right %, 81–100 | premature %, 81–100 |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's, paired (per seed) "
+        f"| {window_headers} |",
+        "|---|---|---|---|" + "---|" * len(WINDOWS),
     ]
     frozen = {run.name: run_figures(run)["final"] for run in sorted((stored / "frozen").glob("seed-*"))}
     for condition in CONDITIONS:
@@ -159,10 +162,17 @@ def table(stored: Path = STORED) -> str:
         if not runs:
             continue
         figures = {run.name: run_figures(run) for run in runs}
-        cells = [mean_sd([f[c] for f in figures.values()]) for c in columns]
-        paired = [f["final"] - frozen[name] for name, f in figures.items() if name in frozen]
-        difference = "–" if condition == "frozen" or not paired else f"{mean_sd(paired)} (n = {len(paired)})"
-        lines.append(f"| {condition} | {len(runs)} | {' | '.join(cells[:3])} | {difference} | {' | '.join(cells[3:])} |")
+        column = lambda key: mean_sd([f[key] for f in figures.values()])  # noqa: E731
+        paired = {name: f["final"] - frozen[name] for name, f in figures.items() if name in frozen}
+        difference = "–"
+        if condition != "frozen" and paired:
+            per_seed = ", ".join(f"seed {name[5:]}: {value:.1f}".replace("-", "−") for name, value in paired.items())
+            difference = f"{mean_sd(list(paired.values()))} ({per_seed})"
+        windows = " | ".join(f"{column(f'right {a}-{b}')} / {column(f'premature {a}-{b}')}" for a, b in WINDOWS)
+        lines.append(
+            f"| {condition} | {len(runs)} | {column('start')} → {column('step 50')} → {column('final')} "
+            f"| {difference} | {windows} |"
+        )
     return "\n".join(lines)
 
 
