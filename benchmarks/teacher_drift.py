@@ -86,8 +86,13 @@ def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]
 
 
 def store(runs: Path) -> None:
-    for done in sorted(runs.glob("*/seed-*/model.safetensors")):
-        run, target = done.parent, STORED / done.parent.relative_to(runs)
+    """Each finished run's files into STORED/<condition>/seed-S; a run stopped before its end (it has no
+    final model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
+    for run in sorted(runs.glob("*/seed-*")):
+        if not (run / "teacher_probe.jsonl").is_file():
+            continue
+        finished = (run / "model.safetensors").is_file()
+        target = STORED / ("" if finished else "stopped") / run.relative_to(runs)
         target.mkdir(parents=True, exist_ok=True)
         for name in STORED_FILES:
             if name.endswith(".jsonl"):
@@ -176,6 +181,31 @@ def table(stored: Path = STORED) -> str:
     return "\n".join(lines)
 
 
+def stopped_table(stored: Path = STORED / "stopped") -> str:
+    """Runs stopped before step 100 (the session's time ran out): the last step reached and the teacher's
+    probe labels over the windows the run completed."""
+    lines = [
+        "| teacher | seed | stopped after step | " + " | ".join(
+            f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS) + " |",
+        "|---|---|---|" + "---|" * len(WINDOWS),
+    ]
+    for run in sorted(stored.glob("*/seed-*")):
+        seed = int(run.name.split("-")[1])
+        last = max(record["step"] for record in _jsonl(run / "teacher_probe.jsonl.gz"))
+        cells = []
+        for a, b in WINDOWS:
+            if last < b:
+                cells.append("–")
+                continue
+            right, premature = probe_shares(run, seed, range(a, b + 1))
+            cells.append(f"{100 * right:.1f} / {100 * premature:.1f}")
+        lines.append(f"| {run.parent.name} | {seed} | {last} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+TABLES = {"table": table, "stopped": stopped_table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -185,14 +215,14 @@ def main() -> None:
     queue.add_argument("--parallel", type=int, default=2)
     queue.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
     commands.add_parser("store").add_argument("--runs", type=Path, default=RUNS, help="the runs' folder")
-    commands.add_parser("table")
+    commands.add_parser("table").add_argument("name", nargs="?", default="table", choices=list(TABLES))
     args = parser.parse_args()
     if args.command == "run":
         run_queue(args.runs, args.seeds, args.parallel, args.conditions)
     elif args.command == "store":
         store(args.runs)
     else:
-        print(table())
+        print(TABLES[args.name]())
 
 
 if __name__ == "__main__":
