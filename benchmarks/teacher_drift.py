@@ -96,8 +96,9 @@ def store(runs: Path) -> None:
         target.mkdir(parents=True, exist_ok=True)
         for name in STORED_FILES:
             if name.endswith(".jsonl"):
-                with open(run / name, "rb") as source, gzip.open(target / f"{name}.gz", "wb", mtime=0) as out:
-                    shutil.copyfileobj(source, out)
+                with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:  # mtime 0: the same bytes again
+                        shutil.copyfileobj(source, out)
             else:
                 shutil.copy(run / name, target / name)
         print("stored", target)
