@@ -32,6 +32,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from functools import lru_cache
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -109,6 +110,7 @@ def _jsonl(path: Path) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+@lru_cache(maxsize=None)
 def premature_answers(seed: int) -> dict[str, str]:
     """question id → its premature answer (the value before the last step) for the run of ``seed``."""
     from corewarding.data.synthetic import chain_of
