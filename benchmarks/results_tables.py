@@ -92,8 +92,8 @@ def study_table(regime: str) -> str:
     accuracy, collapse flags."""
     runs = read_report(RESULTS / regime / "report.md")
     lines = [
-        "| method | seeds | sampled avg@4 %, start → final | gain, points (paired by seed) | greedy %, start → final "
-        "| label accuracy %, last 5 steps | collapse flagged |",
+        "| method | seeds | sampled avg@4 %, start → final | gain, points (paired by seed) "
+        "| greedy %, start → final | label accuracy %, last 5 steps | collapse flagged |",
         "|---|---|---|---|---|---|---|",
     ]
     for variant in [v for v in ORDER if v in runs]:
@@ -101,25 +101,26 @@ def study_table(regime: str) -> str:
         column = lambda key: [by_seed[s][key] for s in sorted(by_seed)]  # noqa: E731
         labels = [v for v in column("label") if v is not None]
         gain = mean_sd([f - s for f, s in zip(column("sampled_final"), column("sampled_start"))])
+        sampled = f"{mean_sd(column('sampled_start'))} → {mean_sd(column('sampled_final'))}"
+        greedy = f"{mean_sd(column('greedy_start'))} → {mean_sd(column('greedy_final'))}"
+        label = mean_sd(labels) if labels else "–"
         lines.append(
-            f"| {NAMES[variant]} | {len(by_seed)} | {mean_sd(column('sampled_start'))} → "
-            f"{mean_sd(column('sampled_final'))} | {gain.replace('-', '−')} | {mean_sd(column('greedy_start'))} → "
-            f"{mean_sd(column('greedy_final'))} | {mean_sd(labels) if labels else '–'} | {collapse_cell(by_seed)} |"
+            f"| {NAMES[variant]} | {len(by_seed)} | {sampled} | {gain.replace('-', '−')} | {greedy} "
+            f"| {label} | {collapse_cell(by_seed)} |"
         )
     return "\n".join(lines)
 
 
 def headline_table() -> str:
     """The comparisons the text leads with, as differences of final sampled accuracy paired by seed."""
-    distractor = read_report(RESULTS / "distractor" / "report.md")
-    hard = read_report(RESULTS / "hard" / "report.md")
+    d, h = read_report(RESULTS / "distractor" / "report.md"), read_report(RESULTS / "hard" / "report.md")
     rows = [
-        ("distractor", "Co-rewarding-I − ground truth", distractor["co_rewarding_i"], distractor["ground_truth"]),
-        ("distractor", "Co-rewarding-I − majority vote", distractor["co_rewarding_i"], distractor["majority_vote"]),
-        ("distractor", "Co-rewarding-II − majority vote", distractor["co_rewarding_ii"], distractor["majority_vote"]),
-        ("hard", "Co-rewarding-II − majority vote", hard["co_rewarding_ii"], hard["majority_vote"]),
-        ("hard", "Co-rewarding-II − its frozen-teacher ablation", hard["co_rewarding_ii"],
-         hard["co_rewarding_ii_frozen_teacher"]),
+        ("distractor", "Co-rewarding-I − ground truth", d["co_rewarding_i"], d["ground_truth"]),
+        ("distractor", "Co-rewarding-I − majority vote", d["co_rewarding_i"], d["majority_vote"]),
+        ("distractor", "Co-rewarding-II − majority vote", d["co_rewarding_ii"], d["majority_vote"]),
+        ("hard", "Co-rewarding-II − majority vote", h["co_rewarding_ii"], h["majority_vote"]),
+        ("hard", "Co-rewarding-II − its frozen-teacher ablation", h["co_rewarding_ii"],
+         h["co_rewarding_ii_frozen_teacher"]),
     ]
     lines = [
         "| regime | difference of final sampled avg@4 | points: mean ± SD (per seed; n) |",
@@ -149,9 +150,10 @@ def co_rewarding_i_variants_table() -> str:
     for name, runs in variants:
         column = lambda key: [runs[s][key] for s in sorted(runs)]  # noqa: E731
         difference = "–" if runs is base else paired(runs, base, "sampled_final", "sampled_final")
+        sampled = f"{mean_sd(column('sampled_start'))} → {mean_sd(column('sampled_final'))}"
         lines.append(
-            f"| {name} | {len(runs)} | {mean_sd(column('sampled_start'))} → {mean_sd(column('sampled_final'))} "
-            f"| {difference} | {mean_sd(column('greedy_final'))} | {mean_sd(column('label'))} | {collapse_cell(runs)} |"
+            f"| {name} | {len(runs)} | {sampled} | {difference} | {mean_sd(column('greedy_final'))} "
+            f"| {mean_sd(column('label'))} | {collapse_cell(runs)} |"
         )
     return "\n".join(lines)
 
@@ -167,7 +169,8 @@ TABLES = {
 
 def main(names: list[str]) -> None:
     for name in names or TABLES:
-        print(f"<!-- generated: python benchmarks/results_tables.py {name} -->\n{TABLES[name]()}\n<!-- end -->\n")
+        marker = f"<!-- generated: python benchmarks/results_tables.py {name} -->"
+        print(f"{marker}\n{TABLES[name]()}\n<!-- end -->\n")
 
 
 if __name__ == "__main__":

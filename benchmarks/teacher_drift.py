@@ -64,7 +64,8 @@ WINDOWS = ((1, 30), (31, 60), (81, 100))
 
 
 def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
-    queue = [(c, s) for s in seeds for c in conditions if not (runs / c / f"seed-{s}" / "model.safetensors").exists()]
+    finished = lambda c, s: (runs / c / f"seed-{s}" / "model.safetensors").exists()  # noqa: E731
+    queue = [(c, s) for s in seeds for c in conditions if not finished(c, s)]
     running: list[tuple[subprocess.Popen, str]] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     while queue or running:
@@ -77,7 +78,8 @@ def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]
             command = [sys.executable, "-m", "corewarding", "train", *COMMON, *CONDITIONS[condition],
                        "--seed", str(seed), "--output_dir", str(folder)]
             log = open(folder.parent / f"seed-{seed}.log", "w")
-            running.append((subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT), str(folder)))
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((process, str(folder)))
             print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
         time.sleep(5)
         for process, folder in list(running):
@@ -98,7 +100,8 @@ def store(runs: Path) -> None:
         for name in STORED_FILES:
             if name.endswith(".jsonl"):
                 with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
-                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:  # mtime 0: the same bytes again
+                    # mtime 0: storing the same run again gives the same bytes
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
                         shutil.copyfileobj(source, out)
             else:
                 shutil.copy(run / name, target / name)
@@ -135,7 +138,8 @@ def probe_shares(run: Path, seed: int, steps: range) -> tuple[float, float]:
 
 def heldout(run: Path) -> dict[int, float]:
     """step → held-out sampled accuracy (avg@4)."""
-    return {r["step"]: r["eval_sampled_accuracy"] for r in _jsonl(run / "metrics.jsonl.gz") if "eval_sampled_accuracy" in r}
+    records = _jsonl(run / "metrics.jsonl.gz")
+    return {r["step"]: r["eval_sampled_accuracy"] for r in records if "eval_sampled_accuracy" in r}
 
 
 def run_figures(run: Path) -> dict[str, float]:
@@ -160,7 +164,7 @@ def table(stored: Path = STORED) -> str:
     per window of steps the share of the teacher's probe labels that are right / the premature answer."""
     window_headers = " | ".join(f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS)
     lines = [
-        f"| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's, paired (per seed) "
+        "| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's, paired (per seed) "
         f"| {window_headers} |",
         "|---|---|---|---|" + "---|" * len(WINDOWS),
     ]
@@ -174,9 +178,13 @@ def table(stored: Path = STORED) -> str:
         paired = {name: f["final"] - frozen[name] for name, f in figures.items() if name in frozen}
         difference = "–"
         if condition != "frozen" and paired:
-            per_seed = ", ".join(f"seed {name[5:]}: {value:.1f}".replace("-", "−") for name, value in paired.items())
+            per_seed = ", ".join(
+                f"seed {name[5:]}: {value:.1f}".replace("-", "−") for name, value in paired.items()
+            )
             difference = f"{mean_sd(list(paired.values()))} ({per_seed})"
-        windows = " | ".join(f"{column(f'right {a}-{b}')} / {column(f'premature {a}-{b}')}" for a, b in WINDOWS)
+        windows = " | ".join(
+            f"{column(f'right {a}-{b}')} / {column(f'premature {a}-{b}')}" for a, b in WINDOWS
+        )
         lines.append(
             f"| {condition} | {len(runs)} | {column('start')} → {column('step 50')} → {column('final')} "
             f"| {difference} | {windows} |"

@@ -266,8 +266,9 @@ def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[st
             collapsed = sum(s.collapse.collapsed for s in runs)
             lengths = sorted({s.steps for s in runs})
             steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
-            rows.append([f"**{variant}** (mean ± SD, n = {len(runs)})", method, steps, *(c.mean_cell(runs) for c in columns),
-                         f"{collapsed} of {len(runs)} runs"])
+            name = f"**{variant}** (mean ± SD, n = {len(runs)})"
+            cells = [c.mean_cell(runs) for c in columns]
+            rows.append([name, method, steps, *cells, f"{collapsed} of {len(runs)} runs"])
     return ["run", "method", "steps", *(c.header for c in columns), "collapse"], rows
 
 

@@ -37,7 +37,7 @@ def test_every_generated_table_is_what_the_stored_runs_give():
     blocks = generated_blocks(RESULTS_MD.read_text())
     assert {name for _, name, _ in blocks} >= {"distractor", "shortcut", "hard", "headline"}
     for path, name, table in blocks:
-        assert table == generate(path, name), f"{path} {name}: regenerate it (the stored runs give another table)"
+        assert table == generate(path, name), f"{path} {name}: regenerate it (the stored runs give another)"
 
 
 @pytest.mark.parametrize("document", [RESULTS_MD, README], ids=["results.md", "README.md"])

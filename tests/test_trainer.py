@@ -109,7 +109,8 @@ def test_co_rewarding_iii_teacher_samples_the_rephrasing_and_the_policy_the_ques
     sample = trainer._sample
 
     def recording_sample(model, prompt_ids):
-        if trainer.accelerator.unwrap_model(model) is trainer.accelerator.unwrap_model(trainer.teacher.module):
+        unwrap = trainer.accelerator.unwrap_model
+        if unwrap(model) is unwrap(trainer.teacher.module):
             sampled_by_teacher.extend(tokenizer.decode(ids) for ids in prompt_ids)
         return sample(model, prompt_ids)
 

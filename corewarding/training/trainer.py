@@ -341,7 +341,8 @@ class CoRewardingTrainer(GRPOTrainer):
         ``teacher_probe_problems`` training rows, the same every step): ``teacher_probe/label_accuracy``
         and one line of ``teacher_probe.jsonl`` per step (question ids, references, majorities), from which
         a study can classify each label (e.g. benchmarks/teacher_drift.py: right, premature, other)."""
-        rows = self.train_dataset.select(range(min(self.args.teacher_probe_problems, len(self.train_dataset))))
+        probe_size = min(self.args.teacher_probe_problems, len(self.train_dataset))
+        rows = self.train_dataset.select(range(probe_size))
         prompt_ids = trl_internals.prompt_token_ids(self, list(rows["prompt"]))
         answers = self._sampled_answers(self.teacher.module, prompt_ids, self.num_generations)
         groups = [answers[i : i + self.num_generations] for i in range(0, len(answers), self.num_generations)]
