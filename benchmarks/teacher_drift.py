@@ -154,9 +154,8 @@ def run_figures(run: Path) -> dict[str, float]:
 
 def mean_sd(values: list[float]) -> str:
     """mean ± sample SD (n − 1); one value alone."""
-    if len(values) == 1:
-        return f"{values[0]:.1f}"
-    return f"{fmean(values):.1f} ± {stdev(values):.1f}".replace("-", "−")
+    text = f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
+    return text.replace("-", "−")
 
 
 def table(stored: Path = STORED) -> str:
