@@ -7,7 +7,8 @@ accuracy at the start, best and end, final label accuracy and training reward, t
 its signals) and ``curves.png`` (both held-out accuracies, training reward, label accuracy, rollout
 accuracy and mean completion length against step — the small analogue of the paper's Figures 3, 4
 and 6). Runs of the same method (several seeds) are drawn as their mean with a band from the lowest to
-the highest run, and the table adds a ``mean ± std`` row; runs of different lengths are said to be so
+the highest run, and the table adds a ``mean ± SD, n = …`` row (the sample standard deviation,
+n − 1 in the denominator); runs of different lengths are said to be so
 in that row.
 
 Label-free runs (no references: no label or rollout accuracy) show, in their place, the signals a run
@@ -29,7 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from statistics import fmean, pstdev
+from statistics import fmean, stdev
 
 import yaml
 
@@ -189,10 +190,13 @@ def _percent(value: float | None) -> str:
 
 
 def _mean_std(values: Sequence[float | None], scale: float = 100.0, digits: int = 1) -> str:
+    """mean ± sample SD (n − 1: the runs are a sample of seeds, not the population); one value alone."""
     known = [v * scale for v in values if v is not None]
     if not known:
         return "–"
-    return f"{fmean(known):.{digits}f} ± {pstdev(known):.{digits}f}"
+    if len(known) == 1:
+        return f"{known[0]:.{digits}f}"
+    return f"{fmean(known):.{digits}f} ± {stdev(known):.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -245,7 +249,7 @@ def columns_for(summaries: Sequence[RunSummary]) -> list[Column]:
 
 def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[str]]]:
     """The headers (run, method, steps, :func:`columns_for`, collapse) and the cells: one row per run,
-    plus a ``mean ± std`` row per method with several runs."""
+    plus a ``mean ± SD, n = …`` row per method with several runs."""
     columns = columns_for(summaries)
     rows = []
     by_method: dict[str, list[RunSummary]] = defaultdict(list)
@@ -262,8 +266,9 @@ def table_rows(summaries: Sequence[RunSummary]) -> tuple[list[str], list[list[st
             collapsed = sum(s.collapse.collapsed for s in runs)
             lengths = sorted({s.steps for s in runs})
             steps = str(lengths[0]) if len(lengths) == 1 else f"{lengths[0]}–{lengths[-1]} (unequal!)"
-            rows.append([f"**{variant}** (mean ± std)", method, steps, *(c.mean_cell(runs) for c in columns),
-                         f"{collapsed} of {len(runs)} runs"])
+            name = f"**{variant}** (mean ± SD, n = {len(runs)})"
+            cells = [c.mean_cell(runs) for c in columns]
+            rows.append([name, method, steps, *cells, f"{collapsed} of {len(runs)} runs"])
     return ["run", "method", "steps", *(c.header for c in columns), "collapse"], rows
 
 
@@ -307,7 +312,7 @@ def rich_table(summaries: Sequence[RunSummary], title: str | None = None):
 
     columns = columns_for(summaries)
     headers, rows = table_rows(summaries)
-    names = [row[0].replace("**", "").replace(" (mean ± std)", " (mean)") for row in rows]
+    names = [re.sub(r" \(mean ± SD, n = \d+\)", " (mean)", row[0].replace("**", "")) for row in rows]
     cells = [dict(zip(headers[3:-1], row[3:-1])) for row in rows]
 
     def table(part: list[Column], caption_title: str | None, collapse: bool) -> Table:
@@ -470,7 +475,8 @@ def write_report(
         "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation. "
         f"{'Reward' if signals else 'Label accuracy and reward'}: mean of the last {FINAL_WINDOW} logged "
         "steps. "
-        "Collapse: the first step a signal of `corewarding.core.collapse` fired.\n\n"
+        "Collapse: the first step a signal of `corewarding.core.collapse` fired. Mean rows: mean ± sample "
+        "standard deviation (n − 1) over the n runs.\n\n"
         f"{signals}![curves]({figure.name})\n"
     )
     report = out_dir / "report.md"

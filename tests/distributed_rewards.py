@@ -5,7 +5,8 @@
 Completions are a function of the prompt, the rollout's position in its group and whether the policy
 or the teacher samples, so a 1-process and a 2-process run see the same completions; the global
 batch keeps its size (the per-device batch halves), so groups and pairs get split across processes.
-Rank 0 writes what the reward saw and gave to OUT.json.
+Rank 0 writes what the reward saw and gave to OUT.json, and what TRL received: every process's share of
+the rewards, gathered (a wrong slice shows there, not in the reward computed on the gathered batch).
 """
 
 import json
@@ -44,6 +45,12 @@ class ScriptedTrainer(CoRewardingTrainer):
     ):
         return self.scripted(prompt_ids, teacher=False), None
 
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        """TRL's gathered rewards: each process's share, as this trainer sliced it, in rank order."""
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self.trl_rewards = rewards_per_func[:, 0].tolist()  # column 0: the method's reward
+        return rewards_per_func
+
     def _sample(self, model, prompt_ids):
         unwrap = self.accelerator.unwrap_model
         return self.scripted(prompt_ids, teacher=unwrap(model) is unwrap(self.teacher.module))
@@ -79,6 +86,7 @@ def main(model_dir: str, out: str, processes: int) -> None:
             processing_class=tokenizer,
         )
         trainer.train()
+        captured[method]["trl_rewards"] = trainer.trl_rewards
     if trainer.accelerator.is_main_process:
         with open(out, "w") as f:
             json.dump(captured, f)

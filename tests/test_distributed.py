@@ -43,13 +43,17 @@ def test_two_processes_give_the_rewards_and_labels_of_one(tmp_path):
         assert a["question_ids"] == b["question_ids"] and a["answers"] == b["answers"], method
         assert a["labels"] == b["labels"], method
         assert a["teacher_answers"] == b["teacher_answers"], method
+        # What TRL trains on: each process's slice of the rewards, gathered in rank order. It equals the
+        # rewards of the whole batch (the slices fit together) and the 1-process run's. abs: self-certainty
+        # comes from logits, and padding differs by process.
+        assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-5), method
+        for run_ in (a, b):
+            assert run_["trl_rewards"] == pytest.approx(run_["rewards"], abs=1e-5), method
     # The teacher's answers are its own (scripted apart from the policy's), on both layouts.
     for run_ in (single, double):
         teacher = run_["co_rewarding_ii"]
         assert teacher["teacher_answers"] != teacher["answers"]
         assert len(teacher["teacher_answers"]) == len(teacher["answers"])
-        # logits: padding differs by process
-        assert b["rewards"] == pytest.approx(a["rewards"], abs=1e-5), method
 
     # The 2-process layout really splits: majority voting's second group (rows 4-7) straddles the
     # two processes' halves (rows 0-5 and 6-11), and each view of a Co-rewarding-I pair is on its own

@@ -68,8 +68,8 @@ def test_markdown_table_has_a_row_per_run_and_a_mean_row_per_repeated_method(run
     rows = table.splitlines()[2:]
     assert len(rows) == 4
     assert rows[2].startswith(
-        "| **cr2** (mean ± std) | co_rewarding_ii | 20 | 20.0 ± 0.0 | 20.0 ± 5.0 | 40.0 ± 0.0 | 45.0 ± 5.0 "
-        "| 40.0 ± 10.0 |"
+        "| **cr2** (mean ± SD, n = 2) | co_rewarding_ii | 20 | 20.0 ± 0.0 | 20.0 ± 7.1 | 40.0 ± 0.0 | 45.0 ± 7.1 "
+        "| 40.0 ± 14.1 |"
     )
     assert "0 of 2 runs" in rows[2]
     assert (
@@ -108,8 +108,8 @@ def test_runs_of_one_method_in_seed_folders_are_told_apart(tmp_path):
     assert [r.name for r in runs] == ["seed-0/co_rewarding_i", "majority_vote", "seed-1/co_rewarding_i"]
     rows = markdown_table([summarize(r) for r in runs]).splitlines()[2:]
     assert rows[2].startswith(
-        "| **co_rewarding_i** (mean ± std) | co_rewarding_i | 20 | 20.0 ± 0.0 | 20.0 ± 5.0 | 40.0 ± 0.0 "
-        "| 45.0 ± 5.0 | 40.0 ± 10.0 |"
+        "| **co_rewarding_i** (mean ± SD, n = 2) | co_rewarding_i | 20 | 20.0 ± 0.0 | 20.0 ± 7.1 | 40.0 ± 0.0 "
+        "| 45.0 ± 7.1 | 40.0 ± 14.1 |"
     )
     assert "| 0.900 ± 0.000 |" in rows[2]
 
@@ -128,7 +128,7 @@ def test_recipes_of_one_method_stay_apart_and_unequal_lengths_are_said(tmp_path)
     rows = markdown_table(
         [summarize(r) for r in load_runs([tmp_path / "seed-0", tmp_path / "seed-1"])]
     ).splitlines()[2:]
-    mean = next(row for row in rows if row.startswith("| **majority_vote** (mean ± std)"))
+    mean = next(row for row in rows if row.startswith("| **majority_vote** (mean ± SD, n = 2)"))
     assert "| 10–20 (unequal!) |" in mean
     assert any(row.startswith("| majority_vote_rephrased | majority_vote | 20 |") for row in rows)
 
@@ -224,5 +224,5 @@ def test_the_report_of_several_runs_goes_to_the_folder_holding_them(tmp_path):
     result = CliRunner().invoke(app, ["report", str(first), str(second)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "study" / "report.md").is_file() and (tmp_path / "study" / "curves.png").is_file()
-    assert "(mean ± std)" in (tmp_path / "study" / "report.md").read_text()
+    assert "(mean ± SD, n = " in (tmp_path / "study" / "report.md").read_text()
     assert default_output([tmp_path / "study" / "seed-0"]) == first.resolve()

@@ -239,11 +239,13 @@ def test_a_vote_budget_adds_voters_that_are_not_rewarded():
 
 def test_co_rewarding_iii_trains_the_question_on_the_teachers_majority_on_its_rephrasing():
     """The authors' code: the teacher's answers (sampled on the rephrasing, carried under the question's
-    id and view) label the policy's rollouts of the question; only the question is trained."""
-    batch = Rollouts(answers=["4", "5", "5"], question_ids=[0] * 3, views=[0] * 3, references=["5"] * 3)
+    id and view) label the policy's rollouts of the question; only the question is trained. The policy's
+    own majority (4) is not the teacher's (5), so a method that voted on the policy's rollouts fails."""
+    batch = Rollouts(answers=["4", "4", "5"], question_ids=[0] * 3, views=[0] * 3, references=["5"] * 3)
     teacher_on_rephrasing = Rollouts(answers=["5", "5", "4"], question_ids=[0] * 3, views=[0] * 3)
     iii = method_rewards("co_rewarding_iii", batch, RewardInputs(teacher=teacher_on_rephrasing))
-    assert iii.labels == ["5"] * 3 and iii.rewards == [0.0, 1.0, 1.0]
+    assert iii.labels == ["5"] * 3 and iii.rewards == [0.0, 0.0, 1.0]
+    assert method_rewards("majority_vote", batch).labels == ["4"] * 3
     method = METHODS["co_rewarding_iii"]
     assert method.teacher_on_rephrasing and method.needs_teacher and not method.paired_views
 

@@ -42,7 +42,19 @@ def test_schedule_update_interval():
     assert schedule.rate(3, 10) == pytest.approx(ema_rate(3, 10))
 
 
-@pytest.mark.parametrize("kwargs", [{"update_interval": 0}, {"rate_start": 1.5}, {"rate_end": -0.1}])
+def test_schedule_update_window_freezes_the_teacher_outside_it_without_shifting_the_cosine():
+    frozen_first = TeacherSchedule(first_step=4)
+    assert [frozen_first.rate(s, 10) for s in range(1, 4)] == [None] * 3
+    assert frozen_first.rate(4, 10) == pytest.approx(ema_rate(4, 10))  # a_4, not a_1
+    frozen_after = TeacherSchedule(last_step=3)
+    assert [frozen_after.rate(s, 10) is not None for s in range(1, 7)] == [True] * 3 + [False] * 3
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"update_interval": 0}, {"rate_start": 1.5}, {"rate_end": -0.1}, {"first_step": 0},
+     {"first_step": 5, "last_step": 4}],
+)
 def test_schedule_rejects_bad_settings(kwargs):
     with pytest.raises(ValueError):
         TeacherSchedule(**kwargs)

@@ -69,14 +69,19 @@ def test_a_step_changes_the_policy_and_leaves_the_config_as_given(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["float32", "bfloat16"])
-def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype):
+@pytest.mark.parametrize(
+    "dtype, beta", [(torch.float32, 0.0), (torch.bfloat16, 0.0), (torch.float32, 0.001)],
+    ids=["float32", "bfloat16", "float32-kl"],
+)
+def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype, beta):
     """After 4 steps the teacher's master weights equal the EMA of the policy's weights at each step (the
     schedule's rate, in float64 here), whatever the run's dtype; in bfloat16 the master is float32 and the
-    module that samples holds it rounded. The teacher moved: a frozen one would fail the comparison."""
+    module that samples holds it rounded. The teacher moved: a frozen one would fail the comparison. With a
+    KL term (beta > 0, the reference code's 0.001) the teacher is TRL's reference model: the KL is taken
+    to the updated teacher, not to a frozen copy of the initial policy."""
     steps, start, end = 4, 0.3, 0.1  # rates large enough that the move stands out of float32 noise
     trainer = trainer_for(
-        "co_rewarding_ii", dtype, tmp_path, steps, teacher_rate_start=start, teacher_rate_end=end
+        "co_rewarding_ii", dtype, tmp_path, steps, teacher_rate_start=start, teacher_rate_end=end, beta=beta
     )
     shadow = ShadowEMA(trainer.model, steps, start, end)
     trainer.add_callback(shadow)
@@ -88,6 +93,35 @@ def test_the_teacher_holds_the_float32_ema_of_the_runs_policy(tmp_path, dtype):
     assert moved > 0 and error < 1e-3 * moved, (error, moved)
     module = list(trainer.teacher.module.parameters())
     assert all(torch.equal(p.data, m.to(p.dtype)) for p, m in zip(module, master))
+    if beta:
+        reference = list(trainer.ref_model.parameters())
+        assert all(torch.equal(p.data, m.to(p.dtype)) for p, m in zip(reference, master))
+        assert all("kl" in r for r in trainer.state.log_history if "reward" in r)
+
+
+@pytest.mark.slow
+def test_co_rewarding_iii_teacher_samples_the_rephrasing_and_the_policy_the_question(tmp_path):
+    """The authors' ``use_aug`` path: the teacher's samples come from ``teacher_prompt`` (the rephrasing),
+    the policy's from the question; a teacher that sampled the question would fail."""
+    trainer = trainer_for("co_rewarding_iii", torch.float32, tmp_path, steps=1)
+    tokenizer = trainer.processing_class
+    sampled_by_teacher = []
+    sample = trainer._sample
+
+    def recording_sample(model, prompt_ids):
+        unwrap = trainer.accelerator.unwrap_model
+        if unwrap(model) is unwrap(trainer.teacher.module):
+            sampled_by_teacher.extend(tokenizer.decode(ids) for ids in prompt_ids)
+        return sample(model, prompt_ids)
+
+    trainer._sample = recording_sample
+    trainer.train()
+    problems = synthetic_problems("tiny", 64, "train", seed=0)
+    rephrasings = {p.rephrasing for p in problems}
+    questions = {p.question for p in problems}
+    assert len(sampled_by_teacher) == 16  # one sample per rollout slot: 4 prompts x 4
+    assert all(any(r in text for r in rephrasings) for text in sampled_by_teacher)
+    assert not any(any(q in text for q in questions) for text in sampled_by_teacher)
 
 
 def short_answers(completions, **kwargs) -> list[float]:
@@ -232,3 +266,23 @@ def test_co_rewarding_ii_under_fsdp1_is_refused_in_one_line():
     )
     with pytest.raises(UserError, match=r"^co_rewarding_ii does not run under FSDP1 .*: use FSDP2"):
         CoRewardingTrainer._make_teacher(fsdp1, None)
+
+
+def test_the_teacher_probe_records_the_teachers_majority_on_the_same_questions_every_step(tmp_path):
+    """teacher_probe_problems: every step, the teacher's majority on the first N training questions, with
+    their references, and its accuracy logged."""
+    import json
+
+    from corewarding.training.trainer import TEACHER_PROBE_FILE
+
+    trainer = trainer_for("co_rewarding_ii", torch.float32, tmp_path, steps=2, teacher_probe_problems=3)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / TEACHER_PROBE_FILE).read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2]
+    first_three = [trainer.train_dataset[i] for i in range(3)]
+    for record in records:
+        assert record["references"] == [row["answer"] for row in first_three]
+        assert len(record["labels"]) == 3 and len(set(record["question_ids"])) == 3
+    logged = [r["teacher_probe/label_accuracy"] for r in trainer.state.log_history if "reward" in r]
+    right = [sum(a == b for a, b in zip(r["references"], r["labels"])) / 3 for r in records]
+    assert logged == pytest.approx(right)

@@ -250,6 +250,19 @@ class CoRewardingConfig(GRPOConfig):
     teacher_update_interval: int = _setting(
         1, "teacher", "co_rewarding_ii: steps between teacher updates."
     )
+    teacher_first_update_step: int = _setting(
+        1, "teacher", "co_rewarding_ii: the first step the teacher moves; before it the teacher is the "
+        "initial model. The cosine is not shifted (an experiment's setting, not the paper's).",
+    )
+    teacher_last_update_step: int | None = _setting(
+        None, "teacher", "co_rewarding_ii: the last step the teacher moves; after it the teacher is frozen.",
+        auto="to the end",
+    )
+    teacher_probe_problems: int = _setting(
+        0, "teacher", "co_rewarding_ii: every step, the teacher's majority over num_generations samples of "
+        "each of the first N training questions (a fixed probe set), logged as teacher_probe/label_accuracy "
+        "and per question in teacher_probe.jsonl. Costs N x num_generations samples a step; 0: off.",
+    )
 
     reward_model_path: str = _setting(
         "tiny", "cooper", "cooper: reward model folder, backbone or tiny. A "
@@ -444,13 +457,16 @@ class CoRewardingConfig(GRPOConfig):
         # The settings the trainer will build objects from are checked by building them.
         try:
             VotingConfig(self.answer_matching, self.min_agreement_count, self.min_agreement_ratio)
-            TeacherSchedule(self.teacher_rate_start, self.teacher_rate_end, self.teacher_update_interval)
+            self.teacher_schedule()
         except ValueError as error:
             raise SettingError(str(error)) from None
         for name in ("learning_rate", "reward_model_learning_rate", "heldout_temperature", "temperature"):
             if getattr(self, name) <= 0:
                 raise SettingError(f"{name} must be positive, got {getattr(self, name)}")
-        for name, least in (("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2)):
+        for name, least in (
+            ("max_heldout_problems", 1), ("heldout_samples", 0), ("num_generations", 2),
+            ("teacher_probe_problems", 0),
+        ):
             if getattr(self, name) is not None and getattr(self, name) < least:
                 raise SettingError(f"{name} must be at least {least}, got {getattr(self, name)}")
         parse_signals(self.stop_signals)
@@ -483,6 +499,12 @@ class CoRewardingConfig(GRPOConfig):
                 "bf16 is set and this machine has no GPU that runs bfloat16: pass --bf16 false to train in "
                 "float32 here (a GPU recipe sets bf16: true)"
             )
+    def teacher_schedule(self) -> TeacherSchedule:
+        """Co-rewarding-II's teacher schedule of these settings."""
+        return TeacherSchedule(
+            self.teacher_rate_start, self.teacher_rate_end, self.teacher_update_interval,
+            self.teacher_first_update_step, self.teacher_last_update_step,
+        )
 
     def _check_voting_settings(self) -> None:
         if self.vote_samples is not None and (

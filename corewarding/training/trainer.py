@@ -59,8 +59,8 @@ from corewarding.core.errors import UserError
 from corewarding.core.methods import METHODS, Method, RewardInputs, is_labelled, method_rewards
 from corewarding.core.prompts import question_text
 from corewarding.core.rewards import Rollouts, format_rewards
-from corewarding.core.teacher_schedule import TeacherSchedule
-from corewarding.core.voting import VotingConfig
+from corewarding.core.equivalence import answers_match
+from corewarding.core.voting import VotingConfig, majority_votes
 from corewarding.data.records import Problem
 from corewarding.inference.evaluate import evaluate as evaluate_problems
 from corewarding.inference.generation import TransformersBackend
@@ -82,7 +82,12 @@ from corewarding.training.precision import warn_if_low_precision
 from corewarding.training.teacher import EMATeacher, initial_copy, local_parameters
 from corewarding.training.token_statistics import rollout_statistic
 
-__all__ = ["CoRewardingTrainer", "completion_text", "generate_completion_ids", "own_rewards_note"]
+__all__ = [
+    "CoRewardingTrainer", "completion_text", "generate_completion_ids", "own_rewards_note", "TEACHER_PROBE_FILE",
+]
+
+#: Co-rewarding-II's teacher probe, one JSON line per step (``teacher_probe_problems``).
+TEACHER_PROBE_FILE = "teacher_probe.jsonl"
 
 logger = logging.get_logger(__name__)
 
@@ -268,9 +273,11 @@ class CoRewardingTrainer(GRPOTrainer):
         check_columns(getattr(train_dataset, "column_names", None), self.method)
         if self.method.needs_teacher and isinstance(model, str):
             model = trl_internals.create_model_from_path(model, **dict(args.model_init_kwargs or {}))
-        if args.use_peft and kwargs.get("peft_config") is None and not is_peft_model(model):
-            kwargs["peft_config"] = lora_config(args)  # a PeftModel given already has its adapter
-        adapters = is_peft_model(model) or kwargs.get("peft_config") is not None
+        # A model left as a name (TRL loads it) has no adapter yet; a PeftModel given already has its own.
+        given_adapter = not isinstance(model, str) and is_peft_model(model)
+        if args.use_peft and kwargs.get("peft_config") is None and not given_adapter:
+            kwargs["peft_config"] = lora_config(args)
+        adapters = given_adapter or kwargs.get("peft_config") is not None
         if self.method.needs_teacher and adapters and args.use_vllm:
             raise UserError(
                 f"{args.method} with LoRA samples its teacher adapter with transformers, not vLLM: set "
@@ -330,10 +337,7 @@ class CoRewardingTrainer(GRPOTrainer):
                 f"{self.args.method} does not run under FSDP1 (its EMA teacher needs per-tensor shards): use "
                 "FSDP2 (configs/paper/accelerate/fsdp2.yaml, fsdp_version: 2) or DeepSpeed"
             )
-        args = self.args
-        schedule = TeacherSchedule(
-            args.teacher_rate_start, args.teacher_rate_end, args.teacher_update_interval
-        )
+        schedule = self.args.teacher_schedule()
         if is_peft_model(self.model):
             return AdapterTeacher(self.model, schedule, self.accelerator)
         initial = None
@@ -416,7 +420,29 @@ class CoRewardingTrainer(GRPOTrainer):
             rate = self.teacher.update(self.model, self.state.global_step + 1, self.state.max_steps)
             if rate is not None:
                 trl_internals.log_metric(self, "teacher/rate", rate)
+                if self.args.teacher_probe_problems:
+                    self._probe_teacher(self.state.global_step + 1)
         return super().training_step(model, inputs, num_items_in_batch)
+
+    def _probe_teacher(self, step: int) -> None:
+        """The teacher's majority over G samples of each probe question (the first
+        ``teacher_probe_problems`` training rows, the same every step): ``teacher_probe/label_accuracy``
+        and one line of ``teacher_probe.jsonl`` per step (question ids, references, majorities), from which
+        a study can classify each label (e.g. benchmarks/teacher_drift.py: right, premature, other)."""
+        probe_size = min(self.args.teacher_probe_problems, len(self.train_dataset))
+        rows = self.train_dataset.select(range(probe_size))
+        prompt_ids = trl_internals.prompt_token_ids(self, list(rows["prompt"]))
+        answers = self._sampled_answers(self.teacher.module, prompt_ids, self.num_generations)
+        groups = [answers[i : i + self.num_generations] for i in range(0, len(answers), self.num_generations)]
+        labels = [vote.label for vote in majority_votes(groups, self.voting)]
+        references = [x["answer"] if "answer" in x else reference_answer(x.get("solution")) for x in rows]
+        right = answers_match(list(zip(references, labels)), mode=self.voting.matching)
+        trl_internals.log_metric(self, "teacher_probe/label_accuracy", sum(right) / len(right))
+        if self.is_world_process_zero():
+            record = {"step": step, "question_ids": [question_id(x) for x in rows], "references": references,
+                      "labels": labels}
+            with open(Path(self.args.output_dir) / TEACHER_PROBE_FILE, "a") as f:
+                f.write(json.dumps(record) + "\n")
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         """The rewards of the whole batch: this process's inputs → gathered → the method's reward → Cooper.

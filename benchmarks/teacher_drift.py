@@ -1,0 +1,239 @@
+"""Does Co-rewarding-II's EMA teacher teach worse than a frozen one because it absorbs the policy's early
+drift? The teacher experiment of issue 31 on the ``hard`` regime (docs/results.md, "The teacher
+experiment").
+
+Every run: Co-rewarding-II on ``tiny-hard``, 100 steps, the reference's KL term (beta 0.001, anchored to
+the teacher), the paper's learning-rate schedule shape (cosine, 10% linear warm-up), the teacher's
+cosine EMA schedule a_start → a_end = 1e-5, and a fixed probe set (the first 8 training questions)
+on which the teacher's majority is taken every step (``teacher_probe_problems``). Conditions:
+
+* teachers: (a) ``frozen_then_ema`` frozen for steps 1–30, then EMA; (b) ``ema_then_frozen`` EMA for
+  steps 1–30, then frozen; (c) ``ema`` EMA throughout; (d) ``frozen`` never updated;
+* dose response over a_start ∈ {0, 1e-3, 3e-3, 1e-2} (0 is (d), 1e-2 is (c)).
+
+``run`` queues the runs (seed-major, so that an interrupted queue leaves every condition with as many
+seeds as possible), two at a time, one thread each, skipping finished ones; ``store`` copies each
+finished run's metrics, probe file (gzipped), config and report into docs/results/teacher_drift;
+``table`` prints the results table from the stored files (docs/results.md quotes it).
+
+    PYTHONPATH=. nohup nice -n 10 python benchmarks/teacher_drift.py run --seeds 0 1 2 3 4 > drift.log &
+    PYTHONPATH=. python benchmarks/teacher_drift.py store
+    PYTHONPATH=. python benchmarks/teacher_drift.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+from statistics import fmean, stdev
+
+MODEL = "tiny-hard"
+STEPS = 100
+PROBE_PROBLEMS = 8
+RUNS = Path("runs/teacher_drift")
+STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "teacher_drift"
+COMMON = [
+    "--config", "tiny/co_rewarding_ii", "--model_name_or_path", MODEL, "--max_steps", str(STEPS),
+    "--beta", "0.001", "--lr_scheduler_type", "cosine", "--warmup_steps", str(STEPS // 10),
+    "--eval_steps", "50", "--max_heldout_problems", "128", "--heldout_samples", "4",
+    "--save_strategy", "no", "--teacher_probe_problems", str(PROBE_PROBLEMS), "--threads", "1",
+]
+#: condition → its settings beyond COMMON, in the order the queue runs them.
+CONDITIONS = {
+    "frozen_then_ema": ["--teacher_first_update_step", "31"],
+    "ema_then_frozen": ["--teacher_last_update_step", "30"],
+    "ema": [],
+    "frozen": ["--teacher_rate_start", "0", "--teacher_rate_end", "0"],
+    "a_start_1e-3": ["--teacher_rate_start", "0.001"],
+    "a_start_3e-3": ["--teacher_rate_start", "0.003"],
+}
+DOSES = {"frozen": 0.0, "a_start_1e-3": 1e-3, "a_start_3e-3": 3e-3, "ema": 1e-2}
+STORED_FILES = ("metrics.jsonl", "teacher_probe.jsonl", "config.yaml")
+#: The windows of steps over which the teacher's probe labels are counted: before, after the 30-step
+#: switch of (a) and (b), and the end.
+WINDOWS = ((1, 30), (31, 60), (81, 100))
+
+
+def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
+    finished = lambda c, s: (runs / c / f"seed-{s}" / "model.safetensors").exists()  # noqa: E731
+    queue = [(c, s) for s in seeds for c in conditions if not finished(c, s)]
+    running: list[tuple[subprocess.Popen, str]] = []
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    while queue or running:
+        while queue and len(running) < parallel:
+            condition, seed = queue.pop(0)
+            folder = runs / condition / f"seed-{seed}"
+            if folder.exists():
+                shutil.rmtree(folder)  # an unfinished run: start again
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            command = [sys.executable, "-m", "corewarding", "train", *COMMON, *CONDITIONS[condition],
+                       "--seed", str(seed), "--output_dir", str(folder)]
+            log = open(folder.parent / f"seed-{seed}.log", "w")
+            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            running.append((process, str(folder)))
+            print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
+        time.sleep(5)
+        for process, folder in list(running):
+            if process.poll() is not None:
+                running.remove((process, folder))
+                print(time.strftime("%H:%M:%S"), "finished", folder, "rc", process.returncode, flush=True)
+
+
+def store(runs: Path) -> None:
+    """Each finished run's files into STORED/<condition>/seed-S; a run stopped before its end (it has no
+    final model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
+    for run in sorted(runs.glob("*/seed-*")):
+        if not (run / "teacher_probe.jsonl").is_file():
+            continue
+        finished = (run / "model.safetensors").is_file()
+        target = STORED / ("" if finished else "stopped") / run.relative_to(runs)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in STORED_FILES:
+            if name.endswith(".jsonl"):
+                with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
+                    # mtime 0: storing the same run again gives the same bytes
+                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                        shutil.copyfileobj(source, out)
+            else:
+                shutil.copy(run / name, target / name)
+        print("stored", target)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    with gzip.open(path, "rt") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+@lru_cache(maxsize=None)
+def premature_answers(seed: int) -> dict[str, str]:
+    """question id → its premature answer (the value before the last step) for the run of ``seed``."""
+    from corewarding.data.synthetic import chain_of
+    from corewarding.tiny.regimes import synthetic_problems
+
+    return {p.id: str(chain_of(p).values()[-2]) for p in synthetic_problems(MODEL, 2000, "train", seed=seed)}
+
+
+def probe_shares(run: Path, seed: int, steps: range) -> tuple[float, float]:
+    """(share of the teacher's probe labels that are right, share that are the premature answer) over
+    ``steps``: every probe question of every step in the window."""
+    premature = premature_answers(seed)
+    counts = Counter()
+    for record in _jsonl(run / "teacher_probe.jsonl.gz"):
+        if record["step"] in steps:
+            for qid, reference, label in zip(record["question_ids"], record["references"], record["labels"]):
+                counts["all"] += 1
+                counts["right"] += label is not None and label == reference
+                counts["premature"] += label is not None and label == premature[qid]
+    return counts["right"] / counts["all"], counts["premature"] / counts["all"]
+
+
+def heldout(run: Path) -> dict[int, float]:
+    """step → held-out sampled accuracy (avg@4)."""
+    records = _jsonl(run / "metrics.jsonl.gz")
+    return {r["step"]: r["eval_sampled_accuracy"] for r in records if "eval_sampled_accuracy" in r}
+
+
+def run_figures(run: Path) -> dict[str, float]:
+    seed = int(run.name.split("-")[1])
+    accuracy = heldout(run)
+    figures = {"start": 100 * accuracy[0], "step 50": 100 * accuracy[50], "final": 100 * accuracy[STEPS]}
+    for first, last in WINDOWS:
+        right, premature = probe_shares(run, seed, range(first, last + 1))
+        figures[f"right {first}-{last}"], figures[f"premature {first}-{last}"] = 100 * right, 100 * premature
+    return figures
+
+
+def mean_sd(values: list[float]) -> str:
+    """mean ± sample SD (n − 1); one value alone."""
+    text = f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
+    return text.replace("-", "−")
+
+
+def table(stored: Path = STORED) -> str:
+    """One row per teacher: held-out accuracy, its final minus the frozen teacher's paired by seed, and
+    per window of steps the share of the teacher's probe labels that are right / the premature answer."""
+    window_headers = " | ".join(f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS)
+    lines = [
+        "| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's, paired (per seed) "
+        f"| {window_headers} |",
+        "|---|---|---|---|" + "---|" * len(WINDOWS),
+    ]
+    frozen = {run.name: run_figures(run)["final"] for run in sorted((stored / "frozen").glob("seed-*"))}
+    for condition in CONDITIONS:
+        runs = sorted((stored / condition).glob("seed-*"))
+        if not runs:
+            continue
+        figures = {run.name: run_figures(run) for run in runs}
+        column = lambda key: mean_sd([f[key] for f in figures.values()])  # noqa: E731
+        paired = {name: f["final"] - frozen[name] for name, f in figures.items() if name in frozen}
+        difference = "–"
+        if condition != "frozen" and paired:
+            per_seed = ", ".join(
+                f"seed {name[5:]}: {value:.1f}".replace("-", "−") for name, value in paired.items()
+            )
+            difference = f"{mean_sd(list(paired.values()))} ({per_seed})"
+        windows = " | ".join(
+            f"{column(f'right {a}-{b}')} / {column(f'premature {a}-{b}')}" for a, b in WINDOWS
+        )
+        lines.append(
+            f"| {condition} | {len(runs)} | {column('start')} → {column('step 50')} → {column('final')} "
+            f"| {difference} | {windows} |"
+        )
+    return "\n".join(lines)
+
+
+def stopped_table(stored: Path = STORED / "stopped") -> str:
+    """Runs stopped before step 100 (the session's time ran out): the last step reached and the teacher's
+    probe labels over the windows the run completed."""
+    lines = [
+        "| teacher | seed | stopped after step | " + " | ".join(
+            f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS) + " |",
+        "|---|---|---|" + "---|" * len(WINDOWS),
+    ]
+    for run in sorted(stored.glob("*/seed-*")):
+        seed = int(run.name.split("-")[1])
+        last = max(record["step"] for record in _jsonl(run / "teacher_probe.jsonl.gz"))
+        cells = []
+        for a, b in WINDOWS:
+            if last < b:
+                cells.append("–")
+                continue
+            right, premature = probe_shares(run, seed, range(a, b + 1))
+            cells.append(f"{100 * right:.1f} / {100 * premature:.1f}")
+        lines.append(f"| {run.parent.name} | {seed} | {last} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+TABLES = {"table": table, "stopped": stopped_table}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    queue = commands.add_parser("run")
+    queue.add_argument("--runs", type=Path, default=RUNS, help="the runs' folder")
+    queue.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    queue.add_argument("--parallel", type=int, default=2)
+    queue.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=list(CONDITIONS))
+    commands.add_parser("store").add_argument("--runs", type=Path, default=RUNS, help="the runs' folder")
+    commands.add_parser("table").add_argument("name", nargs="?", default="table", choices=list(TABLES))
+    args = parser.parse_args()
+    if args.command == "run":
+        run_queue(args.runs, args.seeds, args.parallel, args.conditions)
+    elif args.command == "store":
+        store(args.runs)
+    else:
+        print(TABLES[args.name]())
+
+
+if __name__ == "__main__":
+    main()
