@@ -165,3 +165,15 @@ def test_a_dataset_without_what_the_method_needs_is_refused_in_one_line(tmp_path
             train_dataset=Dataset.from_dict({"prompt": ["1+1?"] * 8}),
             processing_class=tokenizer,
         )
+
+
+@pytest.mark.parametrize(
+    "extraction,expected",
+    [("boxed", [None, "60"]), ("last_number", ["60", "61"])],
+)
+def test_rewards_read_answers_as_answer_extraction_says(tmp_path, extraction, expected):
+    trainer = trainer_for("ground_truth", torch.float32, tmp_path, steps=1, answer_extraction=extraction)
+    inputs = [{"question_id": 0, "answer": "60", "prompt": "What is 23 + 37?"}] * 2
+    completions = ["23 + 37 = 60", r"\boxed{60}, or 61"]
+    local = trainer._local_reward_inputs(inputs, [x["prompt"] for x in inputs], completions, None)
+    assert local["answers"] == expected

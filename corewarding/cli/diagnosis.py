@@ -92,7 +92,7 @@ def diagnose_command(
     record = diagnose(
         model, dataset, problems, engine, k=samples, temperature=temperature,
         max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=answers.matching,
-        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        system_prompt=answers.system_prompt or None, answer_extraction=answers.answer_extraction,
         progress=True,
     )
     console = output_console()

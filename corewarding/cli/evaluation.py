@@ -112,7 +112,7 @@ def eval_command(
     result = evaluate(
         problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
         max_new_tokens=max_new_tokens, matching=answers.matching,
-        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        system_prompt=answers.system_prompt or None, answer_extraction=answers.answer_extraction,
         progress=True,
     )
     seconds = time.perf_counter() - started
@@ -124,7 +124,7 @@ def eval_command(
         record = {
             "model": model, "backend": engine.description, "dataset": dataset, "seed": seed,
             "system_prompt": answers.system_prompt or None,
-            "fallback_last_number": answers.fallback_last_number,
+            "answer_extraction": answers.answer_extraction,
             "seconds": round(seconds, 1), "evaluation": json.loads(result.to_json()),
         }
         output.parent.mkdir(parents=True, exist_ok=True)

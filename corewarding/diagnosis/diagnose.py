@@ -39,7 +39,7 @@ def diagnose(
     seed: int = 0,
     matching: str = "equivalence",
     system_prompt: str | None = SYSTEM_PROMPT,
-    fallback_last_number: bool = False,
+    answer_extraction: str = "boxed",
     rules: VerdictRules = VerdictRules(),
     progress: bool = False,
 ) -> dict:
@@ -50,7 +50,7 @@ def diagnose(
     started = time.perf_counter()
     answers, failed = sample_views(
         problems, backend, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-        system_prompt=system_prompt, fallback_last_number=fallback_last_number, progress=progress,
+        system_prompt=system_prompt, answer_extraction=answer_extraction, progress=progress,
     )
     sampled = time.perf_counter()
     references = [p.answer for p in problems]

@@ -23,6 +23,7 @@ from trl import GRPOConfig
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
+from corewarding.core.answers import ANSWER_EXTRACTIONS
 from corewarding.core.errors import SettingError, unknown_choice
 from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
@@ -52,7 +53,7 @@ _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
 #: The settings whose value is one of a few words, and those words: checked by the config, and from the
 #: settings index (:mod:`~corewarding.training.settings_index`) before TRL is even imported.
 CHOICES = {
-    "method": tuple(METHODS), "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
+    "method": tuple(METHODS), "answer_extraction": ANSWER_EXTRACTIONS, "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
     "negative_source": NEGATIVE_SOURCES,
 }
 
@@ -116,6 +117,15 @@ class CoRewardingConfig(GRPOConfig):
     (and `corewarding train --help`). A YAML recipe maps key for key onto these fields."""
 
     method: str = _setting("co_rewarding_ii", "method", f"The reward: one of {', '.join(METHODS)}.")
+    answer_extraction: str = _setting(
+        "boxed", "method",
+        "Where a completion's answer is, for every reward, the teacher's answers and held-out accuracy: "
+        "boxed, boxed_or_last_number or last_number. `boxed` (the paper's): the last \\boxed{} or `#### "
+        "N` line, nothing else, so a model is never rewarded for a number it did not mark as its answer; "
+        "`boxed_or_last_number`: else the last number (base models never asked to box); `last_number`: "
+        "the last number, boxed or not (small models that answer in terse lines and never box, such as "
+        "SmolLM2-135M on the `arithmetic` task).",
+    )
     answer_matching: str = _setting(
         "equivalence", "method",
         "How answers match when voting and rewarding against a label: equivalence or exact. `equivalence`: "
