@@ -20,6 +20,7 @@ from corewarding.cli.options import (
     start_torch,
 )
 from corewarding.core.errors import UserError
+from corewarding.data.arithmetic import ARITHMETIC, arithmetic_problems
 
 
 @app.command("diagnose")
@@ -35,7 +36,11 @@ def diagnose_command(
         ),
     ],
     dataset: Annotated[
-        str, typer.Argument(help="synthetic (the test split of the tiny task), or a dataset file.")
+        str,
+        typer.Argument(
+            help="synthetic (the test split of the tiny task), arithmetic (the real-model task's), or a "
+            "dataset file."
+        ),
     ] = "synthetic",
     columns: Columns = None,
     pairs: Annotated[
@@ -121,6 +126,10 @@ def diagnosis_problems(model: str, dataset: str, columns, pairs: Path | None, co
         from corewarding.tiny.regimes import synthetic_problems
 
         return synthetic_problems(model, count, "test", seed=seed)
+    if dataset == ARITHMETIC:
+        if pairs is not None:
+            raise UserError("--pairs: the arithmetic questions come with their rephrasings")
+        return arithmetic_problems(count, "test", seed=seed)
     from corewarding.data.loaders import load_problems, load_rephrased_pair
 
     problems = load_rephrased_pair(dataset, pairs, columns) if pairs else load_problems(dataset, columns)

@@ -20,6 +20,7 @@ from corewarding.cli.options import (
     start_torch,
 )
 from corewarding.core.errors import UserError
+from corewarding.data.arithmetic import ARITHMETIC, arithmetic_problems
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 
@@ -38,7 +39,8 @@ def eval_command(
     dataset: Annotated[
         str,
         typer.Argument(
-            help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."
+            help="synthetic (the test split of the task MODEL was pretrained on), arithmetic (the real-model "
+            "task's test split), or a dataset file."
         ),
     ] = "synthetic",
     columns: Columns = None,
@@ -138,6 +140,8 @@ def evaluation_problems(model: str, dataset: str, columns, limit: int | None, se
         from corewarding.tiny.regimes import synthetic_problems
 
         return synthetic_problems(model, limit or 500, "test", seed=seed)
+    if dataset == ARITHMETIC:
+        return arithmetic_problems(limit, "test", seed=seed)
     from corewarding.data.loaders import load_problems
 
     problems = load_problems(dataset, columns)

@@ -29,6 +29,7 @@ from corewarding.core.methods import METHODS
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
+from corewarding.data.arithmetic import ARITHMETIC
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 __all__ = [
@@ -63,11 +64,11 @@ HELDOUT_SPLIT = "split"
 
 
 def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
-    """What ``heldout_dataset: auto`` means: the synthetic test split for the synthetic task, the training
+    """What ``heldout_dataset: auto`` means: a generated task's test split (``synthetic``, ``arithmetic``), the training
     file itself in test-time training (it trains on the held-out questions), else a held-out split of the
     training questions (:data:`HELDOUT_SPLIT`)."""
-    if dataset == "synthetic":
-        return "synthetic"
+    if dataset in ("synthetic", ARITHMETIC):
+        return dataset
     return dataset if test_time_training else HELDOUT_SPLIT
 
 
@@ -172,7 +173,9 @@ class CoRewardingConfig(GRPOConfig):
     gradient_checkpointing: bool = _trl_setting("gradient_checkpointing", "model")
 
     dataset: str = _setting(
-        "synthetic", "data", "synthetic, or a dataset file/folder/hub id. `synthetic`: the embedded task.",
+        "synthetic", "data", "synthetic, arithmetic, or a dataset file/folder/hub id. `synthetic`: the tiny "
+        "model's embedded task; `arithmetic`: two-number addition in plain English, several wordings per "
+        "question (the real-model task, corewarding.data.arithmetic).",
     )
     dataset_columns: str | None = _setting(
         None, "data", "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa). The same "
