@@ -14,8 +14,9 @@ from corewarding.diagnosis.measurements import (
     label_free_measurements,
     labelled_measurements,
 )
-from corewarding.diagnosis.probe import probe_settings, summarize_probe
+from corewarding.diagnosis.probe import probe_recipe, probe_settings, summarize_probe
 from corewarding.diagnosis.verdict import COLLAPSES, HELPS, LABEL_FREE_METHODS, SHARPENS, UNKNOWN, judge
+from corewarding.training.settings import config_from_args
 
 # Three questions, reference 4 each, k = 4. Question 0: both wordings' majorities right. Question 1: the
 # wording's majority is the distracted 7, the rephrasing's right. Question 2: both wordings stop early
@@ -184,6 +185,35 @@ def test_probe_trains_on_the_diagnosed_questions_of_a_file(tmp_path):
     settings = dict(zip(*[iter(probe_settings("tiny", "q.jsonl", unlabelled, 6, tmp_path, 0)[2:])] * 2))
     assert settings["--heldout_dataset"] == "none" and settings["--eval_strategy"] == "no"
     assert settings["--dataset_columns"] == "question=question,id=id"
+
+
+def test_the_probe_recipe_fits_the_model_and_the_machine(tmp_path):
+    (tmp_path / "pretrain.json").write_text("{}")  # a model folder `corewarding pretrain` made
+    assert probe_recipe(str(tmp_path), cuda=False) == ("tiny/majority_vote", [])
+    assert probe_recipe("tiny-shortcut", cuda=False) == ("tiny/majority_vote", [])
+    assert probe_recipe("smollm2", cuda=False) == ("smollm2/majority_vote", [])
+    assert probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=True) == ("paper/majority_vote", [])
+    recipe, machine = probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=False)
+    config = config_from_args(recipe, [*machine, "--output_dir", str(tmp_path / "run")])
+    assert not config.bf16 and not config.use_vllm  # TRL refuses bf16 without a GPU
+    args = probe_settings("smollm2", "arithmetic", [], 2, tmp_path, 0, answers=["--system_prompt", ""])
+    config = config_from_args(args[1], args[2:])
+    assert (config.dataset, config.heldout_dataset, config.system_prompt) == ("arithmetic", "arithmetic", "")
+
+
+@pytest.mark.slow
+def test_diagnose_runs_on_a_cpu_for_a_model_folder_made_by_pretrain(tmp_path):
+    folder = tmp_path / "mine"
+    made = CliRunner().invoke(app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2",
+                                    "--output", str(folder)])
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "diagnosis.json"
+    result = run_diagnose(str(folder), "synthetic", "--questions", "4", "-k", "2", "--probe-steps", "1",
+                          "--json", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["measurements"]["probe"]["recipe"] == "tiny/majority_vote"
+    assert record["measurements"]["probe"]["steps"] == 1 and record["max_new_tokens"] == 48
 
 
 def run_diagnose(*args: str):

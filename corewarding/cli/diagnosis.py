@@ -72,7 +72,7 @@ def diagnose_command(
 
     Example: corewarding diagnose tiny synthetic --json diagnosis.json
     """
-    from corewarding.inference.model_names import tiny_model_dir
+    from corewarding.diagnosis.probe import probe_recipe
     from corewarding.training.settings import recipe_settings
 
     if temperature <= 0:
@@ -81,8 +81,7 @@ def diagnose_command(
         check_writable(json_output, "--json")
     problems = diagnosis_problems(model, dataset, columns, pairs, questions, seed)
     if max_new_tokens is None:
-        recipe = "tiny/_common" if tiny_model_dir(model) is not None else "paper/_reference"
-        max_new_tokens = recipe_settings(recipe)["max_completion_length"]
+        max_new_tokens = recipe_settings(probe_recipe(model)[0])["max_completion_length"]
     if probe_steps and backend.backend == "openai":
         typer.echo("note: the probe trains the model here, which an OpenAI-compatible endpoint does not "
                    "allow: no probe", err=True)

@@ -70,7 +70,9 @@ def diagnose(
         display = progress_display() if progress else Progress(disable=True)
         with tempfile.TemporaryDirectory(prefix="corewarding-probe-") as folder, display as bar:
             measurements["probe"] = run_probe(
-                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=bar
+                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=bar,
+                answers=["--system_prompt", system_prompt or "", "--answer_extraction", answer_extraction,
+                         "--answer_matching", matching],
             )
     verdict = judge(measurements, rules).to_dict()
     return {
