@@ -63,7 +63,7 @@ def train(
     ctx: typer.Context,
     config: str = typer.Option(
         None, "--config", help="A recipe: a YAML file (`base:` a recipe it builds on) or a shipped one, "
-        "tiny/<method> or paper/<method>."
+        "tiny/<method>, smollm2/<method> or paper/<method>."
     ),
     resume: str = typer.Option(
         None,
