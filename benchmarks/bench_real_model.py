@@ -139,7 +139,8 @@ def table(results: dict[str, list[dict]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=3, help="steps per variant (the first is not timed)")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated: " + ", ".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help="comma-separated: " + ", ".join(VARIANTS))
     parser.add_argument("--json", help="also write every step's sections here")
     parser.add_argument("--out", help="(internal) measure one variant in this process, write it here")
     args = parser.parse_args()

@@ -19,7 +19,8 @@ from corewarding.cli import app
 def test_smollm2_gets_nonzero_label_free_rewards_on_arithmetic(tmp_path):
     run = tmp_path / "run"
     result = CliRunner().invoke(app, [
-        "train", "--config", "smollm2/majority_vote", "--max_steps", "2", "--per_device_train_batch_size", "16",
+        "train", "--config", "smollm2/majority_vote", "--max_steps", "2",
+        "--per_device_train_batch_size", "16",
         "--heldout_dataset", "none", "--eval_strategy", "no", "--eval_on_start", "false",
         "--output_dir", str(run), "--threads", "1",
     ])

@@ -10,8 +10,10 @@ asked in one of :data:`WORDINGS` and rephrased in another, both drawn by the see
 Co-rewarding-I and -III have two real views of one question::
 
     >>> p = arithmetic_problems(1, "train", seed=0)[0]
-    >>> p.question, p.rephrasing, p.answer
-    ('What is 50 + 34? Reply with one line: #### followed by the number.', 'What is 50 plus 34? Reply with one line: #### followed by the number.', '84')
+    >>> p.question
+    'What is 50 + 34? Reply with one line: #### followed by the number.'
+    >>> p.rephrasing, p.answer
+    ('What is 50 plus 34? Reply with one line: #### followed by the number.', '84')
 
 Splits are disjoint by construction, as the synthetic task's: :func:`split_of` puts a pair in ``test``
 when a hash of the unordered pair {a, b} falls below :data:`TEST_FRACTION`, so neither a question nor
@@ -64,7 +66,9 @@ def arithmetic_problems(count: int | None, split: str, seed: int = 0) -> list[Pr
     pairs = [(a, b) for a in range(low, high + 1) for b in range(low, high + 1) if split_of(a, b) == split]
     count = len(pairs) if count is None else count
     if count > len(pairs):
-        raise UserError(f"the {ARITHMETIC} task's {split} split has {len(pairs)} questions, {count} asked for")
+        raise UserError(
+            f"the {ARITHMETIC} task's {split} split has {len(pairs)} questions, {count} asked for"
+        )
     rng = random.Random(f"{ARITHMETIC}:{split}:{seed}")
     problems = []
     for a, b in rng.sample(pairs, count):

@@ -4,7 +4,8 @@ Majority vote is the reward every label-free method builds on, and the one that 
 model's majorities are wrong: it rewards them, the majority ratio rises, and held-out accuracy falls
 (the collapse the paper reports for TTRL-style training after 80–100 steps on DAPO). The probe runs
 ``corewarding train`` itself (:func:`corewarding.training.run.train`) with the shipped majority-vote
-recipe that fits the model and the machine (:func:`probe_recipe`) and a budget of ``steps``, then reads the run's ``metrics.jsonl`` and runs the collapse monitor
+recipe that fits the model and the machine (:func:`probe_recipe`) and a budget of ``steps``, then
+reads the run's ``metrics.jsonl`` and runs the collapse monitor
 (:func:`corewarding.core.collapse.detect_collapse`) over it. A flag within the probe's steps is the
 step at which the monitor would stop a real run; no flag says only that none came within ``steps``.
 
@@ -62,7 +63,8 @@ def probe_settings(
     ``folder`` when ``dataset`` is a file."""
     recipe, machine = probe_recipe(model, cuda)
     args = [
-        *machine, *answers, "--model_name_or_path", model, "--max_steps", str(steps), "--eval_steps", str(max(1, steps // 3)),
+        *machine, *answers,
+        "--model_name_or_path", model, "--max_steps", str(steps), "--eval_steps", str(max(1, steps // 3)),
         "--output_dir", str(folder / "run"), "--seed", str(seed), "--save_strategy", "no",
         "--report_to", "none",
     ]

@@ -320,7 +320,8 @@ def evaluate(
         pass_ks, matching: see :func:`score_answers`.
         system_prompt: the system turn of every prompt (:func:`corewarding.core.prompts.chat_messages`).
         answer_extraction: where a completion's answer is, one of
-            :data:`corewarding.core.answers.ANSWER_EXTRACTIONS` (:func:`~corewarding.core.answers.extract_answer`).
+            :data:`corewarding.core.answers.ANSWER_EXTRACTIONS`
+            (:func:`~corewarding.core.answers.extract_answer`).
         progress: show a progress bar per run, advanced as the backend finishes questions.
         max_question_chars: longest question accepted, in characters: a longer one is a ValueError,
             raised before anything is generated (default

