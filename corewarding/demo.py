@@ -1,4 +1,4 @@
-"""``corewarding demo``: every method on the same tiny model, data, budget and seed; then the report.
+"""``corewarding demo``: every method on the same model, data, budget and seed; then the report.
 
 The small analogue of the paper's stability study. Each method trains a shipped pretrained tiny model
 (:mod:`corewarding.tiny.regimes`: ``distractor`` by default, ``shortcut`` the control) on the synthetic
@@ -13,8 +13,14 @@ beside each method's run folder.
     corewarding demo --methods co_rewarding_i,majority_vote --steps 60
     corewarding demo --methods ground_truth,cooper,cooper_static
     corewarding demo --methods majority_vote,majority_vote_rephrased,co_rewarding_ii_frozen_teacher
+    corewarding demo --model smollm2      # a real model: SmolLM2-135M-Instruct on the arithmetic task
 
-``--methods`` takes the name of any recipe in ``recipes/tiny`` (the paper's two ablations among them).
+With ``--model smollm2`` the runs are the ``recipes/smollm2`` ones (:data:`SMOLLM2_METHODS` by default:
+ground truth, majority vote, Co-rewarding-I and -II) on the arithmetic task, with the budget of
+:data:`BUDGETS`; the model is fetched on first use (:mod:`corewarding.inference.fetched_models`).
+
+``--methods`` takes the name of any recipe of the model's family (``recipes/tiny``: the paper's two
+ablations among them).
 ``cooper`` and ``cooper_static`` (the co-trained and the frozen reference-based reward model) run only
 when asked: they first need a reward model, which the demo makes once in ``<output>/reward_model``
 from completions of the tiny model labelled by the rule-based verifier (``rm annotate`` and
@@ -48,12 +54,17 @@ from corewarding.report import load_runs, rich_table, summarize, write_report
 from corewarding.tiny.regimes import REGIMES
 from corewarding.training.settings import load_recipe
 
-__all__ = ["DEFAULT_BUDGET", "DEMO_METHODS", "QUICK_BUDGET", "DemoBudget", "run_demo"]
+__all__ = ["BUDGETS", "DEFAULT_BUDGET", "DEMO_METHODS", "QUICK_BUDGET", "SMOLLM2_METHODS", "DemoBudget",
+           "run_demo"]
 
 #: The methods the demo runs unless told otherwise: the paper's six.
 DEMO_METHODS = (
     "ground_truth", "majority_vote", "self_certainty", "entropy", "co_rewarding_i", "co_rewarding_ii",
 )
+#: The methods ``--model smollm2`` runs unless told otherwise: its recipes.
+SMOLLM2_METHODS = ("ground_truth", "majority_vote", "co_rewarding_i", "co_rewarding_ii")
+#: The models the demo trains: ``tiny`` (with its regime) and the real ``smollm2``.
+DEMO_MODELS = ("tiny", "smollm2")
 #: What a demo writes into its folder besides one run folder per method.
 DEMO_FILES = ("report.md", "curves.png", "reward_model", "reward_model_data.jsonl")
 
@@ -79,6 +90,13 @@ class DemoBudget:
 DEFAULT_BUDGET = DemoBudget(steps=60, eval_steps=10, heldout_problems=128, heldout_samples=4)
 #: ``--quick``: under 3 minutes on 2 idle CPU cores (2 min 46 s measured).
 QUICK_BUDGET = DemoBudget(steps=24, eval_steps=8, heldout_problems=64, heldout_samples=4)
+#: Each model's (default, ``--quick``) budget; SmolLM2's default is its recipes' (16 steps of about 40 s on
+#: 2 cores: issue 30's probe).
+BUDGETS = {
+    "tiny": (DEFAULT_BUDGET, QUICK_BUDGET),
+    "smollm2": (DemoBudget(steps=16, eval_steps=16, heldout_problems=64, heldout_samples=4),
+                DemoBudget(steps=8, eval_steps=8, heldout_problems=32, heldout_samples=4)),
+}
 
 
 #: What the demo's closing lines say: what to look for in its table, and what to run next.
@@ -113,9 +131,13 @@ def run_demo(
     console: Console | None = None,
     regime: str = "distractor",
     overwrite: bool = False,
+    model: str = "tiny",
 ) -> tuple[Path, Path]:
-    """Train each method in turn, then write the report; returns the paths of report.md and curves.png."""
-    variants = tiny_recipes()
+    """Train each method in turn, then write the report; returns the paths of report.md and curves.png.
+    ``model``: one of :data:`DEMO_MODELS` (``regime`` is the tiny model's)."""
+    if model not in DEMO_MODELS:
+        raise unknown_choice("model", model, DEMO_MODELS)
+    variants = shipped_recipes(model)
     unknown = [m for m in methods if m not in variants]
     if unknown:
         raise unknown_choice("method", unknown[0], variants)
@@ -127,18 +149,18 @@ def run_demo(
         raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
     with locked_folder(output_dir, "choose another --output"):
         _clear(output_dir, overwrite)
-        return _train_and_report(methods, variants, budget, output_dir, seed, console, regime)
+        return _train_and_report(methods, variants, budget, output_dir, seed, console, regime, model)
 
 
 def _train_and_report(
     methods: Sequence[str], variants: dict[str, str], budget: DemoBudget, output_dir: Path, seed: int,
-    console: Console, regime: str,
+    console: Console, regime: str, family: str,
 ) -> tuple[Path, Path]:
     from corewarding.cooper.on_demand import make_reward_model
     from corewarding.training.progress import progress_display, show_progress
     from corewarding.training.run import build_trainer
 
-    model = f"tiny-{regime}"
+    model = f"tiny-{regime}" if family == "tiny" else family
     started = time.perf_counter()
     extra: dict[str, str] = {}
     needs_reward_model = [m for m in methods if METHODS[variants[m]].reward_model]
@@ -151,7 +173,7 @@ def _train_and_report(
     with progress_display(console) as progress:
         for method in methods:
             config = load_recipe(
-                f"tiny/{method}",
+                f"{family}/{method}",
                 model_name_or_path=model, max_steps=budget.steps, eval_steps=budget.eval_steps,
                 max_heldout_problems=budget.heldout_problems, heldout_samples=budget.heldout_samples,
                 output_dir=str(output_dir / method), seed=seed, save_strategy="no", disable_tqdm=True,
@@ -172,7 +194,8 @@ def _train_and_report(
     report, figure = write_report(
         runs,
         output_dir,
-        title=f"corewarding demo: {regime} regime, {budget.steps} steps per method, seed {seed}",
+        title=f"corewarding demo: {f'{regime} regime' if family == 'tiny' else f'{model} on arithmetic'}, "
+        f"{budget.steps} steps per method, seed {seed}",
     )
     console.print(rich_table([summarize(run) for run in load_runs(runs)]))
     console.print(
@@ -183,19 +206,23 @@ def _train_and_report(
     return report, figure
 
 
-def tiny_recipes() -> dict[str, str]:
-    """The shipped tiny recipes the demo can run, by name: their method (the paper's six, Cooper's two, and
-    the ablations, e.g. ``majority_vote_rephrased`` → ``majority_vote``)."""
+def shipped_recipes(family: str = "tiny") -> dict[str, str]:
+    """The shipped recipes of a family (``tiny``, ``smollm2``) the demo can run, by name: their method (for
+    the tiny model the paper's six, Cooper's two, and the ablations, e.g. ``majority_vote_rephrased`` →
+    ``majority_vote``)."""
     from corewarding.training.settings import RECIPES_DIR, recipe_settings
 
     return {
         path.stem: recipe_settings(path)["method"]
-        for path in sorted((RECIPES_DIR / "tiny").glob("*.yaml"))
+        for path in sorted((RECIPES_DIR / family).glob("*.yaml"))
         if not path.name.startswith("_")
     }
 
 
-def budget_for(quick: bool, steps: int | None) -> DemoBudget:
-    """The default or quick budget, with ``steps`` overriding its length when given."""
-    budget = QUICK_BUDGET if quick else DEFAULT_BUDGET
+def budget_for(quick: bool, steps: int | None, model: str = "tiny") -> DemoBudget:
+    """The model's default or quick budget (:data:`BUDGETS`), with ``steps`` overriding its length when
+    given."""
+    if model not in BUDGETS:
+        raise unknown_choice("model", model, BUDGETS)
+    budget = BUDGETS[model][quick]
     return budget if steps is None else replace(budget, steps=steps)

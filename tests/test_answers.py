@@ -38,10 +38,22 @@ def test_extract_answer(completion, expected):
 def test_last_number_fallback_is_opt_in():
     text = "She has 3 apples and buys 1,250 more, so -2.5 remain"
     assert extract_answer(text) is None
-    assert extract_answer(text, fallback_last_number=True) == "-2.5"
-    assert extract_answer("total 1,250 apples", fallback_last_number=True) == "1250"
+    assert extract_answer(text, "boxed_or_last_number") == "-2.5"
+    assert extract_answer("total 1,250 apples", "boxed_or_last_number") == "1250"
     # A box, when present, still wins over the fallback.
-    assert extract_answer(r"\boxed{9} then 10", fallback_last_number=True) == "9"
+    assert extract_answer(r"\boxed{9} then 10", "boxed_or_last_number") == "9"
+
+
+def test_last_number_extraction_ignores_boxes():
+    assert extract_answer("23 + 37 = 60", "last_number") == "60"
+    assert extract_answer(r"\boxed{9} then 10", "last_number") == "10"
+    assert extract_answer("#### 7", "last_number") == "7"
+    assert extract_answer("no digits here", "last_number") is None
+
+
+def test_unknown_extraction_is_refused():
+    with pytest.raises(ValueError, match="boxed_or_last_number"):
+        extract_answer("42", "last")
 
 
 def test_last_boxed_keeps_raw_content():
@@ -99,7 +111,8 @@ def test_canonical_answer(answer, expected):
 @pytest.mark.timeout(30)  # linear scans take milliseconds; a quadratic one would take hours
 def test_hostile_completions_are_handled_quickly(text):
     extract_answer(text)
-    extract_answer(text, fallback_last_number=True)
+    extract_answer(text, "boxed_or_last_number")
+    extract_answer(text, "last_number")
 
 
 @pytest.mark.timeout(30)  # a guard against a hang: linear scans take milliseconds, the old pattern a minute

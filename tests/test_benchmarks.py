@@ -208,3 +208,29 @@ def test_validate_diagnose_fresh_smoke():
     first = bench("validate_diagnose_fresh.py", "--draw-only")
     assert first == bench("validate_diagnose_fresh.py", "--draw-only")
     assert first != bench("validate_diagnose_fresh.py", "--draw-only", "--draw-seed", "1")
+
+
+@pytest.mark.slow
+def test_bench_real_model_smoke(tmp_path):
+    """The profile's sections on the tiny model (SmolLM2 itself is fetched and trained by tests/test_smollm2.py)."""
+    out = bench("bench_real_model.py", "--model", "tiny", "--steps", "2", "--variants", "fp32",
+                "--json", str(tmp_path / "profile.json"))
+    assert "fp32" in out and "generation" in out
+    assert (tmp_path / "profile.json").exists()
+
+
+def test_results_tables_smoke():
+    out = bench("results_tables.py")
+    assert out.count("<!-- generated: python benchmarks/results_tables.py ") >= 3 and "<!-- end -->" in out
+
+
+def test_teacher_drift_smoke():
+    """Its table from the stored runs (its `run` is the experiment itself: hours)."""
+    assert "frozen" in bench("teacher_drift.py", "table")
+
+
+@pytest.mark.engines
+def test_bench_engines_smoke(tmp_path):
+    pytest.importorskip("deepspeed", reason="DeepSpeed runs in the engines job's environment (.ci/engines)")
+    out = bench("bench_engines.py", "--steps", "2", "--methods", "ground_truth", "--out", str(tmp_path / "e.json"))
+    assert "| ground_truth |" in out and (tmp_path / "e.json").exists()

@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from corewarding.cli import app
-from corewarding.demo import DEFAULT_BUDGET, DEMO_METHODS, QUICK_BUDGET, budget_for
+from corewarding.demo import BUDGETS, DEFAULT_BUDGET, DEMO_METHODS, QUICK_BUDGET, budget_for
+from corewarding.training.settings import load_recipe
 
 
 def report_rows(path) -> dict[str, dict[str, str]]:
@@ -78,6 +79,8 @@ def test_budgets_are_identical_across_methods_and_steps_override_length_only():
     assert budget_for(False, None) == DEFAULT_BUDGET and budget_for(True, None) == QUICK_BUDGET
     custom = budget_for(True, 5)
     assert custom.steps == 5 and custom.eval_steps == QUICK_BUDGET.eval_steps
+    assert budget_for(False, None, "smollm2") == BUDGETS["smollm2"][0]
+    assert load_recipe("smollm2/majority_vote").max_steps == BUDGETS["smollm2"][0].steps
 
 
 @pytest.mark.parametrize(
@@ -85,6 +88,8 @@ def test_budgets_are_identical_across_methods_and_steps_override_length_only():
     [
         (["--methods", "ground_truth,vibes"], "error: unknown method 'vibes'"),
         (["--regime", "noisy"], "error: unknown regime 'noisy'"),
+        (["--model", "gpt5"], "error: unknown model 'gpt5'"),
+        (["--model", "smollm2", "--methods", "self_certainty"], "error: unknown method 'self_certainty'"),
     ],
 )
 def test_demo_refuses_bad_input_in_one_line(tmp_path, args, message):

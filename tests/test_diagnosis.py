@@ -17,7 +17,7 @@ from corewarding.diagnosis.measurements import (
     label_free_measurements,
     labelled_measurements,
 )
-from corewarding.diagnosis.probe import probe_settings, summarize_probe
+from corewarding.diagnosis.probe import probe_recipe, probe_settings, summarize_probe
 from corewarding.diagnosis.rephrasings import auto_pairs
 from corewarding.diagnosis.verdict import (
     COLLAPSES,
@@ -29,6 +29,7 @@ from corewarding.diagnosis.verdict import (
     VerdictRules,
     judge,
 )
+from corewarding.training.settings import config_from_args
 
 # Three questions, reference 4 each, k = 4. Question 0: both wordings' majorities right. Question 1: the
 # wording's majority is the distracted 7, the rephrasing's right. Question 2: both wordings stop early
@@ -331,6 +332,35 @@ def test_auto_pairs_without_a_valid_rephrasing_diagnose_every_question_without_o
     assert [p.id for p in made.problems] == ["0", "1", "2"]
     assert all(p.rephrasing is None for p in made.problems)
     assert made.summary().endswith("0 of 3 rephrasings valid (rejected by output 3): no cross-view figures")
+
+
+def test_the_probe_recipe_fits_the_model_and_the_machine(tmp_path):
+    (tmp_path / "pretrain.json").write_text("{}")  # a model folder `corewarding pretrain` made
+    assert probe_recipe(str(tmp_path), cuda=False) == ("tiny/majority_vote", [])
+    assert probe_recipe("tiny-shortcut", cuda=False) == ("tiny/majority_vote", [])
+    assert probe_recipe("smollm2", cuda=False) == ("smollm2/majority_vote", [])
+    assert probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=True) == ("paper/majority_vote", [])
+    recipe, machine = probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=False)
+    config = config_from_args(recipe, [*machine, "--output_dir", str(tmp_path / "run")])
+    assert not config.bf16 and not config.use_vllm  # TRL refuses bf16 without a GPU
+    args = probe_settings("smollm2", "arithmetic", [], 2, tmp_path, 0, answers=["--system_prompt", ""])
+    config = config_from_args(args[1], args[2:])
+    assert (config.dataset, config.heldout_dataset, config.system_prompt) == ("arithmetic", "arithmetic", "")
+
+
+@pytest.mark.slow
+def test_diagnose_runs_on_a_cpu_for_a_model_folder_made_by_pretrain(tmp_path):
+    folder = tmp_path / "mine"
+    made = CliRunner().invoke(app, ["pretrain", "--steps", "2", "--batch-size", "4", "--eval-problems", "2",
+                                    "--output", str(folder)])
+    assert made.exit_code == 0, made.output
+    out = tmp_path / "diagnosis.json"
+    result = run_diagnose(str(folder), "synthetic", "--questions", "4", "-k", "2", "--probe-steps", "1",
+                          "--json", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["measurements"]["probe"]["recipe"] == "tiny/majority_vote"
+    assert record["measurements"]["probe"]["steps"] == 1 and record["max_new_tokens"] == 48
 
 
 def run_diagnose(*args: str):

@@ -203,13 +203,13 @@ def test_eval_command_on_a_gsm8k_file(tmp_path):
     out = tmp_path / "result.json"
     result = run_eval(
         "tiny", str(path), "--columns", "question=question,answer=answer", "--max-new-tokens", "48",
-        "--fallback-last-number", "-o", str(out),
+        "--answer-extraction", "boxed_or_last_number", "-o", str(out),
     )
     assert result.exit_code == 0, result.output
     assert "1 of 4 questions have no reference answer and are left out" in result.output
     record = json.loads(out.read_text())
     assert record["evaluation"]["scores"]["num_questions"] == 3 and record["evaluation"]["scores"]["k"] == 0
-    assert record["fallback_last_number"] is True
+    assert record["answer_extraction"] == "boxed_or_last_number"
 
 
 def test_eval_command_on_an_http_endpoint(tmp_path):

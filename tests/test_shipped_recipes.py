@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from corewarding.cli import app
 from corewarding.cooper import on_demand
 from corewarding.core.methods import METHODS
-from corewarding.demo import tiny_recipes
+from corewarding.demo import shipped_recipes
 from corewarding.training.settings import RECIPES_DIR, load_recipe
 
 ONE_STEP = ["--max_steps", "1", "--max_heldout_problems", "8", "--heldout_samples", "1"]
-RECIPES = tiny_recipes()
+RECIPES = shipped_recipes()
 COOPER = [name for name, method in RECIPES.items() if METHODS[method].reward_model]
 
 

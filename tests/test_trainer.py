@@ -286,3 +286,15 @@ def test_the_teacher_probe_records_the_teachers_majority_on_the_same_questions_e
     logged = [r["teacher_probe/label_accuracy"] for r in trainer.state.log_history if "reward" in r]
     right = [sum(a == b for a, b in zip(r["references"], r["labels"])) / 3 for r in records]
     assert logged == pytest.approx(right)
+
+
+@pytest.mark.parametrize(
+    "extraction,expected",
+    [("boxed", [None, "60"]), ("last_number", ["60", "61"])],
+)
+def test_rewards_read_answers_as_answer_extraction_says(tmp_path, extraction, expected):
+    trainer = trainer_for("ground_truth", torch.float32, tmp_path, steps=1, answer_extraction=extraction)
+    inputs = [{"question_id": 0, "answer": "60", "prompt": "What is 23 + 37?"}] * 2
+    completions = ["23 + 37 = 60", r"\boxed{60}, or 61"]
+    local = trainer._local_reward_inputs(inputs, [x["prompt"] for x in inputs], completions, None)
+    assert local["answers"] == expected

@@ -20,6 +20,7 @@ from corewarding.cli.options import (
     start_torch,
 )
 from corewarding.core.errors import UserError
+from corewarding.data.arithmetic import ARITHMETIC, arithmetic_problems
 
 
 @app.command("diagnose")
@@ -35,7 +36,11 @@ def diagnose_command(
         ),
     ],
     dataset: Annotated[
-        str, typer.Argument(help="synthetic (the test split of the tiny task), or a dataset file.")
+        str,
+        typer.Argument(
+            help="synthetic (the test split of the tiny task), arithmetic (the real-model task's), or a "
+            "dataset file."
+        ),
     ] = "synthetic",
     columns: Columns = None,
     pairs: Annotated[
@@ -69,7 +74,7 @@ def diagnose_command(
 
     Example: corewarding diagnose tiny synthetic --json diagnosis.json
     """
-    from corewarding.inference.model_names import tiny_model_dir
+    from corewarding.diagnosis.probe import probe_recipe
     from corewarding.training.settings import recipe_settings
 
     if temperature <= 0:
@@ -83,8 +88,7 @@ def diagnose_command(
     pairs_file = Path(pairs) if pairs and pairs != "auto" else None
     problems = diagnosis_problems(model, dataset, columns, pairs_file, questions, seed)
     if max_new_tokens is None:
-        recipe = "tiny/_common" if tiny_model_dir(model) is not None else "paper/_reference"
-        max_new_tokens = recipe_settings(recipe)["max_completion_length"]
+        max_new_tokens = recipe_settings(probe_recipe(model)[0])["max_completion_length"]
     if probe_steps and backend.backend == "openai":
         typer.echo("note: the probe trains the model here, which an OpenAI-compatible endpoint does not "
                    "allow: no probe", err=True)
@@ -104,7 +108,7 @@ def diagnose_command(
     record = diagnose(
         model, dataset, problems, engine, k=samples, temperature=temperature,
         max_new_tokens=max_new_tokens, probe_steps=probe_steps, seed=seed, matching=answers.matching,
-        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        system_prompt=answers.system_prompt or None, answer_extraction=answers.answer_extraction,
         progress=True,
     )
     if made is not None:
@@ -150,6 +154,10 @@ def diagnosis_problems(model: str, dataset: str, columns, pairs: Path | None, co
         from corewarding.tiny.regimes import synthetic_problems
 
         return synthetic_problems(model, count, "test", seed=seed)
+    if dataset == ARITHMETIC:
+        if pairs is not None:
+            raise UserError("--pairs: the arithmetic questions come with their rephrasings")
+        return arithmetic_problems(count, "test", seed=seed)
     from corewarding.data.loaders import load_problems, load_rephrased_pair
 
     problems = load_rephrased_pair(dataset, pairs, columns) if pairs else load_problems(dataset, columns)

@@ -21,6 +21,7 @@ from corewarding.cli.options import (
     start_torch,
 )
 from corewarding.core.errors import UserError
+from corewarding.data.arithmetic import ARITHMETIC, arithmetic_problems
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 
@@ -39,7 +40,8 @@ def eval_command(
     dataset: Annotated[
         str,
         typer.Argument(
-            help="synthetic (the test split of the task MODEL was pretrained on), or a dataset file."
+            help="synthetic (the test split of the task MODEL was pretrained on), arithmetic (the real-model "
+            "task's test split), or a dataset file."
         ),
     ] = "synthetic",
     columns: Columns = None,
@@ -153,7 +155,7 @@ def eval_command(
     result = evaluate(
         problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
         max_new_tokens=max_new_tokens, matching=answers.matching,
-        system_prompt=answers.system_prompt or None, fallback_last_number=answers.fallback_last_number,
+        system_prompt=answers.system_prompt or None, answer_extraction=answers.answer_extraction,
         progress=True,
     )
     seconds = time.perf_counter() - started
@@ -165,7 +167,7 @@ def eval_command(
         record = {
             "model": model, "backend": engine.description, "dataset": dataset, "seed": seed,
             "system_prompt": answers.system_prompt or None,
-            "fallback_last_number": answers.fallback_last_number,
+            "answer_extraction": answers.answer_extraction,
             "seconds": round(seconds, 1), "evaluation": json.loads(result.to_json()),
         }
         output.parent.mkdir(parents=True, exist_ok=True)
@@ -179,6 +181,8 @@ def evaluation_problems(model: str, dataset: str, columns, limit: int | None, se
         from corewarding.tiny.regimes import synthetic_problems
 
         return synthetic_problems(model, limit or 500, "test", seed=seed)
+    if dataset == ARITHMETIC:
+        return arithmetic_problems(limit, "test", seed=seed)
     from corewarding.data.loaders import load_problems
 
     problems = load_problems(dataset, columns)

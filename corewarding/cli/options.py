@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from corewarding.cli.app import quiet_libraries
+from corewarding.core.answers import ANSWER_EXTRACTIONS
 from corewarding.core.errors import UserError, unknown_choice
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.core.voting import MATCHING_MODES
@@ -147,9 +148,11 @@ class AnswerOptions:
     system_prompt: Annotated[
         str, typer.Option(help="The system turn of every prompt ('' for none).")
     ] = SYSTEM_PROMPT
-    fallback_last_number: Annotated[
-        bool, typer.Option(help="Without a boxed answer, take the completion's last number (base models).")
-    ] = False
+    answer_extraction: Annotated[
+        str,
+        typer.Option(help="Where a completion's answer is: boxed (\\boxed{} or ####), boxed_or_last_number "
+                     "(base models), last_number (small models that never box)."),
+    ] = "boxed"
     matching: Annotated[
         str, typer.Option(help="equivalence (math-verify) or exact answer matching.")
     ] = "equivalence"
@@ -157,6 +160,8 @@ class AnswerOptions:
     def __post_init__(self):
         if self.matching not in MATCHING_MODES:
             raise unknown_choice("--matching", self.matching, MATCHING_MODES)
+        if self.answer_extraction not in ANSWER_EXTRACTIONS:
+            raise unknown_choice("--answer-extraction", self.answer_extraction, ANSWER_EXTRACTIONS)
 
 
 def make_backend(model: str, options: BackendOptions, seed: int = 0):

@@ -41,15 +41,22 @@ def demo(
     ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in the output folder."),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
+    model: str = typer.Option(
+        "tiny", "--model", help="tiny (the shipped tiny model of --regime) or smollm2 (SmolLM2-135M-Instruct "
+        "on the arithmetic task, fetched on first use; its methods: ground truth, majority vote, "
+        "Co-rewarding-I and -II)."
+    ),
     threads: Threads = None,
 ) -> None:
-    """Train the tiny model with every method on the synthetic task; compare them in a table and a figure."""
+    """Train a model with every method on its task; compare them in a table and a figure."""
     start_torch(threads)
-    from corewarding.demo import DEMO_METHODS, budget_for, run_demo
+    from corewarding.demo import DEMO_METHODS, SMOLLM2_METHODS, budget_for, run_demo
 
-    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(DEMO_METHODS)
-    run_demo(chosen, budget_for(quick, steps), output or Path(f"runs/demo-{regime}"), seed, regime=regime,
-             overwrite=overwrite)
+    default = DEMO_METHODS if model == "tiny" else SMOLLM2_METHODS
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(default)
+    folder = output or Path(f"runs/demo-{regime if model == 'tiny' else model}")
+    run_demo(chosen, budget_for(quick, steps, model), folder, seed, regime=regime, overwrite=overwrite,
+             model=model)
 
 
 @app.command(
@@ -62,7 +69,7 @@ def train(
     ctx: typer.Context,
     config: str = typer.Option(
         None, "--config", help="A recipe: a YAML file (`base:` a recipe it builds on) or a shipped one, "
-        "tiny/<method> or paper/<method>."
+        "tiny/<method>, smollm2/<method> or paper/<method>."
     ),
     resume: str = typer.Option(
         None,

@@ -11,8 +11,10 @@ Worked examples::
     '1234'
     >>> extract_answer("The answer is 42") is None     # no box: no answer, unless asked to fall back
     True
-    >>> extract_answer("The answer is 42", fallback_last_number=True)
+    >>> extract_answer("The answer is 42", "boxed_or_last_number")
     '42'
+    >>> extract_answer(r"23 + 37 = 60, so \\boxed{6}", "last_number")   # the last number, boxed or not
+    '6'
     >>> reference_answer("9 (apples)"), reference_answer(142.0)
     ('9', '142')
 """
@@ -23,7 +25,10 @@ import re
 
 from corewarding.core.lru import ByteLRU
 
-__all__ = ["extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
+__all__ = ["ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
+
+#: How a completion's final answer is found (:func:`extract_answer`), the setting ``answer_extraction``.
+ANSWER_EXTRACTIONS = ("boxed", "boxed_or_last_number", "last_number")
 
 _BOX_COMMANDS = (r"\boxed", r"\fbox")
 # A number as written in solutions: 1,234.5 or -0.75 or 3/4 (the last-number fallback only).
@@ -83,26 +88,33 @@ def _last_number(text: str) -> str | None:
     return last.group(0).rstrip(",") if last else None
 
 
-def extract_answer(text: str | None, *, fallback_last_number: bool = False) -> str | None:
+def extract_answer(text: str | None, extraction: str = "boxed") -> str | None:
     r"""``ans(y)``: the final answer of a completion, in :func:`canonical_answer` form, or None.
 
-    Looked for in this order:
+    ``extraction`` (one of :data:`ANSWER_EXTRACTIONS`) says where the answer is:
 
-    1. the last ``\boxed{…}`` or ``\fbox{…}`` (what the system prompt asks for);
-    2. GSM8K's ``#### <answer>`` line (the last one);
-    3. only when ``fallback_last_number`` is True: the last number in the text.
-
-    The fallback is off by default for rewards: a model that forgets the box would otherwise be
-    rewarded for whatever number it wrote last, and label-free rewards then teach it to stop boxing.
-    Evaluation of models that were never asked to box (few-shot base models) may turn it on.
+    * ``boxed`` (the paper's): the last ``\boxed{…}`` or ``\fbox{…}`` (what the system prompt asks
+      for), else GSM8K's last ``#### <answer>`` line; nothing else counts. Right for models that follow
+      the boxing instruction: a model that forgets the box is not rewarded for whatever number it wrote
+      last, which label-free rewards would otherwise teach it (to stop boxing).
+    * ``boxed_or_last_number``: as ``boxed``, else the last number in the text. For evaluating models
+      never asked to box (few-shot base models).
+    * ``last_number``: the last number in the text (``-1,234.5``, ``3/4``), boxed or not. For small
+      models that answer in terse lines (``23 + 37 = 60``) and never box, such as SmolLM2-135M on the
+      arithmetic task of :mod:`corewarding.data.arithmetic`.
     """
+    if extraction not in ANSWER_EXTRACTIONS:
+        raise ValueError(f"unknown answer extraction {extraction!r}: one of {', '.join(ANSWER_EXTRACTIONS)}")
     if not text:
         return None
-    answer = last_boxed(text)
-    if answer is None:
-        answer = _gsm8k_answer(text)
-    if answer is None and fallback_last_number:
+    if extraction == "last_number":
         answer = _last_number(text)
+    else:
+        answer = last_boxed(text)
+        if answer is None:
+            answer = _gsm8k_answer(text)
+        if answer is None and extraction == "boxed_or_last_number":
+            answer = _last_number(text)
     if answer is None:
         return None
     return canonical_answer(answer) or None

@@ -39,7 +39,7 @@ def diagnose(
     seed: int = 0,
     matching: str = "equivalence",
     system_prompt: str | None = SYSTEM_PROMPT,
-    fallback_last_number: bool = False,
+    answer_extraction: str = "boxed",
     rules: VerdictRules = VerdictRules(),
     progress: bool = False,
 ) -> dict:
@@ -50,7 +50,7 @@ def diagnose(
     started = time.perf_counter()
     answers, failed = sample_views(
         problems, backend, k=k, temperature=temperature, max_new_tokens=max_new_tokens,
-        system_prompt=system_prompt, fallback_last_number=fallback_last_number, progress=progress,
+        system_prompt=system_prompt, answer_extraction=answer_extraction, progress=progress,
     )
     sampled = time.perf_counter()
     references = [p.answer for p in problems]
@@ -70,7 +70,9 @@ def diagnose(
         display = progress_display() if progress else Progress(disable=True)
         with tempfile.TemporaryDirectory(prefix="corewarding-probe-") as folder, display as bar:
             measurements["probe"] = run_probe(
-                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=bar
+                model, dataset, problems, probe_steps, Path(folder), seed=seed, progress=bar,
+                answers=["--system_prompt", system_prompt or "", "--answer_extraction", answer_extraction,
+                         "--answer_matching", matching],
             )
     verdict = judge(measurements, rules).to_dict()
     return {

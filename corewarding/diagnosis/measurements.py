@@ -94,7 +94,7 @@ def sample_views(
     temperature: float = 1.0,
     max_new_tokens: int = 1024,
     system_prompt: str | None = None,
-    fallback_last_number: bool = False,
+    answer_extraction: str = "boxed",
     progress: bool = False,
 ) -> tuple[SampledAnswers, int]:
     """The answers of :class:`SampledAnswers` to ``problems`` (rephrasings sampled when every problem has
@@ -103,7 +103,7 @@ def sample_views(
         raise UserError("no questions to diagnose")
     if k < 2:
         raise UserError(f"a majority needs several samples: -k must be at least 2, got {k}")
-    options = {"system_prompt": system_prompt, "fallback_last_number": fallback_last_number,
+    options = {"system_prompt": system_prompt, "answer_extraction": answer_extraction,
                "progress": progress}
     runs = evaluation_runs(k=2 * k, temperature=temperature, top_p=1.0, greedy=True,
                            max_new_tokens=max_new_tokens)

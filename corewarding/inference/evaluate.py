@@ -276,7 +276,7 @@ def sample_answers(
     runs: Mapping[str, GenerationSettings],
     *,
     system_prompt: str | None = SYSTEM_PROMPT,
-    fallback_last_number: bool = False,
+    answer_extraction: str = "boxed",
     progress: bool = False,
     max_question_chars: int | None = MAX_QUESTION_CHARS,
 ) -> tuple[dict[str, list[list[str | None]]], int]:
@@ -303,7 +303,7 @@ def sample_answers(
             groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
             failed += sum(c.text is None for group in groups for c in group)
             answers[name] = [
-                [extract_answer(text, fallback_last_number=fallback_last_number) for text in group]
+                [extract_answer(text, answer_extraction) for text in group]
                 for group in completion_texts(groups)
             ]
     return answers, failed
@@ -321,7 +321,7 @@ def evaluate(
     pass_ks: Sequence[int] | None = None,
     matching: str = "equivalence",
     system_prompt: str | None = SYSTEM_PROMPT,
-    fallback_last_number: bool = False,
+    answer_extraction: str = "boxed",
     progress: bool = False,
     max_question_chars: int | None = MAX_QUESTION_CHARS,
 ) -> EvaluationResult:
@@ -335,8 +335,9 @@ def evaluate(
         max_new_tokens: completion length limit of both runs.
         pass_ks, matching: see :func:`score_answers`.
         system_prompt: the system turn of every prompt (:func:`corewarding.core.prompts.chat_messages`).
-        fallback_last_number: passed to :func:`corewarding.core.answers.extract_answer` (for models never
-            asked to box their answer).
+        answer_extraction: where a completion's answer is, one of
+            :data:`corewarding.core.answers.ANSWER_EXTRACTIONS`
+            (:func:`~corewarding.core.answers.extract_answer`).
         progress: show a progress bar per run, advanced as the backend finishes questions.
         max_question_chars: longest question accepted, in characters: a longer one is a ValueError,
             raised before anything is generated (default
@@ -347,7 +348,7 @@ def evaluate(
     )
     answers, failed = sample_answers(
         [p.question for p in problems], backend, runs, system_prompt=system_prompt,
-        fallback_last_number=fallback_last_number, progress=progress, max_question_chars=max_question_chars,
+        answer_extraction=answer_extraction, progress=progress, max_question_chars=max_question_chars,
     )
     scores, outcomes = _scores_and_outcomes(
         [p.answer for p in problems],

@@ -3,12 +3,15 @@
 ``tiny`` names the default regime's model and ``tiny-<regime>`` a regime's (the regimes are
 :mod:`corewarding.tiny.regimes`; their models are shipped in ``corewarding/tiny/assets/tiny-<regime>``).
 This module knows only the folder and the default's name, so that loading a model (this layer) does not
-import the tiny package, which builds on it; a test checks that the names agree with the regimes.
+import the tiny package, which builds on it; a test checks that the names agree with the regimes. The
+names of real models fetched on first use (``smollm2``) are :mod:`corewarding.inference.fetched_models`'.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+from corewarding.inference.fetched_models import fetched_model_dir
 
 __all__ = ["TINY_MODELS_DIR", "DEFAULT_TINY_MODEL", "tiny_model_dir", "model_location"]
 
@@ -28,5 +31,6 @@ def tiny_model_dir(name: str | Path) -> Path | None:
 
 
 def model_location(name: str | Path) -> str | Path:
-    """Where to load a model from: the shipped folder for a tiny name, else the name itself."""
-    return tiny_model_dir(name) or name
+    """Where to load a model from: the shipped folder for a tiny name, the fetched folder for a fetched
+    model's name (``smollm2``, fetched now if not yet), else the name itself."""
+    return tiny_model_dir(name) or fetched_model_dir(name) or name

@@ -26,6 +26,7 @@ from trl import GRPOConfig, ModelConfig, get_peft_config
 
 from corewarding.cooper.negatives import ASSISTANT_BACKENDS, NEGATIVE_SOURCES, STAND_IN
 from corewarding.core import metric_names
+from corewarding.core.answers import ANSWER_EXTRACTIONS
 from corewarding.core.errors import SettingError, unknown_choice
 from corewarding.core.launch import lone_process_of_several, needs_cpu_processes
 from corewarding.training.settings_index import check_max_steps
@@ -39,6 +40,7 @@ from corewarding.core.stop_signals import (
 )
 from corewarding.core.teacher_schedule import TeacherSchedule
 from corewarding.core.voting import MATCHING_MODES, VotingConfig
+from corewarding.data.arithmetic import ARITHMETIC
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
 
 __all__ = [
@@ -66,7 +68,8 @@ _TRL_MODEL_FIELDS = {f.name: f for f in fields(ModelConfig)}
 #: The settings whose value is one of a few words, and those words: checked by the config, and from the
 #: settings index (:mod:`~corewarding.training.settings_index`) before TRL is even imported.
 CHOICES = {
-    "method": tuple(METHODS), "answer_matching": MATCHING_MODES, "training_view": ("original", "rephrased"),
+    "method": tuple(METHODS), "answer_extraction": ANSWER_EXTRACTIONS, "answer_matching": MATCHING_MODES,
+    "training_view": ("original", "rephrased"),
     "negative_source": NEGATIVE_SOURCES,
 }
 
@@ -76,11 +79,11 @@ HELDOUT_SPLIT = "split"
 
 
 def resolve_heldout_dataset(dataset: str, test_time_training: bool) -> str:
-    """What ``heldout_dataset: auto`` means: the synthetic test split for the synthetic task, the training
-    file itself in test-time training (it trains on the held-out questions), else a held-out split of the
-    training questions (:data:`HELDOUT_SPLIT`)."""
-    if dataset == "synthetic":
-        return "synthetic"
+    """What ``heldout_dataset: auto`` means: a generated task's test split (``synthetic``, ``arithmetic``),
+    the training file itself in test-time training (it trains on the held-out questions), else a held-out
+    split of the training questions (:data:`HELDOUT_SPLIT`)."""
+    if dataset in ("synthetic", ARITHMETIC):
+        return dataset
     return dataset if test_time_training else HELDOUT_SPLIT
 
 
@@ -136,6 +139,15 @@ class CoRewardingConfig(GRPOConfig):
     (and `corewarding train --help`). A YAML recipe maps key for key onto these fields."""
 
     method: str = _setting("co_rewarding_ii", "method", f"The reward: one of {', '.join(METHODS)}.")
+    answer_extraction: str = _setting(
+        "boxed", "method",
+        "Where a completion's answer is, for every reward, the teacher's answers and held-out accuracy: "
+        "boxed, boxed_or_last_number or last_number. `boxed` (the paper's): the last \\boxed{} or `#### "
+        "N` line, nothing else, so a model is never rewarded for a number it did not mark as its answer; "
+        "`boxed_or_last_number`: else the last number (base models never asked to box); `last_number`: "
+        "the last number, boxed or not (small models that answer in terse lines and never box, such as "
+        "SmolLM2-135M on the `arithmetic` task).",
+    )
     answer_matching: str = _setting(
         "equivalence", "method",
         "How answers match when voting and rewarding against a label: equivalence or exact. `equivalence`: "
@@ -197,7 +209,9 @@ class CoRewardingConfig(GRPOConfig):
     )
 
     dataset: str = _setting(
-        "synthetic", "data", "synthetic, or a dataset file/folder/hub id. `synthetic`: the embedded task.",
+        "synthetic", "data", "synthetic, arithmetic, or a dataset file/folder/hub id. `synthetic`: the tiny "
+        "model's embedded task; `arithmetic`: two-number addition in plain English, several wordings per "
+        "question (the real-model task, corewarding.data.arithmetic).",
     )
     dataset_columns: str | None = _setting(
         None, "data", "question=COL[,answer=COL], or a preset (verl, pairs, svamp, asdiv, qa). The same "

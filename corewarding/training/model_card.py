@@ -34,6 +34,7 @@ tags: [corewarding, grpo, {args.method}]
 
 {args.model_name_or_path} trained with **{args.method}** (reward label from {label_from}) on
 {args.dataset}, {state.global_step} steps, by corewarding {__version__} on TRL's GRPOTrainer.
+Answers: `{args.answer_extraction}` extraction, `{args.answer_matching}` matching.
 {scores}
 Settings: `config.yaml`; metrics per step: `metrics.jsonl`; compare runs:
 `corewarding report {args.output_dir}`.

@@ -34,6 +34,7 @@ from corewarding.core.methods import METHODS, is_labelled
 from corewarding.core.optional_packages import require, require_reporting
 from corewarding.core.prompts import chat_messages
 from corewarding.core.stop_signals import StoppedBySignal, stopping_on
+from corewarding.data.arithmetic import ARITHMETIC, arithmetic_problems
 from corewarding.data.loaders import load_problems, load_rephrased_pair
 from corewarding.data.records import Problem
 from corewarding.data.rephrasing_checks import validate_pairs
@@ -121,7 +122,8 @@ def _training_problems(config: CoRewardingConfig) -> list[Problem]:
 
 
 def _dataset_problems(config: CoRewardingConfig) -> list[Problem]:
-    """The problems of ``dataset`` (with its rephrasings): a draw of the synthetic train split, or a file."""
+    """The problems of ``dataset`` (with its rephrasings): a draw of the train split of a generated task
+    (``synthetic``, ``arithmetic``), or a file."""
     if config.dataset == "synthetic":
         return synthetic_problems(
             config.model_name_or_path,
@@ -129,6 +131,8 @@ def _dataset_problems(config: CoRewardingConfig) -> list[Problem]:
             "train",
             seed=config.seed,
         )
+    if config.dataset == ARITHMETIC:
+        return arithmetic_problems(config.max_train_problems, "train", seed=config.seed)
     if config.dataset_rephrasings:
         return load_rephrased_pair(config.dataset, config.dataset_rephrasings, config.dataset_columns)
     return load_problems(config.dataset, config.dataset_columns)
@@ -155,6 +159,8 @@ def heldout_problems(config: CoRewardingConfig) -> list[Problem]:
         return synthetic_problems(
             config.model_name_or_path, config.max_heldout_problems, "test", seed=config.seed
         )
+    if config.heldout_dataset == ARITHMETIC:
+        return arithmetic_problems(config.max_heldout_problems, "test", seed=config.seed)
     if config.heldout_dataset == HELDOUT_SPLIT:
         return heldout_split(_dataset_problems(config), config.heldout_fraction, config.max_heldout_problems)
     # In test-time training the held-out file is the training data: the same column mapping reads it.

@@ -484,7 +484,7 @@ class CoRewardingTrainer(GRPOTrainer):
         method = self.method
         texts = [completion_text(c) for c in completions]
         local = {
-            "answers": [extract_answer(t) for t in texts],
+            "answers": [extract_answer(t, self.args.answer_extraction) for t in texts],
             "question_ids": [question_id(x) for x in inputs],
             "views": [int(x.get("view", 0)) for x in inputs],
             "references": [
@@ -549,7 +549,7 @@ class CoRewardingTrainer(GRPOTrainer):
         then of slot 1, …)."""
         repeated = [ids for ids in prompt_ids for _ in range(per_slot)]
         texts = self.processing_class.batch_decode(self._sample(model, repeated), skip_special_tokens=True)
-        return [extract_answer(t) for t in texts]
+        return [extract_answer(t, self.args.answer_extraction) for t in texts]
 
     def _sample(self, model, prompt_ids: list[list[int]]) -> list[list[int]]:
         """One completion (token ids, up to and including the end of sequence) per prompt, sampled from
@@ -601,7 +601,8 @@ class CoRewardingTrainer(GRPOTrainer):
             result = evaluate_problems(
                 shard, backend, k=k, temperature=self.args.heldout_temperature, top_p=self.top_p,
                 max_new_tokens=self.max_completion_length, matching=self.args.answer_matching,
-                system_prompt=self.args.system_prompt, pass_ks=[k] if k else None,
+                system_prompt=self.args.system_prompt, answer_extraction=self.args.answer_extraction,
+                pass_ks=[k] if k else None,
             )
         metrics = heldout_metrics(gather_object([result.scores]), k, metric_key_prefix)
         self.log(metrics)
