@@ -509,7 +509,6 @@ def publish_final_model(checkpoint: str | Path, output_dir: str | Path, only_if_
         return
     with checkpoints.published_into(output_dir) as staging:
         if lora:  # its adapter as TRL saved it, and peft's folder of each further adapter (the teacher's)
-            staging.mkdir()
             shutil.copy2(checkpoint / "adapter_config.json", staging)
             shutil.copy2(checkpoint / weights, staging)
             for folder in checkpoint.iterdir():
