@@ -75,6 +75,7 @@ def diagnose_command(
     Example: corewarding diagnose tiny synthetic --json diagnosis.json
     """
     from corewarding.diagnosis.probe import probe_recipe
+    from corewarding.inference.model_names import tiny_model_dir
     from corewarding.training.settings import recipe_settings
 
     if temperature <= 0:

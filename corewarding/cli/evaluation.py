@@ -279,7 +279,7 @@ def measure_suites(model: str, plan: SuitePlan, math_problems) -> dict:
             math_problems, engine, k=plan.samples, temperature=plan.temperature, top_p=plan.top_p,
             greedy=plan.greedy, max_new_tokens=plan.max_new_tokens, matching=plan.answers.matching,
             system_prompt=plan.answers.system_prompt or None,
-            fallback_last_number=plan.answers.fallback_last_number, progress=True,
+            answer_extraction=plan.answers.answer_extraction, progress=True,
         )
         benchmark = Path(plan.dataset).name
         record["suites"]["math"] = {
