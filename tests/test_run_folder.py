@@ -202,3 +202,15 @@ def test_resuming_a_finished_run_trains_nothing_unless_it_is_extended(tmp_path, 
             f"nothing to train: {checkpoint} is at step 12, the end of its run {finished}; a larger "
             "--max_steps extends it"
         )
+
+
+def test_a_write_removes_the_temporary_files_of_killed_writers_and_keeps_those_of_live_ones(tmp_path):
+    # Temporary names carry the writer's PID: a rerun after a kill never writes through the killed
+    # process's file, so the next write of the same name removes it (a run folder keeps no stray file).
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    gone, alive = int(ended.stdout), os.getppid()
+    path = tmp_path / "rm_train.json"
+    (tmp_path / f".rm_train.json.{gone}.tmp").write_text("half")
+    (tmp_path / f".rm_train.json.{alive}.tmp").write_text("being written")
+    write_atomically(path, "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".rm_train.json.{alive}.tmp", "rm_train.json"]

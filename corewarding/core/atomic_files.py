@@ -27,8 +27,9 @@ def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
 
     The temporary file is ``.<name>.<pid>.tmp`` beside it: one name per process, so two processes
     writing the same file (the ranks of one run) never write through, or rename, each other's temporary
-    file — each rename is whole and the last one wins — and a process killed while writing leaves at
-    most one such file, which its next write replaces.
+    file — each rename is whole and the last one wins. A process killed while writing leaves its
+    temporary file behind; the next successful write of the same name removes those of processes that
+    are gone (a rerun after a kill leaves no stray file).
     """
     path = Path(path)
     staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
@@ -42,3 +43,17 @@ def write_atomically(path: str | os.PathLike, content: str | bytes) -> None:
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = leftover.name[len(path.name) + 2:-len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
