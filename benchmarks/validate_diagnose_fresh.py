@@ -14,10 +14,15 @@ from :data:`RANGES` with ``--draw-seed`` (a draw too close to a shipped regime i
    gain*. The recommendation is right when the recommended methods among those run are exactly those
    that helped.
 
-Every step is skipped when its output exists, so an interrupted validation goes on where it stopped::
+The jobs run as soon as what they need exists (a regime's runs start while its diagnosis runs on the
+other core). Each finished job stores its small outputs at once in ``docs/results/diagnose_fresh/<regime>``
+(``regime.json``, ``diagnosis.json``, every run's ``metrics.jsonl.gz``), and a job whose output is stored is
+skipped, so an interrupted validation goes on where it stopped; ``table`` rebuilds the table from the
+stored files alone (docs/diagnose.md quotes it, and a test checks the two agree)::
 
-    python benchmarks/validate_diagnose_fresh.py --draw-seed 20261206 --regimes 4 --dir runs/fresh \\
-        --output docs/results/diagnose_fresh.md
+    PYTHONPATH=. nohup nice -n 10 python benchmarks/validate_diagnose_fresh.py run --draw-seed 20261206 \\
+        --regimes 4 --dir runs/fresh > fresh.log &
+    PYTHONPATH=. python benchmarks/validate_diagnose_fresh.py table
 
 ``--draw-only`` prints the drawn regimes and exits (seconds).
 """
@@ -25,16 +30,22 @@ Every step is skipped when its output exists, so an interrupted validation goes 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
+import os
 import random
+import shutil
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from statistics import fmean
 
 from corewarding.core import metric_names
 from corewarding.core.collapse import detect_collapse, read_metrics
+from corewarding.core.jsonl import read_jsonl
 from corewarding.diagnosis.verdict import COLLAPSES, HELPS, NO_SIGNAL, SHARPENS, judge
 
 #: The corpus options and their ranges (uniform; slip_max an integer).
@@ -57,6 +68,7 @@ SHIPPED = {
 }
 #: Closer than this on every option to its base's shipped values, a draw is that regime again.
 TOO_CLOSE = 0.05
+STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "diagnose_fresh"
 METHODS = ("ground_truth", "majority_vote", "co_rewarding_i", "co_rewarding_ii")
 #: The measured outcome each expected outcome names.
 MEASURED_AS = {HELPS: "helps", SHARPENS: "no real gain", NO_SIGNAL: "no real gain", COLLAPSES: "collapses"}
@@ -82,26 +94,25 @@ def run(command: list[str], log: Path) -> None:
     """Run a corewarding command, its output in ``log``; stop the validation when it fails."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        done = subprocess.run([sys.executable, "-m", "corewarding", *command], stdout=out, stderr=out)
+        done = subprocess.run([sys.executable, "-m", "corewarding", *command], stdout=out, stderr=out,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
     if done.returncode:
         raise SystemExit(f"error: {' '.join(command)} failed (exit {done.returncode}); see {log}")
 
 
-def pretrain(regime: dict, folder: Path) -> Path:
-    model = folder / "model"
-    if not (model / "pretrain.json").exists():
-        options = [f"--{name.replace('_', '-')}={value}" for name, value in regime["options"].items()]
-        run(["pretrain", "--regime", regime["base"], "--seed", "0", *options, "-o", str(model),
-             "--threads", "1"], folder / "pretrain.log")
-    return model
+def finished_run(output: Path) -> bool:
+    """A training run that reached its end: its ``metrics.jsonl`` holds the end-of-training summary."""
+    path = output / "metrics.jsonl"
+    return path.is_file() and any("train_runtime" in r for r in read_jsonl(path)[0] if isinstance(r, dict))
 
 
-def diagnosis(model: Path, folder: Path) -> dict:
-    path = folder / "diagnosis.json"
-    if not path.exists():
-        run(["diagnose", str(model), "synthetic", "--threads", "1", "--json", str(path)],
-            folder / "diagnose.log")
-    return json.loads(path.read_text())
+def pretrain_command(regime: dict, model: Path) -> list[str]:
+    options = [f"--{name.replace('_', '-')}={value}" for name, value in regime["options"].items()]
+    return ["pretrain", "--regime", regime["base"], "--seed", "0", *options, "-o", str(model), "--threads", "1"]
+
+
+def diagnose_command(model: Path, path: Path) -> list[str]:
+    return ["diagnose", str(model), "synthetic", "--threads", "1", "--json", str(path)]
 
 
 def train_command(model: Path, method: str, seed: int, output: Path) -> list[str]:
@@ -109,9 +120,78 @@ def train_command(model: Path, method: str, seed: int, output: Path) -> list[str
             "--max_steps", "100", "--output_dir", str(output), "--threads", "1"]
 
 
-def run_outcome(output: Path) -> dict:
+def regime_jobs(regime: dict, folder: Path, stored: Path, seeds: list[int]) -> dict[str, tuple[list[str], Callable]]:
+    """The jobs of one regime, ``name → (the jobs it waits for, what it does)``; a finished one is left out.
+
+    Training needs the pretrained model only, so a regime's runs start while its diagnosis is still
+    running on the other core. Each finished job stores its small outputs in ``stored`` at once."""
+    model, name = folder / "model", regime["name"]
+    target = stored / name
+    jobs: dict[str, tuple[list[str], Callable]] = {}
+    if not (model / "pretrain.json").exists():
+        jobs[f"{name}/pretrain"] = ([], lambda: run(pretrain_command(regime, model), folder / "pretrain.log"))
+
+    def diagnose() -> None:
+        run(diagnose_command(model, folder / "diagnosis.json"), folder / "diagnose.log")
+        store_file(folder / "diagnosis.json", target / "diagnosis.json")
+
+    if not (target / "diagnosis.json").exists():
+        jobs[f"{name}/diagnose"] = ([f"{name}/pretrain"], diagnose)
+    for seed in seeds:
+        for method in METHODS:
+            output = folder / f"seed-{seed}" / method
+            stored_metrics = target / f"seed-{seed}" / method / "metrics.jsonl.gz"
+            if stored_metrics.exists():
+                continue
+
+            def train(output: Path = output, method: str = method, seed: int = seed,
+                      stored_metrics: Path = stored_metrics) -> None:
+                if not finished_run(output):
+                    shutil.rmtree(output, ignore_errors=True)  # an interrupted run starts again
+                    run(train_command(model, method, seed, output), output.with_suffix(".log"))
+                store_file(output / "metrics.jsonl", stored_metrics)
+
+            jobs[f"{name}/{seed}/{method}"] = ([f"{name}/pretrain"], train)
+    target.mkdir(parents=True, exist_ok=True)
+    (target / "regime.json").write_text(json.dumps(regime, indent=2) + "\n")
+    return jobs
+
+
+def store_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to ``target`` (gzipped, with a fixed mtime so that a rerun gives the same bytes,
+    when ``target`` ends in ``.gz``)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.suffix == ".gz":
+        with source.open("rb") as read, target.open("wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                shutil.copyfileobj(read, out)
+    else:
+        shutil.copy(source, target)
+
+
+def run_jobs(jobs: dict[str, tuple[list[str], Callable]], parallel: int, after: Callable[[], None]) -> None:
+    """Run ``jobs`` ``parallel`` at a time, each as soon as the jobs it waits for are done, in the order
+    given; ``after`` runs after each job (it rewrites the table)."""
+    pending, done, running = list(jobs), set(), {}
+    with ThreadPoolExecutor(parallel) as pool:
+        while pending or running:
+            ready = [key for key in pending if all(need in done or need not in jobs for need in jobs[key][0])]
+            for key in ready[: parallel - len(running)]:
+                pending.remove(key)
+                running[pool.submit(jobs[key][1])] = key
+                print(time.strftime("%H:%M:%S"), "started", key, flush=True)
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                future.result()
+                key = running.pop(future)
+                done.add(key)
+                print(time.strftime("%H:%M:%S"), "finished", key, flush=True)
+                after()
+
+
+def run_outcome(metrics: Path) -> dict:
     """A finished run's held-out sampled accuracy at its first and last evaluation, and its collapse flag."""
-    records = read_metrics(output / "metrics.jsonl")
+    records = read_metrics(metrics)
     key = metric_names.HELDOUT_SAMPLED
     sampled = [r[key] for r in records if r.get(key) is not None]
     return {"start": sampled[0], "final": sampled[-1], "collapsed": detect_collapse(records).collapsed}
@@ -163,37 +243,56 @@ def regime_rows(regime: dict, record: dict, outcomes: dict[str, dict]) -> list[s
     return rows
 
 
+HEADER = ["| regime | basis / method | verdict | measured | right? (answers / label-free) |",
+          "|---|---|---|---|---|"]
+
+
+def table(stored: Path = STORED) -> str:
+    """The per-regime validation table from the stored files: every regime whose diagnosis and runs
+    are all stored, in the order drawn; a regime still running is one row saying so."""
+    lines = list(HEADER)
+    for folder in sorted(stored.glob("*/regime.json"), key=lambda p: int(p.parent.name.rsplit("-", 1)[1])):
+        regime, folder = json.loads(folder.read_text()), folder.parent
+        metrics = {(m, int(p.parent.parent.name.split("-")[1])): p
+                   for m in METHODS for p in folder.glob(f"seed-*/{m}/metrics.jsonl.gz")}
+        seeds = sorted({s for _, s in metrics})
+        complete = seeds and all((m, s) in metrics for m in METHODS for s in seeds)
+        if not (folder / "diagnosis.json").exists() or not complete:
+            lines.append(f"| {regime['name']} | | not finished: {len(metrics)} runs stored | | |")
+            continue
+        record = json.loads((folder / "diagnosis.json").read_text())
+        outcomes = measured_outcomes({key: run_outcome(path) for key, path in metrics.items()}, seeds)
+        lines += regime_rows(regime, record, outcomes)
+    return "\n".join(lines)
+
+
+TABLES = {"fresh": table}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", nargs="?", choices=("run", "table"), default="run",
+                        help="run: draw, pretrain, diagnose, train and store (default); table: print the "
+                             "table from the stored files")
     parser.add_argument("--draw-seed", type=int, default=20261206)
     parser.add_argument("--regimes", type=int, default=4)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--parallel", type=int, default=2, help="training runs at a time")
-    parser.add_argument("--dir", type=Path, default=Path("runs/fresh"))
-    parser.add_argument("--output", type=Path, help="markdown file for the table")
+    parser.add_argument("--parallel", type=int, default=2, help="jobs at a time (one thread each)")
+    parser.add_argument("--dir", type=Path, default=Path("runs/fresh"), help="the runs (models included)")
     parser.add_argument("--draw-only", action="store_true")
     args = parser.parse_args()
+    if args.command == "table":
+        print(table())
+        return
     regimes = draw_regimes(args.draw_seed, args.regimes)
     if args.draw_only:
         print(json.dumps(regimes, indent=2))
         return
-    lines = ["| regime | basis / method | verdict | measured | right? (answers / label-free) |",
-             "|---|---|---|---|---|"]
+    jobs = {}
     for regime in regimes:
-        folder = args.dir / regime["name"]
-        model = pretrain(regime, folder)
-        record = diagnosis(model, folder)
-        jobs = {(m, s): folder / f"seed-{s}" / m for m in METHODS for s in args.seeds}
-        pending = [(key, out) for key, out in jobs.items() if not (out / "metrics.jsonl").exists()]
-        with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(lambda job: run(train_command(model, job[0][0], job[0][1], job[1]),
-                                          job[1].with_suffix(".log")), pending))
-        outcomes = measured_outcomes({key: run_outcome(out) for key, out in jobs.items()}, args.seeds)
-        lines += regime_rows(regime, record, outcomes)
-        print("\n".join(lines), flush=True)
-    if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text("\n".join(lines) + "\n")
+        jobs.update(regime_jobs(regime, args.dir / regime["name"], STORED, args.seeds))
+    run_jobs(jobs, args.parallel, after=lambda: (STORED / "table.md").write_text(table() + "\n"))
+    print(table())
 
 
 if __name__ == "__main__":

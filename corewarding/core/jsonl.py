@@ -26,6 +26,7 @@ Worked example::
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections.abc import Callable
@@ -61,10 +62,12 @@ def read_jsonl(
     A line is skipped when it is not UTF-8, not JSON, or ``parse`` raises ``ValueError`` or
     ``TypeError`` on its value (e.g. ``lambda row: Record(**row)`` on a row that is not a record).
     Blank lines are ignored. Lines end at ``\\n`` only (JSON text escapes every other line break).
+    A path ending in ``.gz`` is read through gzip (the stored runs of ``docs/results`` are kept so).
     """
     records: list[T] = []
     skipped: list[SkippedLine] = []
-    with Path(path).open("rb") as lines:
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as lines:
         for number, raw in enumerate(lines, start=1):
             last = not raw.endswith(b"\n")
             try:
