@@ -182,9 +182,13 @@ def test_a_usage_mistake_is_one_line_with_exit_code_2(args, line):
         (["--save_steps=0.5x"], "error: command line: --save_steps takes a number, got '0.5x'"),
         (["--max_steps", "-3"],
          "error: max_steps must be a positive number of steps, or -1 to train num_train_epochs epochs; got -3"),
+        (["--dataset", "no/such/questions.jsonl"],
+         "error: dataset: no such dataset file or folder: no/such/questions.jsonl"),
+        (["--heldout_dataset", "missing.parquet"],
+         "error: heldout_dataset: no such dataset file or folder: missing.parquet"),
     ],
 )
-def test_a_number_settings_bad_value_is_reported_before_trl_is_imported(args, line):
+def test_a_bad_number_or_missing_file_is_reported_before_trl_is_imported(args, line):
     done = corewarding("train", "--config", "tiny/majority_vote", *args, blocked=True)
     assert (done.returncode, done.stderr.strip()) == (2, line), done.stderr[-2000:]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from corewarding.core.errors import UserError
 
-__all__ = ["DatasetError", "Row", "read_rows"]
+__all__ = ["DatasetError", "Row", "missing_dataset_file", "read_rows"]
 
 Row = dict
 
@@ -49,9 +49,26 @@ def read_rows(
             raise
         except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
             raise DatasetError(f"cannot read {path}: {_first_line(error)}") from None
-    if _HUB_ID.fullmatch(str(location)) and path.suffix.lower() not in _FILE_READERS:
+    missing = missing_dataset_file(location)
+    if missing is None:
         return _read_hub_dataset(str(location), split, subset)
-    raise DatasetError(f"no such dataset file or folder: {path}")
+    raise DatasetError(missing)
+
+
+def missing_dataset_file(location: str | os.PathLike) -> str | None:
+    """The one-line error for a dataset location that exists nowhere: not a file or folder here, and not
+    something a hub id could be (a data file's suffix, or a path's shape). None when it exists or could be
+    a hub id. Cheap: ``train`` asks before seconds of imports.
+
+        >>> missing_dataset_file("no/such/questions.jsonl")
+        'no such dataset file or folder: no/such/questions.jsonl'
+        >>> missing_dataset_file("openai/gsm8k") is None
+        True
+    """
+    path = Path(location)
+    if path.exists() or (_HUB_ID.fullmatch(str(location)) and path.suffix.lower() not in _FILE_READERS):
+        return None
+    return f"no such dataset file or folder: {path}"
 
 
 def _first_line(error: BaseException) -> str:

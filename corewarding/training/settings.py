@@ -222,12 +222,31 @@ def config_from_args(recipe: str | Path | None, args: list[str]) -> CoRewardingC
     _check_numbers(given)
     if "max_steps" in given:  # the range too, before seconds of imports
         check_max_steps(int(given["max_steps"]))
+    _check_dataset_files({**settings, **given})
     parser = _argument_parser(settings)
     try:
         (config,) = parser.parse_args_into_dataclasses(args=parsed)
     except argparse.ArgumentError as error:
         raise SettingError(f"command line: {error}") from None
     return config
+
+
+#: The settings naming a dataset file; the generated tasks' names are not files.
+DATASET_SETTINGS = ("dataset", "dataset_rephrasings", "heldout_dataset")
+GENERATED_TASKS = ("synthetic", "arithmetic", "auto", "split", "none", "null", "")
+
+
+def _check_dataset_files(settings: dict) -> None:
+    """A dataset file that does not exist: a one-line SettingError now, not after seconds of imports."""
+    from corewarding.data.rows import missing_dataset_file
+
+    for name in DATASET_SETTINGS:
+        value = settings.get(name)
+        if value is None or str(value).lower() in GENERATED_TASKS:
+            continue
+        missing = missing_dataset_file(str(value))
+        if missing:
+            raise SettingError(f"{name}: {missing}")
 
 
 def shown_settings() -> dict[str, list[str]]:
