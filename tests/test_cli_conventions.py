@@ -141,6 +141,20 @@ def test_train_takes_both_spellings_negative_numbers_and_the_column_option_of_ev
     )
 
 
+def test_the_same_choice_has_the_same_option_names_in_every_command():
+    from corewarding.training.settings import config_from_args
+
+    def names(command: str, param: str) -> set[str]:
+        return set(next(p for p in typer.main.get_command(app).commands[command].params if p.name == param).opts)
+
+    # How many questions: eval's --limit and diagnose's --questions were two names for one choice.
+    assert names("eval", "limit") == names("diagnose", "limit") == {"--limit", "--questions"}
+    # Replacing what a folder holds: demo's --overwrite and train's --overwrite_output_dir.
+    assert names("demo", "overwrite") == {"--overwrite", "--overwrite-output-dir"}
+    for given in (["--overwrite"], ["--overwrite_output_dir"], ["--overwrite-output-dir", "true"]):
+        assert config_from_args("tiny/majority_vote", given).overwrite_output_dir is True
+
+
 @pytest.mark.parametrize("option", ["--columns", "--dataset-columns", "--dataset_columns"])
 def test_the_column_mapping_is_one_option_everywhere(tmp_path, option):
     path = tmp_path / "q.jsonl"

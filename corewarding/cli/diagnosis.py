@@ -50,7 +50,9 @@ def diagnose_command(
                      "diagnosed model rephrases the diagnosed questions, checked by validate-pairs' "
                      "text checks (the synthetic questions carry their task's own)."),
     ] = None,
-    questions: Annotated[int, typer.Option(min=1, help="Diagnose the first N questions.")] = 200,
+    limit: Annotated[
+        int, typer.Option("--limit", "--questions", min=1, help="Diagnose the first N questions.")
+    ] = 200,
     samples: Annotated[
         int, typer.Option("--samples", "-k", min=2, help="Samples per question and wording (votes).")
     ] = 8,
@@ -87,7 +89,7 @@ def diagnose_command(
         raise UserError("--pairs auto: a tiny model cannot rephrase; its task's own wordings come with "
                         f"its synthetic questions: corewarding diagnose {model} synthetic")
     pairs_file = Path(pairs) if pairs and pairs != "auto" else None
-    problems = diagnosis_problems(model, dataset, columns, pairs_file, questions, seed)
+    problems = diagnosis_problems(model, dataset, columns, pairs_file, limit, seed)
     if max_new_tokens is None:
         max_new_tokens = recipe_settings(probe_recipe(model)[0])["max_completion_length"]
     if probe_steps and backend.backend == "openai":

@@ -47,7 +47,8 @@ def eval_command(
     columns: Columns = None,
     limit: Annotated[
         int | None,
-        typer.Option(min=1, help="Evaluate the first N questions (synthetic: N of them, 500 by default)."),
+        typer.Option("--limit", "--questions", min=1,
+                     help="Evaluate the first N questions (synthetic: N of them, 500 by default)."),
     ] = None,
     samples: Annotated[
         int,

@@ -39,7 +39,10 @@ def demo(
     output: Path = typer.Option(
         None, "--output", "-o", help="Folder for the runs and the report (default runs/demo-<regime>)."
     ),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a demo already in the output folder."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", "--overwrite-output-dir",
+        help="Replace a demo already in the output folder (train's name for it works too).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of every run."),
     model: str = typer.Option(
         "tiny", "--model", help="tiny (the shipped tiny model of --regime) or smollm2 (SmolLM2-135M-Instruct "

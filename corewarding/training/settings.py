@@ -161,8 +161,8 @@ def _argument_parser(defaults: dict) -> argparse.ArgumentParser:
 
 
 #: Other names of settings on the command line, as every other command spells them: ``--columns`` (the
-#: column mapping), ``--output``.
-_ALIASES = {"columns": "dataset_columns", "output": "output_dir"}
+#: column mapping), ``--output``, ``--overwrite`` (``demo``'s).
+_ALIASES = {"columns": "dataset_columns", "output": "output_dir", "overwrite": "overwrite_output_dir"}
 #: The short options of the other commands that name a setting: ``-o`` is every command's output.
 _SHORT_OPTIONS = {"-o": "--output_dir"}
 
