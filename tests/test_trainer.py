@@ -3,6 +3,10 @@ closed form of the run's own policy (in a bfloat16 run too), the caller's config
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 from transformers import TrainerCallback
@@ -233,6 +237,30 @@ def test_trls_grpo_quickstart_runs_with_only_the_class_name_changed(tmp_path, mo
         "the model) plus your 1 reward function, summed; choose the method with "
         "args=CoRewardingConfig(method=…), or weigh them with reward_weights (the format reward's 0 second)"
     ]
+
+
+PYTHON_API_RUN = """
+from corewarding.inference.models import load_model
+from corewarding.tiny.regimes import synthetic_problems
+from corewarding.training import CoRewardingConfig, CoRewardingTrainer, training_dataset
+
+model, tokenizer = load_model("tiny")
+config = CoRewardingConfig(method="co_rewarding_ii", output_dir="run", max_steps=1, num_generations=2,
+                           per_device_train_batch_size=4, max_completion_length=8, heldout_dataset=None,
+                           eval_strategy="no", report_to="none")
+dataset = training_dataset(synthetic_problems("tiny", 4, "train", seed=0), config.method, config.system_prompt)
+CoRewardingTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer).train()
+"""
+
+
+def test_the_python_api_shows_no_deprecation_notice_only_a_library_could_act_on(tmp_path):
+    # A fresh interpreter with Python's default filters, as a user's script runs: TRL 1.16 calls transformers
+    # 5's renamed gradient_checkpointing* every step, and the tiny model's loading bar is noise.
+    done = subprocess.run([sys.executable, "-c", PYTHON_API_RUN], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "FutureWarning" not in done.stderr and "Loading weights" not in done.stderr, done.stderr[-3000:]
+    assert (tmp_path / "run" / "checkpoint-1" / "teacher_state.json").is_file()  # it trained, with its teacher
 
 
 def test_the_arguments_come_in_trls_order_and_a_plain_grpo_config_is_one_line(tmp_path):

@@ -46,6 +46,7 @@ import socket
 import struct
 import urllib.request
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -56,7 +57,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from corewarding.core.errors import UserError
 from corewarding.core.optional_packages import require
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
-from corewarding.inference.model_names import model_location
+from corewarding.inference.model_names import model_location, tiny_model_dir
 
 __all__ = [
     "ModelLoadError",
@@ -120,9 +121,10 @@ def load_model(
     cached_only = unavailable is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **from_gguf, local_files_only=cached_only)
-        model = model_class.from_pretrained(
-            name, dtype=dtype, **from_gguf, **model_options, local_files_only=cached_only
-        )
+        with _no_loading_bar(tiny_model_dir(location) is not None):
+            model = model_class.from_pretrained(
+                name, dtype=dtype, **from_gguf, **model_options, local_files_only=cached_only
+            )
     except (OSError, ValueError, struct.error) as error:  # struct.error: a truncated GGUF file
         if cached_only:
             raise ModelLoadError(
@@ -146,6 +148,22 @@ def load_model(
     if hasattr(model, "generation_config"):  # a classifier has none
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.to(device), tokenizer
+
+
+@contextmanager
+def _no_loading_bar(quiet: bool):
+    """transformers' "Loading weights" bar off while a shipped tiny model loads (in milliseconds, the bar is
+    noise), then as it was; a real model keeps it."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    if quiet and shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and shown:
+            hf_logging.enable_progress_bar()
 
 
 def engine_location(location: str | os.PathLike, cache_dir: str | os.PathLike) -> str:

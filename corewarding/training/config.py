@@ -442,6 +442,12 @@ class CoRewardingConfig(GRPOConfig):
         """Resolve the settings left unset (None); `config.yaml` records the resolved values."""
         if self.output_dir is None:
             self.output_dir = f"runs/{self.method}"
+        # TRL sets transformers' old names (gradient_checkpointing defaults to True); resolved here to the new
+        # ones, transformers does not warn the user of a rename only TRL can act on.
+        for old_name, new_name in (("gradient_checkpointing", "activation_checkpointing"),
+                                   ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+            if hasattr(self, new_name) and getattr(self, new_name) is None:
+                setattr(self, new_name, getattr(self, old_name))
         if self.bf16 is None:
             self.bf16 = default_bf16(self.fp16)
         if self.dataloader_pin_memory is None:

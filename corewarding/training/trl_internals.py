@@ -23,6 +23,7 @@ The supported range is checked at import with one line (:func:`check_trl_version
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 import torch
@@ -70,6 +71,12 @@ def check_trl_version(version: str | None = None) -> None:
 
 
 check_trl_version()
+
+# TRL 1.16 still calls transformers' gradient_checkpointing* names, which transformers 5 renamed to
+# activation_checkpointing* and warns of every step; only TRL can act on it, so only these are hidden.
+warnings.filterwarnings(
+    "ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning
+)
 
 from trl.models import prepare_deepspeed, prepare_fsdp  # noqa: E402  (after the version check)
 from trl.trainer.utils import RepeatSampler, create_model_from_path  # noqa: E402
