@@ -236,14 +236,21 @@ VALUE_COLUMNS = (
 _LABEL_FREE_HEADERS = ("majority ratio %", "no answer %", "teacher agreement %")
 
 
+def without_references(summaries: Sequence[RunSummary]) -> list[RunSummary]:
+    """The runs trained on questions without references: they vote (a majority ratio is logged) but have
+    no label accuracy. Runs of a method without a vote (self-certainty, entropy) are never among them."""
+    return [s for s in summaries if s.label_accuracy is None and s.majority_ratio is not None]
+
+
 def columns_for(summaries: Sequence[RunSummary]) -> list[Column]:
-    """The columns of :data:`VALUE_COLUMNS` with a value in some run; the label-free signals only when no
-    run has a label accuracy (runs with references keep the table they always had)."""
-    labelled = any(s.label_accuracy is not None for s in summaries)
+    """The columns of :data:`VALUE_COLUMNS` with a value in some run; the label-free signals only when
+    some run has no references (:func:`without_references`): runs that all have references keep the table
+    they always had."""
+    signals = bool(without_references(summaries))
     return [
         c for c in VALUE_COLUMNS
         if any(c.value(s) is not None for s in summaries)
-        and not (labelled and c.header in _LABEL_FREE_HEADERS)
+        and (signals or c.header not in _LABEL_FREE_HEADERS)
     ]
 
 
@@ -336,16 +343,19 @@ def _trailing_mean(values: list[float], window: int) -> list[float]:
 
 
 def panels_for(runs: Sequence[Run]) -> list[tuple[str, str, str, bool]]:
-    """The panels of :data:`PANELS` with data in some run; when no run has label or rollout accuracy
-    (runs without references), the label-free signals of :data:`LABEL_FREE` with data come in their
-    place."""
-    def has_data(key: str) -> bool:
-        return any(run.series(key)[0] for run in runs)
+    """The panels of :data:`PANELS` with data in some run; when some run has no references (it votes but
+    has no label accuracy), the label-free signals of :data:`LABEL_FREE` with data come before the label
+    accuracy panel (in its place when no run has one)."""
+    def has_data(key: str, among: Sequence[Run] = runs) -> bool:
+        return any(run.series(key)[0] for run in among)
 
-    labelled = any(has_data(key) for key in LABELLED)
+    unreferenced = any(
+        has_data(metric_names.MAJORITY_RATIO, [r]) and not has_data(metric_names.LABEL_ACCURACY, [r])
+        for r in runs
+    )
     panels = []
     for panel in PANELS:
-        if panel[0] == LABELLED[0] and not labelled:
+        if panel[0] == LABELLED[0] and unreferenced:
             panels += LABEL_FREE
         panels.append(panel)
     return [panel for panel in panels if has_data(panel[0])]
@@ -438,6 +448,46 @@ def plot_curves(runs: Sequence[Run], path: str | Path) -> Path:
     return path
 
 
+def report_caption(summaries: Sequence[RunSummary]) -> str:
+    """What ``report.md``'s table shows, for the columns it has: held-out accuracy only when a run was
+    evaluated, label accuracy only when a run has it, and the label-free signals when some run has no
+    references (naming those runs when only some lack them)."""
+    shown = {c.header for c in columns_for(summaries)}
+    parts = []
+    if shown & {"sampled start %", "greedy start %"}:
+        parts.append(
+            "Held-out accuracy on held-out problems: sampled, avg@k at the held-out temperature (the paper's "
+            "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation."
+        )
+    else:
+        parts.append("No run was evaluated on held-out problems (a run without references has none).")
+    averaged = [name for header, name in (("label acc. %", "Label accuracy"), ("reward", "reward"))
+                if header in shown]
+    if averaged:
+        parts.append(f"{' and '.join(averaged).capitalize()}: mean of the last {FINAL_WINDOW} logged steps.")
+    parts.append(
+        "Collapse: the first step a signal of `corewarding.core.collapse` fired. Mean rows: mean ± sample "
+        "standard deviation (n − 1) over the n runs."
+    )
+    text = " ".join(parts)
+    unreferenced = without_references(summaries)
+    if unreferenced:
+        which = (
+            "The runs have no references: in place of label accuracy"
+            if len(unreferenced) == len([s for s in summaries if s.majority_ratio is not None])
+            else f"{', '.join(s.name for s in unreferenced)} had no references: for them, in place of label "
+            "accuracy"
+        )
+        text += (
+            f"\n\n{which}, the label-free signals, each the mean of the last {FINAL_WINDOW} logged steps: "
+            "majority ratio (the share of a group's rollouts in the answer its label came from; near 100% on "
+            "every question is the collapse of majority voting), no-answer rate (rollouts without an "
+            "extractable answer) and teacher agreement (Co-rewarding-II: the share of questions whose policy "
+            "majority is the teacher's label)."
+        )
+    return text
+
+
 def default_output(folders: Sequence[str | Path]) -> Path:
     """Where the report of ``folders`` goes unless told: beside the runs, in the one run's folder, or in
     the deepest folder that holds all the runs (``report runs/a runs/b`` → ``runs``)."""
@@ -459,26 +509,8 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = plot_curves(runs, out_dir / "curves.png")
     summaries = [summarize(r) for r in runs]
-    table = markdown_table(summaries)
-    signals = ""
-    if any(c.header in _LABEL_FREE_HEADERS for c in columns_for(summaries)):
-        signals = (
-            "The runs have no references: in place of label accuracy, the label-free signals, each the "
-            f"mean of the last {FINAL_WINDOW} logged steps: majority ratio (the share of a group's rollouts "
-            "in the answer its label came from; near 100% on every question is the collapse of majority "
-            "voting), no-answer rate (rollouts without an extractable answer) and teacher agreement "
-            "(Co-rewarding-II: the share of questions whose policy majority is the teacher's label).\n\n"
-        )
-    text = (
-        f"# {title}\n\n{table}\n\n"
-        "Held-out accuracy on held-out problems: sampled, avg@k at the held-out temperature (the paper's "
-        "pass@1), at the first and last evaluation; greedy pass@1 at the first, best and last evaluation. "
-        f"{'Reward' if signals else 'Label accuracy and reward'}: mean of the last {FINAL_WINDOW} logged "
-        "steps. "
-        "Collapse: the first step a signal of `corewarding.core.collapse` fired. Mean rows: mean ± sample "
-        "standard deviation (n − 1) over the n runs.\n\n"
-        f"{signals}![curves]({figure.name})\n"
-    )
+    caption = report_caption(summaries)
+    text = f"# {title}\n\n{markdown_table(summaries)}\n\n{caption}\n\n![curves]({figure.name})\n"
     report = out_dir / "report.md"
     report.write_text(text)
     return report, figure

@@ -148,9 +148,9 @@ def test_a_hacked_reward_model_shows_in_the_table_like_every_collapse(tmp_path):
     assert row.endswith("| step 31: rm_false_positives_up |")  # 7 of 10 steps at 0.7, held 5 steps
 
 
-def make_label_free_run(folder, method="co_rewarding_ii", steps=20):
+def make_label_free_run(folder, method="co_rewarding_ii", steps=20, heldout=True):
     """A run on questions without references: no label or rollout accuracy, held-out accuracy in a narrow
-    band (56.8–57.3%), the label-free signals logged every step."""
+    band (56.8–57.3%) unless ``heldout`` is False, the label-free signals logged every step."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump({"method": method}))
     records = [
@@ -161,11 +161,39 @@ def make_label_free_run(folder, method="co_rewarding_ii", steps=20):
     ]
     records += [
         {"step": step, "eval_greedy_accuracy": 0.568 + 0.0005 * step, "eval_sampled_accuracy": 0.57}
-        for step in (0, 10, 20)
+        for step in ((0, 10, 20) if heldout else ())
     ]
     records.sort(key=lambda r: r["step"])
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     return folder
+
+
+def test_the_caption_of_a_run_without_references_describes_only_what_it_has(tmp_path):
+    run = make_label_free_run(tmp_path / "mine", heldout=False)
+    report, _ = write_report([run], tmp_path / "out")
+    text = report.read_text()
+    assert "Held-out accuracy" not in text and "No run was evaluated on held-out problems" in text
+    assert "Label accuracy" not in text and "Reward: mean of the last 5 logged steps" in text
+    assert "The runs have no references: in place of label accuracy, the label-free signals" in text
+
+
+def test_labelled_and_label_free_runs_in_one_report_keep_the_signals_and_say_whose(runs, tmp_path):
+    mine = make_label_free_run(tmp_path / "mine", heldout=False)
+    for run in runs:  # the labelled runs vote too: they log a majority ratio
+        lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        for record in lines:
+            if "reward" in record:
+                record["majority_ratio"] = 0.7
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    report, _ = write_report([*runs, mine], tmp_path / "out")
+    text = report.read_text()
+    header = text.splitlines()[2]
+    assert "label acc. %" in header and "majority ratio %" in header and "teacher agreement %" in header
+    assert "Held-out accuracy on held-out problems" in text and "Label accuracy and reward: mean" in text
+    assert "mine had no references: for them, in place of label accuracy, the label-free signals" in text
+    titles = [ax.get_title() for ax in draw_curves(load_runs([*runs, mine])).axes]
+    assert any(t.startswith("label accuracy") for t in titles)
+    assert any(t.startswith("majority ratio") for t in titles)
 
 
 def test_a_label_free_run_reports_its_signals_beside_itself_without_empty_panels(tmp_path):
