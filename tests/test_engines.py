@@ -73,6 +73,10 @@ def launch(engine: str, method: str, out: Path, *extra: str) -> None:
     ]
     done = subprocess.run(command, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, f"{engine} {method}: {done.stdout[-2000:]}\n{done.stderr[-4000:]}"
+    # One run, one voice: only the main process prints the progress and the closing summary.
+    lines = done.stdout.splitlines()
+    assert sum(" steps in " in line for line in lines) == 1, done.stdout[-2000:]
+    assert sum(line.startswith(f"{method} step 1/") for line in lines) <= 1, done.stdout[-2000:]
 
 
 def full_teacher(checkpoint: Path) -> dict[str, torch.Tensor]:
