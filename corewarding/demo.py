@@ -50,8 +50,8 @@ from corewarding.core.folder_lock import locked_folder
 from corewarding.core.methods import METHODS
 from corewarding.core.stop_signals import StoppedBySignal, stopping_on
 from corewarding.core.terminal import output_console
+from corewarding.inference.model_names import shipped_regimes
 from corewarding.report import load_runs, rich_table, summarize, write_report
-from corewarding.tiny.regimes import REGIMES
 from corewarding.training.settings import load_recipe
 
 __all__ = ["BUDGETS", "DEFAULT_BUDGET", "DEMO_METHODS", "QUICK_BUDGET", "SMOLLM2_METHODS", "DemoBudget",
@@ -123,6 +123,24 @@ def _clear(output_dir: Path, overwrite: bool) -> None:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
+def check_demo_choices(
+    methods: Sequence[str], regime: str, model: str, output_dir: str | Path
+) -> dict[str, str]:
+    """A one-line error for an unknown model, method or regime, or an output that is a file; else the
+    model's recipes by name (:func:`shipped_recipes`). Imports no torch: the command line asks first."""
+    if model not in DEMO_MODELS:
+        raise unknown_choice("model", model, DEMO_MODELS)
+    variants = shipped_recipes(model)
+    unknown = [m for m in methods if m not in variants]
+    if unknown:
+        raise unknown_choice("method", unknown[0], variants)
+    if regime not in shipped_regimes():
+        raise unknown_choice("regime", regime, shipped_regimes())
+    if Path(output_dir).exists() and not Path(output_dir).is_dir():
+        raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
+    return variants
+
+
 def run_demo(
     methods: Sequence[str] = DEMO_METHODS,
     budget: DemoBudget = DEFAULT_BUDGET,
@@ -135,18 +153,9 @@ def run_demo(
 ) -> tuple[Path, Path]:
     """Train each method in turn, then write the report; returns the paths of report.md and curves.png.
     ``model``: one of :data:`DEMO_MODELS` (``regime`` is the tiny model's)."""
-    if model not in DEMO_MODELS:
-        raise unknown_choice("model", model, DEMO_MODELS)
-    variants = shipped_recipes(model)
-    unknown = [m for m in methods if m not in variants]
-    if unknown:
-        raise unknown_choice("method", unknown[0], variants)
-    if regime not in REGIMES:
-        raise unknown_choice("regime", regime, REGIMES)
+    variants = check_demo_choices(methods, regime, model, output_dir)
     console = console or output_console()
     output_dir = Path(output_dir)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"demo output {output_dir} is a file, not a folder")
     with locked_folder(output_dir, "choose another --output"):
         _clear(output_dir, overwrite)
         return _train_and_report(methods, variants, budget, output_dir, seed, console, regime, model)

@@ -241,6 +241,20 @@ def test_train_mistakes_are_reported_before_torch_or_trl_is_imported(args, line)
     assert (done.returncode, done.stderr.strip()) == (2, line)
 
 
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["--methods", "majority_vot"], "error: unknown method 'majority_vot' (did you mean majority_vote?)"),
+        (["--regime", "hardd"], "error: unknown regime 'hardd' (did you mean hard?)"),
+        (["--model", "smollm"], "error: unknown model 'smollm' (did you mean smollm2?)"),
+        (["-o", "README.md"], "error: demo output README.md is a file, not a folder"),
+    ],
+)
+def test_demo_mistakes_are_reported_before_torch_is_imported(args, line):
+    done = corewarding("demo", *args, blocked=True)
+    assert (done.returncode, done.stderr.strip()) == (2, line), done.stderr[-2000:]
+
+
 @pytest.mark.skipif(torch_runs_bf16(), reason="this machine runs bfloat16")
 def test_bf16_on_a_machine_without_a_bf16_gpu_is_one_line_that_says_how():
     done = corewarding("train", "--config", "tiny/majority_vote", "--bf16", "true")

@@ -30,6 +30,7 @@ from corewarding.tiny.pretraining import (
     pretrain,
     training_batch,
 )
+from corewarding.inference.model_names import shipped_regimes
 from corewarding.tiny.regimes import DEFAULT_REGIME, REGIMES, synthetic_task
 from corewarding.tiny.view_diagnostics import measure_views
 
@@ -217,6 +218,7 @@ def test_each_shipped_model_was_made_by_its_regime_and_loads(name):
     assert sum(p.numel() for p in model.parameters()) == record["parameters"]
     assert tiny_model_dir(f"tiny-{name}") == regime.model_dir
     assert tiny_model_dir("tiny") == REGIMES[DEFAULT_REGIME].model_dir and tiny_model_dir("tiny-x") is None
+    assert shipped_regimes() == sorted(REGIMES)
 
 
 @pytest.mark.slow

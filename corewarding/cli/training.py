@@ -52,12 +52,13 @@ def demo(
     threads: Threads = None,
 ) -> None:
     """Train a model with every method on its task; compare them in a table and a figure."""
-    start_torch(threads)
-    from corewarding.demo import DEMO_METHODS, SMOLLM2_METHODS, budget_for, run_demo
+    from corewarding.demo import DEMO_METHODS, SMOLLM2_METHODS, budget_for, check_demo_choices, run_demo
 
     default = DEMO_METHODS if model == "tiny" else SMOLLM2_METHODS
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else list(default)
     folder = output or Path(f"runs/demo-{regime if model == 'tiny' else model}")
+    check_demo_choices(chosen, regime, model, folder)  # before seconds of imports
+    start_torch(threads)
     run_demo(chosen, budget_for(quick, steps, model), folder, seed, regime=regime, overwrite=overwrite,
              model=model)
 

@@ -13,12 +13,19 @@ from pathlib import Path
 
 from corewarding.inference.fetched_models import fetched_model_dir
 
-__all__ = ["TINY_MODELS_DIR", "DEFAULT_TINY_MODEL", "tiny_model_dir", "model_location"]
+__all__ = ["TINY_MODELS_DIR", "DEFAULT_TINY_MODEL", "shipped_regimes", "tiny_model_dir", "model_location"]
 
 #: The folder of the shipped tiny models, one sub-folder ``tiny-<regime>`` each.
 TINY_MODELS_DIR = Path(__file__).parents[1] / "tiny" / "assets"
 #: The shipped model ``tiny`` names: the default regime's.
 DEFAULT_TINY_MODEL = "tiny-distractor"
+
+
+def shipped_regimes() -> list[str]:
+    """The regimes with a shipped model (``distractor``, ``hard``, ``shortcut``): read from the folders,
+    so that a command checks a ``--regime`` before it imports torch."""
+    configs = TINY_MODELS_DIR.glob("tiny-*/config.json")
+    return sorted(config.parent.name.removeprefix("tiny-") for config in configs)
 
 
 def tiny_model_dir(name: str | Path) -> Path | None:
