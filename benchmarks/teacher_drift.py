@@ -12,8 +12,9 @@ on which the teacher's majority is taken every step (``teacher_probe_problems``)
 * dose response over a_start ∈ {0, 1e-3, 3e-3, 1e-2} (0 is (d), 1e-2 is (c)).
 
 ``run`` queues the runs (seed-major, so that an interrupted queue leaves every condition with as many
-seeds as possible), two at a time, one thread each, skipping finished ones; ``store`` copies each
-finished run's metrics, probe file (gzipped), config and report into docs/results/teacher_drift;
+seeds as possible), two at a time, one thread each, skipping those already stored, and stores each as it
+ends: its metrics, probe file (gzipped) and config go into docs/results/teacher_drift (``store`` does the
+same for every run of a folder);
 ``table`` prints the results table from the stored files (docs/results.md quotes it).
 
     PYTHONPATH=. nohup nice -n 10 python benchmarks/teacher_drift.py run --seeds 0 1 2 3 4 > drift.log &
@@ -64,9 +65,10 @@ WINDOWS = ((1, 30), (31, 60), (81, 100))
 
 
 def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
-    finished = lambda c, s: (runs / c / f"seed-{s}" / "model.safetensors").exists()  # noqa: E731
-    queue = [(c, s) for s in seeds for c in conditions if not finished(c, s)]
-    running: list[tuple[subprocess.Popen, str]] = []
+    """Run what is not stored yet, ``parallel`` at a time; each run is stored as soon as it ends."""
+    stored = lambda c, s: (STORED / c / f"seed-{s}" / "metrics.jsonl.gz").exists()  # noqa: E731
+    queue = [(c, s) for s in seeds for c in conditions if not stored(c, s)]
+    running: list[tuple[subprocess.Popen, Path]] = []
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     while queue or running:
         while queue and len(running) < parallel:
@@ -79,33 +81,39 @@ def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]
                        "--seed", str(seed), "--output_dir", str(folder)]
             log = open(folder.parent / f"seed-{seed}.log", "w")
             process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running.append((process, str(folder)))
+            running.append((process, folder))
             print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
         time.sleep(5)
         for process, folder in list(running):
             if process.poll() is not None:
                 running.remove((process, folder))
                 print(time.strftime("%H:%M:%S"), "finished", folder, "rc", process.returncode, flush=True)
+                if process.returncode == 0:
+                    store_run(folder, runs)
 
 
 def store(runs: Path) -> None:
-    """Each finished run's files into STORED/<condition>/seed-S; a run stopped before its end (it has no
-    final model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
+    """Each run's files into STORED/<condition>/seed-S (:func:`store_run`)."""
     for run in sorted(runs.glob("*/seed-*")):
-        if not (run / "teacher_probe.jsonl").is_file():
-            continue
-        finished = (run / "model.safetensors").is_file()
-        target = STORED / ("" if finished else "stopped") / run.relative_to(runs)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in STORED_FILES:
-            if name.endswith(".jsonl"):
-                with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
-                    # mtime 0: storing the same run again gives the same bytes
-                    with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-                        shutil.copyfileobj(source, out)
-            else:
-                shutil.copy(run / name, target / name)
-        print("stored", target)
+        if (run / "teacher_probe.jsonl").is_file():
+            store_run(run, runs)
+
+
+def store_run(run: Path, runs: Path) -> None:
+    """A finished run's files into STORED/<condition>/seed-S; a run stopped before its end (it has no
+    final model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
+    finished = (run / "model.safetensors").is_file()
+    target = STORED / ("" if finished else "stopped") / run.relative_to(runs)
+    target.mkdir(parents=True, exist_ok=True)
+    for name in STORED_FILES:
+        if name.endswith(".jsonl"):
+            with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
+                # mtime 0: storing the same run again gives the same bytes
+                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
+                    shutil.copyfileobj(source, out)
+        else:
+            shutil.copy(run / name, target / name)
+    print("stored", target, flush=True)
 
 
 def _jsonl(path: Path) -> list[dict]:

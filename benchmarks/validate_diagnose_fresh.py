@@ -69,6 +69,8 @@ SHIPPED = {
 #: Closer than this on every option to its base's shipped values, a draw is that regime again.
 TOO_CLOSE = 0.05
 STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "diagnose_fresh"
+#: The protocol's seeds: a regime is scored once every method has run with each.
+SEEDS = (0, 1)
 METHODS = ("ground_truth", "majority_vote", "co_rewarding_i", "co_rewarding_ii")
 #: The measured outcome each expected outcome names.
 MEASURED_AS = {HELPS: "helps", SHARPENS: "no real gain", NO_SIGNAL: "no real gain", COLLAPSES: "collapses"}
@@ -255,8 +257,8 @@ def table(stored: Path = STORED) -> str:
         regime, folder = json.loads(folder.read_text()), folder.parent
         metrics = {(m, int(p.parent.parent.name.split("-")[1])): p
                    for m in METHODS for p in folder.glob(f"seed-*/{m}/metrics.jsonl.gz")}
-        seeds = sorted({s for _, s in metrics})
-        complete = seeds and all((m, s) in metrics for m in METHODS for s in seeds)
+        seeds = sorted({s for _, s in metrics} | set(SEEDS))
+        complete = all((m, s) in metrics for m in METHODS for s in seeds)
         if not (folder / "diagnosis.json").exists() or not complete:
             lines.append(f"| {regime['name']} | | not finished: {len(metrics)} runs stored | | |")
             continue
@@ -276,7 +278,7 @@ def main() -> None:
                              "table from the stored files")
     parser.add_argument("--draw-seed", type=int, default=20261206)
     parser.add_argument("--regimes", type=int, default=4)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--parallel", type=int, default=2, help="jobs at a time (one thread each)")
     parser.add_argument("--dir", type=Path, default=Path("runs/fresh"), help="the runs (models included)")
     parser.add_argument("--draw-only", action="store_true")

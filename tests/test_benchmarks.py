@@ -204,10 +204,13 @@ def test_bench_teacher_memory_smoke(tmp_path):
 
 
 def test_validate_diagnose_fresh_smoke():
-    """Its regimes are drawn from its seed (the validation itself takes hours: the next session runs it)."""
+    """Its regimes are drawn from its seed, and its table comes from the stored files (the validation itself
+    takes about an hour of both cores)."""
     first = bench("validate_diagnose_fresh.py", "--draw-only")
     assert first == bench("validate_diagnose_fresh.py", "--draw-only")
     assert first != bench("validate_diagnose_fresh.py", "--draw-only", "--draw-seed", "1")
+    table = bench("validate_diagnose_fresh.py", "table")
+    assert table.startswith("| regime | basis / method |") and "fresh-20261206-0" in table
 
 
 @pytest.mark.slow
