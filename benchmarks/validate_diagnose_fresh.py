@@ -122,15 +122,19 @@ def train_command(model: Path, method: str, seed: int, output: Path) -> list[str
             "--max_steps", "100", "--output_dir", str(output), "--threads", "1"]
 
 
-def regime_jobs(regime: dict, folder: Path, stored: Path, seeds: list[int]) -> dict[str, tuple[list[str], Callable]]:
+Jobs = dict[str, tuple[list[str], Callable[[], None]]]
+
+
+def regime_jobs(regime: dict, folder: Path, stored: Path, seeds: list[int]) -> Jobs:
     """The jobs of one regime, ``name → (the jobs it waits for, what it does)``; a finished one is left out.
 
     Training needs the pretrained model only, so a regime's runs start while its diagnosis is still
     running on the other core. Each finished job stores its small outputs in ``stored`` at once."""
-    model, name = folder / "model", regime["name"]
+    name = regime["name"]
+    model = Path(f"tiny-{name}") if regime.get("shipped") else folder / "model"
     target = stored / name
-    jobs: dict[str, tuple[list[str], Callable]] = {}
-    if not (model / "pretrain.json").exists():
+    jobs: Jobs = {}
+    if not regime.get("shipped") and not (model / "pretrain.json").exists():
         jobs[f"{name}/pretrain"] = ([], lambda: run(pretrain_command(regime, model), folder / "pretrain.log"))
 
     def diagnose() -> None:
@@ -171,7 +175,7 @@ def store_file(source: Path, target: Path) -> None:
         shutil.copy(source, target)
 
 
-def run_jobs(jobs: dict[str, tuple[list[str], Callable]], parallel: int, after: Callable[[], None]) -> None:
+def run_jobs(jobs: Jobs, parallel: int, after: Callable[[], None]) -> None:
     """Run ``jobs`` ``parallel`` at a time, each as soon as the jobs it waits for are done, in the order
     given; ``after`` runs after each job (it rewrites the table)."""
     pending, done, running = list(jobs), set(), {}
@@ -229,7 +233,8 @@ def regime_rows(regime: dict, record: dict, outcomes: dict[str, dict]) -> list[s
     for basis, verdict in verdicts.items():
         recommended = set(verdict.recommended) & set(METHODS)
         right = "right" if recommended == helped else "wrong"
-        rows.append(f"| {regime['name']} ({regime['base']}: {options}) | {basis} | recommended: "
+        where = "shipped, in-sample" if regime.get("shipped") else regime["base"]
+        rows.append(f"| {regime['name']} ({where}: {options}) | {basis} | recommended: "
                     f"{', '.join(sorted(recommended)) or 'none'} | helped: "
                     f"{', '.join(sorted(helped)) or 'none'} | **{right}** |")
     for method in METHODS[1:]:
@@ -253,7 +258,11 @@ def table(stored: Path = STORED) -> str:
     """The per-regime validation table from the stored files: every regime whose diagnosis and runs
     are all stored, in the order drawn; a regime still running is one row saying so."""
     lines = list(HEADER)
-    for folder in sorted(stored.glob("*/regime.json"), key=lambda p: int(p.parent.name.rsplit("-", 1)[1])):
+    def drawn_order(path: Path) -> tuple[int, int]:  # the drawn regimes in order, a shipped one last
+        number = path.parent.name.rsplit("-", 1)[-1]
+        return (0, int(number)) if number.isdigit() else (1, 0)
+
+    for folder in sorted(stored.glob("*/regime.json"), key=drawn_order):
         regime, folder = json.loads(folder.read_text()), folder.parent
         metrics = {(m, int(p.parent.parent.name.split("-")[1])): p
                    for m in METHODS for p in folder.glob(f"seed-*/{m}/metrics.jsonl.gz")}
@@ -281,12 +290,17 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--parallel", type=int, default=2, help="jobs at a time (one thread each)")
     parser.add_argument("--dir", type=Path, default=Path("runs/fresh"), help="the runs (models included)")
+    parser.add_argument("--shipped", nargs="*", default=[], choices=sorted(SHIPPED),
+                        help="shipped regimes to validate beside the drawn ones (in-sample: their figures set "
+                        "the thresholds)")
     parser.add_argument("--draw-only", action="store_true")
     args = parser.parse_args()
     if args.command == "table":
         print(table())
         return
-    regimes = draw_regimes(args.draw_seed, args.regimes)
+    regimes = draw_regimes(args.draw_seed, args.regimes) + [
+        {"name": name, "base": name, "options": SHIPPED[name], "shipped": True} for name in args.shipped
+    ]
     if args.draw_only:
         print(json.dumps(regimes, indent=2))
         return
