@@ -110,7 +110,8 @@ def finished_run(output: Path) -> bool:
 
 def pretrain_command(regime: dict, model: Path) -> list[str]:
     options = [f"--{name.replace('_', '-')}={value}" for name, value in regime["options"].items()]
-    return ["pretrain", "--regime", regime["base"], "--seed", "0", *options, "-o", str(model), "--threads", "1"]
+    return ["pretrain", "--regime", regime["base"], "--seed", "0", *options, "-o", str(model),
+            "--threads", "1"]
 
 
 def diagnose_command(model: Path, path: Path) -> list[str]:
@@ -291,8 +292,8 @@ def main() -> None:
     parser.add_argument("--parallel", type=int, default=2, help="jobs at a time (one thread each)")
     parser.add_argument("--dir", type=Path, default=Path("runs/fresh"), help="the runs (models included)")
     parser.add_argument("--shipped", nargs="*", default=[], choices=sorted(SHIPPED),
-                        help="shipped regimes to validate beside the drawn ones (in-sample: their figures set "
-                        "the thresholds)")
+                        help="shipped regimes to validate beside the drawn ones (in-sample: their "
+                        "figures set the thresholds)")
     parser.add_argument("--draw-only", action="store_true")
     args = parser.parse_args()
     if args.command == "table":
