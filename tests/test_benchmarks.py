@@ -227,6 +227,16 @@ def test_results_tables_smoke():
     assert out.count("<!-- generated: python benchmarks/results_tables.py ") >= 3 and "<!-- end -->" in out
 
 
+def test_headline_seeds_smoke(tmp_path):
+    """Two steps of each method with seed 0, stored and reported (the real one: 15 runs of 180 steps)."""
+    bench("headline_seeds.py", "run", "--seeds", "0", "--steps", "2", "--runs", str(tmp_path / "runs"),
+          "--stored", str(tmp_path / "stored"))
+    report = (tmp_path / "stored" / "report.md").read_text()
+    for method in ("ground_truth", "majority_vote", "co_rewarding_i"):
+        assert (tmp_path / "stored" / "seed-0" / method / "metrics.jsonl.gz").is_file()
+        assert f"| {method} | {method} | 2 |" in report
+
+
 def test_teacher_drift_smoke():
     """Its table from the stored runs (its `run` is the experiment itself: hours)."""
     assert "frozen" in bench("teacher_drift.py", "table")
