@@ -219,40 +219,42 @@ def measured_outcomes(runs: dict[tuple[str, int], dict], seeds: list[int]) -> di
             outcome = "helps"
         else:
             outcome = "no real gain"
-        outcomes[method] = {"outcome": outcome, "gain": gain(method), "flagged": flagged}
-    outcomes["ground_truth"] = {"outcome": "-", "gain": truth, "flagged": 0}
+        outcomes[method] = {"outcome": outcome, "gain": gain(method), "flagged": flagged, "seeds": len(seeds)}
+    outcomes["ground_truth"] = {"outcome": "-", "gain": truth, "flagged": 0, "seeds": len(seeds)}
     return outcomes
 
 
 def regime_rows(regime: dict, record: dict, outcomes: dict[str, dict]) -> list[str]:
-    """The table rows of one regime: a recommendation row per basis, then one per method."""
+    """The table rows of one regime: its recommendation with and without answers against the methods that
+    helped, then per method the expected outcome (with / without answers) against the measured one."""
     measurements = record["measurements"]
-    verdicts = {"answers": judge(measurements), "label-free": judge({**measurements, "labelled": None})}
+    verdicts = [judge(measurements), judge({**measurements, "labelled": None})]
     helped = {m for m, o in outcomes.items() if o["outcome"] == "helps"}
-    options = ", ".join(f"{k} {v}" for k, v in regime["options"].items())
-    rows = []
-    for basis, verdict in verdicts.items():
-        recommended = set(verdict.recommended) & set(METHODS)
-        right = "right" if recommended == helped else "wrong"
-        where = "shipped, in-sample" if regime.get("shipped") else regime["base"]
-        rows.append(f"| {regime['name']} ({where}: {options}) | {basis} | recommended: "
-                    f"{', '.join(sorted(recommended)) or 'none'} | helped: "
-                    f"{', '.join(sorted(helped)) or 'none'} | **{right}** |")
+    options = regime["options"]
+    where = "shipped; in-sample" if regime.get("shipped") else f"drawn on {regime['base']}"
+    described = (f"**{regime['name']}** ({where}: slips {options['slip_rate']:.0%} up to "
+                 f"{options['slip_max']}, distractors {options['distractor_rate']:.0%} used {options['distractor_use_rate']:.0%}, "
+                 f"shortcuts {options['shortcut_rate']:.0%}; ground truth "
+                 f"{outcomes['ground_truth']['gain']:+.1f} points)")
+    recommended = [sorted(set(v.recommended) & set(METHODS)) for v in verdicts]
+    rows = [
+        f"| {described} | recommended | {' | '.join(', '.join(r) or 'none' for r in recommended)} | "
+        f"helped: {', '.join(sorted(helped)) or 'none'} | "
+        f"{' / '.join('**right**' if set(r) == helped else '**wrong**' for r in recommended)} |"
+    ]
     for method in METHODS[1:]:
-        expected = {b: v.methods[method].expected for b, v in verdicts.items()}
+        expected = [v.methods[method].expected for v in verdicts]
         measured = outcomes[method]
-        matches = " / ".join(
-            "yes" if MEASURED_AS.get(e) == measured["outcome"] else "no" for e in expected.values()
+        matches = " / ".join("yes" if MEASURED_AS.get(e) == measured["outcome"] else "no" for e in expected)
+        rows.append(
+            f"| | {method} | {' | '.join(expected)} | {measured['outcome']} ({measured['gain']:+.1f} points; "
+            f"flagged in {measured['flagged']} of {measured['seeds']}) | {matches} |"
         )
-        rows.append(f"| | {method} | expected {expected['answers']} / {expected['label-free']} | "
-                    f"measured {measured['outcome']} ({measured['gain']:+.1f} points, flagged in "
-                    f"{measured['flagged']}; ground truth {outcomes['ground_truth']['gain']:+.1f}) | "
-                    f"{matches} |")
     return rows
 
 
-HEADER = ["| regime | basis / method | verdict | measured | right? (answers / label-free) |",
-          "|---|---|---|---|---|"]
+HEADER = ["| regime | method | with answers | without answers | measured (mean gain in held-out avg@4) "
+          "| right? (with / without) |", "|---|---|---|---|---|---|"]
 
 
 def table(stored: Path = STORED) -> str:
@@ -270,7 +272,7 @@ def table(stored: Path = STORED) -> str:
         seeds = sorted({s for _, s in metrics} | set(SEEDS))
         complete = all((m, s) in metrics for m in METHODS for s in seeds)
         if not (folder / "diagnosis.json").exists() or not complete:
-            lines.append(f"| {regime['name']} | | not finished: {len(metrics)} runs stored | | |")
+            lines.append(f"| **{regime['name']}** | | not finished: {len(metrics)} runs stored | | | |")
             continue
         record = json.loads((folder / "diagnosis.json").read_text())
         outcomes = measured_outcomes({key: run_outcome(path) for key, path in metrics.items()}, seeds)
