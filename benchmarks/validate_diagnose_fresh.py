@@ -233,7 +233,8 @@ def regime_rows(regime: dict, record: dict, outcomes: dict[str, dict]) -> list[s
     options = regime["options"]
     where = "shipped; in-sample" if regime.get("shipped") else f"drawn on {regime['base']}"
     described = (f"**{regime['name']}** ({where}: slips {options['slip_rate']:.0%} up to "
-                 f"{options['slip_max']}, distractors {options['distractor_rate']:.0%} used {options['distractor_use_rate']:.0%}, "
+                 f"{options['slip_max']}, distractors {options['distractor_rate']:.0%} used "
+                 f"{options['distractor_use_rate']:.0%}, "
                  f"shortcuts {options['shortcut_rate']:.0%}; ground truth "
                  f"{outcomes['ground_truth']['gain']:+.1f} points)")
     recommended = [sorted(set(v.recommended) & set(METHODS)) for v in verdicts]
