@@ -341,7 +341,8 @@ def test_the_probe_recipe_fits_the_model_and_the_machine(tmp_path):
     assert probe_recipe("smollm2", cuda=False) == ("smollm2/majority_vote", [])
     assert probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=True) == ("paper/majority_vote", [])
     recipe, machine = probe_recipe("Qwen/Qwen3-1.7B-Base", cuda=False)
-    config = config_from_args(recipe, [*machine, "--output_dir", str(tmp_path / "run")])
+    data = ["--dataset", "synthetic", "--heldout_dataset", "synthetic"]  # the recipe's MATH files are not here
+    config = config_from_args(recipe, [*machine, "--output_dir", str(tmp_path / "run"), *data])
     assert not config.bf16 and not config.use_vllm  # TRL refuses bf16 without a GPU
     args = probe_settings("smollm2", "arithmetic", [], 2, tmp_path, 0, answers=["--system_prompt", ""])
     config = config_from_args(args[1], args[2:])

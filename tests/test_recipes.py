@@ -108,15 +108,17 @@ def test_train_refuses_a_recipe_with_an_unknown_setting(tmp_path):
     ],
 )
 def test_train_refuses_bad_settings_in_one_line_before_any_work(tmp_path, args, message):
-    # The dataset is missing on purpose: a bad setting must be reported before the data is even read.
+    # The dataset has no question column on purpose: a bad setting must be reported before the data is read.
+    unreadable = tmp_path / "unreadable.jsonl"
+    unreadable.write_text('{"text": "What is 2 + 2?"}\n')
     result = CliRunner().invoke(
-        app, ["train", "--config", "tiny/co_rewarding_ii", "--dataset", str(tmp_path / "missing.jsonl"),
+        app, ["train", "--config", "tiny/co_rewarding_ii", "--dataset", str(unreadable),
               "--output_dir", str(tmp_path / "run"), *args],
     )
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     if message is None:
-        assert "missing.jsonl" in last  # the settings were fine; the data was the next thing checked
+        assert "unreadable.jsonl" in last  # the settings were fine; the data was the next thing checked
     else:
         assert last.startswith(message), last
     assert not (tmp_path / "run").exists()
