@@ -210,7 +210,7 @@ def test_validate_diagnose_fresh_smoke():
     assert first == bench("validate_diagnose_fresh.py", "--draw-only")
     assert first != bench("validate_diagnose_fresh.py", "--draw-only", "--draw-seed", "1")
     table = bench("validate_diagnose_fresh.py", "table")
-    assert table.startswith("| regime | basis / method |") and "fresh-20261206-0" in table
+    assert table.startswith("| regime | method | with answers |") and "fresh-20261206-0" in table
 
 
 @pytest.mark.slow
