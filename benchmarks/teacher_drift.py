@@ -9,7 +9,8 @@ on which the teacher's majority is taken every step (``teacher_probe_problems``)
 
 * teachers: (a) ``frozen_then_ema`` frozen for steps 1–30, then EMA; (b) ``ema_then_frozen`` EMA for
   steps 1–30, then frozen; (c) ``ema`` EMA throughout; (d) ``frozen`` never updated;
-* dose response over a_start ∈ {0, 1e-3, 3e-3, 1e-2} (0 is (d), 1e-2 is (c)).
+* dose response over a_start ∈ {0, 1e-3, 3e-3, 1e-2} (0 is (d), 1e-2 is (c));
+* (c) and (d) with beta 0 (no KL term), the setting of the study's runs.
 
 ``run`` queues the runs (seed-major, so that an interrupted queue leaves every condition with as many
 seeds as possible), two at a time, one thread each, skipping those already stored, and stores each as it
@@ -56,8 +57,13 @@ CONDITIONS = {
     "frozen": ["--teacher_rate_start", "0", "--teacher_rate_end", "0"],
     "a_start_1e-3": ["--teacher_rate_start", "0.001"],
     "a_start_3e-3": ["--teacher_rate_start", "0.003"],
+    # (c) and (d) without the KL term (beta 0: the setting of the study's runs), to tell whether the anchor
+    # to the teacher is what lets the updated teacher pull ahead of the frozen one.
+    "ema_beta_0": ["--beta", "0"],
+    "frozen_beta_0": ["--teacher_rate_start", "0", "--teacher_rate_end", "0", "--beta", "0"],
 }
-DOSES = {"frozen": 0.0, "a_start_1e-3": 1e-3, "a_start_3e-3": 3e-3, "ema": 1e-2}
+#: The frozen teacher each condition is compared with, when not ``frozen`` (the same beta).
+FROZEN_OF = {"ema_beta_0": "frozen_beta_0"}
 STORED_FILES = ("metrics.jsonl", "teacher_probe.jsonl", "config.yaml")
 #: The windows of steps over which the teacher's probe labels are counted: before, after the 30-step
 #: switch of (a) and (b), and the end.
@@ -171,20 +177,22 @@ def table(stored: Path = STORED) -> str:
     per window of steps the share of the teacher's probe labels that are right / the premature answer."""
     window_headers = " | ".join(f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS)
     lines = [
-        "| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's, paired (per seed) "
+        "| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's (same beta), paired "
+        "(per seed) "
         f"| {window_headers} |",
         "|---|---|---|---|" + "---|" * len(WINDOWS),
     ]
-    frozen = {run.name: run_figures(run)["final"] for run in sorted((stored / "frozen").glob("seed-*"))}
     for condition in CONDITIONS:
         runs = sorted((stored / condition).glob("seed-*"))
         if not runs:
             continue
         figures = {run.name: run_figures(run) for run in runs}
         column = lambda key: mean_sd([f[key] for f in figures.values()])  # noqa: E731
+        reference = FROZEN_OF.get(condition, "frozen")
+        frozen = {run.name: run_figures(run)["final"] for run in (stored / reference).glob("seed-*")}
         paired = {name: f["final"] - frozen[name] for name, f in figures.items() if name in frozen}
         difference = "–"
-        if condition != "frozen" and paired:
+        if condition not in ("frozen", *FROZEN_OF.values()) and paired:
             per_seed = ", ".join(
                 f"seed {name[5:]}: {value:.1f}".replace("-", "−") for name, value in paired.items()
             )
