@@ -177,8 +177,8 @@ def table(stored: Path = STORED) -> str:
     per window of steps the share of the teacher's probe labels that are right / the premature answer."""
     window_headers = " | ".join(f"probe labels right / premature %, steps {a}–{b}" for a, b in WINDOWS)
     lines = [
-        "| teacher | seeds | held-out avg@4 %: start → step 50 → final | final − frozen's (same beta), paired "
-        "(per seed) "
+        "| teacher | seeds | held-out avg@4 %: start → step 50 → final "
+        "| final − frozen's (same beta), paired (per seed) "
         f"| {window_headers} |",
         "|---|---|---|---|" + "---|" * len(WINDOWS),
     ]
