@@ -41,6 +41,7 @@ METHOD_METRICS = {
     "majority_vote_rephrased": ["label_accuracy", "majority_ratio"],
     "majority_vote_budget": ["label_accuracy", "majority_ratio", "votes/extra_seconds"],
     "co_rewarding_ii_frozen_teacher": ["label_accuracy", "teacher/rate"],
+    "co_rewarding_ii_reference": ["label_accuracy", "teacher/rate", "kl"],
     "test_time_training": ["label_accuracy", "teacher/rate"],
     "semi_supervised": ["label_accuracy", "labelled_share"],
 }
