@@ -50,7 +50,7 @@ def test_shared_bases_are_not_offered_as_recipes():
     with pytest.raises(FileNotFoundError) as error:
         recipe_path("tiny/nope")
     assert "tiny/co_rewarding_ii" in str(error.value) and "paper/co_rewarding_i" in str(error.value)
-    assert "_common" not in str(error.value) and "_reference" not in str(error.value)
+    assert "tiny/_common" not in str(error.value) and "paper/_reference" not in str(error.value)
 
 
 @pytest.mark.parametrize("method", METHODS)
