@@ -10,6 +10,8 @@ SmolLM2 process at a time: 5-7 GB each):
 * ``fp32``: the recipe as shipped, float32, one thread (the baseline);
 * ``bf16-autocast``: float32 weights, bfloat16 autocast on the CPU (``bf16: true``);
 * ``threads-2``: two torch threads;
+* ``rollouts-4``: 4 questions x 4 rollouts a step (half the rollouts; the fast budget's choice);
+* ``rollouts-4-threads-2``: the same with two torch threads (the demo's setting on 2 idle cores);
 * ``micro-batch-8``: the same 32 rollouts a step in micro-batches of 8 (gradient accumulation 4);
 * ``checkpointing``: with TRL's default gradient checkpointing, which recomputes the forward pass during
   backward to save memory that a 135M model on a laptop does not need (the recipes turn it off: this
@@ -40,6 +42,8 @@ VARIANTS = {
     "fp32": {},
     "bf16-autocast": {"bf16": True},
     "threads-2": {"threads": 2},
+    "rollouts-4": {"num_generations": 4, "per_device_train_batch_size": 16},
+    "rollouts-4-threads-2": {"num_generations": 4, "per_device_train_batch_size": 16, "threads": 2},
     "micro-batch-8": {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
     "checkpointing": {"gradient_checkpointing": True},
     "lora": {"lora": True},

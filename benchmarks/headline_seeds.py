@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
-import subprocess
-import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from stored_runs import Jobs, run_jobs, train_job
 
 METHODS = ("ground_truth", "majority_vote", "co_rewarding_i")
 SEEDS = (0, 1, 2, 3, 4)
@@ -35,25 +32,15 @@ SETTINGS = [
 ]
 
 
-def train_and_store(method: str, seed: int, runs: Path, stored: Path, steps: int) -> None:
-    folder = runs / f"seed-{seed}" / method
-    shutil.rmtree(folder, ignore_errors=True)  # an unfinished run starts again
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "corewarding", "train", "--config", f"tiny/{method}", *SETTINGS,
-               "--max_steps", str(steps), "--seed", str(seed), "--output_dir", str(folder)]
-    print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
-    with open(folder.with_suffix(".log"), "w") as log:
-        done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    print(time.strftime("%H:%M:%S"), "finished", folder, "rc", done.returncode, flush=True)
-    if done.returncode:
-        return
-    target = stored / f"seed-{seed}" / method
-    target.mkdir(parents=True, exist_ok=True)
-    with open(folder / "metrics.jsonl", "rb") as source, open(target / "metrics.jsonl.gz", "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:  # mtime 0: the same run, the same bytes
-            shutil.copyfileobj(source, out)
-    shutil.copy(folder / "config.yaml", target / "config.yaml")
+def jobs(seeds: list[int], runs: Path, stored: Path, steps: int) -> Jobs:
+    """A training job for each (seed, method) not stored yet."""
+    return {
+        f"seed-{seed}/{method}": ([], train_job(
+            ["--config", f"tiny/{method}", *SETTINGS, "--max_steps", str(steps), "--seed", str(seed)],
+            runs / f"seed-{seed}" / method, stored / f"seed-{seed}" / method))
+        for seed in seeds for method in METHODS
+        if not (stored / f"seed-{seed}" / method / "metrics.jsonl.gz").exists()
+    }
 
 
 def report(stored: Path) -> None:
@@ -87,10 +74,7 @@ def main() -> None:
     parser.add_argument("--stored", type=Path, default=STORED, help="where the runs' files are stored")
     args = parser.parse_args()
     if args.command == "run":
-        pending = [(m, s) for s in args.seeds for m in METHODS
-                   if not (args.stored / f"seed-{s}" / m / "metrics.jsonl.gz").exists()]
-        with ThreadPoolExecutor(args.parallel) as pool:
-            list(pool.map(lambda job: train_and_store(*job, args.runs, args.stored, args.steps), pending))
+        run_jobs(jobs(args.seeds, args.runs, args.stored, args.steps), args.parallel)
     report(args.stored)
 
 

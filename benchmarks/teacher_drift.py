@@ -28,15 +28,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import os
-import shutil
-import subprocess
-import sys
-import time
 from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from statistics import fmean, stdev
+
+from stored_runs import run_jobs, store_run, train_job
 
 MODEL = "tiny-hard"
 STEPS = 100
@@ -64,7 +61,7 @@ CONDITIONS = {
 }
 #: The frozen teacher each condition is compared with, when not ``frozen`` (the same beta).
 FROZEN_OF = {"ema_beta_0": "frozen_beta_0"}
-STORED_FILES = ("metrics.jsonl", "teacher_probe.jsonl", "config.yaml")
+STORED_JSONL = ("metrics.jsonl", "teacher_probe.jsonl")
 #: The windows of steps over which the teacher's probe labels are counted: before, after the 30-step
 #: switch of (a) and (b), and the end.
 WINDOWS = ((1, 30), (31, 60), (81, 100))
@@ -72,54 +69,22 @@ WINDOWS = ((1, 30), (31, 60), (81, 100))
 
 def run_queue(runs: Path, seeds: list[int], parallel: int, conditions: list[str]) -> None:
     """Run what is not stored yet, ``parallel`` at a time; each run is stored as soon as it ends."""
-    stored = lambda c, s: (STORED / c / f"seed-{s}" / "metrics.jsonl.gz").exists()  # noqa: E731
-    queue = [(c, s) for s in seeds for c in conditions if not stored(c, s)]
-    running: list[tuple[subprocess.Popen, Path]] = []
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    while queue or running:
-        while queue and len(running) < parallel:
-            condition, seed = queue.pop(0)
-            folder = runs / condition / f"seed-{seed}"
-            if folder.exists():
-                shutil.rmtree(folder)  # an unfinished run: start again
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "corewarding", "train", *COMMON, *CONDITIONS[condition],
-                       "--seed", str(seed), "--output_dir", str(folder)]
-            log = open(folder.parent / f"seed-{seed}.log", "w")
-            process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-            running.append((process, folder))
-            print(time.strftime("%H:%M:%S"), "started", folder, flush=True)
-        time.sleep(5)
-        for process, folder in list(running):
-            if process.poll() is not None:
-                running.remove((process, folder))
-                print(time.strftime("%H:%M:%S"), "finished", folder, "rc", process.returncode, flush=True)
-                if process.returncode == 0:
-                    store_run(folder, runs)
+    run_jobs({
+        f"{condition}/seed-{seed}": ([], train_job(
+            [*COMMON, *CONDITIONS[condition], "--seed", str(seed)], runs / condition / f"seed-{seed}",
+            STORED / condition / f"seed-{seed}", jsonl=STORED_JSONL))
+        for seed in seeds for condition in conditions
+        if not (STORED / condition / f"seed-{seed}" / "metrics.jsonl.gz").exists()
+    }, parallel)
 
 
 def store(runs: Path) -> None:
-    """Each run's files into STORED/<condition>/seed-S (:func:`store_run`)."""
+    """Each run of ``runs`` into STORED/<condition>/seed-S; a run stopped before its end (it has no final
+    model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
     for run in sorted(runs.glob("*/seed-*")):
         if (run / "teacher_probe.jsonl").is_file():
-            store_run(run, runs)
-
-
-def store_run(run: Path, runs: Path) -> None:
-    """A finished run's files into STORED/<condition>/seed-S; a run stopped before its end (it has no
-    final model) into STORED/stopped/<condition>/seed-S, whose probe windows before the stop still count."""
-    finished = (run / "model.safetensors").is_file()
-    target = STORED / ("" if finished else "stopped") / run.relative_to(runs)
-    target.mkdir(parents=True, exist_ok=True)
-    for name in STORED_FILES:
-        if name.endswith(".jsonl"):
-            with open(run / name, "rb") as source, open(target / f"{name}.gz", "wb") as raw:
-                # mtime 0: storing the same run again gives the same bytes
-                with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-                    shutil.copyfileobj(source, out)
-        else:
-            shutil.copy(run / name, target / name)
-    print("stored", target, flush=True)
+            finished = (run / "model.safetensors").is_file()
+            store_run(run, STORED / ("" if finished else "stopped") / run.relative_to(runs), STORED_JSONL)
 
 
 def _jsonl(path: Path) -> list[dict]:

@@ -30,22 +30,15 @@ stored files alone (docs/diagnose.md quotes it, and a test checks the two agree)
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
-import os
 import random
-import shutil
-import subprocess
-import sys
-import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from statistics import fmean
 
+from stored_runs import Jobs, run_corewarding, run_jobs, store_file, train_job
+
 from corewarding.core import metric_names
 from corewarding.core.collapse import detect_collapse, read_metrics
-from corewarding.core.jsonl import read_jsonl
 from corewarding.diagnosis.verdict import COLLAPSES, HELPS, NO_SIGNAL, SHARPENS, judge
 
 #: The corpus options and their ranges (uniform; slip_max an integer).
@@ -92,22 +85,6 @@ def draw_regimes(seed: int, count: int) -> list[dict]:
     return regimes
 
 
-def run(command: list[str], log: Path) -> None:
-    """Run a corewarding command, its output in ``log``; stop the validation when it fails."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with log.open("w") as out:
-        done = subprocess.run([sys.executable, "-m", "corewarding", *command], stdout=out, stderr=out,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    if done.returncode:
-        raise SystemExit(f"error: {' '.join(command)} failed (exit {done.returncode}); see {log}")
-
-
-def finished_run(output: Path) -> bool:
-    """A training run that reached its end: its ``metrics.jsonl`` holds the end-of-training summary."""
-    path = output / "metrics.jsonl"
-    return path.is_file() and any("train_runtime" in r for r in read_jsonl(path)[0] if isinstance(r, dict))
-
-
 def pretrain_command(regime: dict, model: Path) -> list[str]:
     options = [f"--{name.replace('_', '-')}={value}" for name, value in regime["options"].items()]
     return ["pretrain", "--regime", regime["base"], "--seed", "0", *options, "-o", str(model),
@@ -118,12 +95,9 @@ def diagnose_command(model: Path, path: Path) -> list[str]:
     return ["diagnose", str(model), "synthetic", "--threads", "1", "--json", str(path)]
 
 
-def train_command(model: Path, method: str, seed: int, output: Path) -> list[str]:
-    return ["train", "--config", f"tiny/{method}", "--model_name_or_path", str(model), "--seed", str(seed),
-            "--max_steps", "100", "--output_dir", str(output), "--threads", "1"]
-
-
-Jobs = dict[str, tuple[list[str], Callable[[], None]]]
+def train_settings(model: Path, method: str, seed: int) -> list[str]:
+    return ["--config", f"tiny/{method}", "--model_name_or_path", str(model), "--seed", str(seed),
+            "--max_steps", "100", "--threads", "1"]
 
 
 def regime_jobs(regime: dict, folder: Path, stored: Path, seeds: list[int]) -> Jobs:
@@ -136,64 +110,24 @@ def regime_jobs(regime: dict, folder: Path, stored: Path, seeds: list[int]) -> J
     target = stored / name
     jobs: Jobs = {}
     if not regime.get("shipped") and not (model / "pretrain.json").exists():
-        jobs[f"{name}/pretrain"] = ([], lambda: run(pretrain_command(regime, model), folder / "pretrain.log"))
+        jobs[f"{name}/pretrain"] = (
+            [], lambda: run_corewarding(pretrain_command(regime, model), folder / "pretrain.log"))
 
     def diagnose() -> None:
-        run(diagnose_command(model, folder / "diagnosis.json"), folder / "diagnose.log")
+        run_corewarding(diagnose_command(model, folder / "diagnosis.json"), folder / "diagnose.log")
         store_file(folder / "diagnosis.json", target / "diagnosis.json")
 
     if not (target / "diagnosis.json").exists():
         jobs[f"{name}/diagnose"] = ([f"{name}/pretrain"], diagnose)
     for seed in seeds:
         for method in METHODS:
-            output = folder / f"seed-{seed}" / method
-            stored_metrics = target / f"seed-{seed}" / method / "metrics.jsonl.gz"
-            if stored_metrics.exists():
-                continue
-
-            def train(output: Path = output, method: str = method, seed: int = seed,
-                      stored_metrics: Path = stored_metrics) -> None:
-                if not finished_run(output):
-                    shutil.rmtree(output, ignore_errors=True)  # an interrupted run starts again
-                    run(train_command(model, method, seed, output), output.with_suffix(".log"))
-                store_file(output / "metrics.jsonl", stored_metrics)
-
-            jobs[f"{name}/{seed}/{method}"] = ([f"{name}/pretrain"], train)
+            if not (target / f"seed-{seed}" / method / "metrics.jsonl.gz").exists():
+                jobs[f"{name}/{seed}/{method}"] = ([f"{name}/pretrain"], train_job(
+                    train_settings(model, method, seed), folder / f"seed-{seed}" / method,
+                    target / f"seed-{seed}" / method))
     target.mkdir(parents=True, exist_ok=True)
     (target / "regime.json").write_text(json.dumps(regime, indent=2) + "\n")
     return jobs
-
-
-def store_file(source: Path, target: Path) -> None:
-    """Copy ``source`` to ``target`` (gzipped, with a fixed mtime so that a rerun gives the same bytes,
-    when ``target`` ends in ``.gz``)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if target.suffix == ".gz":
-        with source.open("rb") as read, target.open("wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-                shutil.copyfileobj(read, out)
-    else:
-        shutil.copy(source, target)
-
-
-def run_jobs(jobs: Jobs, parallel: int, after: Callable[[], None]) -> None:
-    """Run ``jobs`` ``parallel`` at a time, each as soon as the jobs it waits for are done, in the order
-    given; ``after`` runs after each job (it rewrites the table)."""
-    pending, done, running = list(jobs), set(), {}
-    with ThreadPoolExecutor(parallel) as pool:
-        while pending or running:
-            ready = [key for key in pending if all(need in done or need not in jobs for need in jobs[key][0])]
-            for key in ready[: parallel - len(running)]:
-                pending.remove(key)
-                running[pool.submit(jobs[key][1])] = key
-                print(time.strftime("%H:%M:%S"), "started", key, flush=True)
-            finished, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in finished:
-                future.result()
-                key = running.pop(future)
-                done.add(key)
-                print(time.strftime("%H:%M:%S"), "finished", key, flush=True)
-                after()
 
 
 def run_outcome(metrics: Path) -> dict:

@@ -247,3 +247,16 @@ def test_bench_engines_smoke(tmp_path):
     pytest.importorskip("deepspeed", reason="DeepSpeed runs in the engines job's environment (.ci/engines)")
     out = bench("bench_engines.py", "--steps", "2", "--methods", "ground_truth", "--out", str(tmp_path / "e.json"))
     assert "| ground_truth |" in out and (tmp_path / "e.json").exists()
+
+
+def test_smollm2_study_smoke(tmp_path):
+    """Two steps of a method and of the format control on the tiny model, stored and tabled (the study
+    itself: SmolLM2, 24 runs of 30 steps)."""
+    out = bench("smollm2_study.py", "run", "--model", "tiny", "--steps", "2", "--seeds", "0",
+                "--only", "majority_vote", "fixed_format/ground_truth",
+                "--runs", str(tmp_path / "runs"), "--stored", str(tmp_path / "stored"))
+    for name in ("majority_vote", "fixed_format/ground_truth"):
+        assert (tmp_path / "stored" / name / "seed-0" / "metrics.jsonl.gz").is_file()
+        assert f"| {name} | 0 |" in out
+    control = (tmp_path / "runs" / "data" / "arithmetic_fixed_format_train.jsonl").read_text()
+    assert "Reply with only the number." in control and "####" not in control

@@ -89,7 +89,7 @@ def test_budgets_are_identical_across_methods_and_steps_override_length_only():
         (["--methods", "ground_truth,vibes"], "error: unknown method 'vibes'"),
         (["--regime", "noisy"], "error: unknown regime 'noisy'"),
         (["--model", "gpt5"], "error: unknown model 'gpt5'"),
-        (["--model", "smollm2", "--methods", "self_certainty"], "error: unknown method 'self_certainty'"),
+        (["--model", "smollm2", "--methods", "cooper"], "error: unknown method 'cooper'"),
     ],
 )
 def test_demo_refuses_bad_input_in_one_line(tmp_path, args, message):

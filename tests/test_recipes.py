@@ -64,6 +64,18 @@ def test_every_tiny_recipe_is_its_method_on_the_shared_settings(method):
     assert (config.max_steps, config.learning_rate, config.num_generations) == (40, 1e-4, 8)
 
 
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (RECIPES_DIR / "smollm2").glob("[!_]*.yaml")))
+def test_every_smollm2_recipe_is_its_method_on_the_shared_settings(name):
+    config = load_recipe(f"smollm2/{name}")
+    common = yaml.safe_load((RECIPES_DIR / "smollm2" / "_common.yaml").read_text())
+    assert config.method == name and config.output_dir == f"runs/smollm2/{name}"
+    settings = recipe_settings(f"smollm2/{name}")
+    assert {key: settings[key] for key in common} == common
+    # The model never boxes: every reward, the teacher's labels and the held-out score read the last number.
+    assert (config.answer_extraction, config.dataset, config.model_name_or_path) == (
+        "last_number", "arithmetic", "smollm2")
+
 @pytest.mark.parametrize("method", PAPER_METHODS)
 def test_paper_recipes_restate_the_reference_runs(method):
     # bf16 needs a GPU; everything else is checked as a GPU user gets it.

@@ -1,0 +1,175 @@
+"""The SmolLM2 study (issue 30): does a real pretrained model learn without labels, and is it arithmetic or
+format? SmolLM2-135M-Instruct on the arithmetic task, every method of the paper's comparison, 3 seeds,
+30 steps, the ``smollm2/`` recipes (last-number answers), held-out greedy and avg@4 on the test split's
+64 questions at steps 0, 15 and 30.
+
+Format and arithmetic are told apart in two ways. Each run's held-out evaluation gives the answer rate
+(samples with a number) and the accuracy among answered samples (avg@4 / answer rate): a method that only
+taught the model to end on a number raises the first, not the second. And the control ``fixed_format``
+asks every question so that the model already answers with a number (:data:`CONTROL_INSTRUCTION`, the
+answer rate near 100% before training): what ground truth and majority vote gain there is arithmetic.
+
+``run`` trains what is not stored yet, two runs at a time on one thread each (5-7 GB each), seed-major
+so that a cut-off study leaves every method with as many seeds as possible, and stores each run as it
+ends in ``docs/results/smollm2_study/<method>/seed-S/`` (``metrics.jsonl.gz``, ``config.yaml``);
+``table`` prints the table docs/results.md quotes, from the stored files alone::
+
+    PYTHONPATH=. nohup python benchmarks/smollm2_study.py run > study.log &
+    PYTHONPATH=. python benchmarks/smollm2_study.py table
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from statistics import fmean, stdev
+
+from stored_runs import Jobs, run_jobs, train_job
+
+from corewarding.core import metric_names
+from corewarding.core.collapse import detect_collapse, read_metrics
+
+METHODS = ("ground_truth", "majority_vote", "co_rewarding_i", "co_rewarding_ii", "self_certainty", "entropy")
+#: The control's runs: the recipes of these methods on questions whose instruction fixes the format.
+CONTROL_METHODS = ("ground_truth", "majority_vote")
+CONTROL = "fixed_format"
+#: What the control's questions end with instead of the task's ``#### followed by the number`` ask.
+CONTROL_INSTRUCTION = "Reply with only the number."
+SEEDS = (0, 1, 2)
+STEPS = 30
+RUNS = Path("runs/smollm2_study")
+STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "smollm2_study"
+
+
+def control_datasets(folder: Path) -> list[str]:
+    """The control's train and test questions (the task's, with :data:`CONTROL_INSTRUCTION`) written to
+    ``folder``; the settings that train on them."""
+    from corewarding.data.arithmetic import INSTRUCTION, arithmetic_problems
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for split in ("train", "test"):
+        paths[split] = folder / f"arithmetic_{CONTROL}_{split}.jsonl"
+        with paths[split].open("w") as out:
+            for p in arithmetic_problems(None, split):
+                out.write(json.dumps({  # the columns of the loader's ``pairs`` preset
+                    "original_question": p.question.replace(INSTRUCTION, CONTROL_INSTRUCTION),
+                    "rephrased_question": p.rephrasing.replace(INSTRUCTION, CONTROL_INSTRUCTION),
+                    "solution": p.answer, "idx": p.id}) + "\n")
+    return ["--dataset", str(paths["train"]), "--heldout_dataset", str(paths["test"])]
+
+
+def conditions(runs: Path) -> dict[str, tuple[str, list[str]]]:
+    """``name → (recipe, settings beyond it)``: each method, then the control's."""
+    named = {m: (f"smollm2/{m}", []) for m in METHODS}
+    for method in CONTROL_METHODS:
+        named[f"{CONTROL}/{method}"] = (f"smollm2/{method}", control_datasets(runs / "data"))
+    return named
+
+
+def jobs(runs: Path, stored: Path, seeds: list[int], names: list[str], steps: int = STEPS,
+         model: str = "smollm2") -> Jobs:
+    """A training job for each (seed, condition) not stored yet: its recipe, ``steps`` steps, held-out
+    evaluations at the start, half-way and the end, one thread."""
+    named = conditions(runs)
+    settings = ["--max_steps", str(steps), "--eval_steps", str(max(1, steps // 2)), "--threads", "1",
+                "--model_name_or_path", model]
+    return {
+        f"{name}/seed-{seed}": ([], train_job(
+            ["--config", named[name][0], *named[name][1], *settings, "--seed", str(seed)],
+            runs / name / f"seed-{seed}", stored / name / f"seed-{seed}"))
+        for seed in seeds for name in names
+        if not (stored / name / f"seed-{seed}" / "metrics.jsonl.gz").exists()
+    }
+
+
+def run_figures(metrics: Path) -> dict[str, float]:
+    """One stored run: held-out avg@4 and greedy (start, end), the answer rate and the accuracy among
+    answered samples (start, end), the rollouts' mean length (first and last 3 steps), the mean label
+    accuracy, and the step the collapse monitor flagged (None: not flagged)."""
+    records = read_metrics(metrics)
+    evals = [r for r in records if r.get(metric_names.HELDOUT_SAMPLED) is not None]
+    steps = [r for r in records if r.get(metric_names.MEAN_LENGTH) is not None]
+    first, last = evals[0], evals[-1]
+
+    def answered(r: dict) -> float:
+        return 1 - r[metric_names.HELDOUT_NO_ANSWER]
+
+    def among_answered(r: dict) -> float:
+        return r[metric_names.HELDOUT_SAMPLED] / answered(r) if answered(r) else 0.0
+
+    labels = [r[metric_names.LABEL_ACCURACY] for r in steps if r.get(metric_names.LABEL_ACCURACY) is not None]
+    return {
+        "avg_start": 100 * first[metric_names.HELDOUT_SAMPLED],
+        "avg_end": 100 * last[metric_names.HELDOUT_SAMPLED],
+        "greedy_start": 100 * first[metric_names.HELDOUT_GREEDY],
+        "greedy_end": 100 * last[metric_names.HELDOUT_GREEDY],
+        "answered_start": 100 * answered(first), "answered_end": 100 * answered(last),
+        "among_start": 100 * among_answered(first), "among_end": 100 * among_answered(last),
+        "length_start": fmean(r[metric_names.MEAN_LENGTH] for r in steps[:3]),
+        "length_end": fmean(r[metric_names.MEAN_LENGTH] for r in steps[-3:]),
+        "label_accuracy": 100 * fmean(labels) if labels else float("nan"),
+        "collapse": detect_collapse(records).step,
+    }
+
+
+def mean_sd(values: list[float]) -> str:
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
+
+
+def arrow(runs: list[dict], key: str) -> str:
+    return f"{mean_sd([r[f'{key}_start'] for r in runs])} → {mean_sd([r[f'{key}_end'] for r in runs])}"
+
+
+def table(stored: Path = STORED) -> str:
+    """The study's table from the stored runs: one row per condition, mean ± sample SD over its seeds."""
+    rows = [
+        "| run | seeds | held-out avg@4 (start → end) | gain, points | greedy (end) | answer rate | "
+        "accuracy among answered | length, tokens | label accuracy | collapse flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    truth: list[float] = []
+    for name in [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS)]:
+        paths = sorted((stored / name).glob("seed-*/metrics.jsonl.gz"))
+        if not paths:
+            continue
+        runs = [run_figures(p) for p in paths]
+        gains = [r["avg_end"] - r["avg_start"] for r in runs]
+        if name == "ground_truth":
+            truth = gains
+        ratio = f" ({fmean(gains) / fmean(truth):.2f}× GT)" if truth and name in METHODS[1:] else ""
+        flagged = [r["collapse"] for r in runs if r["collapse"] is not None]
+        seeds = ", ".join(p.parent.name.removeprefix("seed-") for p in paths)
+        labels = [r["label_accuracy"] for r in runs]
+        rows.append(
+            f"| {name} | {seeds} | {arrow(runs, 'avg')} | {mean_sd(gains)}{ratio} | "
+            f"{mean_sd([r['greedy_end'] for r in runs])} | {arrow(runs, 'answered')} | "
+            f"{arrow(runs, 'among')} | "
+            f"{arrow(runs, 'length')} | {'—' if any(v != v for v in labels) else mean_sd(labels)} | "
+            f"{len(flagged)} of {len(runs)}{f' (steps {flagged})' if flagged else ''} |"
+        )
+    return "\n".join(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--only", nargs="+",
+                        help="conditions to run (default: every method, then the control's)")
+    parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--model", default="smollm2", help="another model only to check the script: tiny")
+    parser.add_argument("--runs", type=Path, default=RUNS, help="the runs' folder (models included)")
+    parser.add_argument("--stored", type=Path, default=STORED, help="where the runs' files are stored")
+    args = parser.parse_args()
+    if args.command == "run":
+        names = args.only or [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS)]
+        run_jobs(jobs(args.runs, args.stored, args.seeds, names, args.steps, args.model), args.parallel,
+                 after=lambda: print(table(args.stored), flush=True))
+    print(table(args.stored))
+
+
+if __name__ == "__main__":
+    main()
