@@ -14,7 +14,6 @@ from transformers import PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
 from transformers.trainer_utils import validate_quantization_for_training
 
 from corewarding.core.answers import extract_answer
-from corewarding.core.optional_packages import MissingPackageError
 from corewarding.core.prompts import SYSTEM_PROMPT
 from corewarding.inference.models import (
     ModelLoadError,
@@ -82,7 +81,7 @@ def save_tiny_model(folder: Path, chat_template: str | None = CHATML) -> Path:
 
 def save_tiny_gguf(model_dir: Path, path: Path) -> Path:
     """The tiny model of ``model_dir`` written as an unquantised GGUF file, as llama.cpp lays one out."""
-    gguf = pytest.importorskip("gguf")
+    import gguf
     model = Qwen2ForCausalLM.from_pretrained(model_dir)
     tokenizer = byte_tokenizer(CHATML)
     config = model.config
@@ -253,24 +252,12 @@ def test_broken_model_files(tmp_path):
     with pytest.raises(ModelLoadError) as excinfo:
         load_model(tmp_path)
     assert one_line_error(excinfo).startswith(f"cannot load {tmp_path}: ")
-    pytest.importorskip("gguf")
     (tmp_path / "truncated.gguf").write_bytes(b"GGUF" + bytes(12))
     (tmp_path / "not.gguf").write_bytes(b"PK\x03\x04" + bytes(1000))
     for name in ("truncated.gguf", "not.gguf"):
         with pytest.raises(ModelLoadError) as excinfo:
             load_model(tmp_path / name)
         assert one_line_error(excinfo).startswith(f"cannot load {tmp_path / name}: ")
-
-
-def test_gguf_without_the_gguf_package(tmp_path, monkeypatch):
-    (tmp_path / "model.gguf").write_bytes(b"GGUF")
-    monkeypatch.setitem(sys.modules, "gguf", None)  # makes `import gguf` fail
-    with pytest.raises(MissingPackageError) as excinfo:
-        load_model(tmp_path / "model.gguf")
-    assert one_line_error(excinfo) == (
-        f"loading {tmp_path / 'model.gguf'} needs the gguf package, which is not installed: pip install "
-        "'corewarding[gguf]'"
-    )
 
 
 def test_hub_id_offline_is_one_line(monkeypatch):
@@ -294,7 +281,6 @@ def test_smollm2_gguf_answers_a_gsm8k_question():
     location = os.environ.get("COREWARDING_SMOLLM2_GGUF")
     if not location or not Path(location).is_file():
         pytest.skip("set COREWARDING_SMOLLM2_GGUF to the SmolLM2-135M-Instruct .gguf file to run this test")
-    pytest.importorskip("gguf")
     model, tokenizer = load_model(location)
     assert (model.dtype, tokenizer.padding_side) == (torch.float32, "left")
     [prompt] = render_prompts(tokenizer, [GSM8K_QUESTION])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,10 @@ MEAN_SD = re.compile(r"(?<![\d.])−?\d+\.\d ± \d+\.\d(?![\d.])")
 
 
 def script(path: str):
+    """The benchmark script as a module, with its folder on the path as when it runs (it may import a
+    sibling: ``stored_runs``)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

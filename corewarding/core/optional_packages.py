@@ -1,6 +1,6 @@
 """The packages an optional integration needs, and the one line a missing one is: the user's to install,
 not a bug. Checked where the integration is asked for, before any model is loaded (the run's settings:
-``report_to``, ``use_vllm``, an assistant on vLLM; a ``.gguf`` model; ``--backend vllm``); ``openai`` is a
+``report_to``, ``use_vllm``, an assistant on vLLM; ``--backend vllm``); ``openai`` is a
 dependency of the package and needs no check."""
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ OPTIONAL_PACKAGES = {
     "trackio": (("trackio",), "pip install trackio"),
     "mlflow": (("mlflow",), "pip install mlflow"),
     "vllm": (("vllm",), "pip install 'corewarding[vllm]'"),
-    "gguf": (("gguf",), "pip install 'corewarding[gguf]'"),
 }
 #: The ``report_to`` integrations whose package is checked (the others are transformers' to check).
 REPORTING_PACKAGES = ("tensorboard", "wandb", "trackio", "mlflow")

@@ -3,8 +3,8 @@ r"""Loading a causal language model with its tokenizer, and rendering the prompt
 A model comes from one of three places, told apart by what the location is:
 
 * a local folder written by ``save_pretrained`` (it holds a ``config.json``);
-* a GGUF file (``*.gguf``), dequantised by transformers on loading; it needs the ``gguf`` package
-  (``pip install 'corewarding[gguf]'``);
+* a GGUF file (``*.gguf``), dequantised by transformers on loading (with the ``gguf`` package, a
+  dependency);
 * a hub id such as ``Qwen/Qwen2.5-Math-1.5B`` when no local path of that name exists; this needs a
   network, or the model in the local Hugging Face cache: when the hub cannot be asked
   (``HF_HUB_OFFLINE=1``, or one quick connection fails: :func:`hub_unavailable`), the model is read
@@ -55,7 +55,6 @@ from huggingface_hub import constants as hub_constants
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from corewarding.core.errors import UserError
-from corewarding.core.optional_packages import require
 from corewarding.core.prompts import SYSTEM_PROMPT, chat_messages
 from corewarding.inference.model_names import model_location, tiny_model_dir
 
@@ -227,7 +226,6 @@ def _resolve(location: str | os.PathLike) -> tuple[str, str | None, bool]:
             raise ModelLoadError(
                 f"{path} is a file but not a .gguf model: expected a model folder or a .gguf file"
             )
-        require("gguf", f"loading {path}")  # transformers imports it only deep inside loading
         return str(path.parent), path.name, False
     if path.is_dir():
         # A LoRA run's final model is its adapter: transformers loads the base model it names, then it.
