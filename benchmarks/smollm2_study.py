@@ -85,13 +85,13 @@ def jobs(runs: Path, stored: Path, seeds: list[int], names: list[str], steps: in
 
 
 def run_figures(metrics: Path) -> dict[str, float]:
-    """One stored run: held-out avg@4 and greedy (start, end), the answer rate and the accuracy among
-    answered samples (start, end), the rollouts' mean length (first and last 3 steps), the mean label
-    accuracy, and the step the collapse monitor flagged (None: not flagged)."""
+    """One stored run: held-out avg@4 (start, half-way, end) and greedy (start, end), the answer rate and
+    the accuracy among answered samples (start, end), the rollouts' mean length (first and last 3 steps),
+    the mean label accuracy, and the step the collapse monitor flagged (None: not flagged)."""
     records = read_metrics(metrics)
     evals = [r for r in records if r.get(metric_names.HELDOUT_SAMPLED) is not None]
     steps = [r for r in records if r.get(metric_names.MEAN_LENGTH) is not None]
-    first, last = evals[0], evals[-1]
+    first, middle, last = evals[0], evals[len(evals) // 2], evals[-1]
 
     def answered(r: dict) -> float:
         return 1 - r[metric_names.HELDOUT_NO_ANSWER]
@@ -102,6 +102,7 @@ def run_figures(metrics: Path) -> dict[str, float]:
     labels = [r[metric_names.LABEL_ACCURACY] for r in steps if r.get(metric_names.LABEL_ACCURACY) is not None]
     return {
         "avg_start": 100 * first[metric_names.HELDOUT_SAMPLED],
+        "avg_middle": 100 * middle[metric_names.HELDOUT_SAMPLED],
         "avg_end": 100 * last[metric_names.HELDOUT_SAMPLED],
         "greedy_start": 100 * first[metric_names.HELDOUT_GREEDY],
         "greedy_end": 100 * last[metric_names.HELDOUT_GREEDY],
@@ -118,6 +119,10 @@ def mean_sd(values: list[float]) -> str:
     return f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
 
 
+def joined(steps: list[int]) -> str:
+    return ", ".join(map(str, steps))
+
+
 def arrow(runs: list[dict], key: str) -> str:
     return f"{mean_sd([r[f'{key}_start'] for r in runs])} → {mean_sd([r[f'{key}_end'] for r in runs])}"
 
@@ -125,8 +130,8 @@ def arrow(runs: list[dict], key: str) -> str:
 def table(stored: Path = STORED) -> str:
     """The study's table from the stored runs: one row per condition, mean ± sample SD over its seeds."""
     rows = [
-        "| run | seeds | held-out avg@4 (start → end) | gain, points | greedy (end) | answer rate | "
-        "accuracy among answered | length, tokens | label accuracy | collapse flagged |",
+        "| run | seeds | held-out avg@4 (start → half-way → end) | gain, points | greedy (end) | "
+        "answer rate | accuracy among answered | length, tokens | label accuracy | collapse flagged |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     truth: list[float] = []
@@ -143,11 +148,13 @@ def table(stored: Path = STORED) -> str:
         seeds = ", ".join(p.parent.name.removeprefix("seed-") for p in paths)
         labels = [r["label_accuracy"] for r in runs]
         rows.append(
-            f"| {name} | {seeds} | {arrow(runs, 'avg')} | {mean_sd(gains)}{ratio} | "
+            f"| {name} | {seeds} | {mean_sd([r['avg_start'] for r in runs])} → "
+            f"{mean_sd([r['avg_middle'] for r in runs])} → {mean_sd([r['avg_end'] for r in runs])} | "
+            f"{mean_sd(gains)}{ratio} | "
             f"{mean_sd([r['greedy_end'] for r in runs])} | {arrow(runs, 'answered')} | "
             f"{arrow(runs, 'among')} | "
             f"{arrow(runs, 'length')} | {'—' if any(v != v for v in labels) else mean_sd(labels)} | "
-            f"{len(flagged)} of {len(runs)}{f' (steps {flagged})' if flagged else ''} |"
+            f"{len(flagged)} of {len(runs)}{f' (steps {joined(flagged)})' if flagged else ''} |"
         )
     return "\n".join(rows)
 
