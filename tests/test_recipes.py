@@ -53,28 +53,30 @@ def test_shared_bases_are_not_offered_as_recipes():
     assert "tiny/_common" not in str(error.value) and "paper/_reference" not in str(error.value)
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_every_tiny_recipe_is_its_method_on_the_shared_settings(method):
-    config = load_recipe(f"tiny/{method}")
-    common = yaml.safe_load((RECIPES_DIR / "tiny" / "_common.yaml").read_text())
-    assert config.method == method and config.output_dir == f"runs/tiny/{method}"
-    # Identical budgets: what the demo and the study compare must differ only in the method.
-    settings = recipe_settings(f"tiny/{method}")
+# What each family's recipes hold beyond its shared settings: the tiny family's budget (the demo and the
+# study compare runs that differ only in the method), and SmolLM2's answers (the model never boxes: every
+# reward, the teacher's labels and the held-out score read the last number).
+FAMILY_SETTINGS = {
+    "tiny": {"max_steps": 40, "learning_rate": 1e-4, "num_generations": 8},
+    "smollm2": {"answer_extraction": "last_number", "dataset": "arithmetic", "model_name_or_path": "smollm2"},
+}
+
+
+# The tiny family also ships variants (a frozen teacher, a bigger budget...) with their own settings.
+METHOD_RECIPES = [("tiny", method) for method in METHODS] + [
+    ("smollm2", path.stem) for path in sorted((RECIPES_DIR / "smollm2").glob("[!_]*.yaml"))
+]
+
+
+@pytest.mark.parametrize("family, name", METHOD_RECIPES)
+def test_every_family_recipe_is_its_method_on_the_shared_settings(family, name):
+    config = load_recipe(f"{family}/{name}")
+    common = yaml.safe_load((RECIPES_DIR / family / "_common.yaml").read_text())
+    assert config.method == name and config.output_dir == f"runs/{family}/{name}"
+    settings = recipe_settings(f"{family}/{name}")
     assert {key: settings[key] for key in common} == common
-    assert (config.max_steps, config.learning_rate, config.num_generations) == (40, 1e-4, 8)
+    assert {key: getattr(config, key) for key in FAMILY_SETTINGS[family]} == FAMILY_SETTINGS[family]
 
-
-
-@pytest.mark.parametrize("name", sorted(p.stem for p in (RECIPES_DIR / "smollm2").glob("[!_]*.yaml")))
-def test_every_smollm2_recipe_is_its_method_on_the_shared_settings(name):
-    config = load_recipe(f"smollm2/{name}")
-    common = yaml.safe_load((RECIPES_DIR / "smollm2" / "_common.yaml").read_text())
-    assert config.method == name and config.output_dir == f"runs/smollm2/{name}"
-    settings = recipe_settings(f"smollm2/{name}")
-    assert {key: settings[key] for key in common} == common
-    # The model never boxes: every reward, the teacher's labels and the held-out score read the last number.
-    assert (config.answer_extraction, config.dataset, config.model_name_or_path) == (
-        "last_number", "arithmetic", "smollm2")
 
 @pytest.mark.parametrize("method", PAPER_METHODS)
 def test_paper_recipes_restate_the_reference_runs(method):
