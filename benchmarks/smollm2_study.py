@@ -119,8 +119,11 @@ def mean_sd(values: list[float]) -> str:
     return f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
 
 
-def joined(steps: list[int]) -> str:
-    return ", ".join(map(str, steps))
+def flag_steps(steps: list[int]) -> str:
+    """`` (step 30)``, `` (steps 12, 30)``, or nothing when no run was flagged."""
+    if not steps:
+        return ""
+    return f" (step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))})"
 
 
 def arrow(runs: list[dict], key: str) -> str:
@@ -128,33 +131,41 @@ def arrow(runs: list[dict], key: str) -> str:
 
 
 def table(stored: Path = STORED) -> str:
-    """The study's table from the stored runs: one row per condition, mean ± sample SD over its seeds."""
+    """The study's table from the stored runs: one row per condition, mean ± sample SD over its seeds; a
+    label-free method's gain is also given as a ratio to ground truth's mean gain on the same seeds."""
     rows = [
-        "| run | seeds | held-out avg@4 (start → half-way → end) | gain, points | greedy (end) | "
-        "answer rate | accuracy among answered | length, tokens | label accuracy | collapse flagged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run | seeds | held-out avg@4 (start → half-way → end) | gain half-way | gain at the end | "
+        "greedy (end) | answer rate | accuracy among answered | length, tokens | label accuracy | "
+        "collapse flagged |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    truth: list[float] = []
+    truth: dict[str, dict[str, dict]] = {}  # ground truth's runs by seed: each gain's ratio is on the same seeds
     for name in [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS)]:
         paths = sorted((stored / name).glob("seed-*/metrics.jsonl.gz"))
         if not paths:
             continue
         runs = [run_figures(p) for p in paths]
-        gains = [r["avg_end"] - r["avg_start"] for r in runs]
+        seeds = [p.parent.name.removeprefix("seed-") for p in paths]
         if name == "ground_truth":
-            truth = gains
-        ratio = f" ({fmean(gains) / fmean(truth):.2f}× GT)" if truth and name in METHODS[1:] else ""
+            truth = dict(zip(seeds, runs))
+
+        def gain(point: str) -> str:
+            gains = [r[f"avg_{point}"] - r["avg_start"] for r in runs]
+            paired = [truth[s][f"avg_{point}"] - truth[s]["avg_start"] for s in seeds if s in truth]
+            ratio = (f" ({fmean(gains) / fmean(paired):.2f}× GT)"
+                     if name in METHODS[1:] and len(paired) == len(runs) else "")
+            return mean_sd(gains) + ratio
+
         flagged = [r["collapse"] for r in runs if r["collapse"] is not None]
-        seeds = ", ".join(p.parent.name.removeprefix("seed-") for p in paths)
         labels = [r["label_accuracy"] for r in runs]
         rows.append(
-            f"| {name} | {seeds} | {mean_sd([r['avg_start'] for r in runs])} → "
+            f"| {name} | {', '.join(seeds)} | {mean_sd([r['avg_start'] for r in runs])} → "
             f"{mean_sd([r['avg_middle'] for r in runs])} → {mean_sd([r['avg_end'] for r in runs])} | "
-            f"{mean_sd(gains)}{ratio} | "
+            f"{gain('middle')} | {gain('end')} | "
             f"{mean_sd([r['greedy_end'] for r in runs])} | {arrow(runs, 'answered')} | "
             f"{arrow(runs, 'among')} | "
             f"{arrow(runs, 'length')} | {'—' if any(v != v for v in labels) else mean_sd(labels)} | "
-            f"{len(flagged)} of {len(runs)}{f' (steps {joined(flagged)})' if flagged else ''} |"
+            f"{len(flagged)} of {len(runs)}{flag_steps(flagged)} |"
         )
     return "\n".join(rows)
 
