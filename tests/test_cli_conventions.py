@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from corewarding.cli import app
 from corewarding.cli.app import WORKFLOW
+from corewarding.cli import options
 from corewarding.cli.options import default_threads
 from corewarding.core.errors import SettingError
 from corewarding.inference.evaluate import SAMPLING_TEMPERATURE
@@ -317,12 +318,30 @@ def test_eval_samples_at_the_temperature_of_trainings_heldout_evaluation(tmp_pat
 def test_the_threads_rule_leaves_the_cores_other_processes_use(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)), raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (2.6, 0.0, 0.0))
+    monkeypatch.setattr(options, "busy_cores", lambda: 2.6)
     assert default_threads() == 5
-    monkeypatch.setattr(os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    monkeypatch.setattr(options, "busy_cores", lambda: 11.0)
     assert default_threads() == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # torchrun's one thread per process: torch follows it
     assert default_threads() is None
+
+
+def test_busy_cores_are_the_busy_share_of_the_ticks_now_not_the_lagging_load_average(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice, then one line per core
+    stat.write_text("cpu  100 0 50 800 50 0 0 0 0 0\ncpu0 50 0 25 400 25 0 0 0 0 0\n"
+                    "cpu1 50 0 25 400 25 0 0 0 0 0\nintr 1 2 3\n")
+    assert options.cpu_ticks(stat) == (150, 1000, 2)
+    assert options.cpu_ticks(tmp_path / "missing") is None
+    # A minute-long job just ended: the load average still says 2, the cores are idle since.
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.0, 1.0, 0.5))
+    snapshots = iter([(1000, 4000, 2), (1015, 4200, 2)])
+    monkeypatch.setattr(options, "cpu_ticks", lambda: next(snapshots))
+    assert options.busy_cores(window_s=0) == pytest.approx(15 / 200 * 2)
+    snapshots = iter([(1000, 4000, 2), (1150, 4200, 2)])  # one core busy
+    assert options.busy_cores(window_s=0) == pytest.approx(1.5)
+    monkeypatch.setattr(options, "cpu_ticks", lambda: None)  # no /proc/stat (macOS): the load average
+    assert options.busy_cores(window_s=0) == 2.0
 
 
 def test_every_command_that_runs_torch_takes_the_one_threads_option():
@@ -345,7 +364,7 @@ def test_eval_runs_torch_on_the_free_cores_by_default(monkeypatch):
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
-    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 0.0, 0.0))
+    monkeypatch.setattr(options, "busy_cores", lambda: 1.2)
     before = torch.get_num_threads()
     try:
         command = ["eval", "tiny", "synthetic", "--limit", "1", "--max-new-tokens", "4"]

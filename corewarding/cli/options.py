@@ -8,6 +8,7 @@ import functools
 import inspect
 import json
 import os
+import time
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from corewarding.data.rephrasing_checks import ValidationSettings
 
 __all__ = [
     "option_group", "BackendOptions", "AnswerOptions", "ValidationOptions", "Columns", "Threads",
-    "make_backend", "check_writable", "default_threads", "start_torch",
+    "make_backend", "check_writable", "busy_cores", "default_threads", "start_torch",
 ]
 
 #: The column mapping, one option in every command: ``--dataset-columns`` (``dataset_columns`` in a
@@ -44,14 +45,45 @@ Threads = Annotated[
     int | None,
     typer.Option(
         min=1, help="CPU threads for torch. Default: the cores no other process is using (CPU count less "
-        "the load average, at least 1), or OMP_NUM_THREADS when set.",
+        "the cores busy now, at least 1), or OMP_NUM_THREADS when set.",
     ),
 ]
 
 
+#: How long :func:`busy_cores` watches the CPUs: long enough for a few scheduler ticks on every core.
+BUSY_WINDOW_S = 0.1
+
+
+def cpu_ticks(stat: Path = Path("/proc/stat")) -> tuple[int, int, int] | None:
+    """(busy, total) CPU ticks since boot summed over every core, and the number of cores, from Linux's
+    ``/proc/stat`` (its ``cpu`` line: user nice system idle iowait irq softirq steal ...; idle and
+    iowait are not busy); None where there is no such file."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return None
+    ticks = [int(value) for value in lines[0].split()[1:9]]
+    cores = sum(1 for line in lines[1:] if line.startswith("cpu"))
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks), cores
+
+
+def busy_cores(window_s: float = BUSY_WINDOW_S) -> float:
+    """How many cores other processes keep busy now: the busy share of the CPU ticks over ``window_s``
+    (this process sleeps meanwhile) times the cores; the 1-minute load average where ``/proc/stat`` is
+    missing (macOS). The load average lags by a minute: just after a job ends it still counts it, and a
+    demo started then would run on half the cores throughout."""
+    before = cpu_ticks()
+    if before is None:
+        return os.getloadavg()[0]
+    time.sleep(window_s)
+    after = cpu_ticks()
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total * after[2] if total > 0 else 0.0
+
+
 def default_threads() -> int | None:
     """The one rule for ``--threads`` left unset, in every command: the cores no other process is using,
-    the CPU count less the 1-minute load average (rounded, at least 1); None (torch's own count) where
+    the CPU count less :func:`busy_cores` (rounded, at least 1); None (torch's own count) where
     ``OMP_NUM_THREADS`` is set, as torchrun sets it for each of its processes.
 
     Measured (docs/launch_modes.md, "CPU threads"): on 2 cores shared with other jobs, torch's default
@@ -60,7 +92,7 @@ def default_threads() -> int | None:
     if os.environ.get("OMP_NUM_THREADS"):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - round(os.getloadavg()[0]))
+    return max(1, cores - round(busy_cores()))
 
 
 def start_torch(threads: int | None) -> None:
