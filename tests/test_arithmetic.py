@@ -1,5 +1,6 @@
 """The real-model task: seeded, disjoint splits (a + b and b + a together), two different wordings per
-question with the same answer, and the name ``arithmetic`` wherever a dataset is expected."""
+question with the same answer (the second with its operands swapped), and the name ``arithmetic`` wherever
+a dataset is expected."""
 
 from __future__ import annotations
 
@@ -32,9 +33,9 @@ def test_each_question_has_two_wordings_of_one_sum():
         assert asked != rephrased and p.question != p.rephrasing
         assert p.question.endswith(INSTRUCTION) and p.rephrasing.endswith(INSTRUCTION)
         a, b = operands(p)
-        assert p.answer == str(a + b) and sorted(operands(p)) == sorted(
-            int(n) for n in re.findall(r"\d+", p.rephrasing)
-        )
+        assert p.answer == str(a + b)
+        # b + a: echoing either view ends on a different operand, so only the sum makes the views agree.
+        assert tuple(int(n) for n in re.findall(r"\d+", p.rephrasing)) == (b, a)
         used.update(p.meta["wordings"])
     assert used == set(range(len(WORDINGS)))
 

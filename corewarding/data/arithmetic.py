@@ -6,14 +6,20 @@ right: room to learn, on a laptop CPU. So every question ends with :data:`INSTRU
 read as the completion's last number (``answer_extraction: last_number``).
 
 A problem is an ordered pair (a, b), both in :data:`OPERAND_RANGE`; its answer is a + b. Each problem is
-asked in one of :data:`WORDINGS` and rephrased in another, both drawn by the seeded generator, so
-Co-rewarding-I and -III have two real views of one question::
+asked as a + b in one of :data:`WORDINGS` and rephrased as b + a in another, both drawn by the seeded
+generator, so Co-rewarding-I and -III have two real views of one question::
 
     >>> p = arithmetic_problems(1, "train", seed=0)[0]
     >>> p.question
     'What is 50 + 34? Reply with one line: #### followed by the number.'
     >>> p.rephrasing, p.answer
-    ('What is 50 plus 34? Reply with one line: #### followed by the number.', '84')
+    ('What is 34 plus 50? Reply with one line: #### followed by the number.', '84')
+
+The rephrasing swaps the operands so that the two views share nothing a model can copy. With both in
+the same order, Co-rewarding-I taught SmolLM2 to echo the question (``23 + 20 = ?``): the last number,
+the second operand, was the same in both views, and their agreement paid it (seed 1 of the study: reward
+0.97, held-out greedy 0%; docs/results.md, "A real model"). Swapped, an echo ends on b in one view and
+on a in the other: only the sum agrees.
 
 Splits are disjoint by construction, as the synthetic task's: :func:`split_of` puts a pair in ``test``
 when a hash of the unordered pair {a, b} falls below :data:`TEST_FRACTION`, so neither a question nor
@@ -59,7 +65,8 @@ def split_of(a: int, b: int) -> str:
 
 def arithmetic_problems(count: int | None, split: str, seed: int = 0) -> list[Problem]:
     """``count`` distinct problems of ``split`` (None: all of them), drawn by ``seed``, each worded in one
-    of :data:`WORDINGS` and rephrased in another; a :class:`UserError` when the split has fewer."""
+    of :data:`WORDINGS` and rephrased, operands swapped, in another; a :class:`UserError` when the split
+    has fewer."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}: one of {', '.join(SPLITS)}")
     low, high = OPERAND_RANGE
@@ -77,7 +84,7 @@ def arithmetic_problems(count: int | None, split: str, seed: int = 0) -> list[Pr
             id=f"{ARITHMETIC}-{a}+{b}",
             question=f"{WORDINGS[asked].format(a=a, b=b)} {INSTRUCTION}",
             answer=str(a + b),
-            rephrasing=f"{WORDINGS[rephrased].format(a=a, b=b)} {INSTRUCTION}",
+            rephrasing=f"{WORDINGS[rephrased].format(a=b, b=a)} {INSTRUCTION}",
             rephrasing_valid=True,
             source=ARITHMETIC,
             meta={"wordings": (asked, rephrased)},
