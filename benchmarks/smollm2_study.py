@@ -36,6 +36,9 @@ CONTROL_METHODS = ("ground_truth", "majority_vote")
 CONTROL = "fixed_format"
 #: What the control's questions end with instead of the task's ``#### followed by the number`` ask.
 CONTROL_INSTRUCTION = "Reply with only the number."
+#: Settings tried beyond the recipes: ``condition/method → settings``. A label only where at least 3 of
+#: the other view's 8 answers agree: on this task the plurality is often one vote of eight, noise.
+VARIANTS = {"min_agreement_3/co_rewarding_i": ["--min_agreement_count", "3"]}
 SEEDS = (0, 1, 2)
 STEPS = 30
 RUNS = Path("runs/smollm2_study")
@@ -61,11 +64,18 @@ def control_datasets(folder: Path) -> list[str]:
 
 
 def conditions(runs: Path) -> dict[str, tuple[str, list[str]]]:
-    """``name → (recipe, settings beyond it)``: each method, then the control's."""
+    """``name → (recipe, settings beyond it)``: each method, then the control's, then the variants."""
     named = {m: (f"smollm2/{m}", []) for m in METHODS}
     for method in CONTROL_METHODS:
         named[f"{CONTROL}/{method}"] = (f"smollm2/{method}", control_datasets(runs / "data"))
+    for name, settings in VARIANTS.items():
+        named[name] = (f"smollm2/{name.split('/')[-1]}", settings)
     return named
+
+
+def condition_names() -> list[str]:
+    """Every condition, in the order ``run`` trains them and ``table`` lists them."""
+    return [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS), *VARIANTS]
 
 
 def jobs(runs: Path, stored: Path, seeds: list[int], names: list[str], steps: int = STEPS,
@@ -140,7 +150,7 @@ def table(stored: Path = STORED) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     truth: dict[str, dict[str, dict]] = {}  # ground truth's runs by seed: each gain's ratio is on the same seeds
-    for name in [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS)]:
+    for name in condition_names():
         paths = sorted((stored / name).glob("seed-*/metrics.jsonl.gz"))
         if not paths:
             continue
@@ -153,7 +163,8 @@ def table(stored: Path = STORED) -> str:
             gains = [r[f"avg_{point}"] - r["avg_start"] for r in runs]
             paired = [truth[s][f"avg_{point}"] - truth[s]["avg_start"] for s in seeds if s in truth]
             ratio = (f" ({fmean(gains) / fmean(paired):.2f}× GT)"
-                     if name in METHODS[1:] and len(paired) == len(runs) else "")
+                     if name not in (METHODS[0], f"{CONTROL}/{METHODS[0]}") and len(paired) == len(runs)
+                     else "")
             return mean_sd(gains) + ratio
 
         flagged = [r["collapse"] for r in runs if r["collapse"] is not None]
@@ -175,7 +186,7 @@ def main() -> None:
     parser.add_argument("command", choices=("run", "table"))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--only", nargs="+",
-                        help="conditions to run (default: every method, then the control's)")
+                        help="conditions to run (default: every method, the control's, the variants)")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--model", default="smollm2", help="another model only to check the script: tiny")
@@ -183,7 +194,7 @@ def main() -> None:
     parser.add_argument("--stored", type=Path, default=STORED, help="where the runs' files are stored")
     args = parser.parse_args()
     if args.command == "run":
-        names = args.only or [*METHODS, *(f"{CONTROL}/{m}" for m in CONTROL_METHODS)]
+        names = args.only or condition_names()
         run_jobs(jobs(args.runs, args.stored, args.seeds, names, args.steps, args.model), args.parallel,
                  after=lambda: print(table(args.stored), flush=True))
     print(table(args.stored))
