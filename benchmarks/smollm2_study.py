@@ -12,10 +12,12 @@ answer rate near 100% before training): what ground truth and majority vote gain
 ``run`` trains what is not stored yet, two runs at a time on one thread each (5-7 GB each), seed-major
 so that a cut-off study leaves every method with as many seeds as possible, and stores each run as it
 ends in ``docs/results/smollm2_study/<method>/seed-S/`` (``metrics.jsonl.gz``, ``config.yaml``);
-``table`` prints the table docs/results.md quotes, from the stored files alone::
+``table`` prints the table docs/results.md quotes, from the stored files alone; ``echo`` measures how often
+given models answer with a number of the question (the echo collapse of docs/results.md)::
 
     PYTHONPATH=. nohup python benchmarks/smollm2_study.py run > study.log &
     PYTHONPATH=. python benchmarks/smollm2_study.py table
+    PYTHONPATH=. python benchmarks/smollm2_study.py echo --models start=smollm2 end=runs/RUN --out echo.json
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ CONTROL_INSTRUCTION = "Reply with only the number."
 #: the other view's 8 answers agree: on this task the plurality is often one vote of eight, noise.
 VARIANTS = {"min_agreement_3/co_rewarding_i": ["--min_agreement_count", "3"]}
 SEEDS = (0, 1, 2)
+#: Training questions ``echo`` samples (8 answers each).
+ECHO_QUESTIONS = 32
 STEPS = 30
 RUNS = Path("runs/smollm2_study")
 STORED = Path(__file__).resolve().parent.parent / "docs" / "results" / "smollm2_study"
@@ -149,22 +153,25 @@ def table(stored: Path = STORED) -> str:
         "collapse flagged |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    truth: dict[str, dict[str, dict]] = {}  # ground truth's runs by seed: each gain's ratio is on the same seeds
+    # Ground truth's runs by seed, of the task and of the control: each gain's ratio is to ground truth's on
+    # the same questions and seeds.
+    truths: dict[str, dict[str, dict]] = {"": {}, CONTROL: {}}
     for name in condition_names():
         paths = sorted((stored / name).glob("seed-*/metrics.jsonl.gz"))
         if not paths:
             continue
         runs = [run_figures(p) for p in paths]
         seeds = [p.parent.name.removeprefix("seed-") for p in paths]
-        if name == "ground_truth":
-            truth = dict(zip(seeds, runs))
+        family, _, method = name.rpartition("/")
+        truth = truths[CONTROL if family == CONTROL else ""]
+        if method == METHODS[0] and family in truths:
+            truth.update(zip(seeds, runs))
 
         def gain(point: str) -> str:
             gains = [r[f"avg_{point}"] - r["avg_start"] for r in runs]
             paired = [truth[s][f"avg_{point}"] - truth[s]["avg_start"] for s in seeds if s in truth]
             ratio = (f" ({fmean(gains) / fmean(paired):.2f}× GT)"
-                     if name not in (METHODS[0], f"{CONTROL}/{METHODS[0]}") and len(paired) == len(runs)
-                     else "")
+                     if method != METHODS[0] and len(paired) == len(runs) else "")
             return mean_sd(gains) + ratio
 
         flagged = [r["collapse"] for r in runs if r["collapse"] is not None]
@@ -181,9 +188,42 @@ def table(stored: Path = STORED) -> str:
     return "\n".join(rows)
 
 
+def echo_shares(models: dict[str, str], out: Path | None = None) -> str:
+    """``echo``: how often each model answers by echoing the question. Each model samples 8 answers (T 0.8,
+    32 tokens, last number, no system turn, seed 0) to the first :data:`ECHO_QUESTIONS` training questions;
+    the share of answers that are a number of their question (``answer_in_question_share``, what training
+    logs) and the share right. A table; with ``out``, the figures as JSON."""
+    from corewarding.core.answers import numbers_in
+    from corewarding.core.equivalence import answers_match
+    from corewarding.data.arithmetic import arithmetic_problems
+    from corewarding.inference.evaluate import sample_answers
+    from corewarding.inference.generation import GenerationSettings, TransformersBackend
+
+    problems = arithmetic_problems(None, "train")[:ECHO_QUESTIONS]
+    settings = GenerationSettings(n=8, temperature=0.8, max_new_tokens=32)
+    figures = {}
+    for label, location in models.items():
+        backend = TransformersBackend.load(location, seed=0)
+        answers = sample_answers([p.question for p in problems], backend, {"sampled": settings},
+                                 system_prompt=None, answer_extraction="last_number")[0]["sampled"]
+        pairs = [(p, a) for p, group in zip(problems, answers) for a in group]
+        figures[label] = {
+            "model": location,
+            "answer_in_question_share": fmean(a is not None and a in numbers_in(p.question) for p, a in pairs),
+            "right": fmean(answers_match([(p.answer, a) for p, a in pairs], mode="exact")),
+        }
+    if out is not None:
+        out.write_text(json.dumps({"questions": ECHO_QUESTIONS, "samples": 8, "temperature": 0.8,
+                                   "max_new_tokens": 32, "seed": 0, "models": figures}, indent=1) + "\n")
+    rows = ["| model | answers that are a number of the question | answers right |", "|---|---|---|"]
+    rows += [f"| {label} | {100 * f['answer_in_question_share']:.1f}% | {100 * f['right']:.1f}% |"
+             for label, f in figures.items()]
+    return "\n".join(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "table"))
+    parser.add_argument("command", choices=("run", "table", "echo"))
     parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
     parser.add_argument("--only", nargs="+",
                         help="conditions to run (default: every method, the control's, the variants)")
@@ -192,7 +232,13 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2", help="another model only to check the script: tiny")
     parser.add_argument("--runs", type=Path, default=RUNS, help="the runs' folder (models included)")
     parser.add_argument("--stored", type=Path, default=STORED, help="where the runs' files are stored")
+    parser.add_argument("--models", nargs="+", default=[], metavar="LABEL=MODEL",
+                        help="echo: the models to sample (a folder or a model name)")
+    parser.add_argument("--out", type=Path, help="echo: write the figures there as JSON")
     args = parser.parse_args()
+    if args.command == "echo":
+        print(echo_shares(dict(m.split("=", 1) for m in args.models), args.out))
+        return
     if args.command == "run":
         names = args.only or condition_names()
         run_jobs(jobs(args.runs, args.stored, args.seeds, names, args.steps, args.model), args.parallel,

@@ -8,6 +8,7 @@ machine are what the benchmarks measure, not what a test may assert.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -260,3 +261,11 @@ def test_smollm2_study_smoke(tmp_path):
         assert f"| {name} | 0 |" in out
     control = (tmp_path / "runs" / "data" / "arithmetic_fixed_format_train.jsonl").read_text()
     assert "Reply with only the number." in control and "####" not in control
+
+
+def test_smollm2_study_echo_smoke(tmp_path):
+    """The echo measurement on the tiny model, its table and JSON (the study's: SmolLM2 before and after)."""
+    out = bench("smollm2_study.py", "echo", "--models", "start=tiny", "--out", str(tmp_path / "echo.json"))
+    assert "| start |" in out
+    figures = json.loads((tmp_path / "echo.json").read_text())["models"]["start"]
+    assert 0 <= figures["answer_in_question_share"] <= 1 and 0 <= figures["right"] <= 1

@@ -12,7 +12,7 @@ FORMULA = CollapseThresholds(window=5, patience=1)
 
 HEALTHY = {
     "reward": 0.5, "label_accuracy": 0.5, "entropy": 0.3, "completions/mean_length": 40.0,
-    "completions/clipped_ratio": 0.02, "dominant_answer_share": 0.15,
+    "completions/clipped_ratio": 0.02, "dominant_answer_share": 0.15, "answer_in_question_share": 0.05,
 }
 
 
@@ -84,6 +84,25 @@ def test_shrinking_answers_and_one_answer_for_everything():
     monitor = CollapseMonitor(FORMULA)
     firings = {r["step"]: monitor.update(r) for r in history(20, change)}
     assert firings[14] == ["length_shrink", "dominant_answer"]
+
+
+def test_answers_echoing_the_question_are_flagged_without_labels():
+    # The echo collapse of a last-number task (``23 + 20 = ?`` answers 20): from step 11 every answer is a
+    # number of its own question, the views agree, the reward climbs; no label accuracy is logged.
+    def change(step):
+        echo = step > 10
+        return {"reward": 0.9 if echo else 0.3, "answer_in_question_share": 0.95 if echo else 0.05,
+                "label_accuracy": None}
+
+    # Step 13 (window 9..13): share mean 0.59 >= 0.5 and >= 3x the early 0.05.
+    report = detect_collapse(history(20, change), FORMULA)
+    assert report.step == 13 and report.reasons == ["answer_from_question"]
+
+
+def test_a_task_whose_answers_are_often_in_the_question_is_not_an_echo():
+    # Half the answers are numbers of their question from the start: no rise, no signal.
+    often = lambda step: {"answer_in_question_share": 0.5 + 0.05 * (-1) ** step}  # noqa: E731
+    assert not detect_collapse(history(30, often), FORMULA).collapsed
 
 
 def test_heldout_accuracy_falling_to_zero():

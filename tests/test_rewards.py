@@ -222,6 +222,18 @@ def test_dominant_answer_share_reveals_one_answer_for_every_question():
     assert format_rewards(collapsed).metrics["dominant_answer_share"] == 5 / 6
 
 
+def test_answer_in_question_share_counts_answers_copied_from_their_question():
+    questions = ["What is 23 + 20?", "What is 23 + 20?", "Subtract 1,200 - 5.", "Subtract 1,200 - 5.", "5 + 6?"]
+    echo = Rollouts(answers=["20", "43", "1200", "5", None], question_ids=[0, 0, 1, 1, 2],
+                    questions=questions)
+    assert majority_vote_rewards(echo).metrics["answer_in_question_share"] == 3 / 5  # 20, 1200, 5
+    # The share is of each rollout's own question: 43 in another question does not count.
+    crossed = Rollouts(answers=["11", "43"], question_ids=[0, 1], questions=["5 + 6?", "What is 43?"])
+    assert format_rewards(crossed).metrics["answer_in_question_share"] == 1 / 2
+    assert "answer_in_question_share" not in format_rewards(Rollouts(["11"], [0])).metrics
+    assert echo.select([0, 2]).questions == [questions[0], questions[2]]
+
+
 def test_a_vote_budget_adds_voters_that_are_not_rewarded():
     # Two rollouts trained on, question 0; alone they tie (4 first); six extra samples say 5.
     batch = Rollouts(answers=["4", "5"], question_ids=[0, 0], references=["5", "5"])

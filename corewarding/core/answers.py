@@ -25,7 +25,9 @@ import re
 
 from corewarding.core.lru import ByteLRU
 
-__all__ = ["ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed"]
+__all__ = [
+    "ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed", "numbers_in",
+]
 
 #: How a completion's final answer is found (:func:`extract_answer`), the setting ``answer_extraction``.
 ANSWER_EXTRACTIONS = ("boxed", "boxed_or_last_number", "last_number")
@@ -86,6 +88,18 @@ def _last_number(text: str) -> str | None:
     for last in _NUMBER_RE.finditer(text):
         pass
     return last.group(0).rstrip(",") if last else None
+
+
+def numbers_in(text: str) -> frozenset[str]:
+    """The canonical form of every number written in ``text``, with and without a leading minus (in
+    ``10-5`` the 5 is written too). An answer among the numbers of its question was often copied from
+    it: the last-number echo of a collapsed run (``23 + 20 = ?`` answers 20).
+
+        >>> sorted(numbers_in("What is 23 + 1,200? Then subtract 4.50."))
+        ['1200', '23', '4.5']
+    """
+    found = (canonical_answer(n.rstrip(",")) for n in _NUMBER_RE.findall(text))
+    return frozenset(m for n in found for m in (n, n.lstrip("-")))
 
 
 def extract_answer(text: str | None, extraction: str = "boxed") -> str | None:

@@ -18,6 +18,9 @@ signal                               fires when (means over the last ``window`` 
 ``length_shrink``                    mean completion length below ``shrink`` × its early mean
 ``dominant_answer``                  one answer makes up ≥ ``dominant_share`` of all rollouts
                                      across different questions, and ≥ 3x its early share
+``answer_from_question``             a share ≥ ``copied_share`` of rollouts answer with a number
+                                     written in their own question, and ≥ 3x its early share
+                                     (answering by echoing the question)
 ``reward_up_rollout_accuracy_down``  reward-model methods (records with ``rm/rule_agreement``):
                                      ``rollout_accuracy`` below ``rollout_drop`` × its best window
                                      mean so far, while the reward is at least that window's (the
@@ -57,6 +60,7 @@ from pathlib import Path
 from statistics import fmean
 
 from corewarding.core.jsonl import read_jsonl
+from corewarding.core.metric_names import ANSWER_IN_QUESTION
 
 __all__ = ["CollapseThresholds", "CollapseReport", "CollapseMonitor", "detect_collapse", "read_metrics"]
 
@@ -80,6 +84,7 @@ class CollapseThresholds:
         clipped_share: this share of completions at the length cap means runaway length (0.5).
         shrink: mean length below this fraction of its early mean means shrinking answers (0.5).
         dominant_share: one answer this share of all rollouts means one answer for all (0.5).
+        copied_share: answers copied from their question in this share of all rollouts mean an echo (0.5).
         min_heldout: held-out accuracy below this is too small to judge a drop (0.05).
         patience: a training signal counts only once it has held on this many consecutive logged
             steps (default 5): with a few questions per step, one bad window is noise, not a collapse.
@@ -96,6 +101,7 @@ class CollapseThresholds:
     clipped_share: float = 0.5
     shrink: float = 0.5
     dominant_share: float = 0.5
+    copied_share: float = 0.5
     min_heldout: float = 0.05
     patience: int = 5
     rollout_drop: float = 0.8
@@ -192,6 +198,9 @@ class CollapseMonitor:
         dominant = pair("dominant_answer_share")
         if None not in dominant and dominant[1] >= t.dominant_share and dominant[1] >= 3 * dominant[0]:
             signals.append("dominant_answer")
+        copied = pair(ANSWER_IN_QUESTION)
+        if None not in copied and copied[1] >= t.copied_share and copied[1] >= 3 * copied[0]:
+            signals.append("answer_from_question")
         if mean(recent, REWARD_MODEL_METRIC) is not None:
             signals += self._reward_model_signals(mean(recent, ROLLOUT_METRIC), reward[1], pair)
         return signals

@@ -24,3 +24,5 @@ ROLLOUT_ACCURACY = "rollout_accuracy"
 MAJORITY_RATIO = "majority_ratio"
 NO_ANSWER_RATE = "no_answer_rate"
 TEACHER_AGREEMENT = "teacher_policy_agreement"
+#: The share of rollouts whose answer is a number written in their own question: an echo of the question.
+ANSWER_IN_QUESTION = "answer_in_question_share"

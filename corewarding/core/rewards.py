@@ -30,7 +30,8 @@ groups whose pseudo-label matches the reference; a missing label counts as wrong
 ``reward_accuracy`` (share of rollouts whose pseudo-reward equals the ground-truth reward) and
 ``rollout_accuracy`` (share of rollouts that are correct). Always: ``no_answer_rate`` (share of
 rollouts without an answer) and ``dominant_answer_share`` (share of all rollouts giving the batch's
-most common answer, across questions); for voting methods ``majority_ratio`` (mean share of the labelling
+most common answer, across questions); with the questions' text, ``answer_in_question_share`` (share of
+rollouts whose answer is a number written in their question); for voting methods ``majority_ratio`` (mean share of the labelling
 group in its winning answer) and ``no_label_rate``.
 
 Pure, except for one documented side effect: comparing answers that are not plain numbers or notation
@@ -60,7 +61,7 @@ from dataclasses import dataclass, field
 from math import exp
 from statistics import fmean
 
-from corewarding.core.answers import canonical_answer
+from corewarding.core.answers import canonical_answer, numbers_in
 from corewarding.core.equivalence import answers_match
 from corewarding.core.voting import Vote, VotingConfig, majority_votes
 
@@ -96,16 +97,19 @@ class Rollouts:
         views: 0 for the original question, 1 for its rephrasing; all 0 when omitted.
         references: the hidden reference answer of each rollout's question, or None. Used by
             ``ground_truth_rewards`` and by diagnostics only.
+        questions: the text of each rollout's prompt, or None. Used by the label-free diagnostic
+            ``answer_in_question_share`` only.
     """
 
     answers: Sequence[str | None]
     question_ids: Sequence[Hashable]
     views: Sequence[int] | None = None
     references: Sequence[str | None] | None = None
+    questions: Sequence[str | None] | None = None
 
     def __post_init__(self):
         n = len(self.answers)
-        for name in ("question_ids", "views", "references"):
+        for name in ("question_ids", "views", "references", "questions"):
             values = getattr(self, name)
             if values is not None and len(values) != n:
                 raise ValueError(f"Rollouts.{name} has {len(values)} entries for {n} answers")
@@ -129,6 +133,7 @@ class Rollouts:
             question_ids=pick(self.question_ids),
             views=pick(self.views),
             references=pick(self.references),
+            questions=pick(self.questions),
         )
 
     def groups(self) -> dict[GroupKey, list[int]]:
@@ -156,14 +161,23 @@ def _no_answer_rate(rollouts: Rollouts) -> float:
 
 
 def _answer_metrics(rollouts: Rollouts) -> dict[str, float]:
-    """``no_answer_rate`` and ``dominant_answer_share``: the share of all rollouts, across questions,
+    """``no_answer_rate``; ``dominant_answer_share``: the share of all rollouts, across questions,
     giving the batch's most common answer (canonical string). Different questions have different
-    answers, so a share near 1 means the policy answers everything alike: a collapse signature."""
+    answers, so a share near 1 means the policy answers everything alike: a collapse signature. With the
+    questions' text, ``answer_in_question_share``: the share of all rollouts whose answer is a number
+    written in their question (:func:`~corewarding.core.answers.numbers_in`), near 1 when the policy
+    answers by echoing the question, another collapse that agreement rewards."""
     counts = Counter(canonical_answer(a) for a in rollouts.answers if a is not None)
-    return {
+    metrics = {
         "no_answer_rate": _no_answer_rate(rollouts),
         "dominant_answer_share": max(counts.values()) / len(rollouts) if counts else 0.0,
     }
+    if rollouts.questions is not None and len(rollouts):
+        metrics["answer_in_question_share"] = fmean(
+            a is not None and q is not None and canonical_answer(a) in numbers_in(q)
+            for a, q in zip(rollouts.answers, rollouts.questions)
+        )
+    return metrics
 
 
 def _correct(rollouts: Rollouts) -> list[bool] | None:

@@ -457,7 +457,9 @@ class CoRewardingTrainer(GRPOTrainer):
         """
         local = self._local_reward_inputs(inputs, prompts, completions, completion_ids_list)
         batch = {key: gather_object(values) for key, values in local.items()}
-        rollouts = Rollouts(batch["answers"], batch["question_ids"], batch["views"], batch["references"])
+        rollouts = Rollouts(
+            batch["answers"], batch["question_ids"], batch["views"], batch["references"], batch["questions"]
+        )
         result = method_rewards(self.method.name, rollouts, self._reward_inputs(batch))
         if self.cooper is not None:
             cooper_batch = CooperBatch(
@@ -490,6 +492,7 @@ class CoRewardingTrainer(GRPOTrainer):
             "references": [
                 x["answer"] if "answer" in x else reference_answer(x.get("solution")) for x in inputs
             ],
+            "questions": [question_text(x["prompt"]) for x in inputs],
         }
         extra = self._votes_per_slot
         if method.needs_teacher or method.token_statistic or extra:
@@ -511,7 +514,6 @@ class CoRewardingTrainer(GRPOTrainer):
             local["extra_answers"] = self._sampled_answers(self.model_wrapped, prompt_ids, extra)
             trl_internals.log_metric(self, "votes/extra_seconds", time.perf_counter() - started)
         if self.cooper is not None:
-            local["questions"] = [question_text(x["prompt"]) for x in inputs]
             local["completions"] = texts
             local["reward_model_scores"] = self.cooper.scores(local["questions"], local["references"], texts)
         return local
