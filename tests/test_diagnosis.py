@@ -373,7 +373,7 @@ def test_diagnose_command_on_the_tiny_model(tmp_path):
     out = tmp_path / "diagnosis.json"
     # --pairs auto: the synthetic questions carry their task's own rephrasings.
     result = run_diagnose("tiny", "synthetic", "--pairs", "auto", "--questions", "16", "-k", "4",
-                          "--probe-steps", "2", "--json", str(out))
+                          "--probe-steps", "2", "-o", str(out))
     assert result.exit_code == 0, result.output
     assert "Verdict (answers basis)" in result.output and "recommended:" in result.output
     record = json.loads(out.read_text())

@@ -65,7 +65,8 @@ def diagnose_command(
         typer.Option(help="Longest completion (default: the training recipe's; tiny: 48, paper: 3072)."),
     ] = None,
     json_output: Annotated[
-        Path | None, typer.Option("--json", help="JSON file for the verdict and every measurement.")
+        Path | None,
+        typer.Option("--output", "-o", "--json", help="JSON file for the verdict and every measurement."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seeds the sampling, the synthetic questions and the probe.")] = 0,
     threads: Threads = None,
@@ -74,7 +75,7 @@ def diagnose_command(
 ) -> None:
     """Which label-free methods will help this model on these questions: measured before training.
 
-    Example: corewarding diagnose tiny synthetic --json diagnosis.json
+    Example: corewarding diagnose tiny synthetic -o diagnosis.json
     """
     from corewarding.diagnosis.probe import probe_recipe
     from corewarding.inference.model_names import tiny_model_dir
@@ -83,7 +84,7 @@ def diagnose_command(
     if temperature <= 0:
         raise UserError(f"--temperature {temperature}: votes need samples, use a temperature above 0")
     if json_output is not None:
-        check_writable(json_output, "--json")
+        check_writable(json_output, "--output")
     auto_pairs = pairs == "auto" and dataset != "synthetic"
     if auto_pairs and tiny_model_dir(model) is not None:
         raise UserError("--pairs auto: a tiny model cannot rephrase; its task's own wordings come with "
@@ -136,7 +137,7 @@ def diagnose_command(
 
 def rephrased(problems, engine, json_output: Path | None):
     """``--pairs auto``: the problems with their valid rephrasings by ``engine``; the completions are
-    cached next to the ``--json`` file (a rerun sends only what is missing), else in a temporary folder."""
+    cached next to the ``--output`` file (a rerun sends only what is missing), else in a temporary folder."""
     import tempfile
 
     from corewarding.diagnosis.rephrasings import auto_pairs

@@ -5,7 +5,7 @@ answers; :func:`~corewarding.diagnosis.measurements.label_free_measurements` and
 has a reference answer, :func:`~corewarding.diagnosis.measurements.labelled_measurements` measure
 them; :func:`~corewarding.diagnosis.probe.run_probe` runs a short majority-vote training (optional);
 :func:`~corewarding.diagnosis.verdict.judge` turns the figures into advice. The record returned is
-what ``corewarding diagnose --json`` writes: ``recommended`` (method names, possibly none),
+what ``corewarding diagnose -o`` writes: ``recommended`` (method names, possibly none),
 ``ranking``, ``verdicts`` (per method: expected outcome and why) and ``measurements`` (every figure).
 """
 
