@@ -27,7 +27,9 @@ FAST = [
 # Metrics each method must log besides TRL's own (reward, reward_std, completions/mean_length, …).
 METHOD_METRICS = {
     "ground_truth": ["rollout_accuracy", "label_accuracy"],
-    "majority_vote": ["label_accuracy", "reward_accuracy", "majority_ratio", "no_answer_rate"],
+    "majority_vote": [
+        "label_accuracy", "reward_accuracy", "majority_ratio", "no_answer_rate", "answer_in_question_share"
+    ],
     "self_certainty": ["self_certainty", "rollout_accuracy"],
     "entropy": ["mean_entropy", "rollout_accuracy"],
     "co_rewarding_i": [
