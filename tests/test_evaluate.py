@@ -14,6 +14,7 @@ from corewarding.inference.evaluate import (
     SAMPLING_TEMPERATURE,
     EvaluationResult,
     evaluate,
+    extracted_answers,
     pass_at_k,
     results_table,
     score_answers,
@@ -210,6 +211,25 @@ def test_eval_command_on_a_gsm8k_file(tmp_path):
     record = json.loads(out.read_text())
     assert record["evaluation"]["scores"]["num_questions"] == 3 and record["evaluation"]["scores"]["k"] == 0
     assert record["answer_extraction"] == "boxed_or_last_number"
+    assert record["evaluation"]["completions"] == {}  # kept only when asked
+
+
+def test_eval_command_keeps_the_completions_when_asked(tmp_path):
+    out = tmp_path / "tiny.json"
+    result = run_eval("tiny", "synthetic", "--limit", "3", "-k", "2", "--max-new-tokens", "24", "--completions",
+                      "-o", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    evaluation = EvaluationResult.from_json(json.dumps(record["evaluation"]))
+    greedy, sampled = evaluation.completions["greedy"], evaluation.completions["sampled"]
+    assert [len(g) for g in greedy] == [1, 1, 1] and [len(g) for g in sampled] == [2, 2, 2]
+    # The scores are those of these very completions.
+    answers = extracted_answers(evaluation.completions, record["answer_extraction"])
+    references = [p.answer for p in synthetic_problems("tiny", 3, "test")]
+    rescored = score_answers(references, sampled=answers["sampled"], greedy=[g[0] for g in answers["greedy"]])
+    assert (rescored.avg_at_k, rescored.greedy_accuracy) == (
+        evaluation.scores.avg_at_k, evaluation.scores.greedy_accuracy
+    )
 
 
 def test_eval_command_on_an_http_endpoint(tmp_path):
@@ -241,6 +261,7 @@ def test_eval_command_on_an_http_endpoint(tmp_path):
         (["{file}", "--columns", "question=question,solution=answer"], "cannot read 'solution=answer'"),
         (["{missing}"], "no such dataset file or folder"),
         (["synthetic", "-k", "4", "--temperature", "0"], "at temperature 0 are all alike"),
+        (["synthetic", "--completions"], "--completions keeps a math evaluation's completions in its --output"),
     ],
 )
 def test_eval_command_user_errors_are_one_line(tmp_path, args, message):

@@ -61,6 +61,11 @@ def eval_command(
     greedy: Annotated[bool, typer.Option(help="Decode greedily too (greedy pass@1).")] = True,
     max_new_tokens: Annotated[int, typer.Option(help="Longest completion, in tokens.")] = 1024,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="JSON file for the results.")] = None,
+    completions: Annotated[
+        bool,
+        typer.Option(help="Keep every completion in the --output file (evaluation.completions: greedy and "
+                          "sampled, per question), to read what the model wrote."),
+    ] = False,
     views: Annotated[
         bool,
         typer.Option(
@@ -119,6 +124,9 @@ def eval_command(
     if output is not None:
         check_writable(output, "--output")
     families = suite_families(suite)
+    if completions and (output is None or views or families != ["math"] or compare):
+        raise UserError("--completions keeps a math evaluation's completions in its --output file: give -o, "
+                        "without --views, --suite code/general or --compare")
     if views and (dataset != "synthetic" or not samples or families != ["math"] or compare):
         raise UserError(
             "--views measures the synthetic task's surface forms by sampling: use it with synthetic and -k"
@@ -157,7 +165,7 @@ def eval_command(
         problems, engine, k=samples, temperature=temperature, top_p=top_p, greedy=greedy,
         max_new_tokens=max_new_tokens, matching=answers.matching,
         system_prompt=answers.system_prompt or None, answer_extraction=answers.answer_extraction,
-        progress=True,
+        progress=True, keep_completions=completions,
     )
     seconds = time.perf_counter() - started
     output_console().print(results_table({model: result}, title=f"{dataset} (accuracy, %)"))

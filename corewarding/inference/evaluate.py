@@ -59,6 +59,8 @@ __all__ = [
     "question_outcomes",
     "outcome_scores",
     "score_answers",
+    "sample_completions",
+    "extracted_answers",
     "sample_answers",
     "EvaluationResult",
     "evaluation_runs",
@@ -224,6 +226,8 @@ class EvaluationResult:
         failed: completions that could not be generated (failed HTTP requests), scored as no answer.
         per_question: each question's score, by metric: ``greedy`` (1 or 0) and ``avg@k`` (c/k), in the
             problems' order (what a comparison with another model pairs).
+        completions: when kept, each run's completions (``greedy``: one per question, ``sampled``: k), in
+            the problems' order; empty otherwise.
     """
 
     scores: Scores
@@ -233,6 +237,7 @@ class EvaluationResult:
     matching: str
     failed: int = 0
     per_question: dict[str, list[float]] = field(default_factory=dict)
+    completions: dict[str, list[list[str]]] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -270,6 +275,51 @@ def evaluation_runs(
     return runs
 
 
+def sample_completions(
+    questions: Sequence[str],
+    backend: GenerationBackend,
+    runs: Mapping[str, GenerationSettings],
+    *,
+    system_prompt: str | None = SYSTEM_PROMPT,
+    progress: bool = False,
+    max_question_chars: int | None = MAX_QUESTION_CHARS,
+) -> tuple[dict[str, list[list[str]]], int]:
+    """The completions of each run of :func:`evaluation_runs` to each question (``""`` for one that
+    failed), and the number that failed; arguments as in :func:`evaluate`."""
+    if max_question_chars is not None:
+        too_long = [i for i, question in enumerate(questions) if len(question) > max_question_chars]
+        if too_long:
+            raise UserError(
+                f"{len(too_long)} question(s) longer than {max_question_chars:,} characters (the first: "
+                f"question {too_long[0]}, {len(questions[too_long[0]]):,}); shorten them or raise "
+                "max_question_chars"
+            )
+    conversations = [chat_messages(question, system_prompt) for question in questions]
+    texts, failed = {}, 0
+    with Progress(disable=not progress, console=output_console()) as bar:
+        for name, settings in runs.items():
+            label = (
+                "greedy decoding"
+                if settings.greedy
+                else f"sampling k={settings.n} at T={settings.temperature:g}"
+            )
+            task = bar.add_task(label, total=len(conversations))
+            groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
+            failed += sum(c.text is None for group in groups for c in group)
+            texts[name] = completion_texts(groups)
+    return texts, failed
+
+
+def extracted_answers(
+    completions: Mapping[str, list[list[str]]], answer_extraction: str = "boxed"
+) -> dict[str, list[list[str | None]]]:
+    """The answer of every completion of :func:`sample_completions` (None: no answer)."""
+    return {
+        name: [[extract_answer(text, answer_extraction) for text in group] for group in groups]
+        for name, groups in completions.items()
+    }
+
+
 def sample_answers(
     questions: Sequence[str],
     backend: GenerationBackend,
@@ -282,31 +332,11 @@ def sample_answers(
 ) -> tuple[dict[str, list[list[str | None]]], int]:
     """The extracted answers of each run of :func:`evaluation_runs` to each question, and the number
     of completions that failed (scored as no answer); arguments as in :func:`evaluate`."""
-    if max_question_chars is not None:
-        too_long = [i for i, question in enumerate(questions) if len(question) > max_question_chars]
-        if too_long:
-            raise UserError(
-                f"{len(too_long)} question(s) longer than {max_question_chars:,} characters (the first: "
-                f"question {too_long[0]}, {len(questions[too_long[0]]):,}); shorten them or raise "
-                "max_question_chars"
-            )
-    conversations = [chat_messages(question, system_prompt) for question in questions]
-    answers, failed = {}, 0
-    with Progress(disable=not progress, console=output_console()) as bar:
-        for name, settings in runs.items():
-            label = (
-                "greedy decoding"
-                if settings.greedy
-                else f"sampling k={settings.n} at T={settings.temperature:g}"
-            )
-            task = bar.add_task(label, total=len(conversations))
-            groups = backend.generate(conversations, settings, lambda i, completions: bar.advance(task))
-            failed += sum(c.text is None for group in groups for c in group)
-            answers[name] = [
-                [extract_answer(text, answer_extraction) for text in group]
-                for group in completion_texts(groups)
-            ]
-    return answers, failed
+    texts, failed = sample_completions(
+        questions, backend, runs, system_prompt=system_prompt, progress=progress,
+        max_question_chars=max_question_chars,
+    )
+    return extracted_answers(texts, answer_extraction), failed
 
 
 def evaluate(
@@ -324,6 +354,7 @@ def evaluate(
     answer_extraction: str = "boxed",
     progress: bool = False,
     max_question_chars: int | None = MAX_QUESTION_CHARS,
+    keep_completions: bool = False,
 ) -> EvaluationResult:
     """Greedy and/or ``k`` sampled answers to each problem's question, scored against ``problem.answer``.
 
@@ -342,14 +373,17 @@ def evaluate(
         max_question_chars: longest question accepted, in characters: a longer one is a ValueError,
             raised before anything is generated (default
             :data:`~corewarding.data.loaders.MAX_QUESTION_CHARS`; None: no limit).
+        keep_completions: keep every completion in the result (``EvaluationResult.completions``), to read
+            what the model wrote.
     """
     runs = evaluation_runs(
         k=k, temperature=temperature, top_p=top_p, greedy=greedy, max_new_tokens=max_new_tokens
     )
-    answers, failed = sample_answers(
-        [p.question for p in problems], backend, runs, system_prompt=system_prompt,
-        answer_extraction=answer_extraction, progress=progress, max_question_chars=max_question_chars,
+    texts, failed = sample_completions(
+        [p.question for p in problems], backend, runs, system_prompt=system_prompt, progress=progress,
+        max_question_chars=max_question_chars,
     )
+    answers = extracted_answers(texts, answer_extraction)
     scores, outcomes = _scores_and_outcomes(
         [p.answer for p in problems],
         answers.get("sampled"),
@@ -364,7 +398,7 @@ def evaluate(
         per_question[f"avg@{k}"] = [o.sampled_correct / k for o in outcomes]
     return EvaluationResult(
         scores, temperature if k else None, top_p if k else None, max_new_tokens, matching, failed,
-        per_question,
+        per_question, texts if keep_completions else {},
     )
 
 
