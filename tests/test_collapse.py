@@ -94,7 +94,7 @@ def test_answers_echoing_the_question_are_flagged_without_labels():
         return {"reward": 0.9 if echo else 0.3, "answer_in_question_share": 0.95 if echo else 0.05,
                 "label_accuracy": None}
 
-    # Step 13 (window 9..13): share mean 0.59 >= 0.5 and >= 3x the early 0.05.
+    # Step 13 (window 9..13): share mean 0.59 >= 0.5 and >= 2x the early 0.05.
     report = detect_collapse(history(20, change), FORMULA)
     assert report.step == 13 and report.reasons == ["answer_from_question"]
 

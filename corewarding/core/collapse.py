@@ -19,7 +19,7 @@ signal                               fires when (means over the last ``window`` 
 ``dominant_answer``                  one answer makes up ≥ ``dominant_share`` of all rollouts
                                      across different questions, and ≥ 3x its early share
 ``answer_from_question``             a share ≥ ``copied_share`` of rollouts answer with a number
-                                     written in their own question, and ≥ 3x its early share
+                                     written in their own question, and ≥ 2x its early share
                                      (answering by echoing the question)
 ``reward_up_rollout_accuracy_down``  reward-model methods (records with ``rm/rule_agreement``):
                                      ``rollout_accuracy`` below ``rollout_drop`` × its best window
@@ -84,7 +84,9 @@ class CollapseThresholds:
         clipped_share: this share of completions at the length cap means runaway length (0.5).
         shrink: mean length below this fraction of its early mean means shrinking answers (0.5).
         dominant_share: one answer this share of all rollouts means one answer for all (0.5).
-        copied_share: answers copied from their question in this share of all rollouts mean an echo (0.5).
+        copied_share: answers copied from their question in this share of all rollouts, at least twice
+            the early share, mean an echo (0.5). Twice, not the 3x of ``dominant_share``: a model that
+            writes ``the sum of 50 and 34`` ends on an operand a quarter of the time before training.
         min_heldout: held-out accuracy below this is too small to judge a drop (0.05).
         patience: a training signal counts only once it has held on this many consecutive logged
             steps (default 5): with a few questions per step, one bad window is noise, not a collapse.
@@ -199,7 +201,7 @@ class CollapseMonitor:
         if None not in dominant and dominant[1] >= t.dominant_share and dominant[1] >= 3 * dominant[0]:
             signals.append("dominant_answer")
         copied = pair(ANSWER_IN_QUESTION)
-        if None not in copied and copied[1] >= t.copied_share and copied[1] >= 3 * copied[0]:
+        if None not in copied and copied[1] >= t.copied_share and copied[1] >= 2 * copied[0]:
             signals.append("answer_from_question")
         if mean(recent, REWARD_MODEL_METRIC) is not None:
             signals += self._reward_model_signals(mean(recent, ROLLOUT_METRIC), reward[1], pair)
