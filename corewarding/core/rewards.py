@@ -31,8 +31,8 @@ groups whose pseudo-label matches the reference; a missing label counts as wrong
 ``rollout_accuracy`` (share of rollouts that are correct). Always: ``no_answer_rate`` (share of
 rollouts without an answer) and ``dominant_answer_share`` (share of all rollouts giving the batch's
 most common answer, across questions); with the questions' text, ``answer_in_question_share`` (share of
-rollouts whose answer is a number written in their question); for voting methods ``majority_ratio`` (mean share of the labelling
-group in its winning answer) and ``no_label_rate``.
+rollouts whose answer is a number written in their question); for voting methods ``majority_ratio``
+(mean share of the labelling group in its winning answer) and ``no_label_rate``.
 
 Pure, except for one documented side effect: comparing answers that are not plain numbers or notation
 variants asks math-verify, through the process's shared
