@@ -209,7 +209,8 @@ def echo_shares(models: dict[str, str], out: Path | None = None) -> str:
         pairs = [(p, a) for p, group in zip(problems, answers) for a in group]
         figures[label] = {
             "model": location,
-            "answer_in_question_share": fmean(a is not None and a in numbers_in(p.question) for p, a in pairs),
+            "answer_in_question_share": fmean(a is not None and a in numbers_in(p.question)
+                                              for p, a in pairs),
             "right": fmean(answers_match([(p.answer, a) for p, a in pairs], mode="exact")),
         }
     if out is not None:

@@ -216,8 +216,8 @@ def test_eval_command_on_a_gsm8k_file(tmp_path):
 
 def test_eval_command_keeps_the_completions_when_asked(tmp_path):
     out = tmp_path / "tiny.json"
-    result = run_eval("tiny", "synthetic", "--limit", "3", "-k", "2", "--max-new-tokens", "24", "--completions",
-                      "-o", str(out))
+    result = run_eval("tiny", "synthetic", "--limit", "3", "-k", "2", "--max-new-tokens", "24",
+                      "--completions", "-o", str(out))
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     evaluation = EvaluationResult.from_json(json.dumps(record["evaluation"]))
@@ -261,7 +261,7 @@ def test_eval_command_on_an_http_endpoint(tmp_path):
         (["{file}", "--columns", "question=question,solution=answer"], "cannot read 'solution=answer'"),
         (["{missing}"], "no such dataset file or folder"),
         (["synthetic", "-k", "4", "--temperature", "0"], "at temperature 0 are all alike"),
-        (["synthetic", "--completions"], "--completions keeps a math evaluation's completions in its --output"),
+        (["synthetic", "--completions"], "--completions keeps a math evaluation's completions in its"),
     ],
 )
 def test_eval_command_user_errors_are_one_line(tmp_path, args, message):

@@ -223,7 +223,7 @@ def test_dominant_answer_share_reveals_one_answer_for_every_question():
 
 
 def test_answer_in_question_share_counts_answers_copied_from_their_question():
-    questions = ["What is 23 + 20?", "What is 23 + 20?", "Subtract 1,200 - 5.", "Subtract 1,200 - 5.", "5 + 6?"]
+    questions = ["What is 23 + 20?"] * 2 + ["Subtract 1,200 - 5."] * 2 + ["5 + 6?"]
     echo = Rollouts(answers=["20", "43", "1200", "5", None], question_ids=[0, 0, 1, 1, 2],
                     questions=questions)
     assert majority_vote_rewards(echo).metrics["answer_in_question_share"] == 3 / 5  # 20, 1200, 5

@@ -26,7 +26,8 @@ import re
 from corewarding.core.lru import ByteLRU
 
 __all__ = [
-    "ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed", "numbers_in",
+    "ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed",
+    "numbers_in",
 ]
 
 #: How a completion's final answer is found (:func:`extract_answer`), the setting ``answer_extraction``.
