@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from statistics import fmean, stdev
 
@@ -188,18 +189,20 @@ def table(stored: Path = STORED) -> str:
     return "\n".join(rows)
 
 
-def echo_shares(models: dict[str, str], out: Path | None = None) -> str:
+def echo_shares(models: dict[str, str], out: Path | None = None, control: bool = False) -> str:
     """``echo``: how often each model answers by echoing the question. Each model samples 8 answers (T 0.8,
-    32 tokens, last number, no system turn, seed 0) to the first :data:`ECHO_QUESTIONS` training questions;
-    the share of answers that are a number of their question (``answer_in_question_share``, what training
-    logs) and the share right. A table; with ``out``, the figures as JSON."""
+    32 tokens, last number, no system turn, seed 0) to the first :data:`ECHO_QUESTIONS` training questions
+    (``control``: the control's); the share of answers that are a number of their question
+    (``answer_in_question_share``, what training logs) and the share right. A table; with ``out``, the
+    figures as JSON."""
     from corewarding.core.answers import numbers_in
     from corewarding.core.equivalence import answers_match
-    from corewarding.data.arithmetic import arithmetic_problems
+    from corewarding.data.arithmetic import INSTRUCTION, arithmetic_problems
     from corewarding.inference.evaluate import sample_answers
     from corewarding.inference.generation import GenerationSettings, TransformersBackend
 
-    problems = arithmetic_problems(None, "train")[:ECHO_QUESTIONS]
+    problems = [replace(p, question=p.question.replace(INSTRUCTION, CONTROL_INSTRUCTION)) if control else p
+                for p in arithmetic_problems(None, "train")[:ECHO_QUESTIONS]]
     settings = GenerationSettings(n=8, temperature=0.8, max_new_tokens=32)
     figures = {}
     for label, location in models.items():
@@ -214,8 +217,9 @@ def echo_shares(models: dict[str, str], out: Path | None = None) -> str:
             "right": fmean(answers_match([(p.answer, a) for p, a in pairs], mode="exact")),
         }
     if out is not None:
-        out.write_text(json.dumps({"questions": ECHO_QUESTIONS, "samples": 8, "temperature": 0.8,
-                                   "max_new_tokens": 32, "seed": 0, "models": figures}, indent=1) + "\n")
+        record = {"questions": CONTROL if control else "task", "count": ECHO_QUESTIONS, "samples": 8,
+                  "temperature": 0.8, "max_new_tokens": 32, "seed": 0, "models": figures}
+        out.write_text(json.dumps(record, indent=1) + "\n")
     rows = ["| model | answers that are a number of the question | answers right |", "|---|---|---|"]
     rows += [f"| {label} | {100 * f['answer_in_question_share']:.1f}% | {100 * f['right']:.1f}% |"
              for label, f in figures.items()]
@@ -236,9 +240,10 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=[], metavar="LABEL=MODEL",
                         help="echo: the models to sample (a folder or a model name)")
     parser.add_argument("--out", type=Path, help="echo: write the figures there as JSON")
+    parser.add_argument("--control", action="store_true", help="echo: on the control's questions")
     args = parser.parse_args()
     if args.command == "echo":
-        print(echo_shares(dict(m.split("=", 1) for m in args.models), args.out))
+        print(echo_shares(dict(m.split("=", 1) for m in args.models), args.out, args.control))
         return
     if args.command == "run":
         names = args.only or condition_names()

@@ -265,7 +265,9 @@ def test_smollm2_study_smoke(tmp_path):
 
 def test_smollm2_study_echo_smoke(tmp_path):
     """The echo measurement on the tiny model, its table and JSON (the study's: SmolLM2 before and after)."""
-    out = bench("smollm2_study.py", "echo", "--models", "start=tiny", "--out", str(tmp_path / "echo.json"))
+    out = bench("smollm2_study.py", "echo", "--control", "--models", "start=tiny", "--out", str(tmp_path / "e.json"))
     assert "| start |" in out
-    figures = json.loads((tmp_path / "echo.json").read_text())["models"]["start"]
+    record = json.loads((tmp_path / "e.json").read_text())
+    figures = record["models"]["start"]
+    assert record["questions"] == "fixed_format" and record["count"] == 32
     assert 0 <= figures["answer_in_question_share"] <= 1 and 0 <= figures["right"] <= 1
