@@ -99,10 +99,10 @@ def jobs(runs: Path, stored: Path, seeds: list[int], names: list[str], steps: in
     }
 
 
-def run_figures(metrics: Path) -> dict[str, float]:
+def run_figures(metrics: Path) -> dict:
     """One stored run: held-out avg@4 (start, half-way, end) and greedy (start, end), the answer rate and
     the accuracy among answered samples (start, end), the rollouts' mean length (first and last 3 steps),
-    the mean label accuracy, and the step the collapse monitor flagged (None: not flagged)."""
+    the mean label accuracy, and the collapse monitor's report."""
     records = read_metrics(metrics)
     evals = [r for r in records if r.get(metric_names.HELDOUT_SAMPLED) is not None]
     steps = [r for r in records if r.get(metric_names.MEAN_LENGTH) is not None]
@@ -126,7 +126,7 @@ def run_figures(metrics: Path) -> dict[str, float]:
         "length_start": fmean(r[metric_names.MEAN_LENGTH] for r in steps[:3]),
         "length_end": fmean(r[metric_names.MEAN_LENGTH] for r in steps[-3:]),
         "label_accuracy": 100 * fmean(labels) if labels else float("nan"),
-        "collapse": detect_collapse(records).step,
+        "collapse": detect_collapse(records),
     }
 
 
@@ -134,11 +134,12 @@ def mean_sd(values: list[float]) -> str:
     return f"{values[0]:.1f}" if len(values) == 1 else f"{fmean(values):.1f} ± {stdev(values):.1f}"
 
 
-def flag_steps(steps: list[int]) -> str:
-    """`` (step 30)``, `` (steps 12, 30)``, or nothing when no run was flagged."""
-    if not steps:
-        return ""
-    return f" (step{'s' if len(steps) > 1 else ''} {', '.join(map(str, steps))})"
+def flags(reports: list) -> str:
+    """``0 of 3``, or ``2 of 3 (step 15: heldout_accuracy_down; step 30: answer_from_question)``: how many
+    runs the monitor flagged, and at which step by which signals."""
+    flagged = [r for r in reports if r.collapsed]
+    steps = "; ".join(f"step {r.step}: {', '.join(r.reasons)}" for r in flagged)
+    return f"{len(flagged)} of {len(reports)}" + (f" ({steps})" if flagged else "")
 
 
 def arrow(runs: list[dict], key: str) -> str:
@@ -175,7 +176,6 @@ def table(stored: Path = STORED) -> str:
                      if method != METHODS[0] and len(paired) == len(runs) else "")
             return mean_sd(gains) + ratio
 
-        flagged = [r["collapse"] for r in runs if r["collapse"] is not None]
         labels = [r["label_accuracy"] for r in runs]
         rows.append(
             f"| {name} | {', '.join(seeds)} | {mean_sd([r['avg_start'] for r in runs])} → "
@@ -184,7 +184,7 @@ def table(stored: Path = STORED) -> str:
             f"{mean_sd([r['greedy_end'] for r in runs])} | {arrow(runs, 'answered')} | "
             f"{arrow(runs, 'among')} | "
             f"{arrow(runs, 'length')} | {'—' if any(v != v for v in labels) else mean_sd(labels)} | "
-            f"{len(flagged)} of {len(runs)}{flag_steps(flagged)} |"
+            f"{flags([r['collapse'] for r in runs])} |"
         )
     return "\n".join(rows)
 
