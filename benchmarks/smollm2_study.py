@@ -195,7 +195,7 @@ def echo_shares(models: dict[str, str], out: Path | None = None, control: bool =
     (``control``: the control's); the share of answers that are a number of their question
     (``answer_in_question_share``, what training logs) and the share right. A table; with ``out``, the
     figures as JSON."""
-    from corewarding.core.answers import numbers_in
+    from corewarding.core.answers import answer_in_question_share
     from corewarding.core.equivalence import answers_match
     from corewarding.data.arithmetic import INSTRUCTION, arithmetic_problems
     from corewarding.inference.evaluate import sample_answers
@@ -212,8 +212,8 @@ def echo_shares(models: dict[str, str], out: Path | None = None, control: bool =
         pairs = [(p, a) for p, group in zip(problems, answers) for a in group]
         figures[label] = {
             "model": location,
-            "answer_in_question_share": fmean(a is not None and a in numbers_in(p.question)
-                                              for p, a in pairs),
+            "answer_in_question_share": answer_in_question_share([a for _, a in pairs],
+                                                                 [p.question for p, _ in pairs]),
             "right": fmean(answers_match([(p.answer, a) for p, a in pairs], mode="exact")),
         }
     if out is not None:

@@ -22,12 +22,13 @@ Worked examples::
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from corewarding.core.lru import ByteLRU
 
 __all__ = [
     "ANSWER_EXTRACTIONS", "extract_answer", "reference_answer", "canonical_answer", "last_boxed",
-    "numbers_in",
+    "numbers_in", "answer_in_question_share",
 ]
 
 #: How a completion's final answer is found (:func:`extract_answer`), the setting ``answer_extraction``.
@@ -101,6 +102,20 @@ def numbers_in(text: str) -> frozenset[str]:
     """
     found = (canonical_answer(n.rstrip(",")) for n in _NUMBER_RE.findall(text))
     return frozenset(m for n in found for m in (n, n.lstrip("-")))
+
+
+def answer_in_question_share(answers: Sequence[str | None], questions: Sequence[str | None]) -> float:
+    """The share of answers that are a number of their own question (:func:`numbers_in`); a missing answer
+    or question counts as not copied. Each distinct question is read once (a group repeats it G times).
+
+        >>> answer_in_question_share(["20", "43", None], ["What is 23 + 20?"] * 3)
+        0.3333333333333333
+    """
+    if not answers:
+        return 0.0
+    numbers = {q: numbers_in(q) for q in set(questions) if q is not None}
+    return sum(a is not None and q is not None and canonical_answer(a) in numbers[q]
+               for a, q in zip(answers, questions)) / len(answers)
 
 
 def extract_answer(text: str | None, extraction: str = "boxed") -> str | None:

@@ -61,7 +61,7 @@ from dataclasses import dataclass, field
 from math import exp
 from statistics import fmean
 
-from corewarding.core.answers import canonical_answer, numbers_in
+from corewarding.core.answers import answer_in_question_share, canonical_answer
 from corewarding.core.equivalence import answers_match
 from corewarding.core.voting import Vote, VotingConfig, majority_votes
 
@@ -165,7 +165,7 @@ def _answer_metrics(rollouts: Rollouts) -> dict[str, float]:
     giving the batch's most common answer (canonical string). Different questions have different
     answers, so a share near 1 means the policy answers everything alike: a collapse signature. With the
     questions' text, ``answer_in_question_share``: the share of all rollouts whose answer is a number
-    written in their question (:func:`~corewarding.core.answers.numbers_in`), near 1 when the policy
+    written in their question (:func:`~corewarding.core.answers.answer_in_question_share`), near 1 when the policy
     answers by echoing the question, another collapse that agreement rewards."""
     counts = Counter(canonical_answer(a) for a in rollouts.answers if a is not None)
     metrics = {
@@ -173,10 +173,7 @@ def _answer_metrics(rollouts: Rollouts) -> dict[str, float]:
         "dominant_answer_share": max(counts.values()) / len(rollouts) if counts else 0.0,
     }
     if rollouts.questions is not None and len(rollouts):
-        metrics["answer_in_question_share"] = fmean(
-            a is not None and q is not None and canonical_answer(a) in numbers_in(q)
-            for a, q in zip(rollouts.answers, rollouts.questions)
-        )
+        metrics["answer_in_question_share"] = answer_in_question_share(rollouts.answers, rollouts.questions)
     return metrics
 
 
